@@ -1,0 +1,34 @@
+/**
+ * The kernel interface every compute backend implements (tfjs-style registry: one interface, one
+ * test suite run over every backend, a plain-TS reference beside each fast kernel).
+ *
+ * Matrices are row-major float32. `gemm` computes
+ *   C (m×n) = alpha · op(A) · op(B) + beta · C
+ * where op(A) is m×k (A is stored k×m when `transA`), op(B) is k×n (B is stored n×k when `transB`).
+ * When beta is 0, C's previous contents are ignored (NaN in C does not propagate).
+ */
+export interface GemmCall {
+  transA: boolean;
+  transB: boolean;
+  m: number;
+  n: number;
+  k: number;
+  alpha: number;
+  a: Float32Array;
+  b: Float32Array;
+  beta: number;
+  c: Float32Array;
+}
+
+export interface KernelBackend {
+  /** Short stable name: "ts", "wasm", "wasm-threads", ... */
+  readonly name: string;
+  /**
+   * A zeroed Float32Array the backend can read and write without copying (e.g. a view into
+   * WebAssembly memory). Arrays from elsewhere are accepted by every kernel, at the cost of a copy.
+   */
+  allocate(length: number): Float32Array;
+  /** Returns an array from `allocate` to the backend. Using it afterwards is undefined. */
+  release(array: Float32Array): void;
+  gemm(call: GemmCall): void;
+}

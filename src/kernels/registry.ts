@@ -1,0 +1,33 @@
+import { BackendUnavailableError } from "../errors.js";
+import type { KernelBackend } from "./backend.js";
+import { tsBackend } from "./ts-backend.js";
+
+/**
+ * Backends by name, each with a priority; the default is the highest-priority one registered.
+ * The core registers "ts" (and "wasm" when WebAssembly SIMD is available); Node entry points
+ * register the multi-threaded backend on top.
+ */
+const backends = new Map<string, { backend: KernelBackend; priority: number }>();
+
+export function registerBackend(backend: KernelBackend, priority: number): void {
+  backends.set(backend.name, { backend, priority });
+}
+
+export function listBackends(): string[] {
+  return [...backends.entries()].sort((x, y) => y[1].priority - x[1].priority).map(([name]) => name);
+}
+
+/** The named backend, or the fastest registered one when `name` is omitted. */
+export function getBackend(name?: string): KernelBackend {
+  if (name === undefined) {
+    const best = listBackends()[0];
+    return best === undefined ? tsBackend : backends.get(best)!.backend;
+  }
+  const entry = backends.get(name);
+  if (entry === undefined) {
+    throw new BackendUnavailableError(`backend "${name}" is not available here (available: ${listBackends().join(", ")})`);
+  }
+  return entry.backend;
+}
+
+registerBackend(tsBackend, 0);

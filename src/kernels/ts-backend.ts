@@ -1,0 +1,33 @@
+import type { GemmCall, KernelBackend } from "./backend.js";
+import { checkGemm } from "./check-gemm.js";
+
+/**
+ * The reference backend: plain TypeScript, float64 accumulation, no tricks. Every other backend is
+ * tested against it. The loop order keeps the innermost loop contiguous for each transpose case.
+ */
+export const tsBackend: KernelBackend = {
+  name: "ts",
+  allocate: (length) => new Float32Array(length),
+  release: () => {},
+  gemm(call: GemmCall) {
+    checkGemm(call);
+    const { transA, transB, m, n, k, alpha, a, b, beta, c } = call;
+    const row = new Float64Array(n);
+    for (let i = 0; i < m; i++) {
+      row.fill(0);
+      for (let p = 0; p < k; p++) {
+        const aip = transA ? a[p * m + i]! : a[i * k + p]!;
+        if (transB) {
+          for (let j = 0; j < n; j++) row[j]! += aip * b[j * k + p]!;
+        } else {
+          const base = p * n;
+          for (let j = 0; j < n; j++) row[j]! += aip * b[base + j]!;
+        }
+      }
+      const out = i * n;
+      for (let j = 0; j < n; j++) {
+        c[out + j] = beta === 0 ? alpha * row[j]! : alpha * row[j]! + beta * c[out + j]!;
+      }
+    }
+  },
+};

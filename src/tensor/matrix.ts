@@ -1,0 +1,59 @@
+import { NonFiniteError, ShapeError } from "../errors.js";
+
+/** A dense row-major float32 matrix: element (i, j) is `data[i * cols + j]`. */
+export interface Matrix {
+  readonly rows: number;
+  readonly cols: number;
+  readonly data: Float32Array;
+}
+
+/** Wraps `data` (no copy) after checking that its length is `rows * cols`. */
+export function matrix(rows: number, cols: number, data?: Float32Array | ArrayLike<number>): Matrix {
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) {
+    throw new ShapeError(`matrix dimensions must be non-negative integers, got ${rows}×${cols}`);
+  }
+  if (data === undefined) return { rows, cols, data: new Float32Array(rows * cols) };
+  if (data.length !== rows * cols) {
+    throw new ShapeError(`a ${rows}×${cols} matrix needs ${rows * cols} values, got ${data.length}`);
+  }
+  const values = data instanceof Float32Array ? data : Float32Array.from(data);
+  return { rows, cols, data: values };
+}
+
+/** Throws a NonFiniteError naming the first NaN/±Inf element. */
+export function assertFinite(m: Matrix, what = "matrix"): void {
+  const { data, cols } = m;
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    // v - v is NaN exactly for NaN and ±Inf, and is cheaper than two comparisons.
+    if (v - v !== 0) throw new NonFiniteError(what, Math.floor(i / cols), i % cols, v);
+  }
+}
+
+/** Frobenius norm, accumulated in float64. */
+export function frobeniusNorm(data: Float32Array): number {
+  let sum = 0;
+  for (let i = 0; i < data.length; i++) sum += data[i]! * data[i]!;
+  return Math.sqrt(sum);
+}
+
+/** ‖a − b‖_F in float64 without materialising the difference. */
+export function frobeniusDistance(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) throw new ShapeError(`cannot compare arrays of length ${a.length} and ${b.length}`);
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i]! - b[i]!;
+    sum += d * d;
+  }
+  return Math.sqrt(sum);
+}
+
+/** Row-major transpose into a new matrix. */
+export function transpose(m: Matrix): Matrix {
+  const out = new Float32Array(m.rows * m.cols);
+  const { rows, cols, data } = m;
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) out[j * rows + i] = data[i * cols + j]!;
+  }
+  return { rows: cols, cols: rows, data: out };
+}
