@@ -1,0 +1,136 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createQuantizer, type QuantizerKind } from "./quantizer.js";
+import { matrix } from "../tensor/matrix.js";
+import { packCodes, unpackCodes } from "./packing.js";
+import { dynamicMap8Bit, normalFloatTable, symmetricNormalFloatTable } from "./tables.js";
+import { haveRefVectors, hexToBytes, hexToFloat32, loadRefTensors, maxAbsDiff, readJson } from "../../test/helpers/ref-vectors.js";
+import { tensorToFloat32 } from "../io/safetensors.js";
+import { mulberry32, gaussian } from "../linalg/random.js";
+import { frobeniusDistance, frobeniusNorm } from "../tensor/matrix.js";
+
+const skip = haveRefVectors ? false : "../shared/ref-vectors not present";
+
+test("code tables match the upstream tables bit for bit", { skip }, () => {
+  const tables = readJson("derived/tables.json");
+  assert.deepEqual(Array.from(normalFloatTable(2)), tables.nf2_peft_nfquantizer);
+  assert.deepEqual(Array.from(normalFloatTable(4)), tables.nf4);
+  assert.deepEqual(Array.from(dynamicMap8Bit()), tables.bnb_dynamic_map_signed_8bit_fma);
+  // PEFT's real NF8 table (from the PEFT-produced vectors) comes from torch's vectorised CPU linspace.
+  const peft = loadRefTensors("peft/loftq_gauss_64x128_b8_r8_t1.safetensors");
+  for (const bits of [2, 4, 8]) {
+    assert.deepEqual(normalFloatTable(bits), tensorToFloat32(peft.tensors.get(`nf_table_${bits}`)!), `NF${bits}`);
+  }
+});
+
+test("bnb NF4 (CUDA and CPU zero-block semantics) matches the derived vectors: bytes, absmax, dequantized", { skip }, () => {
+  const vectors = readJson("derived/test_vectors.json");
+  const input = matrix(4, 64, hexToFloat32(vectors.input_f32_hex));
+  for (const [key, zeroBlocks] of [["bnb_nf4_cuda", "cuda"], ["bnb_nf4_default", "cpu"]] as const) {
+    const quantizer = createQuantizer({ kind: "bnb-nf4", zeroBlocks });
+    const q = quantizer.quantize(input);
+    assert.deepEqual(q.packed, hexToBytes(vectors[key].packed_hex), `${key} bytes`);
+    assert.deepEqual(q.absmax, hexToFloat32(vectors[key].absmax_f32_hex), `${key} absmax`);
+    const expected = hexToFloat32(vectors[key].dequant_f32_hex);
+    const got = quantizer.dequantize(q).data;
+    for (let i = 0; i < got.length; i++) assert.ok(Object.is(got[i], expected[i]), `${key} dequant[${i}] ${got[i]} vs ${expected[i]}`);
+  }
+});
+
+test("PEFT NFQuantizer NF4 / NF2 matches the derived vectors (low-bits-first packing)", { skip }, () => {
+  const vectors = readJson("derived/test_vectors.json");
+  const input = matrix(4, 64, hexToFloat32(vectors.input_f32_hex));
+  for (const bits of [4, 2]) {
+    const key = `peft_nfquantizer_nf${bits}`;
+    const quantizer = createQuantizer({ kind: "nf", bits });
+    const q = quantizer.quantize(input);
+    assert.deepEqual(q.packed, hexToBytes(vectors[key].packed_hex), `${key} bytes`);
+    if (vectors[key].absmax_f32_hex) assert.deepEqual(q.absmax, hexToFloat32(vectors[key].absmax_f32_hex));
+    if (vectors[key].dequant_f32_hex) {
+      const expected = hexToFloat32(vectors[key].dequant_f32_hex);
+      assert.equal(maxAbsDiff(quantizer.dequantize(q).data, expected), 0);
+    }
+  }
+});
+
+test("int8 row-wise matches the derived vectors (bnb CPU path)", { skip }, () => {
+  const vectors = readJson("derived/test_vectors.json");
+  const expected = vectors.bnb_int8_rowwise_default;
+  const rows = expected.SCB_f32_hex.length;
+  const values = hexToFloat32(vectors.input_f32_hex).subarray(0, expected.int8.length);
+  const quantizer = createQuantizer({ kind: "int8" });
+  const q = quantizer.quantize(matrix(rows, values.length / rows, values));
+  assert.deepEqual(Array.from(new Int8Array(q.packed.buffer, q.packed.byteOffset, q.packed.length)), expected.int8);
+  assert.deepEqual(q.absmax, hexToFloat32(expected.SCB_f32_hex));
+});
+
+test("packing round-trips for every width and both bit orders", () => {
+  const random = mulberry32(7);
+  for (const bits of [1, 2, 3, 4, 5, 6, 7, 8]) {
+    for (const count of [0, 1, 7, 64, 101]) {
+      const codes = Uint8Array.from({ length: count }, () => Math.floor(random() * 2 ** bits));
+      for (const order of bits === 3 || bits >= 5 && bits < 8 ? (["lsb-first"] as const) : (["lsb-first", "msb-first"] as const)) {
+        assert.deepEqual(unpackCodes(packCodes(codes, bits, order), bits, count, order), codes, `${bits} bits ${order} n=${count}`);
+      }
+    }
+  }
+  // PEFT's documented example: codes [1,0,3,2] at 2 bits → 0b10110001.
+  assert.equal(packCodes(Uint8Array.from([1, 0, 3, 2]), 2, "lsb-first")[0], 0b10110001);
+  assert.equal(packCodes(Uint8Array.from([0xa, 0x5]), 4, "msb-first")[0], 0xa5);
+});
+
+test("every quantizer: round trip, partial last block, byte accounting", () => {
+  const random = mulberry32(11);
+  const data = Float32Array.from({ length: 37 * 29 }, () => gaussian(random) * 0.02);
+  const weight = matrix(37, 29, data); // 1073 values: the last 64-block is partial
+  const cases: Array<[QuantizerKind, number, boolean?]> = [
+    ["nf", 2], ["nf", 3], ["nf", 4], ["nf", 8], ["nf-sym", 2], ["nf-sym", 3], ["uniform", 2], ["uniform", 4],
+    ["bnb-nf4", 4], ["bnb-nf4", 4, true], ["bnb-fp4", 4], ["bnb-fp4", 4, true], ["int8", 8],
+  ];
+  for (const [kind, bits, doubleQuant] of cases) {
+    const quantizer = createQuantizer({ kind, bits, ...(doubleQuant ? { doubleQuant } : {}) });
+    const q = quantizer.quantize(weight);
+    const deq = quantizer.dequantize(q).data;
+    const fake = new Float32Array(data.length);
+    quantizer.fakeQuantize(data, weight.rows, weight.cols, fake);
+    assert.deepEqual(fake, deq, `${quantizer.name}: fakeQuantize equals dequantize(quantize)`);
+    const relative = frobeniusDistance(deq, data) / frobeniusNorm(data);
+    const bound = { 2: 0.6, 3: 0.3, 4: 0.15, 8: 0.02 }[bits]!;
+    assert.ok(relative < bound, `${quantizer.name}: relative error ${relative}`);
+    const expectedPacked = kind === "int8" ? data.length : Math.ceil((data.length * bits) / 8);
+    assert.equal(q.packed.length, expectedPacked);
+    assert.ok(q.bitsPerWeight > bits && q.bitsPerWeight < bits + (doubleQuant ? 1 : 1.6), `${quantizer.name}: ${q.bitsPerWeight} bits/weight`);
+  }
+});
+
+test("double quantization stores 1 byte per block and reconstructs absmax closely", () => {
+  const random = mulberry32(3);
+  const weight = matrix(64, 1024, Float32Array.from({ length: 64 * 1024 }, () => gaussian(random)));
+  const plain = createQuantizer({ kind: "bnb-nf4" }).quantize(weight);
+  const nested = createQuantizer({ kind: "bnb-nf4", doubleQuant: true }).quantize(weight);
+  assert.equal(nested.doubleQuant!.codes.length, plain.absmax.length);
+  assert.ok(maxAbsDiff(nested.absmax, plain.absmax) < 0.01 * Math.max(...plain.absmax));
+  assert.ok(nested.bitsPerWeight < plain.bitsPerWeight - 0.35, `${nested.bitsPerWeight} vs ${plain.bitsPerWeight}`);
+});
+
+test("the symmetric 2-bit table beats upstream NF2 on Gaussian weights", (t) => {
+  const random = mulberry32(5);
+  const weight = matrix(256, 256, Float32Array.from({ length: 65536 }, () => gaussian(random)));
+  const error = (kind: QuantizerKind) => {
+    const q = createQuantizer({ kind, bits: 2 });
+    return frobeniusDistance(q.dequantize(q.quantize(weight)).data, weight.data) / frobeniusNorm(weight.data);
+  };
+  const upstream = error("nf");
+  const symmetric = error("nf-sym");
+  t.diagnostic(`NF2 upstream ${upstream.toFixed(4)}, symmetric ${symmetric.toFixed(4)}; table ${Array.from(symmetricNormalFloatTable(2)).join(", ")}`);
+  assert.ok(symmetric < upstream - 0.05);
+});
+
+test("bad options are typed errors", () => {
+  assert.throws(() => createQuantizer({ kind: "nf", bits: 5 }), /supports bits 2, 3, 4, 8/);
+  assert.throws(() => createQuantizer({ kind: "bnb-nf4", bits: 2 }), { name: "InvalidArgumentError" });
+  assert.throws(() => createQuantizer({ kind: "bnb-nf4", blockSize: 48 }), /block size/);
+  assert.throws(() => createQuantizer({ kind: "nf", doubleQuant: true }), /doubleQuant/);
+  assert.throws(() => createQuantizer({ blockSize: 0 }), /blockSize/);
+  assert.throws(() => createQuantizer({ kind: "nf4" as QuantizerKind }), /unknown quantizer/);
+});

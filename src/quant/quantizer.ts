@@ -1,0 +1,228 @@
+import { InvalidArgumentError, ShapeError } from "../errors.js";
+import type { Matrix } from "../tensor/matrix.js";
+import { dequantizeBlocks, quantizeBlocks, type CodebookSpec } from "./codebook.js";
+import { doubleDequantize, doubleQuantize, type DoubleQuantized } from "./double-quant.js";
+import { quantizeFp4Blocks } from "./fp4.js";
+import { dequantizeInt8Rows, quantizeInt8Rows } from "./int8-rowwise.js";
+import { packCodes, unpackCodes, type BitOrder } from "./packing.js";
+import { FP4_TABLE_CODE_ORDER, midpoints, normalFloatTable, symmetricNormalFloatTable, uniformTable } from "./tables.js";
+
+/**
+ * The quantizers, behind one interface.
+ * - "nf": PEFT / LoftQ NFQuantizer (normal-float table, x/absmax, argmin, first code in the low bits),
+ *   bits 2, 3, 4, 8. Bit-exact with PEFT v0.18.1 (3 bits is our extension: PEFT cannot pack it).
+ * - "nf-sym": a symmetric normal-float table (no lopsided single negative level at 2 bits), 2–4 bits.
+ * - "uniform": `linspace(-1, 1, 2^b)` · absmax, bits 2–8, NFQuantizer mechanics.
+ * - "bnb-nf4" / "bnb-fp4": bitsandbytes 4-bit (x·fl32(1/absmax), strict-midpoint decision, first code
+ *   in the high nibble), optional double quantization of the absmax.
+ * - "int8": LLM.int8 row-wise absmax (bitsandbytes CPU path); blockSize is the row length.
+ */
+export type QuantizerKind = "nf" | "nf-sym" | "uniform" | "bnb-nf4" | "bnb-fp4" | "int8";
+export const QUANTIZER_KINDS: readonly QuantizerKind[] = ["nf", "nf-sym", "uniform", "bnb-nf4", "bnb-fp4", "int8"];
+
+export const DEFAULT_BLOCK_SIZE = 64;
+const SUPPORTED_BITS: Record<QuantizerKind, readonly number[]> = {
+  nf: [2, 3, 4, 8],
+  "nf-sym": [2, 3, 4],
+  uniform: [2, 3, 4, 5, 6, 7, 8],
+  "bnb-nf4": [4],
+  "bnb-fp4": [4],
+  int8: [8],
+};
+/** bitsandbytes accepts only these 4-bit block sizes. */
+const BNB_BLOCK_SIZES = [32, 64, 128, 256, 512, 1024, 2048, 4096];
+
+export interface QuantizerOptions {
+  kind?: QuantizerKind;
+  /** Code width; defaults to 4 (8 for int8). */
+  bits?: number;
+  /** Values per absmax block (default 64); ignored by int8, whose blocks are rows. */
+  blockSize?: number;
+  /** bnb-nf4 / bnb-fp4 only: quantize the absmax values too (bnb `compress_statistics`). */
+  doubleQuant?: boolean;
+  /** bnb-nf4 only: all-zero blocks as bnb's CUDA kernels write them (code 0) or its CPU path (code of 0.0). */
+  zeroBlocks?: "cuda" | "cpu";
+}
+
+export interface QuantizedMatrix {
+  readonly kind: QuantizerKind;
+  readonly bits: number;
+  readonly rows: number;
+  readonly cols: number;
+  /** Values per scale: blockSize for block quantizers, `cols` for int8. */
+  readonly blockSize: number;
+  readonly bitOrder: BitOrder;
+  /** Packed codes (int8: the signed bytes as stored). */
+  readonly packed: Uint8Array;
+  /** One float32 scale per block (per row for int8); with double quantization, the reconstructed values. */
+  readonly absmax: Float32Array;
+  readonly doubleQuant?: DoubleQuantized;
+  /** Code → value table (int8: empty). */
+  readonly table: Float32Array;
+  /** Storage in bytes: packed codes + scales (+ nested scales and offset); the code table is a format constant. */
+  readonly bytes: number;
+  /** `bytes · 8 / (rows · cols)`. */
+  readonly bitsPerWeight: number;
+}
+
+export interface Quantizer {
+  readonly kind: QuantizerKind;
+  readonly bits: number;
+  readonly blockSize: number;
+  /** e.g. "nf4", "bnb-nf4+dq", "int8-rowwise". */
+  readonly name: string;
+  quantize(weight: Matrix): QuantizedMatrix;
+  dequantize(q: QuantizedMatrix, out?: Float32Array): Matrix;
+  /**
+   * dequantize(quantize(values)) written into `out`, without packing: the inner step of LoftQ.
+   * `rows`×`cols` is the shape `values` is viewed as (only int8 cares).
+   */
+  fakeQuantize(values: Float32Array, rows: number, cols: number, out: Float32Array): void;
+}
+
+export function createQuantizer(options: QuantizerOptions = {}): Quantizer {
+  const kind = options.kind ?? "nf";
+  if (!QUANTIZER_KINDS.includes(kind)) {
+    throw new InvalidArgumentError(`unknown quantizer "${String(kind)}" (expected one of ${QUANTIZER_KINDS.join(", ")})`);
+  }
+  const bits = options.bits ?? (kind === "int8" ? 8 : 4);
+  if (!SUPPORTED_BITS[kind].includes(bits)) {
+    throw new InvalidArgumentError(`quantizer "${kind}" supports bits ${SUPPORTED_BITS[kind].join(", ")}, got ${bits}`);
+  }
+  const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
+  if (!Number.isInteger(blockSize) || blockSize < 1) throw new InvalidArgumentError(`blockSize must be a positive integer, got ${blockSize}`);
+  const isBnb = kind === "bnb-nf4" || kind === "bnb-fp4";
+  if (isBnb && !BNB_BLOCK_SIZES.includes(blockSize)) {
+    throw new InvalidArgumentError(`bitsandbytes 4-bit block size must be one of ${BNB_BLOCK_SIZES.join(", ")}, got ${blockSize}`);
+  }
+  if (options.doubleQuant && !isBnb) throw new InvalidArgumentError(`doubleQuant applies to bnb-nf4 / bnb-fp4 only, not "${kind}"`);
+  if (kind === "int8") return int8Quantizer();
+  if (kind === "bnb-fp4") return fp4Quantizer(blockSize, options.doubleQuant ?? false);
+  const table =
+    kind === "uniform" ? uniformTable(bits) : kind === "nf-sym" ? symmetricNormalFloatTable(bits) : normalFloatTable(bits);
+  const zeroCode = kind === "bnb-nf4" && options.zeroBlocks === "cpu" ? table.indexOf(0) : 0;
+  const spec: CodebookSpec = {
+    table,
+    thresholds: midpoints(table),
+    selection: isBnb ? "bnb" : "peft",
+    blockSize,
+    zeroBlockCode: zeroCode,
+  };
+  const name = isBnb ? `bnb-nf4${options.doubleQuant ? "+dq" : ""}` : `${kind}${bits}`;
+  return blockQuantizer(kind, name, bits, spec, isBnb ? "msb-first" : "lsb-first", options.doubleQuant ?? false, zeroCode);
+}
+
+function blockQuantizer(kind: QuantizerKind, name: string, bits: number, spec: CodebookSpec, bitOrder: BitOrder, useDoubleQuant: boolean, padCode: number): Quantizer {
+  const { blockSize, table } = spec;
+  const quantizeCodes = (values: Float32Array) => {
+    const codes = new Uint8Array(values.length);
+    const absmax = new Float32Array(Math.ceil(values.length / blockSize));
+    quantizeBlocks(values, spec, codes, absmax);
+    return { codes, absmax };
+  };
+  return {
+    kind,
+    bits,
+    blockSize,
+    name,
+    quantize(weight) {
+      const { codes, absmax } = quantizeCodes(weight.data);
+      const dq = useDoubleQuant ? doubleQuantize(absmax) : undefined;
+      return finish(kind, bits, weight, blockSize, bitOrder, packCodes(codes, bits, bitOrder, padCode), dq ? doubleDequantize(dq) : absmax, table, dq);
+    },
+    dequantize(q, out) {
+      checkQuantized(q, kind, bits);
+      const codes = unpackCodes(q.packed, bits, q.rows * q.cols, q.bitOrder);
+      return { rows: q.rows, cols: q.cols, data: dequantizeBlocks(codes, q.absmax, q.table, q.blockSize, out ?? new Float32Array(codes.length)) };
+    },
+    fakeQuantize(values, _rows, _cols, out) {
+      if (!useDoubleQuant) {
+        quantizeBlocks(values, spec, new Uint8Array(values.length), new Float32Array(Math.ceil(values.length / blockSize)), out);
+        return;
+      }
+      const { codes, absmax } = quantizeCodes(values);
+      dequantizeBlocks(codes, doubleDequantize(doubleQuantize(absmax)), table, blockSize, out);
+    },
+  };
+}
+
+function fp4Quantizer(blockSize: number, useDoubleQuant: boolean): Quantizer {
+  const quantizeCodes = (values: Float32Array) => {
+    const codes = new Uint8Array(values.length);
+    const absmax = new Float32Array(Math.ceil(values.length / blockSize));
+    quantizeFp4Blocks(values, blockSize, codes, absmax);
+    return { codes, absmax };
+  };
+  return {
+    kind: "bnb-fp4",
+    bits: 4,
+    blockSize,
+    name: `bnb-fp4${useDoubleQuant ? "+dq" : ""}`,
+    quantize(weight) {
+      const { codes, absmax } = quantizeCodes(weight.data);
+      const dq = useDoubleQuant ? doubleQuantize(absmax) : undefined;
+      const packed = packCodes(codes, 4, "msb-first", 0);
+      return finish("bnb-fp4", 4, weight, blockSize, "msb-first", packed, dq ? doubleDequantize(dq) : absmax, FP4_TABLE_CODE_ORDER, dq);
+    },
+    dequantize(q, out) {
+      checkQuantized(q, "bnb-fp4", 4);
+      const codes = unpackCodes(q.packed, 4, q.rows * q.cols, q.bitOrder);
+      return { rows: q.rows, cols: q.cols, data: dequantizeBlocks(codes, q.absmax, q.table, q.blockSize, out ?? new Float32Array(codes.length)) };
+    },
+    fakeQuantize(values, _rows, _cols, out) {
+      const { codes, absmax } = quantizeCodes(values);
+      dequantizeBlocks(codes, useDoubleQuant ? doubleDequantize(doubleQuantize(absmax)) : absmax, FP4_TABLE_CODE_ORDER, blockSize, out);
+    },
+  };
+}
+
+function int8Quantizer(): Quantizer {
+  return {
+    kind: "int8",
+    bits: 8,
+    blockSize: 0,
+    name: "int8-rowwise",
+    quantize(weight) {
+      const codes = new Int8Array(weight.rows * weight.cols);
+      const scales = new Float32Array(weight.rows);
+      quantizeInt8Rows(weight.data, weight.rows, weight.cols, codes, scales);
+      return finish("int8", 8, weight, weight.cols, "lsb-first", new Uint8Array(codes.buffer), scales, new Float32Array(0));
+    },
+    dequantize(q, out) {
+      checkQuantized(q, "int8", 8);
+      const codes = new Int8Array(q.packed.buffer, q.packed.byteOffset, q.packed.length);
+      return { rows: q.rows, cols: q.cols, data: dequantizeInt8Rows(codes, q.absmax, q.cols, out ?? new Float32Array(codes.length)) };
+    },
+    fakeQuantize(values, rows, cols, out) {
+      if (rows * cols !== values.length) throw new ShapeError(`int8: ${rows}×${cols} does not match ${values.length} values`);
+      quantizeInt8Rows(values, rows, cols, new Int8Array(values.length), new Float32Array(rows), out);
+    },
+  };
+}
+
+function finish(kind: QuantizerKind, bits: number, weight: Matrix, blockSize: number, bitOrder: BitOrder, packed: Uint8Array, absmax: Float32Array, table: Float32Array, doubleQuant?: DoubleQuantized): QuantizedMatrix {
+  // The code tables (and bnb's nested 8-bit map) are constants of the format, so not counted.
+  const scaleBytes = doubleQuant ? doubleQuant.codes.length + 4 * doubleQuant.nestedAbsmax.length + 4 : 4 * absmax.length;
+  const bytes = packed.length + scaleBytes;
+  const count = weight.rows * weight.cols;
+  return {
+    kind,
+    bits,
+    rows: weight.rows,
+    cols: weight.cols,
+    blockSize,
+    bitOrder,
+    packed,
+    absmax,
+    ...(doubleQuant ? { doubleQuant } : {}),
+    table,
+    bytes,
+    bitsPerWeight: count === 0 ? 0 : (bytes * 8) / count,
+  };
+}
+
+function checkQuantized(q: QuantizedMatrix, kind: QuantizerKind, bits: number): void {
+  if (q.kind !== kind || q.bits !== bits) {
+    throw new InvalidArgumentError(`cannot dequantize a ${q.kind}/${q.bits}-bit matrix with a ${kind}/${bits}-bit quantizer`);
+  }
+}

@@ -1,0 +1,63 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { bf16ToFloat32, bitsToFloat32, f16ToFloat32, float32ToBf16, float32ToBits, float32ToF16 } from "./dtype.js";
+
+test("float16: all 65 536 bit patterns survive f16 → f32 → f16", () => {
+  for (let bits = 0; bits < 0x10000; bits++) {
+    const value = f16ToFloat32(bits);
+    const back = float32ToF16(value);
+    if (Number.isNaN(value)) {
+      assert.ok((back & 0x7c00) === 0x7c00 && (back & 0x3ff) !== 0, `NaN ${bits.toString(16)} stays NaN`);
+      assert.equal(back & 0x8000, bits & 0x8000);
+    } else {
+      assert.equal(back, bits, `f16 0x${bits.toString(16)} = ${value}`);
+    }
+  }
+});
+
+test("float16: round-to-nearest-even at every midpoint between neighbours", () => {
+  // For every finite positive half h, the float32 midpoint between h and h+1 rounds to the even one.
+  for (let bits = 0; bits < 0x7bff; bits++) {
+    const lo = f16ToFloat32(bits);
+    const hi = f16ToFloat32(bits + 1);
+    const mid = Math.fround((lo + hi) / 2);
+    const expected = bits % 2 === 0 ? bits : bits + 1;
+    assert.equal(float32ToF16(mid), expected, `midpoint of 0x${bits.toString(16)}`);
+    assert.equal(float32ToF16(-mid), expected | 0x8000);
+    // Just above / below the midpoint round up / down.
+    const above = bitsToFloat32(float32ToBits(mid) + 1);
+    const below = bitsToFloat32(float32ToBits(mid) - 1);
+    assert.equal(float32ToF16(above), bits + 1);
+    assert.equal(float32ToF16(below), bits);
+  }
+});
+
+test("float16: overflow, underflow, signed zero, infinities", () => {
+  assert.equal(float32ToF16(65504), 0x7bff);
+  assert.equal(float32ToF16(65519.99), 0x7bff);
+  assert.equal(float32ToF16(65520), 0x7c00); // the midpoint to "65536" rounds to even = Inf
+  assert.equal(float32ToF16(1e10), 0x7c00);
+  assert.equal(float32ToF16(-Infinity), 0xfc00);
+  assert.equal(float32ToF16(-0), 0x8000);
+  assert.equal(float32ToF16(2 ** -25), 0); // exactly half the smallest subnormal: ties to even (0)
+  assert.equal(float32ToF16(Math.fround(2 ** -25 * 1.0001)), 1);
+  assert.equal(float32ToF16(1e-30), 0);
+  assert.equal(f16ToFloat32(1), 2 ** -24);
+});
+
+test("bfloat16: all 65 536 bit patterns survive bf16 → f32 → bf16", () => {
+  for (let bits = 0; bits < 0x10000; bits++) {
+    const value = bf16ToFloat32(bits);
+    const back = float32ToBf16(value);
+    if (Number.isNaN(value)) assert.ok((back & 0x7f80) === 0x7f80 && (back & 0x7f) !== 0);
+    else assert.equal(back, bits, `bf16 0x${bits.toString(16)}`);
+  }
+});
+
+test("bfloat16: round-to-nearest-even and NaN handling", () => {
+  assert.equal(float32ToBf16(bitsToFloat32(0x3f808000)), 0x3f80); // tie, even stays
+  assert.equal(float32ToBf16(bitsToFloat32(0x3f818000)), 0x3f82); // tie, odd rounds up
+  assert.equal(float32ToBf16(bitsToFloat32(0x3f808001)), 0x3f81);
+  assert.equal(float32ToBf16(bitsToFloat32(0x7f7fffff)), 0x7f80); // max float32 rounds to Inf
+  assert.ok(Number.isNaN(bf16ToFloat32(float32ToBf16(bitsToFloat32(0x7f800001))))); // signalling NaN stays NaN
+});
