@@ -92,8 +92,8 @@ test("every quantizer: round trip, partial last block, byte accounting", () => {
     const q = quantizer.quantize(weight);
     const deq = quantizer.dequantize(q).data;
     const fake = new Float32Array(data.length);
-    quantizer.fakeQuantize(data, weight.rows, weight.cols, fake);
-    assert.deepEqual(fake, deq, `${quantizer.name}: fakeQuantize equals dequantize(quantize)`);
+    quantizer.encode(data, weight.rows, weight.cols, fake);
+    assert.deepEqual(fake, deq, `${quantizer.name}: encode's dequantized output equals dequantize(quantize)`);
     const relative = frobeniusDistance(deq, data) / frobeniusNorm(data);
     const bound = { 2: 0.6, 3: 0.3, 4: 0.15, 8: 0.02 }[bits]!;
     assert.ok(relative < bound, `${quantizer.name}: relative error ${relative}`);

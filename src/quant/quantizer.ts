@@ -65,6 +65,15 @@ export interface QuantizedMatrix {
   readonly bitsPerWeight: number;
 }
 
+/** Unpacked quantization of one matrix: a code per element and the scales that go with them. */
+export interface Encoded {
+  /** One code per element (int8: the signed values' bytes). */
+  readonly codes: Uint8Array;
+  /** Per-block absmax (per row for int8); with double quantization, the reconstructed values. */
+  readonly scales: Float32Array;
+  readonly doubleQuant?: DoubleQuantized;
+}
+
 export interface Quantizer {
   readonly kind: QuantizerKind;
   readonly bits: number;
@@ -74,10 +83,12 @@ export interface Quantizer {
   quantize(weight: Matrix): QuantizedMatrix;
   dequantize(q: QuantizedMatrix, out?: Float32Array): Matrix;
   /**
-   * dequantize(quantize(values)) written into `out`, without packing: the inner step of LoftQ.
-   * `rows`×`cols` is the shape `values` is viewed as (only int8 cares).
+   * Codes and scales for `values` viewed as rows×cols, and (when given) dequantize(quantize(values))
+   * written into `dequantized` in the same pass: the inner step of LoftQ.
    */
-  fakeQuantize(values: Float32Array, rows: number, cols: number, out: Float32Array): void;
+  encode(values: Float32Array, rows: number, cols: number, dequantized?: Float32Array): Encoded;
+  /** Packs an encoding into the storage format. */
+  pack(encoded: Encoded, rows: number, cols: number): QuantizedMatrix;
 }
 
 export function createQuantizer(options: QuantizerOptions = {}): Quantizer {
@@ -95,121 +106,107 @@ export function createQuantizer(options: QuantizerOptions = {}): Quantizer {
   if (isBnb && !BNB_BLOCK_SIZES.includes(blockSize)) {
     throw new InvalidArgumentError(`bitsandbytes 4-bit block size must be one of ${BNB_BLOCK_SIZES.join(", ")}, got ${blockSize}`);
   }
-  if (options.doubleQuant && !isBnb) throw new InvalidArgumentError(`doubleQuant applies to bnb-nf4 / bnb-fp4 only, not "${kind}"`);
+  const useDoubleQuant = options.doubleQuant ?? false;
+  if (useDoubleQuant && !isBnb) throw new InvalidArgumentError(`doubleQuant applies to bnb-nf4 / bnb-fp4 only, not "${kind}"`);
   if (kind === "int8") return int8Quantizer();
-  if (kind === "bnb-fp4") return fp4Quantizer(blockSize, options.doubleQuant ?? false);
-  const table =
-    kind === "uniform" ? uniformTable(bits) : kind === "nf-sym" ? symmetricNormalFloatTable(bits) : normalFloatTable(bits);
-  const zeroCode = kind === "bnb-nf4" && options.zeroBlocks === "cpu" ? table.indexOf(0) : 0;
-  const spec: CodebookSpec = {
-    table,
-    thresholds: midpoints(table),
-    selection: isBnb ? "bnb" : "peft",
-    blockSize,
-    zeroBlockCode: zeroCode,
-  };
-  const name = isBnb ? `bnb-nf4${options.doubleQuant ? "+dq" : ""}` : `${kind}${bits}`;
-  return blockQuantizer(kind, name, bits, spec, isBnb ? "msb-first" : "lsb-first", options.doubleQuant ?? false, zeroCode);
+  if (kind === "bnb-fp4") {
+    return blockQuantizer({
+      kind, bits, blockSize, useDoubleQuant, name: `bnb-fp4${useDoubleQuant ? "+dq" : ""}`, table: FP4_TABLE_CODE_ORDER, bitOrder: "msb-first", padCode: 0,
+      encodeBlocks: (values, codes, absmax, dequantized) => quantizeFp4Blocks(values, blockSize, codes, absmax, dequantized),
+    });
+  }
+  const table = kind === "uniform" ? uniformTable(bits) : kind === "nf-sym" ? symmetricNormalFloatTable(bits) : normalFloatTable(bits);
+  const zeroBlockCode = kind === "bnb-nf4" && options.zeroBlocks === "cpu" ? table.indexOf(0) : 0;
+  const spec: CodebookSpec = { table, thresholds: midpoints(table), selection: isBnb ? "bnb" : "peft", blockSize, zeroBlockCode };
+  return blockQuantizer({
+    kind, bits, blockSize, useDoubleQuant, table,
+    name: isBnb ? `bnb-nf4${useDoubleQuant ? "+dq" : ""}` : `${kind}${bits}`,
+    bitOrder: isBnb ? "msb-first" : "lsb-first",
+    // bnb pads an odd trailing nibble with the code of 0.0.
+    padCode: isBnb ? table.indexOf(0) : 0,
+    encodeBlocks: (values, codes, absmax, dequantized) => quantizeBlocks(values, spec, codes, absmax, dequantized),
+  });
 }
 
-function blockQuantizer(kind: QuantizerKind, name: string, bits: number, spec: CodebookSpec, bitOrder: BitOrder, useDoubleQuant: boolean, padCode: number): Quantizer {
-  const { blockSize, table } = spec;
-  const quantizeCodes = (values: Float32Array) => {
-    const codes = new Uint8Array(values.length);
-    const absmax = new Float32Array(Math.ceil(values.length / blockSize));
-    quantizeBlocks(values, spec, codes, absmax);
-    return { codes, absmax };
-  };
-  return {
+interface BlockQuantizerParts {
+  kind: QuantizerKind;
+  bits: number;
+  blockSize: number;
+  name: string;
+  table: Float32Array;
+  bitOrder: BitOrder;
+  padCode: number;
+  useDoubleQuant: boolean;
+  encodeBlocks(values: Float32Array, codes: Uint8Array, absmax: Float32Array, dequantized?: Float32Array): void;
+}
+
+function blockQuantizer(parts: BlockQuantizerParts): Quantizer {
+  const { kind, bits, blockSize, name, table, bitOrder, padCode, useDoubleQuant } = parts;
+  const quantizer: Quantizer = {
     kind,
     bits,
     blockSize,
     name,
-    quantize(weight) {
-      const { codes, absmax } = quantizeCodes(weight.data);
-      const dq = useDoubleQuant ? doubleQuantize(absmax) : undefined;
-      return finish(kind, bits, weight, blockSize, bitOrder, packCodes(codes, bits, bitOrder, padCode), dq ? doubleDequantize(dq) : absmax, table, dq);
+    encode(values, _rows, _cols, dequantized) {
+      const codes = new Uint8Array(values.length);
+      const absmax = new Float32Array(Math.ceil(values.length / blockSize));
+      if (!useDoubleQuant) {
+        parts.encodeBlocks(values, codes, absmax, dequantized);
+        return { codes, scales: absmax };
+      }
+      parts.encodeBlocks(values, codes, absmax);
+      const doubleQuant = doubleQuantize(absmax);
+      const scales = doubleDequantize(doubleQuant);
+      if (dequantized) dequantizeBlocks(codes, scales, table, blockSize, dequantized);
+      return { codes, scales, doubleQuant };
     },
+    pack(encoded, rows, cols) {
+      return finish({ kind, bits, rows, cols }, blockSize, bitOrder, packCodes(encoded.codes, bits, bitOrder, padCode), encoded.scales, table, encoded.doubleQuant);
+    },
+    quantize: (weight) => quantizer.pack(quantizer.encode(weight.data, weight.rows, weight.cols), weight.rows, weight.cols),
     dequantize(q, out) {
       checkQuantized(q, kind, bits);
       const codes = unpackCodes(q.packed, bits, q.rows * q.cols, q.bitOrder);
       return { rows: q.rows, cols: q.cols, data: dequantizeBlocks(codes, q.absmax, q.table, q.blockSize, out ?? new Float32Array(codes.length)) };
     },
-    fakeQuantize(values, _rows, _cols, out) {
-      if (!useDoubleQuant) {
-        quantizeBlocks(values, spec, new Uint8Array(values.length), new Float32Array(Math.ceil(values.length / blockSize)), out);
-        return;
-      }
-      const { codes, absmax } = quantizeCodes(values);
-      dequantizeBlocks(codes, doubleDequantize(doubleQuantize(absmax)), table, blockSize, out);
-    },
   };
-}
-
-function fp4Quantizer(blockSize: number, useDoubleQuant: boolean): Quantizer {
-  const quantizeCodes = (values: Float32Array) => {
-    const codes = new Uint8Array(values.length);
-    const absmax = new Float32Array(Math.ceil(values.length / blockSize));
-    quantizeFp4Blocks(values, blockSize, codes, absmax);
-    return { codes, absmax };
-  };
-  return {
-    kind: "bnb-fp4",
-    bits: 4,
-    blockSize,
-    name: `bnb-fp4${useDoubleQuant ? "+dq" : ""}`,
-    quantize(weight) {
-      const { codes, absmax } = quantizeCodes(weight.data);
-      const dq = useDoubleQuant ? doubleQuantize(absmax) : undefined;
-      const packed = packCodes(codes, 4, "msb-first", 0);
-      return finish("bnb-fp4", 4, weight, blockSize, "msb-first", packed, dq ? doubleDequantize(dq) : absmax, FP4_TABLE_CODE_ORDER, dq);
-    },
-    dequantize(q, out) {
-      checkQuantized(q, "bnb-fp4", 4);
-      const codes = unpackCodes(q.packed, 4, q.rows * q.cols, q.bitOrder);
-      return { rows: q.rows, cols: q.cols, data: dequantizeBlocks(codes, q.absmax, q.table, q.blockSize, out ?? new Float32Array(codes.length)) };
-    },
-    fakeQuantize(values, _rows, _cols, out) {
-      const { codes, absmax } = quantizeCodes(values);
-      dequantizeBlocks(codes, useDoubleQuant ? doubleDequantize(doubleQuantize(absmax)) : absmax, FP4_TABLE_CODE_ORDER, blockSize, out);
-    },
-  };
+  return quantizer;
 }
 
 function int8Quantizer(): Quantizer {
-  return {
+  const quantizer: Quantizer = {
     kind: "int8",
     bits: 8,
     blockSize: 0,
     name: "int8-rowwise",
-    quantize(weight) {
-      const codes = new Int8Array(weight.rows * weight.cols);
-      const scales = new Float32Array(weight.rows);
-      quantizeInt8Rows(weight.data, weight.rows, weight.cols, codes, scales);
-      return finish("int8", 8, weight, weight.cols, "lsb-first", new Uint8Array(codes.buffer), scales, new Float32Array(0));
+    encode(values, rows, cols, dequantized) {
+      if (rows * cols !== values.length) throw new ShapeError(`int8: ${rows}×${cols} does not match ${values.length} values`);
+      const codes = new Int8Array(values.length);
+      const scales = new Float32Array(rows);
+      quantizeInt8Rows(values, rows, cols, codes, scales, dequantized);
+      return { codes: new Uint8Array(codes.buffer), scales };
     },
+    pack: (encoded, rows, cols) => finish({ kind: "int8", bits: 8, rows, cols }, cols, "lsb-first", encoded.codes, encoded.scales, new Float32Array(0)),
+    quantize: (weight) => quantizer.pack(quantizer.encode(weight.data, weight.rows, weight.cols), weight.rows, weight.cols),
     dequantize(q, out) {
       checkQuantized(q, "int8", 8);
       const codes = new Int8Array(q.packed.buffer, q.packed.byteOffset, q.packed.length);
       return { rows: q.rows, cols: q.cols, data: dequantizeInt8Rows(codes, q.absmax, q.cols, out ?? new Float32Array(codes.length)) };
     },
-    fakeQuantize(values, rows, cols, out) {
-      if (rows * cols !== values.length) throw new ShapeError(`int8: ${rows}×${cols} does not match ${values.length} values`);
-      quantizeInt8Rows(values, rows, cols, new Int8Array(values.length), new Float32Array(rows), out);
-    },
   };
+  return quantizer;
 }
 
-function finish(kind: QuantizerKind, bits: number, weight: Matrix, blockSize: number, bitOrder: BitOrder, packed: Uint8Array, absmax: Float32Array, table: Float32Array, doubleQuant?: DoubleQuantized): QuantizedMatrix {
+function finish(
+  shape: { kind: QuantizerKind; bits: number; rows: number; cols: number },
+  blockSize: number, bitOrder: BitOrder, packed: Uint8Array, absmax: Float32Array, table: Float32Array, doubleQuant?: DoubleQuantized,
+): QuantizedMatrix {
   // The code tables (and bnb's nested 8-bit map) are constants of the format, so not counted.
   const scaleBytes = doubleQuant ? doubleQuant.codes.length + 4 * doubleQuant.nestedAbsmax.length + 4 : 4 * absmax.length;
   const bytes = packed.length + scaleBytes;
-  const count = weight.rows * weight.cols;
+  const count = shape.rows * shape.cols;
   return {
-    kind,
-    bits,
-    rows: weight.rows,
-    cols: weight.cols,
+    ...shape,
     blockSize,
     bitOrder,
     packed,
