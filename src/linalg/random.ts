@@ -20,7 +20,7 @@ export function gaussian(random: () => number): number {
   return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
 }
 
-export function gaussianArray(length: number, random: () => number, out = new Float32Array(length)): Float32Array {
+export function gaussianArray(length: number, random: () => number, out: Float32Array = new Float32Array(length)): Float32Array {
   for (let i = 0; i < length; i++) out[i] = gaussian(random);
   return out;
 }

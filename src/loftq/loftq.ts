@@ -1,0 +1,111 @@
+import type { QuantizedMatrix, Encoded } from "../quant/quantizer.js";
+import { frobeniusDistance, frobeniusNorm, type Matrix } from "../tensor/matrix.js";
+import { truncatedSvd } from "../linalg/truncated-svd.js";
+import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
+
+export interface IterationErrors {
+  /** ‖W − Q‖_F / ‖W‖_F. */
+  quantError: number;
+  /**
+   * ‖W − Q − L·R‖_F / ‖W‖_F for the SVD product L·R, which is what the adapter adds at run time
+   * (scaling·B·A) unless `upstreamScaling` is set with alpha ≠ r.
+   */
+  error: number;
+}
+
+export interface LoftqResult {
+  /** Packed codes and scales of Q. */
+  quantized: QuantizedMatrix;
+  /** Q, the dequantized weight (rows×cols). */
+  dequantized: Matrix;
+  /** r×in (PEFT's lora_A). */
+  loraA: Matrix;
+  /** out×r (PEFT's lora_B). */
+  loraB: Matrix;
+  /** One entry per iteration. */
+  history: IterationErrors[];
+  /** 1-based iteration whose Q, A and B are returned. */
+  selectedIteration: number;
+  /** LoRA scaling the adapter is meant to run with (alpha/r; 1 when no alpha was given). */
+  scaling: number;
+}
+
+/**
+ * LoftQ initialisation of one weight W (out×in): alternate T times
+ *   Q = dequant(quant(W − B·A)),  (B, A) = rank-r SVD split of (W − Q) with √S on each side,
+ * starting from B·A = 0. Returns Q, its packed form, the adapters and the per-iteration errors.
+ */
+export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
+  const settings = resolveLoftqOptions(weight, options);
+  const { rows: m, cols: n, data: w } = weight;
+  const { rank, quantizer, backend, adapterDivisor } = settings;
+  const weightNorm = frobeniusNorm(w) || 1;
+  const started = Date.now();
+
+  // Working set: two Q buffers (current and best, swapped instead of copied) and one m×n buffer in
+  // backend memory that holds W − Q for the SVD and then W − B·A, the next quantization target.
+  let current = new Float32Array(m * n);
+  let best = settings.iterations > 1 && settings.keepBest ? new Float32Array(m * n) : current;
+  const residual = backend.allocate(m * n);
+  const history: IterationErrors[] = [];
+  let chosen: { encoded: Encoded; a: Float32Array; b: Float32Array; iteration: number; error: number } | undefined;
+  let subspace: Float32Array | undefined;
+  try {
+    for (let t = 1; t <= settings.iterations; t++) {
+      const target = t === 1 ? w : residual;
+      const encoded = quantizer.encode(target, m, n, current);
+      const quantError = frobeniusDistance(w, current) / weightNorm;
+      for (let i = 0; i < w.length; i++) residual[i] = w[i]! - current[i]!;
+      const svd = truncatedSvd(
+        { rows: m, cols: n, data: residual },
+        {
+          rank,
+          seed: settings.seed + t,
+          backend,
+          method: settings.svd,
+          // A warm start from the previous right subspace needs fewer passes.
+          powerIterations: subspace ? Math.max(1, settings.powerIterations - 1) : settings.powerIterations,
+          ...(subspace ? { start: subspace } : {}),
+        },
+      );
+      subspace = svd.subspace;
+      const { a, b } = splitFactors(svd.u, svd.s, svd.v, m, n, rank);
+      // residual ← W − B·A (exact SVD product, before any scaling compensation).
+      residual.set(w);
+      backend.gemm({ transA: false, transB: false, m, n, k: rank, alpha: -1, a: b, b: a, beta: 1, c: residual });
+      const error = frobeniusDistance(residual, current) / weightNorm;
+      history.push({ quantError, error });
+      settings.onIteration?.({ iteration: t, iterations: settings.iterations, quantError, error, elapsedMs: Date.now() - started });
+      if (!chosen || !settings.keepBest || error < chosen.error) {
+        chosen = { encoded, a, b, iteration: t, error };
+        if (best !== current) [best, current] = [current, best];
+      }
+    }
+  } finally {
+    backend.release(residual);
+  }
+  const result = chosen!;
+  if (adapterDivisor !== 1) {
+    for (let i = 0; i < result.a.length; i++) result.a[i] = result.a[i]! / adapterDivisor;
+    for (let i = 0; i < result.b.length; i++) result.b[i] = result.b[i]! / adapterDivisor;
+  }
+  return {
+    quantized: quantizer.pack(result.encoded, m, n),
+    dequantized: { rows: m, cols: n, data: best },
+    loraA: { rows: rank, cols: n, data: result.a },
+    loraB: { rows: m, cols: rank, data: result.b },
+    history,
+    selectedIteration: result.iteration,
+    scaling: settings.scaling,
+  };
+}
+
+/** B = U·diag(√S) (m×r), A = diag(√S)·Vᵀ (r×n): PEFT's even split. */
+function splitFactors(u: Float32Array, s: Float64Array, v: Float32Array, m: number, n: number, rank: number) {
+  const root = Array.from(s, Math.sqrt);
+  const b = new Float32Array(m * rank);
+  for (let i = 0; i < m; i++) for (let j = 0; j < rank; j++) b[i * rank + j] = u[i * rank + j]! * root[j]!;
+  const a = new Float32Array(rank * n);
+  for (let j = 0; j < rank; j++) for (let i = 0; i < n; i++) a[j * n + i] = root[j]! * v[i * rank + j]!;
+  return { a, b };
+}

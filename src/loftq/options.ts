@@ -1,0 +1,124 @@
+import { InvalidArgumentError, ShapeError } from "../errors.js";
+import type { KernelBackend } from "../kernels/backend.js";
+import { getBackend } from "../kernels/registry.js";
+import { createQuantizer, type Quantizer, type QuantizerKind } from "../quant/quantizer.js";
+import { assertFinite, type Matrix } from "../tensor/matrix.js";
+
+export interface IterationReport {
+  /** 1-based. */
+  iteration: number;
+  iterations: number;
+  /** ‖W − Q‖_F / ‖W‖_F for this iteration's Q. */
+  quantError: number;
+  /** ‖W − Q − B·A‖_F / ‖W‖_F. */
+  error: number;
+  elapsedMs: number;
+}
+
+export interface LoftqOptions {
+  /** Code width (default 4). */
+  bits?: number;
+  /** LoRA rank r (default 16). */
+  rank?: number;
+  /** Alternations T (default 1, as PEFT). */
+  iterations?: number;
+  /** Quantizer family (default "nf", PEFT's NFQuantizer). */
+  quantizer?: QuantizerKind;
+  blockSize?: number;
+  /** bnb-nf4 / bnb-fp4 only. */
+  doubleQuant?: boolean;
+  /** Seed for the randomized SVD (default 0): same seed, same bytes. */
+  seed?: number;
+  /**
+   * Return the iterate with the lowest ‖W − Q − B·A‖ rather than the last one (default true).
+   * Upstream returns the last, and users report more iterations getting worse.
+   */
+  keepBest?: boolean;
+  /**
+   * LoRA alpha. When given, A and B are divided by √scaling (scaling = alpha/r, or alpha/√r with
+   * `useRslora`) so that scaling·B·A = W − Q, which is what the adapter adds at run time.
+   * PEFT never divides (its effective init is scaling·B·A, right only when alpha = r); set
+   * `upstreamScaling` to reproduce that.
+   */
+  loraAlpha?: number;
+  useRslora?: boolean;
+  upstreamScaling?: boolean;
+  /** Subspace iterations of the first randomized SVD (default 2); later iterations start warm. */
+  powerIterations?: number;
+  /** SVD method (default "auto": exact for small matrices, randomized for large ones). */
+  svd?: "auto" | "exact" | "randomized";
+  /** Kernel backend or its name (default: the fastest registered). */
+  backend?: KernelBackend | string;
+  /** Called after every iteration (the library never prints). */
+  onIteration?: (report: IterationReport) => void;
+}
+
+export interface ResolvedLoftqOptions {
+  rank: number;
+  iterations: number;
+  quantizer: Quantizer;
+  seed: number;
+  keepBest: boolean;
+  /** The factor B and A are each divided by (1 when not compensating). */
+  adapterDivisor: number;
+  scaling: number;
+  powerIterations: number;
+  svd: "auto" | "exact" | "randomized";
+  backend: KernelBackend;
+  onIteration?: (report: IterationReport) => void;
+}
+
+export const DEFAULT_RANK = 16;
+export const DEFAULT_BITS = 4;
+
+/** Validates the weight and every option up front, so nothing fails half-way. */
+export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, what = "weight"): ResolvedLoftqOptions {
+  checkWeight(weight, what);
+  const rank = options.rank ?? DEFAULT_RANK;
+  const maxRank = Math.min(weight.rows, weight.cols);
+  if (!Number.isInteger(rank) || rank < 1 || rank > maxRank) {
+    throw new InvalidArgumentError(`rank must be an integer in 1..${maxRank} for a ${weight.rows}×${weight.cols} ${what}, got ${rank}`);
+  }
+  const iterations = options.iterations ?? 1;
+  if (!Number.isInteger(iterations) || iterations < 1) throw new InvalidArgumentError(`iterations must be a positive integer, got ${iterations}`);
+  const kind = options.quantizer ?? "nf";
+  const bits = options.bits ?? (kind === "int8" ? 8 : DEFAULT_BITS);
+  const quantizer = createQuantizer({
+    kind,
+    bits,
+    ...(options.blockSize !== undefined ? { blockSize: options.blockSize } : {}),
+    ...(options.doubleQuant !== undefined ? { doubleQuant: options.doubleQuant } : {}),
+  });
+  let scaling = 1;
+  if (options.loraAlpha !== undefined) {
+    if (!(options.loraAlpha > 0) || !Number.isFinite(options.loraAlpha)) throw new InvalidArgumentError(`loraAlpha must be a positive number, got ${options.loraAlpha}`);
+    scaling = options.loraAlpha / (options.useRslora ? Math.sqrt(rank) : rank);
+  }
+  const powerIterations = options.powerIterations ?? 2;
+  if (!Number.isInteger(powerIterations) || powerIterations < 0) throw new InvalidArgumentError(`powerIterations must be a non-negative integer, got ${powerIterations}`);
+  const backend = typeof options.backend === "string" || options.backend === undefined ? getBackend(options.backend) : options.backend;
+  return {
+    rank,
+    iterations,
+    quantizer,
+    seed: options.seed ?? 0,
+    keepBest: options.keepBest ?? true,
+    adapterDivisor: options.upstreamScaling ? 1 : Math.sqrt(scaling),
+    scaling,
+    powerIterations,
+    svd: options.svd ?? "auto",
+    backend,
+    ...(options.onIteration ? { onIteration: options.onIteration } : {}),
+  };
+}
+
+function checkWeight(weight: Matrix, what: string): void {
+  const { rows, cols, data } = weight;
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) {
+    throw new ShapeError(`${what}: dimensions must be non-negative integers, got ${rows}×${cols}`);
+  }
+  if (rows === 0 || cols === 0) throw new ShapeError(`${what} is empty (${rows}×${cols})`);
+  if (!(data instanceof Float32Array)) throw new ShapeError(`${what}: data must be a Float32Array`);
+  if (data.length !== rows * cols) throw new ShapeError(`${what}: a ${rows}×${cols} matrix needs ${rows * cols} values, got ${data.length}`);
+  assertFinite(weight, what);
+}

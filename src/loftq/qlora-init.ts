@@ -1,0 +1,30 @@
+import { frobeniusDistance, frobeniusNorm, type Matrix } from "../tensor/matrix.js";
+import { mulberry32 } from "../linalg/random.js";
+import type { LoftqResult } from "./loftq.js";
+import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
+
+/**
+ * The QLoRA baseline in LoftQ's result shape: Q = dequant(quant(W)), B = 0 and A drawn as PEFT
+ * draws it (Kaiming-uniform with a = √5, i.e. U(−1/√in, 1/√in)), so the adapter starts at zero
+ * and the model starts from Q. Takes the same options as `loftq` (iterations are ignored).
+ */
+export function qloraInit(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
+  const settings = resolveLoftqOptions(weight, { ...options, iterations: 1 });
+  const { rows: m, cols: n, data: w } = weight;
+  const dequantized = new Float32Array(m * n);
+  const encoded = settings.quantizer.encode(w, m, n, dequantized);
+  const quantError = frobeniusDistance(w, dequantized) / (frobeniusNorm(w) || 1);
+  const random = mulberry32(settings.seed);
+  const bound = 1 / Math.sqrt(n);
+  const a = Float32Array.from({ length: settings.rank * n }, () => (2 * random() - 1) * bound);
+  settings.onIteration?.({ iteration: 1, iterations: 1, quantError, error: quantError, elapsedMs: 0 });
+  return {
+    quantized: settings.quantizer.pack(encoded, m, n),
+    dequantized: { rows: m, cols: n, data: dequantized },
+    loraA: { rows: settings.rank, cols: n, data: a },
+    loraB: { rows: m, cols: settings.rank, data: new Float32Array(m * settings.rank) },
+    history: [{ quantError, error: quantError }],
+    selectedIteration: 1,
+    scaling: settings.scaling,
+  };
+}
