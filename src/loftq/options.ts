@@ -1,6 +1,7 @@
 import { InvalidArgumentError, ShapeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
+import { DEFAULT_POWER_ITERATIONS } from "../linalg/truncated-svd.js";
 import { createQuantizer, type Quantizer, type QuantizerKind } from "../quant/quantizer.js";
 import { assertFinite, type Matrix } from "../tensor/matrix.js";
 
@@ -43,7 +44,7 @@ export interface LoftqOptions {
   loraAlpha?: number;
   useRslora?: boolean;
   upstreamScaling?: boolean;
-  /** Subspace iterations of the first randomized SVD (default 2); later iterations start warm. */
+  /** Krylov depth of the first randomized SVD (default 4); later iterations start warm with fewer. */
   powerIterations?: number;
   /** SVD method (default "auto": exact for small matrices, randomized for large ones). */
   svd?: "auto" | "exact" | "randomized";
@@ -94,7 +95,7 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, what 
     if (!(options.loraAlpha > 0) || !Number.isFinite(options.loraAlpha)) throw new InvalidArgumentError(`loraAlpha must be a positive number, got ${options.loraAlpha}`);
     scaling = options.loraAlpha / (options.useRslora ? Math.sqrt(rank) : rank);
   }
-  const powerIterations = options.powerIterations ?? 2;
+  const powerIterations = options.powerIterations ?? DEFAULT_POWER_ITERATIONS;
   if (!Number.isInteger(powerIterations) || powerIterations < 0) throw new InvalidArgumentError(`powerIterations must be a non-negative integer, got ${powerIterations}`);
   const backend = typeof options.backend === "string" || options.backend === undefined ? getBackend(options.backend) : options.backend;
   return {

@@ -1,0 +1,128 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { householderQr } from "./householder-qr.js";
+import { jacobiSvd } from "./jacobi-svd.js";
+import { singularValues, optimalLowRankError, symmetricEigenvalues, topEigenpairs } from "./symmetric-eigenvalues.js";
+import { truncatedSvd } from "./truncated-svd.js";
+import { exactTruncatedSvd } from "./exact-truncated-svd.js";
+import { gaussianArray, mulberry32 } from "./random.js";
+import { createQuantizer } from "../quant/quantizer.js";
+import { llmLikeWeight } from "../synthetic/llm-like-weight.js";
+import { frobeniusNorm, type Matrix } from "../tensor/matrix.js";
+import { tsBackend } from "../kernels/ts-backend.js";
+
+function randomMatrix(rows: number, cols: number, seed: number): Float32Array {
+  return gaussianArray(rows * cols, mulberry32(seed));
+}
+
+/** ‖M − U·diag(S)·Vᵀ‖_F for row-major U (m×r), V (n×r). */
+function reconstructionError(m: Matrix, u: ArrayLike<number>, s: ArrayLike<number>, v: ArrayLike<number>, rank: number): number {
+  let sum = 0;
+  for (let i = 0; i < m.rows; i++) {
+    for (let j = 0; j < m.cols; j++) {
+      let value = 0;
+      for (let p = 0; p < rank; p++) value += u[i * rank + p]! * s[p]! * v[j * rank + p]!;
+      const d = m.data[i * m.cols + j]! - value;
+      sum += d * d;
+    }
+  }
+  return Math.sqrt(sum);
+}
+
+function orthonormalityError(q: ArrayLike<number>, rows: number, cols: number): number {
+  let worst = 0;
+  for (let a = 0; a < cols; a++) {
+    for (let b = 0; b < cols; b++) {
+      let dot = 0;
+      for (let i = 0; i < rows; i++) dot += q[i * cols + a]! * q[i * cols + b]!;
+      worst = Math.max(worst, Math.abs(dot - (a === b ? 1 : 0)));
+    }
+  }
+  return worst;
+}
+
+test("Householder QR: Q orthonormal and Q·R = A, rank-deficient input included", () => {
+  const a = randomMatrix(50, 7, 1);
+  for (let i = 0; i < 50; i++) a[i * 7 + 6] = a[i * 7 + 2]!; // a repeated column
+  const { q, r } = householderQr(a, 50, 7);
+  assert.ok(orthonormalityError(q, 50, 7) < 1e-12);
+  let worst = 0;
+  for (let i = 0; i < 50; i++) {
+    for (let j = 0; j < 7; j++) {
+      let sum = 0;
+      for (let p = 0; p < 7; p++) sum += q[i * 7 + p]! * r[p * 7 + j]!;
+      worst = Math.max(worst, Math.abs(sum - a[i * 7 + j]!));
+    }
+  }
+  assert.ok(worst < 1e-5, `reconstruction ${worst}`);
+});
+
+test("Jacobi SVD: exact reconstruction, orthonormal factors, descending values, fixed signs (tall and wide)", () => {
+  for (const [rows, cols] of [[40, 12], [12, 40], [1, 5], [9, 9]] as const) {
+    const data = randomMatrix(rows, cols, rows * 100 + cols);
+    const svd = jacobiSvd(data, rows, cols);
+    const k = Math.min(rows, cols);
+    assert.ok(reconstructionError({ rows, cols, data }, svd.u, svd.s, svd.v, k) < 1e-5 * frobeniusNorm(data));
+    assert.ok(orthonormalityError(svd.u, rows, k) < 1e-10);
+    assert.ok(orthonormalityError(svd.v, cols, k) < 1e-10);
+    for (let i = 1; i < k; i++) assert.ok(svd.s[i - 1]! >= svd.s[i]!);
+    for (let j = 0; j < k; j++) {
+      let best = 0;
+      for (let i = 0; i < rows; i++) if (Math.abs(svd.u[i * k + j]!) > Math.abs(best)) best = svd.u[i * k + j]!;
+      assert.ok(best > 0, "largest entry of each left vector is positive");
+    }
+  }
+});
+
+test("tridiagonal eigen solver agrees with Jacobi singular values; top eigenvectors are eigenvectors", () => {
+  const rows = 80;
+  const cols = 30;
+  const data = randomMatrix(rows, cols, 3);
+  const reference = jacobiSvd(data, rows, cols).s;
+  const fromGram = singularValues(data, rows, cols);
+  for (let i = 0; i < cols; i++) assert.ok(Math.abs(fromGram[i]! - reference[i]!) < 1e-9 * reference[0]!, `σ${i}`);
+  const gram = new Float64Array(cols * cols);
+  for (let i = 0; i < cols; i++) for (let j = 0; j < cols; j++) {
+    let sum = 0;
+    for (let p = 0; p < rows; p++) sum += data[p * cols + i]! * data[p * cols + j]!;
+    gram[i * cols + j] = sum;
+  }
+  const eigen = symmetricEigenvalues(gram, cols);
+  assert.ok(Math.abs(eigen[0]! - reference[0]! ** 2) < 1e-9 * eigen[0]!);
+  const { values, vectors } = topEigenpairs(gram, cols, 5);
+  for (let j = 0; j < 5; j++) {
+    let residual = 0;
+    for (let i = 0; i < cols; i++) {
+      let sum = 0;
+      for (let p = 0; p < cols; p++) sum += gram[i * cols + p]! * vectors[p * 5 + j]!;
+      residual = Math.max(residual, Math.abs(sum - values[j]! * vectors[i * 5 + j]!));
+    }
+    assert.ok(residual < 1e-9 * values[0]!, `eigenpair ${j} residual ${residual}`);
+  }
+});
+
+test("randomized truncated SVD is within 0.1% of the Eckart–Young optimum on LoftQ residuals (up to 1024 wide)", (t) => {
+  const quantizer = createQuantizer({ kind: "nf", bits: 4 });
+  for (const [rows, cols, rank] of [[256, 1024, 16], [512, 512, 32], [1024, 256, 8]] as const) {
+    const w = llmLikeWeight(rows, cols, { seed: rows + cols });
+    const q = new Float32Array(rows * cols);
+    quantizer.encode(w.data, rows, cols, q);
+    const residual = w.data.map((x, i) => x - q[i]!);
+    const optimum = optimalLowRankError(singularValues(residual, rows, cols), rank);
+    const svd = truncatedSvd({ rows, cols, data: residual }, { rank, method: "randomized", backend: tsBackend, seed: 1 });
+    const error = reconstructionError({ rows, cols, data: residual }, svd.u, svd.s, svd.v, rank);
+    t.diagnostic(`${rows}×${cols} r=${rank}: randomized ${error.toFixed(6)} vs optimum ${optimum.toFixed(6)} (+${((error / optimum - 1) * 100).toFixed(4)}%)`);
+    assert.ok(error <= optimum * 1.001, `within 0.1%: ${error} vs ${optimum}`);
+    const exact = exactTruncatedSvd({ rows, cols, data: residual }, rank);
+    const exactError = reconstructionError({ rows, cols, data: residual }, exact.u, exact.s, exact.v, rank);
+    assert.ok(Math.abs(exactError - optimum) <= 1e-5 * optimum, `exact path ${exactError} vs ${optimum}`);
+  }
+});
+
+test("truncated SVD is reproducible for a seed and validates the rank", () => {
+  const data = randomMatrix(60, 70, 9);
+  const run = () => truncatedSvd({ rows: 60, cols: 70, data }, { rank: 5, method: "randomized", backend: tsBackend, seed: 42 });
+  assert.deepEqual(run().u, run().u);
+  assert.throws(() => truncatedSvd({ rows: 60, cols: 70, data }, { rank: 61 }), { name: "InvalidArgumentError" });
+  assert.throws(() => truncatedSvd({ rows: 60, cols: 70, data }, { rank: 0 }), /rank/);
+});
