@@ -55,7 +55,7 @@ export function doubleQuantize(absmax: Float32Array): DoubleQuantized {
 }
 
 /** absmax = map[code] · nestedAbsmax + offset, in float32. */
-export function doubleDequantize(dq: DoubleQuantized, out = new Float32Array(dq.codes.length)): Float32Array {
+export function doubleDequantize(dq: DoubleQuantized, out: Float32Array = new Float32Array(dq.codes.length)): Float32Array {
   for (let i = 0; i < dq.codes.length; i++) {
     out[i] = Math.fround(Math.fround(dq.map[dq.codes[i]!]! * dq.nestedAbsmax[(i / dq.blockSize) | 0]!) + dq.offset);
   }

@@ -45,7 +45,7 @@ export function packCodes(codes: Uint8Array, bits: number, order: BitOrder, padC
   return out;
 }
 
-export function unpackCodes(packed: Uint8Array, bits: number, count: number, order: BitOrder, out = new Uint8Array(count)): Uint8Array {
+export function unpackCodes(packed: Uint8Array, bits: number, count: number, order: BitOrder, out: Uint8Array = new Uint8Array(count)): Uint8Array {
   checkBits(bits);
   if (packed.length < packedByteLength(count, bits)) {
     throw new InvalidArgumentError(`${count} codes of ${bits} bits need ${packedByteLength(count, bits)} bytes, got ${packed.length}`);

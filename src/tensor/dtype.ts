@@ -73,14 +73,14 @@ export function float32ToF16(value: number): number {
 }
 
 /** Decodes little-endian 16-bit floats (f16 or bf16) into float32. */
-export function decodeHalf(bytes: Uint8Array, kind: "f16" | "bf16", out = new Float32Array(bytes.length >>> 1)): Float32Array {
+export function decodeHalf(bytes: Uint8Array, kind: "f16" | "bf16", out: Float32Array = new Float32Array(bytes.length >>> 1)): Float32Array {
   const convert = kind === "f16" ? f16ToFloat32 : bf16ToFloat32;
   for (let i = 0; i < out.length; i++) out[i] = convert(bytes[2 * i]! | (bytes[2 * i + 1]! << 8));
   return out;
 }
 
 /** Encodes float32 values as little-endian 16-bit floats (f16 or bf16), RNE. */
-export function encodeHalf(values: Float32Array, kind: "f16" | "bf16", out = new Uint8Array(values.length * 2)): Uint8Array {
+export function encodeHalf(values: Float32Array, kind: "f16" | "bf16", out: Uint8Array = new Uint8Array(values.length * 2)): Uint8Array {
   const convert = kind === "f16" ? float32ToF16 : float32ToBf16;
   for (let i = 0; i < values.length; i++) {
     const bits = convert(values[i]!);
