@@ -50,7 +50,7 @@ export interface TruncatedSvd {
 
 /** Krylov depth: measured within 0.05% of the Eckart–Young optimum on NF2/NF4 LoftQ residuals. */
 export const DEFAULT_POWER_ITERATIONS = 4;
-export const EXACT_SVD_MAX_DIM = 512;
+export const EXACT_SVD_MAX_DIM = 256;
 
 export const DEFAULT_OVERSAMPLE = 8;
 
