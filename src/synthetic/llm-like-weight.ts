@@ -18,7 +18,8 @@ export interface LlmLikeOptions {
 }
 
 export function llmLikeWeight(rows: number, cols: number, options: LlmLikeOptions = {}): Matrix {
-  const { seed = 1, lowRank = 32, decay = 0.9, lowRankEnergy = 0.5, outlierColumns = 8, outlierScale = 4 } = options;
+  // Defaults follow the recipe of the PEFT reference vectors' "llm" matrices, with 8 outlier columns.
+  const { seed = 1, lowRank = 32, decay = 0.85, lowRankEnergy = 0.25, outlierColumns = 8, outlierScale = 10 } = options;
   const random = mulberry32(seed);
   const data = new Float32Array(rows * cols);
   let noiseEnergy = 0;

@@ -1,0 +1,85 @@
+/**
+ * Per-matrix LoftQ benchmark (not a test): time and error for LLM-like 4096×4096 and 4096×11008
+ * matrices over bits × rank × iterations, side by side with the PyTorch reference measured on this
+ * machine class (PEFT v0.18.1, CPU, full SVD, 2 threads).
+ *
+ *   node dist/bench/loftq-matrix.js [--sizes 4096x4096,4096x11008] [--bits 2,4,8] [--ranks 16,64]
+ *                                   [--iters 1,5] [--backend NAME] [--json FILE]
+ */
+import { writeFileSync } from "node:fs";
+import { loftq, qloraInit } from "../src/node/index.js";
+import { activeBackendName } from "../src/node/index.js";
+import { llmLikeWeight } from "../src/synthetic/llm-like-weight.js";
+
+/** Reference runs: seconds, and errors where measured (‖W−Q‖ of the Q-only start, ‖W−Q−BA‖ of LoftQ). */
+const REFERENCE: Record<string, { seconds?: number; peakRssGiB?: number; quantError?: number; error?: number }> = {
+  "4096x4096 b4 r16 T1": { seconds: 9.1, quantError: 0.1119, error: 0.1101 },
+  "4096x4096 b4 r16 T5": { seconds: 43.7, peakRssGiB: 2.8, quantError: 0.1119, error: 0.1056 },
+  "4096x4096 b2 r16 T1": { quantError: 0.5517, error: 0.5314 },
+  "4096x4096 b2 r16 T5": { quantError: 0.5517, error: 0.4719 },
+  "4096x4096 b2 r64 T5": { seconds: 42.6 },
+  "4096x11008 b4 r16 T1": { seconds: 24.7, peakRssGiB: 6.3 },
+};
+
+function argument(name: string, fallback: string): string {
+  const index = process.argv.indexOf(`--${name}`);
+  return index >= 0 && process.argv[index + 1] ? process.argv[index + 1]! : fallback;
+}
+const list = (value: string) => value.split(",").map((v) => v.trim()).filter(Boolean);
+
+const sizes = list(argument("sizes", "4096x4096,4096x11008")).map((s) => s.split("x").map(Number) as [number, number]);
+const bitsList = list(argument("bits", "2,4,8")).map(Number);
+const ranks = list(argument("ranks", "16,64")).map(Number);
+const iterationsList = list(argument("iters", "1,5")).map(Number);
+const backend = argument("backend", activeBackendName());
+const jsonPath = argument("json", "");
+
+interface Row {
+  size: string;
+  bits: number;
+  rank: number;
+  iterations: number;
+  backend: string;
+  seconds: number;
+  quantError: number;
+  error: number;
+  selectedIteration: number;
+  peakRssBytes: number;
+  reference?: (typeof REFERENCE)[string];
+}
+const results: Row[] = [];
+const table: string[][] = [["matrix", "bits", "r", "T", "time", "ref time", "speed-up", "‖W−Q‖", "‖W−Q−BA‖", "ref ‖W−Q−BA‖", "iter"]];
+console.log(`backend ${backend}; LLM-like matrices (Gaussian + decaying rank-32 part + 8 outlier columns)\n`);
+for (const [rows, cols] of sizes) {
+  const weight = llmLikeWeight(rows, cols, { seed: 1 });
+  for (const bits of bitsList) {
+    const quantError = qloraInit(weight, { bits }).history[0]!.quantError;
+    for (const rank of ranks) {
+      for (const iterations of iterationsList) {
+        const started = performance.now();
+        const result = loftq(weight, { bits, rank, iterations, backend });
+        const seconds = (performance.now() - started) / 1000;
+        const best = result.history[result.selectedIteration - 1]!;
+        const key = `${rows}x${cols} b${bits} r${rank} T${iterations}`;
+        const reference = REFERENCE[key];
+        results.push({
+          size: `${rows}x${cols}`, bits, rank, iterations, backend, seconds, quantError, error: best.error,
+          selectedIteration: result.selectedIteration, peakRssBytes: process.resourceUsage().maxRSS * 1024,
+          ...(reference ? { reference } : {}),
+        });
+        table.push([
+          `${rows}×${cols}`, `${bits}`, `${rank}`, `${iterations}`, `${seconds.toFixed(2)} s`,
+          reference?.seconds ? `${reference.seconds} s` : "–",
+          reference?.seconds ? `${(reference.seconds / seconds).toFixed(0)}×` : "–",
+          quantError.toFixed(4), best.error.toFixed(4), reference?.error?.toFixed(4) ?? "–", `${result.selectedIteration}`,
+        ]);
+        console.log(table[table.length - 1]!.join("  "));
+      }
+    }
+  }
+}
+console.log("");
+const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
+for (const row of table) console.log(row.map((cell, c) => cell.padStart(widths[c]!)).join("  "));
+console.log(`\npeak RSS ${(process.resourceUsage().maxRSS / 1024 / 1024).toFixed(2)} GiB`);
+if (jsonPath) writeFileSync(jsonPath, JSON.stringify({ machine: `${process.platform} ${process.arch}, node ${process.version}`, date: new Date().toISOString(), runs: results }, null, 2) + "\n");
