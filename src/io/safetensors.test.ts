@@ -1,0 +1,40 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { parseSafetensors, SafetensorsParseError } from "./safetensors.js";
+
+/** Builds a file from a header object and a data section (no validation: that is the point). */
+function file(header: unknown, data = new Uint8Array(0), rawHeader?: string): Uint8Array {
+  const json = new TextEncoder().encode(rawHeader ?? JSON.stringify(header));
+  const out = new Uint8Array(8 + json.length + data.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+  out.set(json, 8);
+  out.set(data, 8 + json.length);
+  return out;
+}
+
+test("parses a valid file with metadata and two tensors", () => {
+  const parsed = parseSafetensors(file({ __metadata__: { format: "pt" }, a: { dtype: "F32", shape: [2], data_offsets: [0, 8] }, b: { dtype: "U8", shape: [3], data_offsets: [8, 11] } }, new Uint8Array(11)));
+  assert.equal(parsed.metadata.format, "pt");
+  assert.deepEqual(parsed.tensors.get("b")!.shape, [3]);
+});
+
+test("hostile headers are typed parse errors naming the file and tensor", () => {
+  const bad: Array<[string, Uint8Array, RegExp]> = [
+    ["too short", new Uint8Array(4), /too short/],
+    ["length past end", (() => { const f = file({}); new DataView(f.buffer).setBigUint64(0, 1000n, true); return f; })(), /past the end/],
+    ["huge length", (() => { const f = file({}); new DataView(f.buffer).setBigUint64(0, 2n ** 40n, true); return f; })(), /exceeds/],
+    ["not json", file(null, new Uint8Array(0), "{nope"), /not valid UTF-8 JSON/],
+    ["array header", file([]), /not a JSON object/],
+    ["unknown dtype", file({ t: { dtype: "Q4", shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1)), /"t": unknown dtype/],
+    ["negative dim", file({ t: { dtype: "U8", shape: [-1], data_offsets: [0, 1] } }, new Uint8Array(1)), /shape/],
+    ["fractional dim", file({ t: { dtype: "U8", shape: [1.5], data_offsets: [0, 1] } }, new Uint8Array(1)), /shape/],
+    ["offsets outside", file({ t: { dtype: "U8", shape: [4], data_offsets: [0, 4] } }, new Uint8Array(2)), /outside/],
+    ["size mismatch", file({ t: { dtype: "F32", shape: [2], data_offsets: [0, 4] } }, new Uint8Array(4)), /4 bytes for shape \[2\] of F32/],
+    ["gap", file({ t: { dtype: "U8", shape: [1], data_offsets: [1, 2] } }, new Uint8Array(2)), /not contiguous/],
+    ["trailing bytes", file({ t: { dtype: "U8", shape: [1], data_offsets: [0, 1] } }, new Uint8Array(2)), /covers 1/],
+    ["metadata not strings", file({ __metadata__: { a: 1 } }), /not a string/],
+  ];
+  for (const [name, bytes, pattern] of bad) {
+    assert.throws(() => parseSafetensors(bytes, "model.safetensors"), (e: unknown) => e instanceof SafetensorsParseError && pattern.test(e.message) && e.message.startsWith("model.safetensors:"), name);
+  }
+});

@@ -1,0 +1,94 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { loftq } from "./loftq.js";
+import { qloraInit } from "./qlora-init.js";
+import { matrix, frobeniusDistance, frobeniusNorm } from "../tensor/matrix.js";
+import { llmLikeWeight } from "../synthetic/llm-like-weight.js";
+import { tsBackend } from "../kernels/ts-backend.js";
+import { NonFiniteError, ShapeError, InvalidArgumentError } from "../errors.js";
+
+const weight = llmLikeWeight(96, 160, { seed: 5 });
+
+function adapterProduct(a: Float32Array, b: Float32Array, rows: number, cols: number, rank: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  tsBackend.gemm({ transA: false, transB: false, m: rows, n: cols, k: rank, alpha: 1, a: b, b: a, beta: 0, c: out });
+  return out;
+}
+
+test("loftq returns PEFT-oriented shapes and errors consistent with its outputs", () => {
+  const result = loftq(weight, { bits: 4, rank: 8, iterations: 2 });
+  assert.deepEqual([result.loraA.rows, result.loraA.cols, result.loraB.rows, result.loraB.cols], [8, 160, 96, 8]);
+  assert.equal(result.history.length, 2);
+  const product = adapterProduct(result.loraA.data, result.loraB.data, 96, 160, 8);
+  const approx = result.dequantized.data.map((q, i) => q + product[i]!);
+  const measured = frobeniusDistance(weight.data, approx) / frobeniusNorm(weight.data);
+  const reported = result.history[result.selectedIteration - 1]!.error;
+  assert.ok(Math.abs(measured - reported) < 1e-6, `${measured} vs ${reported}`);
+  assert.equal(result.quantized.rows, 96);
+});
+
+test("loraAlpha compensation: scaling·B·A equals the uncompensated B·A; upstreamScaling leaves it alone", () => {
+  const plain = loftq(weight, { rank: 8 });
+  const compensated = loftq(weight, { rank: 8, loraAlpha: 16 });
+  const upstream = loftq(weight, { rank: 8, loraAlpha: 16, upstreamScaling: true });
+  assert.equal(compensated.scaling, 2);
+  const base = adapterProduct(plain.loraA.data, plain.loraB.data, 96, 160, 8);
+  const scaled = adapterProduct(compensated.loraA.data, compensated.loraB.data, 96, 160, 8).map((v) => v * compensated.scaling);
+  assert.ok(frobeniusDistance(base, scaled) < 1e-6 * frobeniusNorm(base));
+  assert.deepEqual(upstream.loraA.data, plain.loraA.data);
+  const rs = loftq(weight, { rank: 8, loraAlpha: 16, useRslora: true });
+  assert.ok(Math.abs(rs.scaling - 16 / Math.sqrt(8)) < 1e-12);
+});
+
+test("keepBest picks the lowest-error iterate; keepBest: false returns the last", () => {
+  const best = loftq(weight, { bits: 2, rank: 8, iterations: 4 });
+  const last = loftq(weight, { bits: 2, rank: 8, iterations: 4, keepBest: false });
+  const errors = best.history.map((h) => h.error);
+  assert.equal(best.selectedIteration, errors.indexOf(Math.min(...errors)) + 1);
+  assert.equal(last.selectedIteration, 4);
+  assert.deepEqual(best.history, last.history);
+});
+
+test("same seed, same bytes; the randomized path too", () => {
+  const big = llmLikeWeight(300, 400, { seed: 2 });
+  const run = () => loftq(big, { rank: 8, iterations: 2, svd: "randomized", seed: 7 });
+  const [x, y] = [run(), run()];
+  assert.deepEqual(x.loraA.data, y.loraA.data);
+  assert.deepEqual(x.quantized.packed, y.quantized.packed);
+});
+
+test("qloraInit: Q only, B = 0, A bounded by 1/√in", () => {
+  const result = qloraInit(weight, { bits: 4, rank: 8 });
+  assert.ok(result.loraB.data.every((v) => v === 0));
+  assert.ok(result.loraA.data.every((v) => Math.abs(v) <= 1 / Math.sqrt(160)));
+  assert.equal(result.history[0]!.error, result.history[0]!.quantError);
+  assert.ok(loftq(weight, { bits: 4, rank: 8 }).history[0]!.error < result.history[0]!.error);
+});
+
+test("every quantizer runs through loftq", () => {
+  for (const [quantizer, bits] of [["nf", 3], ["nf-sym", 2], ["uniform", 4], ["bnb-nf4", 4], ["bnb-fp4", 4], ["int8", 8]] as const) {
+    const result = loftq(weight, { quantizer, bits, rank: 4 });
+    assert.ok(result.history[0]!.error < result.history[0]!.quantError, quantizer);
+  }
+  const dq = loftq(weight, { quantizer: "bnb-nf4", doubleQuant: true, rank: 4 });
+  assert.ok(dq.quantized.doubleQuant);
+});
+
+test("bad input: typed errors, up front", () => {
+  const nan = matrix(4, 64, new Float32Array(256));
+  nan.data[70] = NaN;
+  assert.throws(() => loftq(nan, { rank: 2 }), (e: unknown) => e instanceof NonFiniteError && e.row === 1 && e.col === 6);
+  const inf = matrix(4, 64, new Float32Array(256));
+  inf.data[3] = -Infinity;
+  assert.throws(() => loftq(inf, { rank: 2 }), /non-finite value -Infinity at row 0, column 3/);
+  assert.throws(() => loftq(matrix(0, 0), { rank: 1 }), ShapeError);
+  assert.throws(() => loftq({ rows: 4, cols: 4, data: new Float32Array(15) }, { rank: 1 }), /needs 16 values, got 15/);
+  assert.throws(() => loftq(weight, { rank: 0 }), InvalidArgumentError);
+  assert.throws(() => loftq(weight, { rank: 97 }), /rank must be an integer in 1..96/);
+  assert.throws(() => loftq(weight, { rank: 2.5 }), InvalidArgumentError);
+  assert.throws(() => loftq(weight, { bits: 5 }), /supports bits/);
+  assert.throws(() => loftq(weight, { bits: 16 }), InvalidArgumentError);
+  assert.throws(() => loftq(weight, { iterations: 0 }), /iterations/);
+  assert.throws(() => loftq(weight, { loraAlpha: -1 }), /loraAlpha/);
+  assert.throws(() => loftq(weight, { backend: "cuda" }), { name: "BackendUnavailableError" });
+});
