@@ -31,7 +31,7 @@ test("hostile headers are typed parse errors naming the file and tensor", () => 
     ["offsets outside", file({ t: { dtype: "U8", shape: [4], data_offsets: [0, 4] } }, new Uint8Array(2)), /outside/],
     ["size mismatch", file({ t: { dtype: "F32", shape: [2], data_offsets: [0, 4] } }, new Uint8Array(4)), /4 bytes for shape \[2\] of F32/],
     ["gap", file({ t: { dtype: "U8", shape: [1], data_offsets: [1, 2] } }, new Uint8Array(2)), /not contiguous/],
-    ["trailing bytes", file({ t: { dtype: "U8", shape: [1], data_offsets: [0, 1] } }, new Uint8Array(2)), /covers 1/],
+    ["trailing bytes", file({ t: { dtype: "U8", shape: [1], data_offsets: [0, 1] } }, new Uint8Array(2)), /tensors cover 1/],
     ["metadata not strings", file({ __metadata__: { a: 1 } }), /not a string/],
   ];
   for (const [name, bytes, pattern] of bad) {
