@@ -1,6 +1,6 @@
 import { InvalidArgumentError, ShapeError } from "../errors.js";
 import type { Matrix } from "../tensor/matrix.js";
-import { dequantizeBlocks, quantizeBlocks, type CodebookSpec } from "./codebook.js";
+import { buildThresholdLookup, dequantizeBlocks, quantizeBlocks, type CodebookSpec } from "./codebook.js";
 import { doubleDequantize, doubleQuantize, type DoubleQuantized } from "./double-quant.js";
 import { quantizeFp4Blocks } from "./fp4.js";
 import { dequantizeInt8Rows, quantizeInt8Rows } from "./int8-rowwise.js";
@@ -117,7 +117,10 @@ export function createQuantizer(options: QuantizerOptions = {}): Quantizer {
   }
   const table = kind === "uniform" ? uniformTable(bits) : kind === "nf-sym" ? symmetricNormalFloatTable(bits) : normalFloatTable(bits);
   const zeroBlockCode = kind === "bnb-nf4" && options.zeroBlocks === "cpu" ? table.indexOf(0) : 0;
-  const spec: CodebookSpec = { table, thresholds: midpoints(table), selection: isBnb ? "bnb" : "peft", blockSize, zeroBlockCode };
+  const thresholds = midpoints(table);
+  const lookup = buildThresholdLookup(thresholds);
+  if (!lookup) throw new InvalidArgumentError(`${kind}${bits}: code table too dense for the threshold lookup`);
+  const spec: CodebookSpec = { table, thresholds, selection: isBnb ? "bnb" : "peft", blockSize, zeroBlockCode, lookup };
   return blockQuantizer({
     kind, bits, blockSize, useDoubleQuant, table,
     name: isBnb ? `bnb-nf4${useDoubleQuant ? "+dq" : ""}` : `${kind}${bits}`,
