@@ -1,10 +1,15 @@
 /**
- * Node entry point (`loftq/node`): everything in `loftq`, plus the fastest kernel backends this
- * runtime offers registered as the default.
+ * Node entry point (`loftq/node`): everything in `loftq`, with the fastest kernel backend this
+ * runtime offers registered as the default (WebAssembly SIMD on every core).
  */
-import { getBackend } from "../kernels/registry.js";
+import { getBackend, registerBackend } from "../kernels/registry.js";
+import { wasmSimdSupported } from "../kernels/wasm-backend.js";
+import { createThreadedBackend } from "./threaded-backend.js";
 export * from "../index.js";
 export { readTfjsWeights, tfjsLinearWeights } from "../io/tfjs-weights.js";
+export { createThreadedBackend, type ThreadedBackend } from "./threaded-backend.js";
+
+if (wasmSimdSupported()) registerBackend(createThreadedBackend(), 20);
 
 /** The backend `loftq()` uses when none is named. */
 export function activeBackendName(): string {

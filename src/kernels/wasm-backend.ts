@@ -1,0 +1,172 @@
+import { BackendUnavailableError } from "../errors.js";
+import type { GemmCall, KernelBackend } from "./backend.js";
+import { checkGemm } from "./check-gemm.js";
+import { GEMM_WASM_BASE64 } from "./gemm-wasm-bytes.js";
+
+/**
+ * The WebAssembly SIMD backend (runs in browsers too): the kernel from assembly/gemm.ts over a
+ * shared WebAssembly.Memory, so worker threads can run the same kernel on the same matrices (see
+ * src/node/threaded-backend.ts). Arrays from `allocate` live in that memory and are used in place;
+ * other arrays are copied in (and C copied back) around each call.
+ */
+
+/** Bytes at the start of the memory reserved for the thread control block. */
+export const CONTROL_BYTES = 1024;
+const PAGE = 65536;
+const MAX_PAGES = 65536;
+
+export interface GemmExports {
+  gemm(
+    m: number, n: number, k: number, alpha: number,
+    a: number, aRowStride: number, aColStride: number,
+    b: number, ldb: number, beta: number, c: number, ldc: number,
+  ): void;
+}
+
+/** Pointer-level arguments of one kernel call (what a thread needs to run its share). */
+export interface KernelArgs {
+  m: number; n: number; k: number; alpha: number;
+  a: number; aRowStride: number; aColStride: number;
+  b: number; ldb: number; beta: number; c: number; ldc: number;
+}
+
+export interface WasmBackend extends KernelBackend {
+  readonly memory: WebAssembly.Memory;
+  readonly module: WebAssembly.Module;
+  /** Runs resolved pointer arguments; the threaded backend overrides how. */
+  run(args: KernelArgs): void;
+}
+
+let compiled: WebAssembly.Module | undefined;
+
+export function gemmModule(): WebAssembly.Module {
+  if (!compiled) {
+    const binary = atob(GEMM_WASM_BASE64);
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+    compiled = new WebAssembly.Module(bytes);
+  }
+  return compiled;
+}
+
+/** Whether this runtime can compile the SIMD kernel and create shared memory. */
+export function wasmSimdSupported(): boolean {
+  try {
+    gemmModule();
+    new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function instantiateGemm(module: WebAssembly.Module, memory: WebAssembly.Memory): GemmExports {
+  return new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as GemmExports;
+}
+
+export function createWasmBackend(name = "wasm"): WasmBackend {
+  if (!wasmSimdSupported()) throw new BackendUnavailableError("WebAssembly SIMD with shared memory is not available in this runtime");
+  const module = gemmModule();
+  const memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
+  const kernel = instantiateGemm(module, memory);
+  const heap = new Heap(memory);
+
+  const backend: WasmBackend = {
+    name,
+    memory,
+    module,
+    allocate: (length) => heap.allocate(length),
+    release: (array) => heap.release(array),
+    run: (args) => kernel.gemm(args.m, args.n, args.k, args.alpha, args.a, args.aRowStride, args.aColStride, args.b, args.ldb, args.beta, args.c, args.ldc),
+    gemm(call: GemmCall) {
+      checkGemm(call);
+      const { transA, transB, m, n, k, alpha, beta } = call;
+      if (m === 0 || n === 0) return;
+      const scratch: Float32Array[] = [];
+      const inMemory = (array: Float32Array, length: number, copy: boolean) => {
+        if (heap.owns(array)) return array;
+        const local = heap.allocate(length);
+        if (copy) local.set(array.subarray(0, length));
+        scratch.push(local);
+        return local;
+      };
+      try {
+        const a = inMemory(call.a, m * k, true);
+        let b = call.b;
+        if (transB) {
+          // The kernel wants rows of op(B) contiguous: transpose the (usually thin) B once.
+          const transposed = heap.allocate(k * n);
+          for (let p = 0; p < k; p++) for (let j = 0; j < n; j++) transposed[p * n + j] = b[j * k + p]!;
+          scratch.push(transposed);
+          b = transposed;
+        } else {
+          b = inMemory(b, k * n, true);
+        }
+        const c = inMemory(call.c, m * n, beta !== 0);
+        backend.run({
+          m, n, k, alpha,
+          a: a.byteOffset, aRowStride: transA ? 1 : k, aColStride: transA ? m : 1,
+          b: b.byteOffset, ldb: n, beta, c: c.byteOffset, ldc: n,
+        });
+        if (c !== call.c) call.c.set(c.subarray(0, m * n));
+      } finally {
+        for (const array of scratch) heap.release(array);
+      }
+    },
+  };
+  return backend;
+}
+
+/**
+ * A size-class allocator over the shared memory: freed blocks are kept per exact byte size (the
+ * LoftQ loop reuses the same few sizes every iteration), new ones come from the top, and the
+ * memory grows on demand. Growing shared memory never detaches existing views.
+ */
+class Heap {
+  private top = CONTROL_BYTES;
+  private readonly free = new Map<number, number[]>();
+  private readonly buffers = new WeakSet<ArrayBufferLike>();
+
+  constructor(private readonly memory: WebAssembly.Memory) {
+    this.buffers.add(memory.buffer);
+  }
+
+  owns(array: Float32Array): boolean {
+    return this.buffers.has(array.buffer);
+  }
+
+  allocate(length: number): Float32Array {
+    const bytes = Heap.blockBytes(length);
+    let offset = this.free.get(bytes)?.pop();
+    if (offset === undefined) {
+      offset = this.top;
+      this.top += bytes;
+      const needed = Math.ceil(this.top / PAGE) - this.memory.buffer.byteLength / PAGE;
+      if (needed > 0) {
+        try {
+          this.memory.grow(needed);
+        } catch {
+          this.top -= bytes;
+          throw new BackendUnavailableError(`WebAssembly memory cannot grow to ${(this.top + bytes) / 2 ** 20} MiB (4 GiB maximum)`);
+        }
+      }
+    }
+    const buffer = this.memory.buffer;
+    this.buffers.add(buffer);
+    const view = new Float32Array(buffer, offset, length);
+    view.fill(0);
+    return view;
+  }
+
+  release(array: Float32Array): void {
+    if (!this.owns(array)) return;
+    const bytes = Heap.blockBytes(array.length);
+    const list = this.free.get(bytes);
+    if (list) list.push(array.byteOffset);
+    else this.free.set(bytes, [array.byteOffset]);
+  }
+
+  private static blockBytes(length: number): number {
+    return Math.max(16, Math.ceil((length * 4) / 16) * 16);
+  }
+}

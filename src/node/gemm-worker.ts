@@ -1,0 +1,23 @@
+/**
+ * Worker side of the threaded backend: instantiate the kernel on the shared memory, then loop
+ * forever waiting (Atomics.wait) for a new job generation, run this worker's slot, count it done.
+ */
+import { workerData } from "node:worker_threads";
+import { instantiateGemm } from "../kernels/wasm-backend.js";
+import { CONTROL, readSlot } from "./gemm-control.js";
+
+const { memory, module, slot } = workerData as { memory: WebAssembly.Memory; module: WebAssembly.Module; slot: number };
+const kernel = instantiateGemm(module, memory);
+const control = new Int32Array(memory.buffer, 0, CONTROL.words);
+Atomics.add(control, CONTROL.ready, 1);
+Atomics.notify(control, CONTROL.ready);
+let seen = 0;
+for (;;) {
+  Atomics.wait(control, CONTROL.generation, seen);
+  seen = Atomics.load(control, CONTROL.generation);
+  if (seen < 0) break;
+  const job = readSlot(memory, slot);
+  if (job.m > 0 && job.n > 0) kernel.gemm(job.m, job.n, job.k, job.alpha, job.a, job.aRowStride, job.aColStride, job.b, job.ldb, job.beta, job.c, job.ldc);
+  Atomics.add(control, CONTROL.done, 1);
+  Atomics.notify(control, CONTROL.done);
+}
