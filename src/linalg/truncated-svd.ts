@@ -3,8 +3,8 @@ import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
 import type { Matrix } from "../tensor/matrix.js";
 import { exactTruncatedSvd } from "./exact-truncated-svd.js";
-import { householderQr } from "./householder-qr.js";
-import { jacobiSvd } from "./jacobi-svd.js";
+import { orthonormalizeBlock } from "./block-orthonormalize.js";
+import { topEigenpairs } from "./symmetric-eigenvalues.js";
 import { gaussianArray, mulberry32 } from "./random.js";
 import { applySignConvention } from "./sign-convention.js";
 
@@ -79,9 +79,8 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
   // iteration for the same number of passes.
   const width = k * blocks;
   const omega = backend.allocate(n * k);
-  const krylov = backend.allocate(m * k * blocks);
-  const block = backend.allocate(m * k);
-  const projected = backend.allocate(n * width);
+  const basis = Array.from({ length: blocks }, () => backend.allocate(m * k));
+  const projected = Array.from({ length: blocks }, () => backend.allocate(n * k));
   try {
     gaussianArray(n * k, random, omega);
     if (options.start) {
@@ -89,56 +88,57 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
       const startCols = Math.min(startStride, k);
       for (let i = 0; i < n; i++) for (let j = 0; j < startCols; j++) omega[i * k + j] = options.start[i * startStride + j]!;
     }
-    const multiply = (transA: boolean, out: Float32Array, basis: Float32Array, columns: number) =>
-      backend.gemm({ transA, transB: false, m: transA ? n : m, n: columns, k: transA ? m : n, alpha: 1, a: data, b: basis, beta: 0, c: out });
+    const multiply = (transA: boolean, out: Float32Array, block: Float32Array) =>
+      backend.gemm({ transA, transB: false, m: transA ? n : m, n: k, k: transA ? m : n, alpha: 1, a: data, b: block, beta: 0, c: out });
+    // Krylov blocks Q_b, each orthonormal to all earlier ones; P_b = Mᵀ·Q_b is both the next
+    // block's seed and, for the Rayleigh–Ritz step, the b-th column block of Bᵀ = Mᵀ·Q.
+    multiply(false, basis[0]!, omega);
+    orthonormalizeBlock(basis[0]!, m, k, [], backend);
     for (let b = 0; b < blocks; b++) {
-      if (b > 0) {
-        multiply(true, omega, block, k);
-        orthonormalizeInPlace(omega, n, k);
+      multiply(true, projected[b]!, basis[b]!);
+      if (b + 1 < blocks) {
+        multiply(false, basis[b + 1]!, projected[b]!);
+        orthonormalizeBlock(basis[b + 1]!, m, k, basis.slice(0, b + 1), backend);
       }
-      multiply(false, block, omega, k);
-      orthonormalizeInPlace(block, m, k);
-      for (let i = 0; i < m; i++) for (let j = 0; j < k; j++) krylov[i * k * blocks + b * k + j] = block[i * k + j]!;
     }
-    const basis = orthonormalBasis(krylov, m, k * blocks, width);
-    // Bᵀ = Mᵀ·Q (n×w). Bᵀ = Q₂·R₂, R₂ᵀ = Us·S·Vsᵀ  ⇒  M ≈ Q·Us · S · (Q₂·Vs)ᵀ.
-    multiply(true, projected, basis, width);
-    const { q: q2, r: r2 } = householderQr(projected, n, width);
-    const r2t = new Float64Array(width * width);
-    for (let i = 0; i < width; i++) for (let j = 0; j < width; j++) r2t[i * width + j] = r2[j * width + i]!;
-    const small = jacobiSvd(r2t, width, width);
+    // B·Bᵀ (w×w) from the blocks of Bᵀ, in float64; its eigenpairs give B = Ub·S·Vᵀ.
+    const gram = new Float64Array(width * width);
+    const cross = new Float32Array(k * k);
+    for (let x = 0; x < blocks; x++) {
+      for (let y = 0; y <= x; y++) {
+        backend.gemm({ transA: true, transB: false, m: k, n: k, k: n, alpha: 1, a: projected[x]!, b: projected[y]!, beta: 0, c: cross });
+        for (let i = 0; i < k; i++) {
+          for (let j = 0; j < k; j++) {
+            gram[(x * k + i) * width + y * k + j] = cross[i * k + j]!;
+            gram[(y * k + j) * width + x * k + i] = cross[i * k + j]!;
+          }
+        }
+      }
+    }
     const keep = k;
-    const uSmall = new Float32Array(width * rank);
-    for (let i = 0; i < width; i++) for (let j = 0; j < rank; j++) uSmall[i * rank + j] = small.u[i * width + j]!;
+    const { values, vectors } = topEigenpairs(gram, width, keep);
+    const s = values.map((lambda) => Math.sqrt(Math.max(lambda, 0)));
+    // U = Q·Ub (m×r) and V = Bᵀ·Ub·S⁻¹ (n×k, the first r returned, all k kept as the warm start).
     const u = new Float32Array(m * rank);
-    backend.gemm({ transA: false, transB: false, m, n: rank, k: width, alpha: 1, a: basis, b: uSmall, beta: 0, c: u });
     const subspace = new Float32Array(n * keep);
-    const v = new Float32Array(n * rank);
-    for (let i = 0; i < n; i++) {
-      for (let j = 0; j < keep; j++) {
-        let sum = 0;
-        for (let p = 0; p < width; p++) sum += q2[i * width + p]! * small.v[p * width + j]!;
-        subspace[i * keep + j] = sum;
-        if (j < rank) v[i * rank + j] = sum;
+    const ubRank = new Float32Array(k * rank);
+    const ubScaled = new Float32Array(k * keep);
+    for (let b = 0; b < blocks; b++) {
+      for (let i = 0; i < k; i++) {
+        for (let j = 0; j < keep; j++) {
+          const value = vectors[(b * k + i) * keep + j]!;
+          if (j < rank) ubRank[i * rank + j] = value;
+          ubScaled[i * keep + j] = s[j]! > 0 ? value / s[j]! : 0;
+        }
       }
+      backend.gemm({ transA: false, transB: false, m, n: rank, k, alpha: 1, a: basis[b]!, b: ubRank, beta: b === 0 ? 0 : 1, c: u });
+      backend.gemm({ transA: false, transB: false, m: n, n: keep, k, alpha: 1, a: projected[b]!, b: ubScaled, beta: b === 0 ? 0 : 1, c: subspace });
     }
+    const v = new Float32Array(n * rank);
+    for (let i = 0; i < n; i++) for (let j = 0; j < rank; j++) v[i * rank + j] = subspace[i * keep + j]!;
     applySignConvention(u, v, m, rank, rank);
-    return { u, s: small.s.slice(0, rank), v, rank, subspace, subspaceSize: keep };
+    return { u, s: s.slice(0, rank), v, rank, subspace, subspaceSize: keep };
   } finally {
-    for (const buffer of [omega, krylov, block, projected]) backend.release(buffer);
+    for (const buffer of [omega, ...basis, ...projected]) backend.release(buffer);
   }
-}
-
-/** An orthonormal basis (rows×width) of the first `width` directions spanned by a rows×cols block. */
-function orthonormalBasis(blockData: Float32Array, rows: number, cols: number, width: number): Float32Array {
-  const { q } = householderQr(blockData, rows, cols);
-  const out = new Float32Array(rows * width);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < width; j++) out[i * width + j] = q[i * cols + j]!;
-  return out;
-}
-
-/** Replaces the columns of a rows×cols float32 block by an orthonormal basis of their span. */
-function orthonormalizeInPlace(block: Float32Array, rows: number, cols: number): void {
-  const { q } = householderQr(block, rows, cols);
-  for (let i = 0; i < q.length; i++) block[i] = q[i]!;
 }
