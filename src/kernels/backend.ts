@@ -1,3 +1,5 @@
+import type { CodebookSpec } from "./codebook.js";
+
 /**
  * The kernel interface every compute backend implements (tfjs-style registry: one interface, one
  * test suite run over every backend, a plain-TS reference beside each fast kernel).
@@ -20,6 +22,18 @@ export interface GemmCall {
   c: Float32Array;
 }
 
+/** One block-wise codebook quantization (see codebook.ts for the semantics). */
+export interface CodebookCall {
+  values: Float32Array;
+  spec: CodebookSpec;
+  /** Out: one code per value. */
+  codes: Uint8Array;
+  /** Out: one absmax per block. */
+  absmax: Float32Array;
+  /** Out (optional): table[code] · absmax. */
+  dequantized?: Float32Array;
+}
+
 export interface KernelBackend {
   /** Short stable name: "ts", "wasm", "wasm-threads", ... */
   readonly name: string;
@@ -31,4 +45,7 @@ export interface KernelBackend {
   /** Returns an array from `allocate` to the backend. Using it afterwards is undefined. */
   release(array: Float32Array): void;
   gemm(call: GemmCall): void;
+  encodeCodebook(call: CodebookCall): void;
+  /** out[i] = a[i] − b[i] when `out` is given; returns Σ(a[i] − b[i])², accumulated in float64. */
+  subtract(a: Float32Array, b: Float32Array, out?: Float32Array): number;
 }

@@ -1,5 +1,6 @@
 import type { GemmCall, KernelBackend } from "./backend.js";
 import { checkGemm } from "./check-gemm.js";
+import { quantizeBlocks } from "./codebook.js";
 
 /**
  * The reference backend: plain TypeScript, float64 accumulation, no tricks. Every other backend is
@@ -9,6 +10,16 @@ export const tsBackend: KernelBackend = {
   name: "ts",
   allocate: (length) => new Float32Array(length),
   release: () => {},
+  encodeCodebook: ({ values, spec, codes, absmax, dequantized }) => quantizeBlocks(values, spec, codes, absmax, dequantized),
+  subtract(a, b, out) {
+    let sum = 0;
+    for (let i = 0; i < a.length; i++) {
+      const d = Math.fround(a[i]! - b[i]!);
+      if (out) out[i] = d;
+      sum += d * d;
+    }
+    return sum;
+  },
   gemm(call: GemmCall) {
     checkGemm(call);
     const { transA, transB, m, n, k, alpha, a, b, beta, c } = call;

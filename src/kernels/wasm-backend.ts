@@ -1,12 +1,14 @@
 import { BackendUnavailableError } from "../errors.js";
-import type { GemmCall, KernelBackend } from "./backend.js";
+import { ShapeError } from "../errors.js";
+import type { CodebookCall, GemmCall, KernelBackend } from "./backend.js";
 import { checkGemm } from "./check-gemm.js";
-import { GEMM_WASM_BASE64 } from "./gemm-wasm-bytes.js";
+import type { CodebookSpec } from "./codebook.js";
+import { KERNELS_WASM_BASE64 } from "./simd-kernels-bytes.js";
 
 /**
  * The WebAssembly SIMD backend (runs in browsers too): the kernel from assembly/gemm.ts over a
  * shared WebAssembly.Memory, so worker threads can run the same kernel on the same matrices (see
- * src/node/threaded-backend.ts). Arrays from `allocate` live in that memory and are used in place;
+ * src/node/thread-pool-backend.ts). Arrays from `allocate` live in that memory and are used in place;
  * other arrays are copied in (and C copied back) around each call.
  */
 
@@ -15,12 +17,25 @@ export const CONTROL_BYTES = 1024;
 const PAGE = 65536;
 const MAX_PAGES = 65536;
 
-export interface GemmExports {
+export interface KernelExports {
   gemm(
     m: number, n: number, k: number, alpha: number,
     a: number, aRowStride: number, aColStride: number,
     b: number, ldb: number, beta: number, c: number, ldc: number,
   ): void;
+  encodeCodebook(
+    values: number, n: number, blockSize: number,
+    table: number, tableLength: number, below: number, inside: number, near: number,
+    peft: number, zeroCode: number, codes: number, absmax: number, deq: number,
+  ): void;
+  subtract(a: number, b: number, out: number, n: number): number;
+}
+
+/** Pointer-level arguments of one codebook encoding (what a thread needs to run its share). */
+export interface EncodeArgs {
+  values: number; n: number; blockSize: number;
+  table: number; tableLength: number; below: number; inside: number; near: number;
+  peft: number; zeroCode: number; codes: number; absmax: number; deq: number;
 }
 
 /** Pointer-level arguments of one kernel call (what a thread needs to run its share). */
@@ -35,13 +50,14 @@ export interface WasmBackend extends KernelBackend {
   readonly module: WebAssembly.Module;
   /** Runs resolved pointer arguments; the threaded backend overrides how. */
   run(args: KernelArgs): void;
+  runEncode(args: EncodeArgs): void;
 }
 
 let compiled: WebAssembly.Module | undefined;
 
 export function gemmModule(): WebAssembly.Module {
   if (!compiled) {
-    const binary = atob(GEMM_WASM_BASE64);
+    const binary = atob(KERNELS_WASM_BASE64);
     const bytes = new Uint8Array(binary.length);
     for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
     compiled = new WebAssembly.Module(bytes);
@@ -60,16 +76,45 @@ export function wasmSimdSupported(): boolean {
   }
 }
 
-export function instantiateGemm(module: WebAssembly.Module, memory: WebAssembly.Memory): GemmExports {
-  return new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as GemmExports;
+export function instantiateKernels(module: WebAssembly.Module, memory: WebAssembly.Memory): KernelExports {
+  return new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as KernelExports;
+}
+
+export function runEncodeArgs(kernel: KernelExports, e: EncodeArgs): void {
+  kernel.encodeCodebook(e.values, e.n, e.blockSize, e.table, e.tableLength, e.below, e.inside, e.near, e.peft, e.zeroCode, e.codes, e.absmax, e.deq);
 }
 
 export function createWasmBackend(name = "wasm"): WasmBackend {
   if (!wasmSimdSupported()) throw new BackendUnavailableError("WebAssembly SIMD with shared memory is not available in this runtime");
   const module = gemmModule();
   const memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
-  const kernel = instantiateGemm(module, memory);
+  const kernel = instantiateKernels(module, memory);
   const heap = new Heap(memory);
+  // Code tables and lookups copied into the memory once per spec (they are tiny).
+  const specPointers = new WeakMap<CodebookSpec, { table: number; below: number; inside: number; near: number }>();
+  const pointersOf = (spec: CodebookSpec) => {
+    let pointers = specPointers.get(spec);
+    if (!pointers) {
+      const copy = (values: Float32Array | Uint8Array) => {
+        const local = heap.allocate(Math.ceil(values.byteLength / 4));
+        new Uint8Array(local.buffer, local.byteOffset, values.byteLength).set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+        return local.byteOffset;
+      };
+      const { below, inside, nearThreshold } = spec.lookup;
+      pointers = { table: copy(spec.table), below: copy(below), inside: copy(inside), near: copy(nearThreshold) };
+      specPointers.set(spec, pointers);
+    }
+    return pointers;
+  };
+
+  /** `array` itself when it lives in the memory, else a copy (recorded in `scratch` for release). */
+  const stage = (scratch: Float32Array[], array: Float32Array, length: number, copy: boolean) => {
+    if (heap.owns(array)) return array;
+    const local = heap.allocate(length);
+    if (copy) local.set(array.subarray(0, length));
+    scratch.push(local);
+    return local;
+  };
 
   const backend: WasmBackend = {
     name,
@@ -78,20 +123,55 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
     allocate: (length) => heap.allocate(length),
     release: (array) => heap.release(array),
     run: (args) => kernel.gemm(args.m, args.n, args.k, args.alpha, args.a, args.aRowStride, args.aColStride, args.b, args.ldb, args.beta, args.c, args.ldc),
+    runEncode: (args) => runEncodeArgs(kernel, args),
+    encodeCodebook({ values, spec, codes, absmax, dequantized }: CodebookCall) {
+      const n = values.length;
+      const blocks = Math.ceil(n / spec.blockSize);
+      if (codes.length < n || absmax.length < blocks || (dequantized && dequantized.length < n)) {
+        throw new ShapeError(`encodeCodebook: outputs too short for ${n} values`);
+      }
+      const scratch: Float32Array[] = [];
+      try {
+        const input = stage(scratch, values, n, true);
+        const codeFloats = heap.allocate(Math.ceil(n / 4));
+        scratch.push(codeFloats);
+        const absmaxOut = heap.allocate(blocks);
+        scratch.push(absmaxOut);
+        const deq = dequantized ? stage(scratch, dequantized, n, false) : undefined;
+        const pointers = pointersOf(spec);
+        backend.runEncode({
+          values: input.byteOffset, n, blockSize: spec.blockSize,
+          table: pointers.table, tableLength: spec.table.length, below: pointers.below, inside: pointers.inside, near: pointers.near,
+          peft: spec.selection === "peft" ? 1 : 0, zeroCode: spec.zeroBlockCode,
+          codes: codeFloats.byteOffset, absmax: absmaxOut.byteOffset, deq: deq ? deq.byteOffset : 0,
+        });
+        codes.set(new Uint8Array(codeFloats.buffer, codeFloats.byteOffset, n));
+        absmax.set(absmaxOut.subarray(0, blocks));
+        if (dequantized && deq !== dequantized) dequantized.set(deq!.subarray(0, n));
+      } finally {
+        for (const array of scratch) heap.release(array);
+      }
+    },
+    subtract(a, b, out) {
+      if (b.length !== a.length || (out && out.length !== a.length)) throw new ShapeError(`subtract: lengths ${a.length}, ${b.length}${out ? `, ${out.length}` : ""} differ`);
+      const scratch: Float32Array[] = [];
+      try {
+        const n = a.length;
+        const target = out ? stage(scratch, out, n, false) : undefined;
+        const sum = kernel.subtract(stage(scratch, a, n, true).byteOffset, stage(scratch, b, n, true).byteOffset, target ? target.byteOffset : 0, n);
+        if (out && target !== out) out.set(target!);
+        return sum;
+      } finally {
+        for (const array of scratch) heap.release(array);
+      }
+    },
     gemm(call: GemmCall) {
       checkGemm(call);
       const { transA, transB, m, n, k, alpha, beta } = call;
       if (m === 0 || n === 0) return;
       const scratch: Float32Array[] = [];
-      const inMemory = (array: Float32Array, length: number, copy: boolean) => {
-        if (heap.owns(array)) return array;
-        const local = heap.allocate(length);
-        if (copy) local.set(array.subarray(0, length));
-        scratch.push(local);
-        return local;
-      };
       try {
-        const a = inMemory(call.a, m * k, true);
+        const a = stage(scratch, call.a, m * k, true);
         let b = call.b;
         if (transB) {
           // The kernel wants rows of op(B) contiguous: transpose the (usually thin) B once.
@@ -100,9 +180,9 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
           scratch.push(transposed);
           b = transposed;
         } else {
-          b = inMemory(b, k * n, true);
+          b = stage(scratch, b, k * n, true);
         }
-        const c = inMemory(call.c, m * n, beta !== 0);
+        const c = stage(scratch, call.c, m * n, beta !== 0);
         backend.run({
           m, n, k, alpha,
           a: a.byteOffset, aRowStride: transA ? 1 : k, aColStride: transA ? m : 1,
@@ -138,6 +218,8 @@ class Heap {
   allocate(length: number): Float32Array {
     const bytes = Heap.blockBytes(length);
     let offset = this.free.get(bytes)?.pop();
+    // Fresh memory from the top is still zero (the top only grows); recycled blocks are cleared.
+    const recycled = offset !== undefined;
     if (offset === undefined) {
       offset = this.top;
       this.top += bytes;
@@ -154,7 +236,7 @@ class Heap {
     const buffer = this.memory.buffer;
     this.buffers.add(buffer);
     const view = new Float32Array(buffer, offset, length);
-    view.fill(0);
+    if (recycled) view.fill(0);
     return view;
   }
 

@@ -1,7 +1,10 @@
 import type { QuantizedMatrix, Encoded } from "../quant/quantizer.js";
-import { frobeniusDistance, frobeniusNorm, type Matrix } from "../tensor/matrix.js";
+import { frobeniusNorm, type Matrix } from "../tensor/matrix.js";
 import { truncatedSvd } from "../linalg/truncated-svd.js";
 import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
+
+/** Krylov depth of the SVDs after the first: the previous subspace is already a good start. */
+export const WARM_POWER_ITERATIONS = 1;
 
 export interface IterationErrors {
   /** ‖W − Q‖_F / ‖W‖_F. */
@@ -42,20 +45,23 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   const weightNorm = frobeniusNorm(w) || 1;
   const started = Date.now();
 
-  // Working set: two Q buffers (current and best, swapped instead of copied) and one m×n buffer in
-  // backend memory that holds W − Q for the SVD and then W − B·A, the next quantization target.
-  let current = new Float32Array(m * n);
-  let best = settings.iterations > 1 && settings.keepBest ? new Float32Array(m * n) : current;
+  // Working set, all in backend memory so no kernel copies: W, two Q buffers (current and best,
+  // swapped rather than copied) and one buffer holding W − Q for the SVD, then W − B·A, the next
+  // quantization target.
+  const weightCopy = backend.allocate(m * n);
+  weightCopy.set(w);
+  let current = backend.allocate(m * n);
+  let best = settings.iterations > 1 && settings.keepBest ? backend.allocate(m * n) : current;
   const residual = backend.allocate(m * n);
   const history: IterationErrors[] = [];
   let chosen: { encoded: Encoded; a: Float32Array; b: Float32Array; iteration: number; error: number } | undefined;
   let subspace: Float32Array | undefined;
+  let dequantized: Float32Array;
   try {
     for (let t = 1; t <= settings.iterations; t++) {
-      const target = t === 1 ? w : residual;
-      const encoded = quantizer.encode(target, m, n, current);
-      const quantError = frobeniusDistance(w, current) / weightNorm;
-      for (let i = 0; i < w.length; i++) residual[i] = w[i]! - current[i]!;
+      const target = t === 1 ? weightCopy : residual;
+      const encoded = quantizer.encode(target, m, n, current, backend);
+      const quantError = Math.sqrt(backend.subtract(weightCopy, current, residual)) / weightNorm;
       const svd = truncatedSvd(
         { rows: m, cols: n, data: residual },
         {
@@ -64,16 +70,16 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
           backend,
           method: settings.svd,
           // A warm start from the previous right subspace needs fewer passes.
-          powerIterations: subspace ? Math.max(1, settings.powerIterations - 1) : settings.powerIterations,
+          powerIterations: subspace ? WARM_POWER_ITERATIONS : settings.powerIterations,
           ...(subspace ? { start: subspace } : {}),
         },
       );
       subspace = svd.subspace;
       const { a, b } = splitFactors(svd.u, svd.s, svd.v, m, n, rank);
       // residual ← W − B·A (exact SVD product, before any scaling compensation).
-      residual.set(w);
+      residual.set(weightCopy);
       backend.gemm({ transA: false, transB: false, m, n, k: rank, alpha: -1, a: b, b: a, beta: 1, c: residual });
-      const error = frobeniusDistance(residual, current) / weightNorm;
+      const error = Math.sqrt(backend.subtract(residual, current)) / weightNorm;
       history.push({ quantError, error });
       settings.onIteration?.({ iteration: t, iterations: settings.iterations, quantError, error, elapsedMs: Date.now() - started });
       if (!chosen || !settings.keepBest || error < chosen.error) {
@@ -81,8 +87,9 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
         if (best !== current) [best, current] = [current, best];
       }
     }
+    dequantized = new Float32Array(best);
   } finally {
-    backend.release(residual);
+    for (const buffer of new Set([weightCopy, current, best, residual])) backend.release(buffer);
   }
   const result = chosen!;
   if (adapterDivisor !== 1) {
@@ -91,7 +98,7 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   }
   return {
     quantized: quantizer.pack(result.encoded, m, n),
-    dequantized: { rows: m, cols: n, data: best },
+    dequantized: { rows: m, cols: n, data: dequantized },
     loraA: { rows: rank, cols: n, data: result.a },
     loraB: { rows: m, cols: rank, data: result.b },
     history,

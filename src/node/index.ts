@@ -4,10 +4,10 @@
  */
 import { getBackend, registerBackend } from "../kernels/registry.js";
 import { wasmSimdSupported } from "../kernels/wasm-backend.js";
-import { createThreadedBackend } from "./threaded-backend.js";
+import { createThreadedBackend } from "./thread-pool-backend.js";
 export * from "../index.js";
 export { readTfjsWeights, tfjsLinearWeights } from "../io/tfjs-weights.js";
-export { createThreadedBackend, type ThreadedBackend } from "./threaded-backend.js";
+export { createThreadedBackend, type ThreadedBackend } from "./thread-pool-backend.js";
 
 if (wasmSimdSupported()) registerBackend(createThreadedBackend(), 20);
 

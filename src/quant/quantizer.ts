@@ -1,6 +1,8 @@
 import { InvalidArgumentError, ShapeError } from "../errors.js";
 import type { Matrix } from "../tensor/matrix.js";
-import { buildThresholdLookup, dequantizeBlocks, quantizeBlocks, type CodebookSpec } from "./codebook.js";
+import type { KernelBackend } from "../kernels/backend.js";
+import { buildThresholdLookup, dequantizeBlocks, type CodebookSpec } from "../kernels/codebook.js";
+import { getBackend } from "../kernels/registry.js";
 import { doubleDequantize, doubleQuantize, type DoubleQuantized } from "./double-quant.js";
 import { quantizeFp4Blocks } from "./fp4.js";
 import { dequantizeInt8Rows, quantizeInt8Rows } from "./int8-rowwise.js";
@@ -84,9 +86,10 @@ export interface Quantizer {
   dequantize(q: QuantizedMatrix, out?: Float32Array): Matrix;
   /**
    * Codes and scales for `values` viewed as rows×cols, and (when given) dequantize(quantize(values))
-   * written into `dequantized` in the same pass: the inner step of LoftQ.
+   * written into `dequantized` in the same pass: the inner step of LoftQ. Codebook quantizers run
+   * on `backend` (default: the registered default); the results are identical on every backend.
    */
-  encode(values: Float32Array, rows: number, cols: number, dequantized?: Float32Array): Encoded;
+  encode(values: Float32Array, rows: number, cols: number, dequantized?: Float32Array, backend?: KernelBackend): Encoded;
   /** Packs an encoding into the storage format. */
   pack(encoded: Encoded, rows: number, cols: number): QuantizedMatrix;
 }
@@ -127,7 +130,8 @@ export function createQuantizer(options: QuantizerOptions = {}): Quantizer {
     bitOrder: isBnb ? "msb-first" : "lsb-first",
     // bnb pads an odd trailing nibble with the code of 0.0.
     padCode: isBnb ? table.indexOf(0) : 0,
-    encodeBlocks: (values, codes, absmax, dequantized) => quantizeBlocks(values, spec, codes, absmax, dequantized),
+    encodeBlocks: (values, codes, absmax, dequantized, backend) =>
+      (backend ?? getBackend()).encodeCodebook({ values, spec, codes, absmax, ...(dequantized ? { dequantized } : {}) }),
   });
 }
 
@@ -140,7 +144,7 @@ interface BlockQuantizerParts {
   bitOrder: BitOrder;
   padCode: number;
   useDoubleQuant: boolean;
-  encodeBlocks(values: Float32Array, codes: Uint8Array, absmax: Float32Array, dequantized?: Float32Array): void;
+  encodeBlocks(values: Float32Array, codes: Uint8Array, absmax: Float32Array, dequantized: Float32Array | undefined, backend: KernelBackend | undefined): void;
 }
 
 function blockQuantizer(parts: BlockQuantizerParts): Quantizer {
@@ -150,14 +154,14 @@ function blockQuantizer(parts: BlockQuantizerParts): Quantizer {
     bits,
     blockSize,
     name,
-    encode(values, _rows, _cols, dequantized) {
+    encode(values, _rows, _cols, dequantized, backend) {
       const codes = new Uint8Array(values.length);
       const absmax = new Float32Array(Math.ceil(values.length / blockSize));
       if (!useDoubleQuant) {
-        parts.encodeBlocks(values, codes, absmax, dequantized);
+        parts.encodeBlocks(values, codes, absmax, dequantized, backend);
         return { codes, scales: absmax };
       }
-      parts.encodeBlocks(values, codes, absmax);
+      parts.encodeBlocks(values, codes, absmax, undefined, backend);
       const doubleQuant = doubleQuantize(absmax);
       const scales = doubleDequantize(doubleQuant);
       if (dequantized) dequantizeBlocks(codes, scales, table, blockSize, dequantized);

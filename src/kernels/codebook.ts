@@ -34,14 +34,23 @@ export interface CodebookSpec {
  */
 export const LOOKUP_BUCKETS = 4096;
 
+/**
+ * PEFT's argmin rule and the midpoint rule agree except within rounding distance of a midpoint, so
+ * only values that close to a threshold pay for the exact float32 comparison.
+ */
+export const MIDPOINT_BAND = 1e-6;
+
 export interface ThresholdLookup {
   readonly below: Uint8Array;
   readonly inside: Float32Array;
+  /** 1 for buckets within MIDPOINT_BAND of a threshold: only their values need PEFT's exact check. */
+  readonly nearThreshold: Uint8Array;
 }
 
 export function buildThresholdLookup(thresholds: Float32Array): ThresholdLookup | undefined {
   const below = new Uint8Array(LOOKUP_BUCKETS + 1);
   const inside = new Float32Array(LOOKUP_BUCKETS + 1);
+  const nearThreshold = new Uint8Array(LOOKUP_BUCKETS + 1);
   let count = 0;
   for (let bucket = 0; bucket <= LOOKUP_BUCKETS; bucket++) {
     const lower = -1 + (bucket * 2) / LOOKUP_BUCKETS;
@@ -51,8 +60,9 @@ export function buildThresholdLookup(thresholds: Float32Array): ThresholdLookup 
     inside[bucket] = count < thresholds.length ? thresholds[count]! : Infinity;
     // A second threshold inside the same bucket would need a search: no lookup for such tables.
     if (bucket < LOOKUP_BUCKETS && count + 1 < thresholds.length && thresholds[count + 1]! < upper) return undefined;
+    nearThreshold[bucket] = thresholds.some((t) => t > lower - MIDPOINT_BAND && t < upper + MIDPOINT_BAND) ? 1 : 0;
   }
-  return { below, inside };
+  return { below, inside, nearThreshold };
 }
 
 /** Quantizes `values` into table indices (one byte each) and per-block absmax. */
@@ -93,24 +103,17 @@ function encodeBnb(values: Float32Array, start: number, end: number, scale: numb
   }
 }
 
-/**
- * PEFT's argmin rule. The midpoint rule agrees with float32 argmin except within rounding distance
- * of a midpoint, so only values in that band pay for the exact comparison.
- */
-const MIDPOINT_BAND = 1e-6;
 
 function encodePeft(values: Float32Array, start: number, end: number, scale: number, spec: CodebookSpec, codes: Uint8Array, dequantized?: Float32Array): void {
-  const { table, thresholds, lookup } = spec;
-  const { below, inside } = lookup;
+  const { table, lookup } = spec;
+  const { below, inside, nearThreshold } = lookup;
   const half = LOOKUP_BUCKETS / 2;
   const last = table.length - 1;
   for (let i = start; i < end; i++) {
     const s = Math.fround(values[i]! / scale);
     const bucket = ((s + 1) * half) | 0;
     let code = below[bucket]! + (s > inside[bucket]! ? 1 : 0);
-    const nearLower = code > 0 && s - thresholds[code - 1]! < MIDPOINT_BAND;
-    const nearUpper = code < thresholds.length && thresholds[code]! - s < MIDPOINT_BAND;
-    if (nearLower || nearUpper) code = nearestInFloat32(s, table, code, last);
+    if (nearThreshold[bucket]) code = nearestInFloat32(s, table, code, last);
     codes[i] = code;
     if (dequantized) dequantized[i] = Math.fround(table[code]! * scale);
   }

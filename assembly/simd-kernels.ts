@@ -1,5 +1,6 @@
-// WebAssembly SIMD gemm (AssemblyScript, compiled with --runtime stub: raw pointers, no allocation).
+// WebAssembly SIMD kernels (AssemblyScript, compiled with --runtime stub: raw pointers, no allocation).
 //
+// gemm:
 //   C(i, j) = alpha · Σ_p A(i, p) · B(p, j) + beta · C(i, j)
 //   A(i, p) = a[i·aRowStride + p·aColStride]   (covers A and Aᵀ without copies)
 //   B(p, j) = b[p·ldb + j]                      (rows of B contiguous: the vector direction)
@@ -73,10 +74,10 @@ function tile4x8(
   for (let p = p0; p < p1; p++) {
     const b0 = v128.load(bRow);
     const b1 = v128.load(bRow, 16);
-    const x0 = f32x4.splat(load<f32>(a0));
-    const x1 = f32x4.splat(load<f32>(a0 + aRow));
-    const x2 = f32x4.splat(load<f32>(a0 + 2 * aRow));
-    const x3 = f32x4.splat(load<f32>(a0 + 3 * aRow));
+    const x0 = v128.load32_splat(a0);
+    const x1 = v128.load32_splat(a0 + aRow);
+    const x2 = v128.load32_splat(a0 + 2 * aRow);
+    const x3 = v128.load32_splat(a0 + 3 * aRow);
     c00 = f32x4.add(c00, f32x4.mul(x0, b0)); c01 = f32x4.add(c01, f32x4.mul(x0, b1));
     c10 = f32x4.add(c10, f32x4.mul(x1, b0)); c11 = f32x4.add(c11, f32x4.mul(x1, b1));
     c20 = f32x4.add(c20, f32x4.mul(x2, b0)); c21 = f32x4.add(c21, f32x4.mul(x2, b1));
@@ -112,4 +113,81 @@ function scalarCell(
   for (let p = p0; p < p1; p++) acc += loadA(a, i, p, rs, cs) * load<f32>(b + ((<usize>(p * ldb + j)) << 2));
   const at = c + ((<usize>(i * ldc + j)) << 2);
   store<f32>(at, beta == 0 ? alpha * acc : alpha * acc + beta * load<f32>(at));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block-wise codebook quantization (the reference is src/kernels/codebook.ts; results are
+// identical). Each block of `blockSize` values gets absmax = max|x|; s = x / absmax ("peft", true
+// division) or x · fl32(1/absmax) ("bnb"); code = #{thresholds < s} through the bucket lookup
+// (bucket index in f64, exact), and for "peft" the float32 argmin is re-checked near a midpoint.
+// Writes codes (u8), absmax (f32 per block) and, when deq != 0, table[code] · absmax.
+
+const BUCKETS_HALF: f64 = 2048;
+
+export function encodeCodebook(
+  values: usize, n: i32, blockSize: i32,
+  table: usize, tableLength: i32, below: usize, inside: usize, near: usize,
+  peft: i32, zeroCode: i32, codes: usize, absmax: usize, deq: usize,
+): void {
+  let block: i32 = 0;
+  for (let start: i32 = 0; start < n; start += blockSize, block++) {
+    const end = min(start + blockSize, n);
+    let vmax = f32x4.splat(0);
+    let i = start;
+    for (; i + 4 <= end; i += 4) vmax = f32x4.max(vmax, f32x4.abs(v128.load(values + ((<usize>i) << 2))));
+    let peak: f32 = max(max(f32x4.extract_lane(vmax, 0), f32x4.extract_lane(vmax, 1)), max(f32x4.extract_lane(vmax, 2), f32x4.extract_lane(vmax, 3)));
+    for (; i < end; i++) peak = max(peak, abs(load<f32>(values + ((<usize>i) << 2))));
+    store<f32>(absmax + ((<usize>block) << 2), peak);
+    if (peak == 0) {
+      const zero: f32 = load<f32>(table + ((<usize>zeroCode) << 2)) * 0;
+      for (let j = start; j < end; j++) {
+        store<u8>(codes + <usize>j, <u8>zeroCode);
+        if (deq != 0) store<f32>(deq + ((<usize>j) << 2), zero);
+      }
+      continue;
+    }
+    const reciprocal: f32 = 1 / peak;
+    for (let j = start; j < end; j++) {
+      const x = load<f32>(values + ((<usize>j) << 2));
+      // x · fl32(1/absmax) is within 2 ulps of PEFT's x / absmax, so it picks the same code except
+      // in buckets within 1e-6 of a threshold (flagged in `near`), where the true quotient decides.
+      const s: f32 = x * reciprocal;
+      const bucket = <usize>(<i32>((<f64>s + 1.0) * BUCKETS_HALF));
+      let code: i32 = <i32>load<u8>(below + bucket) + (s > load<f32>(inside + (bucket << 2)) ? 1 : 0);
+      if (peft != 0 && load<u8>(near + bucket) != 0) code = nearestCode(x / peak, table, tableLength, code);
+      store<u8>(codes + <usize>j, <u8>code);
+      if (deq != 0) store<f32>(deq + ((<usize>j) << 2), load<f32>(table + ((<usize>code) << 2)) * peak);
+    }
+  }
+}
+
+/** torch.argmin(|s − t|) in float32 among the guess and its neighbours, ties to the lower code. */
+function nearestCode(s: f32, table: usize, tableLength: i32, guess: i32): i32 {
+  let best = guess;
+  let bestDistance: f32 = abs(s - load<f32>(table + ((<usize>guess) << 2)));
+  const from = guess > 0 ? guess - 1 : 0;
+  const to = guess < tableLength - 1 ? guess + 1 : tableLength - 1;
+  for (let k = from; k <= to; k++) {
+    const d: f32 = abs(s - load<f32>(table + ((<usize>k) << 2)));
+    if (d < bestDistance || (d == bestDistance && k < best)) {
+      best = k;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise pass of the LoftQ loop, the sum of squares accumulated in f64.
+
+/** out = a − b (skipped when out is 0); returns Σ(a − b)². */
+export function subtract(a: usize, b: usize, out: usize, n: i32): f64 {
+  let sum: f64 = 0;
+  for (let i: i32 = 0; i < n; i++) {
+    const offset = (<usize>i) << 2;
+    const d: f32 = load<f32>(a + offset) - load<f32>(b + offset);
+    if (out != 0) store<f32>(out + offset, d);
+    sum += <f64>d * <f64>d;
+  }
+  return sum;
 }

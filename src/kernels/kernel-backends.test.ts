@@ -3,8 +3,10 @@ import assert from "node:assert/strict";
 import type { KernelBackend } from "./backend.js";
 import { tsBackend } from "./ts-backend.js";
 import { createWasmBackend, wasmSimdSupported } from "./wasm-backend.js";
-import { createThreadedBackend } from "../node/threaded-backend.js";
+import { createThreadedBackend } from "../node/thread-pool-backend.js";
 import { gaussianArray, mulberry32 } from "../linalg/random.js";
+import { createQuantizer } from "../quant/quantizer.js";
+import { midpoints, normalFloatTable } from "../quant/tables.js";
 
 /** One suite over every backend, each compared with the plain-TS reference (max |Δ| printed). */
 const threaded = wasmSimdSupported() ? createThreadedBackend(2) : undefined;
@@ -52,3 +54,54 @@ test("gemm rejects arrays too short for the shape, on every backend", () => {
     assert.throws(() => backend.gemm({ transA: false, transB: false, m: 2, n: 2, k: 2, alpha: 1, a: new Float32Array(3), b: new Float32Array(4), beta: 0, c: new Float32Array(4) }), { name: "ShapeError" });
   }
 });
+
+test("codebook encoding is bit-identical on every backend (zero blocks, partial blocks, values on the thresholds)", (t) => {
+  const random = mulberry32(23);
+  const n = 64 * 300 + 37;
+  const values = gaussianArray(n, random);
+  values.fill(0, 128, 192); // an all-zero block
+  // Values exactly on, and one float32 ulp around, every NF4 midpoint (scaled by the block absmax 1).
+  for (let i = 0; i < 64; i++) values[256 + i] = i === 0 ? 1 : 0;
+  const thresholds = midpoints(normalFloatTable(4));
+  thresholds.forEach((threshold, j) => {
+    values[320 + 3 * j] = threshold;
+    values[320 + 3 * j + 1] = nextAfter(threshold, 1);
+    values[320 + 3 * j + 2] = nextAfter(threshold, -1);
+  });
+  values[320 + 63] = -1;
+  for (const [kind, bits] of [["nf", 4], ["nf", 2], ["nf", 8], ["bnb-nf4", 4], ["uniform", 3]] as const) {
+    const quantizer = createQuantizer({ kind, bits });
+    const reference = new Float32Array(n);
+    const expected = quantizer.encode(values, 1, n, reference, tsBackend);
+    for (const backend of backends.slice(1)) {
+      const dequantized = new Float32Array(n);
+      const got = quantizer.encode(values, 1, n, dequantized, backend);
+      assert.deepEqual(got.codes, expected.codes, `${kind}${bits} codes on ${backend.name}`);
+      assert.deepEqual(got.scales, expected.scales, `${kind}${bits} absmax on ${backend.name}`);
+      assert.deepEqual(dequantized, reference, `${kind}${bits} dequantized on ${backend.name}`);
+    }
+  }
+  t.diagnostic(`${n} values incl. ${thresholds.length * 3} on/around the NF4 midpoints: identical codes on ${backends.map((b) => b.name).join(", ")}`);
+});
+
+test("subtract returns the float64 sum of squares and the difference on every backend", () => {
+  const random = mulberry32(29);
+  const a = gaussianArray(1001, random);
+  const b = gaussianArray(1001, random);
+  const expected = new Float32Array(1001);
+  const expectedSum = tsBackend.subtract(a, b, expected);
+  for (const backend of backends) {
+    const out = new Float32Array(1001);
+    const sum = backend.subtract(a, b, out);
+    assert.deepEqual(out, expected);
+    assert.ok(Math.abs(sum - expectedSum) <= 1e-12 * expectedSum, `${backend.name}: ${sum} vs ${expectedSum}`);
+    assert.equal(backend.subtract(a, b), sum);
+  }
+});
+
+function nextAfter(value: number, direction: 1 | -1): number {
+  const view = new Float32Array([value]);
+  const bits = new Int32Array(view.buffer);
+  bits[0]! += (value > 0) === (direction > 0) ? 1 : -1;
+  return view[0]!;
+}

@@ -3,11 +3,11 @@
  * forever waiting (Atomics.wait) for a new job generation, run this worker's slot, count it done.
  */
 import { workerData } from "node:worker_threads";
-import { instantiateGemm } from "../kernels/wasm-backend.js";
-import { CONTROL, readSlot } from "./gemm-control.js";
+import { instantiateKernels } from "../kernels/wasm-backend.js";
+import { CONTROL, readSlot } from "./kernel-control.js";
 
 const { memory, module, slot } = workerData as { memory: WebAssembly.Memory; module: WebAssembly.Module; slot: number };
-const kernel = instantiateGemm(module, memory);
+const kernel = instantiateKernels(module, memory);
 const control = new Int32Array(memory.buffer, 0, CONTROL.words);
 Atomics.add(control, CONTROL.ready, 1);
 Atomics.notify(control, CONTROL.ready);

@@ -1,7 +1,7 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { createWasmBackend, type KernelArgs, type WasmBackend } from "../kernels/wasm-backend.js";
-import { CONTROL, MAX_WORKERS, writeSlot } from "./gemm-control.js";
+import { CONTROL, MAX_WORKERS, writeSlot } from "./kernel-control.js";
 
 /**
  * The WebAssembly kernel on every core: each gemm is cut into one share per thread (rows of C, or
@@ -22,7 +22,7 @@ export function createThreadedBackend(threads = availableParallelism()): Threade
   const workerCount = Math.max(0, Math.min(threads - 1, MAX_WORKERS));
   const control = new Int32Array(base.memory.buffer, 0, CONTROL.words);
   const workers = Array.from({ length: workerCount }, (_, slot) => {
-    const worker = new Worker(new URL("./gemm-worker.js", import.meta.url), { workerData: { memory: base.memory, module: base.module, slot } });
+    const worker = new Worker(new URL("./kernel-worker.js", import.meta.url), { workerData: { memory: base.memory, module: base.module, slot } });
     worker.unref();
     return worker;
   });

@@ -1,13 +1,13 @@
 /**
  * gemm throughput per backend (a benchmark, not a test):
- *   node dist/bench/matmul.js [--json FILE]
+ *   node dist/bench/gemm-throughput.js [--json FILE]
  * Shapes: square, and the thin products of the LoftQ SVD (R·Ω, Rᵀ·Q with a 24- and 120-column block).
  */
 import { writeFileSync } from "node:fs";
 import type { KernelBackend } from "../src/kernels/backend.js";
 import { tsBackend } from "../src/kernels/ts-backend.js";
 import { createWasmBackend } from "../src/kernels/wasm-backend.js";
-import { createThreadedBackend } from "../src/node/threaded-backend.js";
+import { createThreadedBackend } from "../src/node/thread-pool-backend.js";
 import { gaussianArray, mulberry32 } from "../src/linalg/random.js";
 
 const SHAPES: Array<{ label: string; transA: boolean; m: number; n: number; k: number }> = [
