@@ -1,12 +1,11 @@
-import { BackendUnavailableError } from "../errors.js";
-import { ShapeError } from "../errors.js";
+import { BackendUnavailableError, ShapeError } from "../errors.js";
 import type { CodebookCall, GemmCall, KernelBackend } from "./backend.js";
 import { checkGemm } from "./check-gemm.js";
 import type { CodebookSpec } from "./codebook.js";
 import { KERNELS_WASM_BASE64 } from "./simd-kernels-bytes.js";
 
 /**
- * The WebAssembly SIMD backend (runs in browsers too): the kernel from assembly/gemm.ts over a
+ * The WebAssembly SIMD backend (runs in browsers too): the kernels of assembly/simd-kernels.ts over a
  * shared WebAssembly.Memory, so worker threads can run the same kernel on the same matrices (see
  * src/node/thread-pool-backend.ts). Arrays from `allocate` live in that memory and are used in place;
  * other arrays are copied in (and C copied back) around each call.
@@ -31,31 +30,59 @@ export interface KernelExports {
   subtract(a: number, b: number, out: number, n: number): number;
 }
 
-/** Pointer-level arguments of one codebook encoding (what a thread needs to run its share). */
+/** Pointer-level arguments of one gemm (what a thread needs to run its share). */
+export interface GemmArgs {
+  m: number; n: number; k: number; alpha: number;
+  a: number; aRowStride: number; aColStride: number;
+  b: number; ldb: number; beta: number; c: number; ldc: number;
+}
+
+/** Pointer-level arguments of one codebook encoding. */
 export interface EncodeArgs {
   values: number; n: number; blockSize: number;
   table: number; tableLength: number; below: number; inside: number; near: number;
   peft: number; zeroCode: number; codes: number; absmax: number; deq: number;
 }
 
-/** Pointer-level arguments of one kernel call (what a thread needs to run its share). */
-export interface KernelArgs {
-  m: number; n: number; k: number; alpha: number;
-  a: number; aRowStride: number; aColStride: number;
-  b: number; ldb: number; beta: number; c: number; ldc: number;
+/** Pointer-level arguments of one subtraction (out = 0: sum only). */
+export interface SubtractArgs {
+  a: number; b: number; out: number; n: number;
 }
+
+/** One kernel invocation on resolved pointers; `subtract` jobs return their sum of squares. */
+export type KernelJob =
+  | { kind: "gemm"; args: GemmArgs }
+  | { kind: "encode"; args: EncodeArgs }
+  | { kind: "subtract"; args: SubtractArgs };
 
 export interface WasmBackend extends KernelBackend {
   readonly memory: WebAssembly.Memory;
   readonly module: WebAssembly.Module;
-  /** Runs resolved pointer arguments; the threaded backend overrides how. */
-  run(args: KernelArgs): void;
-  runEncode(args: EncodeArgs): void;
+  /** Runs a job on this thread; the threaded backend overrides it to share the work. */
+  runJob(job: KernelJob): number;
+}
+
+/** Runs a job with one instance of the kernels (any thread). */
+export function runKernelJob(kernel: KernelExports, job: KernelJob): number {
+  switch (job.kind) {
+    case "gemm": {
+      const g = job.args;
+      kernel.gemm(g.m, g.n, g.k, g.alpha, g.a, g.aRowStride, g.aColStride, g.b, g.ldb, g.beta, g.c, g.ldc);
+      return 0;
+    }
+    case "encode": {
+      const e = job.args;
+      kernel.encodeCodebook(e.values, e.n, e.blockSize, e.table, e.tableLength, e.below, e.inside, e.near, e.peft, e.zeroCode, e.codes, e.absmax, e.deq);
+      return 0;
+    }
+    case "subtract":
+      return kernel.subtract(job.args.a, job.args.b, job.args.out, job.args.n);
+  }
 }
 
 let compiled: WebAssembly.Module | undefined;
 
-export function gemmModule(): WebAssembly.Module {
+export function kernelModule(): WebAssembly.Module {
   if (!compiled) {
     const binary = atob(KERNELS_WASM_BASE64);
     const bytes = new Uint8Array(binary.length);
@@ -68,7 +95,7 @@ export function gemmModule(): WebAssembly.Module {
 /** Whether this runtime can compile the SIMD kernel and create shared memory. */
 export function wasmSimdSupported(): boolean {
   try {
-    gemmModule();
+    kernelModule();
     new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
     return true;
   } catch {
@@ -80,13 +107,10 @@ export function instantiateKernels(module: WebAssembly.Module, memory: WebAssemb
   return new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as KernelExports;
 }
 
-export function runEncodeArgs(kernel: KernelExports, e: EncodeArgs): void {
-  kernel.encodeCodebook(e.values, e.n, e.blockSize, e.table, e.tableLength, e.below, e.inside, e.near, e.peft, e.zeroCode, e.codes, e.absmax, e.deq);
-}
 
 export function createWasmBackend(name = "wasm"): WasmBackend {
   if (!wasmSimdSupported()) throw new BackendUnavailableError("WebAssembly SIMD with shared memory is not available in this runtime");
-  const module = gemmModule();
+  const module = kernelModule();
   const memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
   const kernel = instantiateKernels(module, memory);
   const heap = new Heap(memory);
@@ -122,8 +146,7 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
     module,
     allocate: (length) => heap.allocate(length),
     release: (array) => heap.release(array),
-    run: (args) => kernel.gemm(args.m, args.n, args.k, args.alpha, args.a, args.aRowStride, args.aColStride, args.b, args.ldb, args.beta, args.c, args.ldc),
-    runEncode: (args) => runEncodeArgs(kernel, args),
+    runJob: (job) => runKernelJob(kernel, job),
     encodeCodebook({ values, spec, codes, absmax, dequantized }: CodebookCall) {
       const n = values.length;
       const blocks = Math.ceil(n / spec.blockSize);
@@ -139,11 +162,14 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
         scratch.push(absmaxOut);
         const deq = dequantized ? stage(scratch, dequantized, n, false) : undefined;
         const pointers = pointersOf(spec);
-        backend.runEncode({
+        backend.runJob({
+          kind: "encode",
+          args: {
           values: input.byteOffset, n, blockSize: spec.blockSize,
           table: pointers.table, tableLength: spec.table.length, below: pointers.below, inside: pointers.inside, near: pointers.near,
           peft: spec.selection === "peft" ? 1 : 0, zeroCode: spec.zeroBlockCode,
           codes: codeFloats.byteOffset, absmax: absmaxOut.byteOffset, deq: deq ? deq.byteOffset : 0,
+          },
         });
         codes.set(new Uint8Array(codeFloats.buffer, codeFloats.byteOffset, n));
         absmax.set(absmaxOut.subarray(0, blocks));
@@ -158,7 +184,10 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
       try {
         const n = a.length;
         const target = out ? stage(scratch, out, n, false) : undefined;
-        const sum = kernel.subtract(stage(scratch, a, n, true).byteOffset, stage(scratch, b, n, true).byteOffset, target ? target.byteOffset : 0, n);
+        const sum = backend.runJob({
+          kind: "subtract",
+          args: { a: stage(scratch, a, n, true).byteOffset, b: stage(scratch, b, n, true).byteOffset, out: target ? target.byteOffset : 0, n },
+        });
         if (out && target !== out) out.set(target!);
         return sum;
       } finally {
@@ -183,10 +212,13 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
           b = stage(scratch, b, k * n, true);
         }
         const c = stage(scratch, call.c, m * n, beta !== 0);
-        backend.run({
-          m, n, k, alpha,
-          a: a.byteOffset, aRowStride: transA ? 1 : k, aColStride: transA ? m : 1,
-          b: b.byteOffset, ldb: n, beta, c: c.byteOffset, ldc: n,
+        backend.runJob({
+          kind: "gemm",
+          args: {
+            m, n, k, alpha,
+            a: a.byteOffset, aRowStride: transA ? 1 : k, aColStride: transA ? m : 1,
+            b: b.byteOffset, ldb: n, beta, c: c.byteOffset, ldc: n,
+          },
         });
         if (c !== call.c) call.c.set(c.subarray(0, m * n));
       } finally {

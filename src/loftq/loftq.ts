@@ -1,5 +1,5 @@
 import type { QuantizedMatrix, Encoded } from "../quant/quantizer.js";
-import { frobeniusNorm, type Matrix } from "../tensor/matrix.js";
+import type { Matrix } from "../tensor/matrix.js";
 import { truncatedSvd } from "../linalg/truncated-svd.js";
 import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
 
@@ -42,7 +42,7 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   const settings = resolveLoftqOptions(weight, options);
   const { rows: m, cols: n, data: w } = weight;
   const { rank, quantizer, backend, adapterDivisor } = settings;
-  const weightNorm = frobeniusNorm(w) || 1;
+  const weightNorm = settings.weightNorm || 1;
   const started = Date.now();
 
   // Working set, all in backend memory so no kernel copies: W, two Q buffers (current and best,

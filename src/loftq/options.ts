@@ -3,7 +3,7 @@ import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
 import { DEFAULT_POWER_ITERATIONS } from "../linalg/truncated-svd.js";
 import { createQuantizer, type Quantizer, type QuantizerKind } from "../quant/quantizer.js";
-import { assertFinite, type Matrix } from "../tensor/matrix.js";
+import { finiteFrobeniusNorm, type Matrix } from "../tensor/matrix.js";
 
 export interface IterationReport {
   /** 1-based. */
@@ -55,6 +55,8 @@ export interface LoftqOptions {
 }
 
 export interface ResolvedLoftqOptions {
+  /** ‖W‖_F, computed while checking the weight. */
+  weightNorm: number;
   rank: number;
   iterations: number;
   quantizer: Quantizer;
@@ -74,7 +76,7 @@ export const DEFAULT_BITS = 4;
 
 /** Validates the weight and every option up front, so nothing fails half-way. */
 export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, what = "weight"): ResolvedLoftqOptions {
-  checkWeight(weight, what);
+  const weightNorm = checkWeight(weight, what);
   const rank = options.rank ?? DEFAULT_RANK;
   const maxRank = Math.min(weight.rows, weight.cols);
   if (!Number.isInteger(rank) || rank < 1 || rank > maxRank) {
@@ -99,6 +101,7 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, what 
   if (!Number.isInteger(powerIterations) || powerIterations < 0) throw new InvalidArgumentError(`powerIterations must be a non-negative integer, got ${powerIterations}`);
   const backend = typeof options.backend === "string" || options.backend === undefined ? getBackend(options.backend) : options.backend;
   return {
+    weightNorm,
     rank,
     iterations,
     quantizer,
@@ -113,7 +116,8 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, what 
   };
 }
 
-function checkWeight(weight: Matrix, what: string): void {
+/** Validates shape and values; returns ‖W‖_F. */
+function checkWeight(weight: Matrix, what: string): number {
   const { rows, cols, data } = weight;
   if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) {
     throw new ShapeError(`${what}: dimensions must be non-negative integers, got ${rows}×${cols}`);
@@ -121,5 +125,5 @@ function checkWeight(weight: Matrix, what: string): void {
   if (rows === 0 || cols === 0) throw new ShapeError(`${what} is empty (${rows}×${cols})`);
   if (!(data instanceof Float32Array)) throw new ShapeError(`${what}: data must be a Float32Array`);
   if (data.length !== rows * cols) throw new ShapeError(`${what}: a ${rows}×${cols} matrix needs ${rows * cols} values, got ${data.length}`);
-  assertFinite(weight, what);
+  return finiteFrobeniusNorm(weight, what);
 }

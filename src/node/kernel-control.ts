@@ -1,32 +1,50 @@
-import type { KernelArgs } from "../kernels/wasm-backend.js";
+import type { KernelJob } from "../kernels/wasm-backend.js";
+import { CONTROL_BYTES } from "../kernels/wasm-backend.js";
 
 /**
- * Layout of the control block at the start of the shared memory (CONTROL_BYTES = 1024 bytes):
- * word 0 job generation (−1 = stop), word 1 finished count, word 2 ready count, then one 16-word
- * slot per worker holding its kernel arguments (alpha and beta as float32 bit patterns).
+ * The control block at the start of the shared memory (CONTROL_BYTES): int32 words 0–2 hold the
+ * job generation (−1 = stop), the finished count and the ready count; from byte 64 on, one slot
+ * of 16 float64 per worker holds its job (kind code, then the arguments in declaration order —
+ * every pointer and size is an exact integer in float64) and, in the last word, its result.
  */
-export const CONTROL = { words: 256, generation: 0, done: 1, ready: 2, firstSlot: 16, slotWords: 16 } as const;
-export const MAX_WORKERS = (CONTROL.words - CONTROL.firstSlot) / CONTROL.slotWords;
+export const CONTROL = { words: 16, generation: 0, done: 1, ready: 2 } as const;
+const SLOT_OFFSET = 64;
+const SLOT_WORDS = 16;
+export const MAX_WORKERS = (CONTROL_BYTES - SLOT_OFFSET) / (SLOT_WORDS * 8);
 
-export function writeSlot(memory: WebAssembly.Memory, slot: number, args: KernelArgs): void {
-  const ints = new Int32Array(memory.buffer, 0, CONTROL.words);
-  const floats = new Float32Array(memory.buffer, 0, CONTROL.words);
-  const at = CONTROL.firstSlot + slot * CONTROL.slotWords;
-  ints[at] = args.m; ints[at + 1] = args.n; ints[at + 2] = args.k;
-  floats[at + 3] = args.alpha;
-  ints[at + 4] = args.a; ints[at + 5] = args.aRowStride; ints[at + 6] = args.aColStride;
-  ints[at + 7] = args.b; ints[at + 8] = args.ldb;
-  floats[at + 9] = args.beta;
-  ints[at + 10] = args.c; ints[at + 11] = args.ldc;
+const KINDS = ["gemm", "encode", "subtract"] as const;
+const FIELDS = {
+  gemm: ["m", "n", "k", "alpha", "a", "aRowStride", "aColStride", "b", "ldb", "beta", "c", "ldc"],
+  encode: ["values", "n", "blockSize", "table", "tableLength", "below", "inside", "near", "peft", "zeroCode", "codes", "absmax", "deq"],
+  subtract: ["a", "b", "out", "n"],
+} as const;
+
+function slotView(memory: WebAssembly.Memory, slot: number): Float64Array {
+  return new Float64Array(memory.buffer, SLOT_OFFSET + slot * SLOT_WORDS * 8, SLOT_WORDS);
 }
 
-export function readSlot(memory: WebAssembly.Memory, slot: number): KernelArgs {
-  const ints = new Int32Array(memory.buffer, 0, CONTROL.words);
-  const floats = new Float32Array(memory.buffer, 0, CONTROL.words);
-  const at = CONTROL.firstSlot + slot * CONTROL.slotWords;
-  return {
-    m: ints[at]!, n: ints[at + 1]!, k: ints[at + 2]!, alpha: floats[at + 3]!,
-    a: ints[at + 4]!, aRowStride: ints[at + 5]!, aColStride: ints[at + 6]!,
-    b: ints[at + 7]!, ldb: ints[at + 8]!, beta: floats[at + 9]!, c: ints[at + 10]!, ldc: ints[at + 11]!,
-  };
+export function writeJob(memory: WebAssembly.Memory, slot: number, job: KernelJob | undefined): void {
+  const view = slotView(memory, slot);
+  view.fill(0);
+  view[0] = job ? KINDS.indexOf(job.kind) + 1 : 0;
+  if (!job) return;
+  const args = job.args as unknown as Record<string, number>;
+  FIELDS[job.kind].forEach((field, i) => (view[i + 1] = args[field]!));
+}
+
+export function readJob(memory: WebAssembly.Memory, slot: number): KernelJob | undefined {
+  const view = slotView(memory, slot);
+  const kind = KINDS[view[0]! - 1];
+  if (!kind) return undefined;
+  const args: Record<string, number> = {};
+  FIELDS[kind].forEach((field, i) => (args[field] = view[i + 1]!));
+  return { kind, args } as unknown as KernelJob;
+}
+
+export function writeResult(memory: WebAssembly.Memory, slot: number, value: number): void {
+  slotView(memory, slot)[SLOT_WORDS - 1] = value;
+}
+
+export function readResult(memory: WebAssembly.Memory, slot: number): number {
+  return slotView(memory, slot)[SLOT_WORDS - 1]!;
 }

@@ -1,10 +1,10 @@
 /**
- * Worker side of the threaded backend: instantiate the kernel on the shared memory, then loop
+ * Worker side of the thread-pool backend: instantiate the kernels on the shared memory, then loop
  * forever waiting (Atomics.wait) for a new job generation, run this worker's slot, count it done.
  */
 import { workerData } from "node:worker_threads";
-import { instantiateKernels } from "../kernels/wasm-backend.js";
-import { CONTROL, readSlot } from "./kernel-control.js";
+import { instantiateKernels, runKernelJob } from "../kernels/wasm-backend.js";
+import { CONTROL, readJob, writeResult } from "./kernel-control.js";
 
 const { memory, module, slot } = workerData as { memory: WebAssembly.Memory; module: WebAssembly.Module; slot: number };
 const kernel = instantiateKernels(module, memory);
@@ -16,8 +16,8 @@ for (;;) {
   Atomics.wait(control, CONTROL.generation, seen);
   seen = Atomics.load(control, CONTROL.generation);
   if (seen < 0) break;
-  const job = readSlot(memory, slot);
-  if (job.m > 0 && job.n > 0) kernel.gemm(job.m, job.n, job.k, job.alpha, job.a, job.aRowStride, job.aColStride, job.b, job.ldb, job.beta, job.c, job.ldc);
+  const job = readJob(memory, slot);
+  writeResult(memory, slot, job ? runKernelJob(kernel, job) : 0);
   Atomics.add(control, CONTROL.done, 1);
   Atomics.notify(control, CONTROL.done);
 }

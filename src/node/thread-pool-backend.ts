@@ -1,15 +1,16 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import { createWasmBackend, type KernelArgs, type WasmBackend } from "../kernels/wasm-backend.js";
-import { CONTROL, MAX_WORKERS, writeSlot } from "./kernel-control.js";
+import { createWasmBackend, type KernelJob, type WasmBackend } from "../kernels/wasm-backend.js";
+import { CONTROL, MAX_WORKERS, readResult, writeJob } from "./kernel-control.js";
 
 /**
- * The WebAssembly kernel on every core: each gemm is cut into one share per thread (rows of C, or
- * columns when C is short and wide); the calling thread runs the first share itself and then
- * blocks in Atomics.wait until the workers are done, so `gemm` stays synchronous. Workers share
- * the backend's memory, so nothing is copied between threads. Small products skip the handoff.
+ * The WebAssembly kernels on every core. Each job is cut into one share per thread (gemm: rows of
+ * C, or columns when C is short and wide; encode: whole blocks; subtract: ranges); the calling
+ * thread runs the first share itself and then blocks in Atomics.wait until the workers are done,
+ * so every kernel stays synchronous. Workers share the backend's memory: nothing is copied
+ * between threads. Small jobs skip the handoff.
  */
-export const PARALLEL_MIN_FLOPS = 1 << 21;
+export const PARALLEL_MIN_WORK = 1 << 20;
 const STARTUP_TIMEOUT_MS = 10_000;
 
 export interface ThreadedBackend extends WasmBackend {
@@ -28,29 +29,27 @@ export function createThreadedBackend(threads = availableParallelism()): Threade
   });
   const started = Date.now();
   while (Atomics.load(control, CONTROL.ready) < workerCount) {
-    if (Date.now() - started > STARTUP_TIMEOUT_MS) throw new Error("gemm worker threads did not start");
+    if (Date.now() - started > STARTUP_TIMEOUT_MS) throw new Error("kernel worker threads did not start");
     Atomics.wait(control, CONTROL.ready, Atomics.load(control, CONTROL.ready), 100);
   }
-  const runSingle = base.run;
-  const run = (args: KernelArgs) => {
-    if (workerCount === 0 || 2 * args.m * args.n * args.k < PARALLEL_MIN_FLOPS) {
-      runSingle(args);
-      return;
-    }
-    const shares = splitWork(args, workerCount + 1);
+  const runHere = base.runJob;
+  const runJob = (job: KernelJob): number => {
+    const shares = workerCount === 0 || workOf(job) < PARALLEL_MIN_WORK ? [job] : splitJob(job, workerCount + 1);
+    if (shares.length === 1) return runHere(job);
     Atomics.store(control, CONTROL.done, 0);
-    shares.slice(1).forEach((share, slot) => writeSlot(base.memory, slot, share));
-    for (let slot = shares.length - 1; slot < workerCount; slot++) writeSlot(base.memory, slot, { ...args, m: 0, n: 0 });
+    for (let slot = 0; slot < workerCount; slot++) writeJob(base.memory, slot, shares[slot + 1]);
     Atomics.add(control, CONTROL.generation, 1);
     Atomics.notify(control, CONTROL.generation);
-    runSingle(shares[0]!);
+    let total = runHere(shares[0]!);
     for (let done = Atomics.load(control, CONTROL.done); done < workerCount; done = Atomics.load(control, CONTROL.done)) {
       Atomics.wait(control, CONTROL.done, done);
     }
+    for (let slot = 0; slot + 1 < shares.length; slot++) total += readResult(base.memory, slot);
+    return total;
   };
   return Object.assign(base, {
     threads: workerCount + 1,
-    run,
+    runJob,
     terminate() {
       Atomics.store(control, CONTROL.generation, -1);
       Atomics.notify(control, CONTROL.generation);
@@ -59,19 +58,43 @@ export function createThreadedBackend(threads = availableParallelism()): Threade
   });
 }
 
-/** Cuts the output into `parts` shares: by rows of C, or by columns when C has fewer rows than parts·8. */
-function splitWork(args: KernelArgs, parts: number): KernelArgs[] {
-  const byRows = args.m >= parts * 8 || args.m >= args.n;
-  const total = byRows ? args.m : args.n;
-  const shares: KernelArgs[] = [];
-  const step = Math.ceil(total / parts / 8) * 8; // keep shares on whole 4×8 tiles
-  for (let start = 0; start < total; start += step) {
-    const size = Math.min(step, total - start);
-    shares.push(
-      byRows
-        ? { ...args, m: size, a: args.a + 4 * start * args.aRowStride, c: args.c + 4 * start * args.ldc }
-        : { ...args, n: size, b: args.b + 4 * start, c: args.c + 4 * start },
-    );
+function workOf(job: KernelJob): number {
+  return job.kind === "gemm" ? 2 * job.args.m * job.args.n * job.args.k : 16 * job.args.n;
+}
+
+/** Cuts a job into at most `parts` independent shares. */
+function splitJob(job: KernelJob, parts: number): KernelJob[] {
+  const ranges = (total: number, granule: number) => {
+    const step = Math.ceil(total / parts / granule) * granule;
+    const out: Array<[number, number]> = [];
+    for (let start = 0; start < total; start += step) out.push([start, Math.min(step, total - start)]);
+    return out;
+  };
+  switch (job.kind) {
+    case "gemm": {
+      const g = job.args;
+      const byRows = g.m >= parts * 8 || g.m >= g.n;
+      // Shares cover whole 4×8 register tiles.
+      return ranges(byRows ? g.m : g.n, 8).map(([start, size]) => ({
+        kind: "gemm" as const,
+        args: byRows
+          ? { ...g, m: size, a: g.a + 4 * start * g.aRowStride, c: g.c + 4 * start * g.ldc }
+          : { ...g, n: size, b: g.b + 4 * start, c: g.c + 4 * start },
+      }));
+    }
+    case "encode": {
+      const e = job.args;
+      return ranges(e.n, e.blockSize).map(([start, size]) => ({
+        kind: "encode" as const,
+        args: { ...e, values: e.values + 4 * start, n: size, codes: e.codes + start, absmax: e.absmax + (4 * start) / e.blockSize, deq: e.deq === 0 ? 0 : e.deq + 4 * start },
+      }));
+    }
+    case "subtract": {
+      const d = job.args;
+      return ranges(d.n, 4).map(([start, size]) => ({
+        kind: "subtract" as const,
+        args: { a: d.a + 4 * start, b: d.b + 4 * start, out: d.out === 0 ? 0 : d.out + 4 * start, n: size },
+      }));
+    }
   }
-  return shares;
 }

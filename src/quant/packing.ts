@@ -34,6 +34,12 @@ export function packCodes(codes: Uint8Array, bits: number, order: BitOrder, padC
     }
     return out;
   }
+  if (bits === 4 || bits === 2) {
+    // Whole codes per byte (the common widths): no carries between bytes.
+    const perByte = 8 / bits;
+    for (let i = 0; i < codes.length; i++) out[(i / perByte) | 0]! |= codes[i]! << ((i % perByte) * bits);
+    return out;
+  }
   let bitPosition = 0;
   for (let i = 0; i < codes.length; i++, bitPosition += bits) {
     const byte = bitPosition >>> 3;

@@ -30,6 +30,16 @@ export function assertFinite(m: Matrix, what = "matrix"): void {
   }
 }
 
+/**
+ * ‖m‖_F in float64, throwing a NonFiniteError naming the first NaN/±Inf. One pass: a NaN or
+ * infinity makes the sum non-finite, and only then is the position looked up.
+ */
+export function finiteFrobeniusNorm(m: Matrix, what = "matrix"): number {
+  const norm = frobeniusNorm(m.data);
+  if (!Number.isFinite(norm)) assertFinite(m, what);
+  return norm;
+}
+
 /** Frobenius norm, accumulated in float64. */
 export function frobeniusNorm(data: Float32Array): number {
   let sum = 0;
