@@ -92,3 +92,12 @@ test("bad input: typed errors, up front", () => {
   assert.throws(() => loftq(weight, { loraAlpha: -1 }), /loraAlpha/);
   assert.throws(() => loftq(weight, { backend: "cuda" }), { name: "BackendUnavailableError" });
 });
+
+test('the package root exports loftq and qloraInit ("import { loftq, qloraInit } from \\"loftq\\"")', async () => {
+  const specifier = "loftq"; // resolved through package.json "exports" (self-reference), not by tsc
+  const root = (await import(specifier)) as Record<string, unknown>;
+  assert.equal(typeof root.loftq, "function");
+  assert.equal(typeof root.qloraInit, "function");
+  const node = (await import(`${specifier}/node`)) as Record<string, unknown>;
+  assert.equal(typeof node.loftq, "function");
+});
