@@ -1,104 +1,171 @@
 #!/usr/bin/env node
 /**
- * The `loftq` command. Only this layer prints. Exit codes: 0 success, 1 runtime failure (bad file,
- * non-finite weights), 2 usage error (unknown command or option).
+ * The `loftq` command. Only this layer prints. Exit codes: 0 success, 1 failure (bad or missing
+ * input, non-finite weights, output exists, disk full), 2 usage error.
  */
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsConfig } from "node:util";
 import { LoftqError } from "../errors.js";
-import { parseSafetensors } from "../io/safetensors.js";
-import { decodeHalf } from "../tensor/dtype.js";
-import { loftq, qloraInit, activeBackendName, QUANTIZER_KINDS, type QuantizerKind } from "../node/index.js";
+import { parseSafetensors, decodeFloatTensor } from "../io/safetensors.js";
+import { quantizeCheckpoint, type OutputDtype } from "../io/quantize-checkpoint.js";
+import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
+import { loftq, qloraInit, activeBackendName, QUANTIZER_KINDS, listBackends, type QuantizerKind } from "../node/index.js";
+import { progressRenderer, type ProgressMode } from "./progress.js";
 
 const VERSION = "0.1.0";
-const HELP = `loftq ${VERSION}: LoftQ initialisation (quantized weight + LoRA adapters) on the CPU
+
+const COMMON_LOFTQ_OPTIONS = `  --bits N            2, 3, 4, 8, or mixed 2/4-bit like 2.25 / 2.5 (default 4)
+  --rank R            LoRA rank (default 16)
+  --iters T           alternations (default 1)
+  --quantizer Q       ${QUANTIZER_KINDS.join(" | ")} (default nf)
+  --block-size B      values per absmax block (default 64)
+  --seed S            SVD seed (default 0): same seed, same bytes
+  --backend NAME      kernel backend (default: fastest available)`;
+
+const HELP: Record<string, string> = {
+  main: `loftq ${VERSION}: LoftQ initialisation (quantized backbone + LoRA adapters) on the CPU
 
 Usage:
-  loftq matrix <file.safetensors> --tensor NAME [options]   LoftQ on one 2-D tensor, print per-iteration errors
-  loftq --help | --version
+  loftq quantize <model-dir> --out <dir> [options]   a Hugging Face checkpoint → LoftQ backbone + PEFT adapter
+  loftq inspect <model-dir | file.safetensors>       tensors, dtypes, shapes, what would be targeted
+  loftq matrix <file.safetensors> --tensor NAME      LoftQ on one tensor, print per-iteration errors
+  loftq <command> --help                             options of one command
 
-Options (matrix):
-  --bits N          code width (default 4)
-  --rank R          LoRA rank (default 16)
-  --iters T         alternations (default 1)
-  --quantizer Q     ${QUANTIZER_KINDS.join(" | ")} (default nf)
-  --block-size B    values per absmax block (default 64)
-  --seed S          SVD seed (default 0)
-  --json            print the result as JSON
+Exit codes: 0 ok, 1 failure (bad input, non-finite weights, output exists, disk full), 2 usage error.`,
+  quantize: `Usage: loftq quantize <model-dir> --out <dir> [options]
 
-Exit codes: 0 ok, 1 failure (unreadable file, bad tensor, non-finite weights), 2 usage error.`;
+Reads model.safetensors or a sharded checkpoint (model.safetensors.index.json); writes <dir>/ (the backbone:
+same shards and dtypes, every target weight replaced by the dequantized Q; config and tokenizer files copied),
+<dir>/loftq_init/ (adapter_config.json + adapter_model.safetensors for PEFT), loftq_report.json and
+loftq_manifest.json. Everything is written to <dir>.partial and renamed when complete; the input is never modified.
+
+Options:
+  --out DIR           output directory (required; refused if non-empty without --force)
+${COMMON_LOFTQ_OPTIONS}
+  --mixed             treat --bits as LoftQ's mixed 2/4-bit spec even when it is an integer (LoftQ's "3-bit")
+  --bits-map RULES    per-module bits, first match wins: "*.mlp.*=2,*.self_attn.*=4"
+  --target T          all-linear (default) or a comma list of module names (q_proj,v_proj)
+  --lora-alpha A      LoRA alpha (default r); A and B are scaled so (alpha/r)·B·A = W − Q
+  --upstream-scaling  do not compensate the LoRA scaling (PEFT's behaviour)
+  --dtype D           F32 | F16 | BF16 for the replaced weights (default: the checkpoint's)
+  --force             replace a non-empty --out
+  --json              JSON progress events on stdout
+  --quiet             no progress output`,
+  inspect: `Usage: loftq inspect <model-dir | file.safetensors> [--target T] [--bits N] [--rank R] [--json]
+
+Lists tensors (name, dtype, shape), marks what "loftq quantize" would target and estimates the output sizes.`,
+  matrix: `Usage: loftq matrix <file.safetensors> --tensor NAME [options]
+
+${COMMON_LOFTQ_OPTIONS}
+  --json              print the result as JSON`,
+};
 
 class UsageError extends Error {}
 
+const OPTIONS = {
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+  out: { type: "string" },
+  tensor: { type: "string" },
+  bits: { type: "string" },
+  mixed: { type: "boolean" },
+  "bits-map": { type: "string" },
+  rank: { type: "string" },
+  iters: { type: "string" },
+  quantizer: { type: "string" },
+  "block-size": { type: "string" },
+  seed: { type: "string" },
+  backend: { type: "string" },
+  target: { type: "string" },
+  "lora-alpha": { type: "string" },
+  "upstream-scaling": { type: "boolean" },
+  dtype: { type: "string" },
+  force: { type: "boolean" },
+  json: { type: "boolean" },
+  quiet: { type: "boolean" },
+} satisfies ParseArgsConfig["options"];
+
 function main(argv: string[]): number {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    strict: true,
-    options: {
-      help: { type: "boolean", short: "h" },
-      version: { type: "boolean" },
-      tensor: { type: "string" },
-      bits: { type: "string" },
-      rank: { type: "string" },
-      iters: { type: "string" },
-      quantizer: { type: "string" },
-      "block-size": { type: "string" },
-      seed: { type: "string" },
-      json: { type: "boolean" },
-    },
-  });
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: OPTIONS });
   if (values.version) {
     console.log(VERSION);
     return 0;
   }
-  const [command, file] = positionals;
-  if (values.help || command === undefined) {
-    console.log(HELP);
+  const [command, path] = positionals;
+  if (command === undefined) {
+    console.log(HELP.main);
     return values.help ? 0 : 2;
   }
-  if (command !== "matrix") throw new UsageError(`unknown command "${command}"`);
-  if (!file || !values.tensor) throw new UsageError("usage: loftq matrix <file.safetensors> --tensor NAME");
-  const integer = (name: string, raw: string | undefined, fallback: number) => {
+  if (!(command in HELP) || command === "main") throw new UsageError(`unknown command "${command}"`);
+  if (values.help) {
+    console.log(HELP[command]);
+    return 0;
+  }
+  const number = (name: string, raw: string | undefined, fallback: number, integer = true) => {
     if (raw === undefined) return fallback;
     const value = Number(raw);
-    if (!Number.isInteger(value)) throw new UsageError(`--${name} must be an integer, got "${raw}"`);
+    if (!Number.isFinite(value) || (integer && !Number.isInteger(value))) throw new UsageError(`--${name} must be ${integer ? "an integer" : "a number"}, got "${raw}"`);
     return value;
   };
   const quantizer = (values.quantizer ?? "nf") as QuantizerKind;
   if (!QUANTIZER_KINDS.includes(quantizer)) throw new UsageError(`--quantizer must be one of ${QUANTIZER_KINDS.join(", ")}`);
-  const parsed = parseSafetensors(new Uint8Array(readFileSync(file)), file);
+  if (values.backend && !listBackends().includes(values.backend)) throw new UsageError(`--backend must be one of ${listBackends().join(", ")}`);
+  const bits = number("bits", values.bits, quantizer === "int8" ? 8 : 4, false);
+  const rank = number("rank", values.rank, 16);
+  const iterations = number("iters", values.iters, 1);
+  const seed = number("seed", values.seed, 0);
+  const blockSize = number("block-size", values["block-size"], 64);
+  if (!path) throw new UsageError(`usage: ${HELP[command]!.split("\n")[0]!.replace("Usage: ", "")}`);
+
+  if (command === "quantize") {
+    if (!values.out) throw new UsageError("quantize needs --out <dir>");
+    const dtype = values.dtype?.toUpperCase();
+    if (dtype !== undefined && !["F32", "F16", "BF16"].includes(dtype)) throw new UsageError(`--dtype must be F32, F16 or BF16`);
+    const mode: ProgressMode = values.quiet ? "quiet" : values.json ? "json" : process.stderr.isTTY ? "tty" : "plain";
+    const result = quantizeCheckpoint({
+      input: path,
+      output: values.out,
+      bits, rank, iterations, quantizer, blockSize, seed,
+      ...(values.mixed ? { mixed: true } : {}),
+      ...(values["bits-map"] ? { bitsMap: values["bits-map"] } : {}),
+      ...(values.target ? { target: values.target } : {}),
+      ...(values["lora-alpha"] !== undefined ? { loraAlpha: number("lora-alpha", values["lora-alpha"], rank, false) } : {}),
+      ...(values["upstream-scaling"] ? { upstreamScaling: true } : {}),
+      ...(dtype ? { dtype: dtype as OutputDtype } : {}),
+      ...(values.force ? { force: true } : {}),
+      ...(values.backend ? { backend: values.backend } : {}),
+      onEvent: progressRenderer(mode),
+    });
+    if (mode === "tty" || mode === "plain") printReportTable(result.reports);
+    return 0;
+  }
+  if (command === "inspect") {
+    const summary = inspectCheckpoint(path, { target: values.target ?? "all-linear", bits, rank, ...(values.mixed ? { mixed: true } : {}) });
+    if (values.json) console.log(JSON.stringify(summary, null, 2));
+    else console.log(summary.text);
+    return 0;
+  }
+  // matrix
+  if (!values.tensor) throw new UsageError("matrix needs --tensor NAME");
+  const parsed = parseSafetensors(new Uint8Array(readFileSync(path)), path);
   const entry = parsed.tensors.get(values.tensor);
-  if (!entry) throw new LoftqError("INVALID_ARGUMENT", `${file}: no tensor named "${values.tensor}"`);
+  if (!entry) throw new LoftqError("INVALID_ARGUMENT", `${path}: no tensor named "${values.tensor}"`);
   if (entry.shape.length !== 2) throw new LoftqError("INVALID_ARGUMENT", `${values.tensor}: expected a 2-D tensor, got shape [${entry.shape.join(", ")}]`);
-  const copy = new Uint8Array(entry.bytes);
-  const data =
-    entry.dtype === "F32" ? new Float32Array(copy.buffer) :
-    entry.dtype === "F16" ? decodeHalf(copy, "f16") :
-    entry.dtype === "BF16" ? decodeHalf(copy, "bf16") :
-    undefined;
-  if (!data) throw new LoftqError("UNSUPPORTED", `${values.tensor}: dtype ${entry.dtype} is not a float weight`);
-  const weight = { rows: entry.shape[0]!, cols: entry.shape[1]!, data };
-  const options = {
-    bits: integer("bits", values.bits, quantizer === "int8" ? 8 : 4),
-    rank: integer("rank", values.rank, 16),
-    iterations: integer("iters", values.iters, 1),
-    quantizer,
-    blockSize: integer("block-size", values["block-size"], 64),
-    seed: integer("seed", values.seed, 0),
-  };
+  const weight = { rows: entry.shape[0]!, cols: entry.shape[1]!, data: decodeFloatTensor(entry.dtype, entry.bytes, entry.name) };
+  const options = { bits, rank, iterations, quantizer, blockSize, seed, name: values.tensor, ...(values.backend ? { backend: values.backend } : {}) };
   const started = performance.now();
   const result = loftq(weight, {
     ...options,
-    onIteration: (report) => {
-      if (!values.json) console.error(`iteration ${report.iteration}/${report.iterations}: ‖W−Q‖ ${report.quantError.toFixed(5)}  ‖W−Q−BA‖ ${report.error.toFixed(5)}`);
+    onIteration: (r) => {
+      if (!values.json) console.error(`iteration ${r.iteration}/${r.iterations}: ‖W−Q‖ ${r.quantError.toFixed(5)}  ‖W−Q−BA‖ ${r.error.toFixed(5)}`);
     },
   });
   const seconds = (performance.now() - started) / 1000;
   const baseline = qloraInit(weight, options).history[0]!.quantError;
   const summary = {
-    tensor: values.tensor, shape: [weight.rows, weight.cols], ...options, backend: activeBackendName(), seconds,
-    qOnlyError: baseline, history: result.history, selectedIteration: result.selectedIteration, bitsPerWeight: result.quantized.bitsPerWeight,
+    tensor: values.tensor, shape: [weight.rows, weight.cols], bits, rank, iterations, quantizer, blockSize, seed,
+    backend: values.backend ?? activeBackendName(), seconds, qOnlyError: baseline, history: result.history,
+    selectedIteration: result.selectedIteration, bitsPerWeight: result.quantized.bitsPerWeight,
   };
   if (values.json) console.log(JSON.stringify(summary, null, 2));
   else {
@@ -109,14 +176,25 @@ function main(argv: string[]): number {
   return 0;
 }
 
+function printReportTable(reports: ReturnType<typeof quantizeCheckpoint>["reports"]): void {
+  const rows = [["module", "shape", "bits", "‖W−Q‖", "‖W−Q−BA‖", "iter", "time"]];
+  for (const r of reports) {
+    const best = r.history[r.selectedIteration - 1]!;
+    rows.push([r.module, r.shape.join("×"), String(r.bits), r.qOnlyError.toFixed(4), best.error.toFixed(4), String(r.selectedIteration), `${r.seconds.toFixed(2)} s`]);
+  }
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)));
+  for (const row of rows) console.log(row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  "));
+}
+
 try {
   process.exitCode = main(process.argv.slice(2));
 } catch (error) {
-  if (error instanceof UsageError || (error as NodeJS.ErrnoException).code?.startsWith?.("ERR_PARSE_ARGS")) {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (error instanceof UsageError || (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS"))) {
     console.error(`loftq: ${(error as Error).message}\n(see loftq --help)`);
     process.exitCode = 2;
-  } else if (error instanceof LoftqError || (error as NodeJS.ErrnoException).code === "ENOENT") {
-    console.error(`loftq: ${(error as Error).message}`);
+  } else if (error instanceof LoftqError || code === "ENOENT" || code === "EACCES" || code === "ENOSPC") {
+    console.error(`\nloftq: ${(error as Error).message}`);
     process.exitCode = 1;
   } else {
     throw error;

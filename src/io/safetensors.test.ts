@@ -38,3 +38,8 @@ test("hostile headers are typed parse errors naming the file and tensor", () => 
     assert.throws(() => parseSafetensors(bytes, "model.safetensors"), (e: unknown) => e instanceof SafetensorsParseError && pattern.test(e.message) && e.message.startsWith("model.safetensors:"), name);
   }
 });
+
+test("duplicate tensor names are rejected (JSON.parse would silently keep the last)", () => {
+  const raw = '{"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}';
+  assert.throws(() => parseSafetensors(file(null, new Uint8Array(1), raw), "x.safetensors"), /duplicate/);
+});

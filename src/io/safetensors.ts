@@ -1,16 +1,24 @@
 import { LoftqError } from "../errors.js";
+import { decodeHalf } from "../tensor/dtype.js";
 
 /**
- * In-memory safetensors parsing with the header treated as hostile input: bounded length, JSON
- * object, known dtypes, integer dims, offsets inside the buffer, contiguous from 0, sizes that
- * match shape × dtype. (The streaming reader for whole checkpoints builds on the same checks.)
+ * safetensors headers, treated as hostile input: bounded length, a JSON object, known dtypes,
+ * non-negative integer dims, no duplicate names, offsets inside the data section, tensors
+ * contiguous from 0 and covering it exactly, byte sizes equal to numel × dtype size. Every failure
+ * is a SafetensorsParseError naming the file and, where there is one, the tensor.
  */
 export const MAX_HEADER_BYTES = 100_000_000;
 
-export const DTYPE_BYTES: Record<string, number> = {
+export const DTYPE_BYTES: Readonly<Record<string, number>> = {
   BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, I16: 2, U16: 2, F16: 2, BF16: 2,
   I32: 4, U32: 4, F32: 4, F64: 8, I64: 8, U64: 8,
 };
+
+/** Ascending enum order of upstream's Dtype; writers sort tensors by it, descending. */
+export const DTYPE_ORDER = [
+  "BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ",
+  "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64",
+];
 
 export class SafetensorsParseError extends LoftqError {
   constructor(message: string) {
@@ -19,42 +27,47 @@ export class SafetensorsParseError extends LoftqError {
   }
 }
 
-export interface TensorEntry {
+export interface TensorInfo {
   readonly name: string;
   readonly dtype: string;
   readonly shape: readonly number[];
-  /** The raw little-endian bytes (a view into the input). */
-  readonly bytes: Uint8Array;
+  /** Byte range inside the data section. */
+  readonly begin: number;
+  readonly end: number;
 }
 
-export interface ParsedSafetensors {
+export interface SafetensorsHeader {
   readonly metadata: Record<string, string>;
-  readonly tensors: Map<string, TensorEntry>;
+  /** In file order (by offset). */
+  readonly tensors: readonly TensorInfo[];
+  /** Bytes before the data section: 8 + header length. */
+  readonly dataStart: number;
 }
 
-export function parseSafetensors(file: Uint8Array, fileName = "<buffer>"): ParsedSafetensors {
+/**
+ * Parses and validates a header. `headerBytes` is the JSON text, `dataLength` the size of the data
+ * section (file size − 8 − header length).
+ */
+export function parseHeader(headerBytes: Uint8Array, dataLength: number, fileName: string): SafetensorsHeader {
   const fail = (message: string): never => {
     throw new SafetensorsParseError(`${fileName}: ${message}`);
   };
-  if (file.length < 8) fail(`too short for a safetensors header (${file.length} bytes)`);
-  const view = new DataView(file.buffer, file.byteOffset, file.byteLength);
-  const headerLength = Number(view.getBigUint64(0, true));
-  if (headerLength > MAX_HEADER_BYTES) fail(`header length ${headerLength} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-  if (8 + headerLength > file.length) fail(`header length ${headerLength} runs past the end of the file`);
+  let text = "";
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(file.subarray(8, 8 + headerLength)));
+    text = new TextDecoder("utf-8", { fatal: true }).decode(headerBytes);
+    header = JSON.parse(text);
   } catch (error) {
     fail(`header is not valid UTF-8 JSON (${(error as Error).message})`);
   }
   if (typeof header !== "object" || header === null || Array.isArray(header)) fail("header is not a JSON object");
-  const dataStart = 8 + headerLength;
-  const dataLength = file.length - dataStart;
   const metadata: Record<string, string> = {};
-  const entries: Array<TensorEntry & { begin: number; end: number }> = [];
+  const tensors: TensorInfo[] = [];
+  const names = Object.keys(header as object);
+  if (countTopLevelKeys(text) !== names.length) fail("header has duplicate tensor names");
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     if (name === "__metadata__") {
-      if (typeof raw !== "object" || raw === null) fail("__metadata__ is not an object");
+      if (typeof raw !== "object" || raw === null || Array.isArray(raw)) fail("__metadata__ is not an object");
       for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
         if (typeof value !== "string") fail(`__metadata__.${key} is not a string`);
         metadata[key] = value as string;
@@ -72,29 +85,88 @@ export function parseSafetensors(file: Uint8Array, fileName = "<buffer>"): Parse
       fail(`tensor "${name}": data_offsets must be two non-negative integers`);
     }
     const [begin, end] = offsets as [number, number];
-    const numel = (shape as number[]).reduce((a, b) => a * b, 1);
-    if (!Number.isSafeInteger(numel * DTYPE_BYTES[dtype as string]!)) fail(`tensor "${name}": size overflows`);
+    const bytes = (shape as number[]).reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype as string]!;
+    if (!Number.isSafeInteger(bytes)) fail(`tensor "${name}": size overflows`);
     if (end < begin || end > dataLength) fail(`tensor "${name}": data_offsets [${begin}, ${end}] outside the ${dataLength}-byte data section`);
-    if (end - begin !== numel * DTYPE_BYTES[dtype as string]!) {
-      fail(`tensor "${name}": ${end - begin} bytes for shape [${(shape as number[]).join(", ")}] of ${dtype}`);
-    }
-    entries.push({ name, dtype: dtype as string, shape: shape as number[], begin, end, bytes: file.subarray(dataStart + begin, dataStart + end) });
+    if (end - begin !== bytes) fail(`tensor "${name}": ${end - begin} bytes for shape [${(shape as number[]).join(", ")}] of ${dtype}`);
+    tensors.push({ name, dtype: dtype as string, shape: shape as number[], begin, end });
   }
-  entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  tensors.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let cursor = 0;
-  for (const entry of entries) {
-    if (entry.begin !== cursor) fail(`tensor "${entry.name}": data is not contiguous (starts at ${entry.begin}, expected ${cursor})`);
-    cursor = entry.end;
+  for (const tensor of tensors) {
+    if (tensor.begin !== cursor) fail(`tensor "${tensor.name}": data is not contiguous (starts at ${tensor.begin}, expected ${cursor})`);
+    cursor = tensor.end;
   }
   if (cursor !== dataLength) fail(`data section is ${dataLength} bytes but tensors cover ${cursor}`);
-  const tensors = new Map<string, TensorEntry>();
-  for (const { name, dtype, shape, bytes } of entries) tensors.set(name, { name, dtype, shape, bytes });
-  return { metadata, tensors };
+  return { metadata, tensors, dataStart: 8 + headerBytes.length };
 }
 
-/** A float32 copy of an F32 tensor (copying also fixes alignment). */
+/** Validates the 8-byte length prefix against the file size; returns the header length. */
+export function headerLength(prefix: Uint8Array, fileSize: number, fileName: string): number {
+  if (fileSize < 8 || prefix.length < 8) throw new SafetensorsParseError(`${fileName}: too short for a safetensors header (${fileSize} bytes)`);
+  const length = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
+  if (length > BigInt(MAX_HEADER_BYTES)) throw new SafetensorsParseError(`${fileName}: header length ${length} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  if (8n + length > BigInt(fileSize)) throw new SafetensorsParseError(`${fileName}: header length ${length} runs past the end of the file`);
+  return Number(length);
+}
+
+/** JSON.parse keeps the last of duplicate keys; count top-level keys in the raw text instead. */
+function countTopLevelKeys(text: string): number {
+  let depth = 0;
+  let count = 0;
+  let inString = false;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (inString) {
+      if (ch === "\\") i++;
+      else if (ch === '"') inString = false;
+      continue;
+    }
+    if (ch === '"') {
+      if (depth === 1 && expectKey) count++;
+      inString = true;
+      expectKey = false;
+    } else if (ch === "{" || ch === "[") {
+      depth++;
+      if (depth === 1) expectKey = true;
+    } else if (ch === "}" || ch === "]") depth--;
+    else if (ch === "," && depth === 1) expectKey = true;
+  }
+  return count;
+}
+
+export interface TensorEntry extends TensorInfo {
+  /** The raw little-endian bytes (a view into the input). */
+  readonly bytes: Uint8Array;
+}
+
+export interface ParsedSafetensors {
+  readonly metadata: Record<string, string>;
+  readonly tensors: Map<string, TensorEntry>;
+}
+
+/** Parses a whole file held in memory (small files: tests, adapters). */
+export function parseSafetensors(file: Uint8Array, fileName = "<buffer>"): ParsedSafetensors {
+  const length = headerLength(file.subarray(0, 8), file.length, fileName);
+  const header = parseHeader(file.subarray(8, 8 + length), file.length - 8 - length, fileName);
+  const tensors = new Map<string, TensorEntry>();
+  for (const info of header.tensors) {
+    tensors.set(info.name, { ...info, bytes: file.subarray(header.dataStart + info.begin, header.dataStart + info.end) });
+  }
+  return { metadata: header.metadata, tensors };
+}
+
+/** Float32 values of an F32, F16 or BF16 tensor (copied, so alignment never matters). */
+export function decodeFloatTensor(dtype: string, bytes: Uint8Array, name = "tensor"): Float32Array {
+  if (dtype === "F32") return new Float32Array(new Uint8Array(bytes).buffer);
+  if (dtype === "F16") return decodeHalf(bytes, "f16");
+  if (dtype === "BF16") return decodeHalf(bytes, "bf16");
+  throw new SafetensorsParseError(`tensor "${name}" is ${dtype}, not a float type (F32, F16, BF16)`);
+}
+
+/** A float32 copy of an F32 tensor. */
 export function tensorToFloat32(entry: TensorEntry): Float32Array {
   if (entry.dtype !== "F32") throw new SafetensorsParseError(`tensor "${entry.name}" is ${entry.dtype}, expected F32`);
-  const copy = new Uint8Array(entry.bytes);
-  return new Float32Array(copy.buffer);
+  return decodeFloatTensor("F32", entry.bytes, entry.name);
 }

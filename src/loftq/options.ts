@@ -52,6 +52,8 @@ export interface LoftqOptions {
   backend?: KernelBackend | string;
   /** Called after every iteration (the library never prints). */
   onIteration?: (report: IterationReport) => void;
+  /** What to call the weight in error messages (e.g. its tensor name). */
+  name?: string;
 }
 
 export interface ResolvedLoftqOptions {
@@ -75,7 +77,8 @@ export const DEFAULT_RANK = 16;
 export const DEFAULT_BITS = 4;
 
 /** Validates the weight and every option up front, so nothing fails half-way. */
-export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, what = "weight"): ResolvedLoftqOptions {
+export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions): ResolvedLoftqOptions {
+  const what = options.name ?? "weight";
   const weightNorm = checkWeight(weight, what);
   const rank = options.rank ?? DEFAULT_RANK;
   const maxRank = Math.min(weight.rows, weight.cols);

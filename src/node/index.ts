@@ -7,6 +7,11 @@ import { wasmSimdSupported } from "../kernels/wasm-backend.js";
 import { createThreadedBackend } from "./thread-pool-backend.js";
 export * from "../index.js";
 export { readTfjsWeights, tfjsLinearWeights } from "../io/tfjs-weights.js";
+export { openCheckpoint, type Checkpoint } from "../io/checkpoint.js";
+export { SafetensorsFile } from "../io/safetensors-file.js";
+export { writeSafetensorsFile, upstreamOrder } from "../io/safetensors-writer.js";
+export { quantizeCheckpoint, type QuantizeCheckpointOptions, type PipelineEvent, type MatrixReport } from "../io/quantize-checkpoint.js";
+export { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 export { createThreadedBackend, type ThreadedBackend } from "./thread-pool-backend.js";
 
 if (wasmSimdSupported()) registerBackend(createThreadedBackend(), 20);

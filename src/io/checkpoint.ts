@@ -1,0 +1,124 @@
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { LoftqError } from "../errors.js";
+import { SafetensorsFile } from "./safetensors-file.js";
+import type { TensorInfo } from "./safetensors.js";
+
+/**
+ * A Hugging Face model directory: `model.safetensors`, or shards listed by
+ * `model.safetensors.index.json` (whose file names are checked: plain names in the directory,
+ * nothing else), plus `config.json` when present. The index must describe the shards exactly.
+ */
+export const SINGLE_FILE = "model.safetensors";
+export const INDEX_FILE = "model.safetensors.index.json";
+const SHARD_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]*\.safetensors$/;
+const MAX_JSON_BYTES = 64 * 2 ** 20;
+
+export class CheckpointError extends LoftqError {
+  constructor(message: string) {
+    super("PARSE_ERROR", message);
+    this.name = "CheckpointError";
+  }
+}
+
+export interface CheckpointTensor extends TensorInfo {
+  /** Shard file name (relative to the directory). */
+  readonly shard: string;
+}
+
+export interface Checkpoint {
+  readonly dir: string;
+  readonly sharded: boolean;
+  /** Shard file names in index order (one entry when not sharded). */
+  readonly shardNames: readonly string[];
+  readonly files: ReadonlyMap<string, SafetensorsFile>;
+  /** Every tensor, shard by shard in file order. */
+  readonly tensors: readonly CheckpointTensor[];
+  readonly config: Record<string, unknown> | undefined;
+  /** Metadata of the first shard (e.g. {"format": "pt"}). */
+  readonly metadata: Record<string, string>;
+  readFloat32(name: string): Float32Array;
+  readBytes(name: string): Uint8Array;
+  close(): void;
+}
+
+export function readJsonFile(path: string): unknown {
+  const size = statSync(path).size;
+  if (size > MAX_JSON_BYTES) throw new CheckpointError(`${path}: ${size} bytes is too large for a JSON file here`);
+  try {
+    return JSON.parse(readFileSync(path, "utf8"));
+  } catch (error) {
+    throw new CheckpointError(`${path}: not valid JSON (${(error as Error).message})`);
+  }
+}
+
+export function openCheckpoint(dir: string): Checkpoint {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CheckpointError(`${dir}: not a directory`);
+  const indexPath = join(dir, INDEX_FILE);
+  let shardNames: string[];
+  let weightMap: Record<string, string> | undefined;
+  if (existsSync(indexPath)) {
+    const index = readJsonFile(indexPath) as { weight_map?: unknown };
+    if (typeof index !== "object" || index === null || typeof index.weight_map !== "object" || index.weight_map === null) {
+      throw new CheckpointError(`${indexPath}: no "weight_map" object`);
+    }
+    weightMap = index.weight_map as Record<string, string>;
+    shardNames = [];
+    for (const [tensor, shard] of Object.entries(weightMap)) {
+      if (typeof shard !== "string" || !SHARD_NAME.test(shard)) {
+        throw new CheckpointError(`${indexPath}: tensor "${tensor}" maps to ${JSON.stringify(shard)}, not a plain *.safetensors file name`);
+      }
+      if (!shardNames.includes(shard)) shardNames.push(shard);
+    }
+  } else if (existsSync(join(dir, SINGLE_FILE))) {
+    shardNames = [SINGLE_FILE];
+  } else {
+    throw new CheckpointError(`${dir}: no ${SINGLE_FILE} or ${INDEX_FILE} (only safetensors checkpoints are supported)`);
+  }
+  const files = new Map<string, SafetensorsFile>();
+  const tensors: CheckpointTensor[] = [];
+  const where = new Map<string, string>();
+  try {
+    for (const shard of shardNames) {
+      const file = SafetensorsFile.open(join(dir, shard));
+      files.set(shard, file);
+      for (const info of file.tensors) {
+        if (where.has(info.name)) throw new CheckpointError(`${dir}: tensor "${info.name}" appears in both ${where.get(info.name)} and ${shard}`);
+        if (weightMap && weightMap[info.name] !== shard) {
+          throw new CheckpointError(`${indexPath}: tensor "${info.name}" is in ${shard} but the index says ${JSON.stringify(weightMap[info.name])}`);
+        }
+        where.set(info.name, shard);
+        tensors.push({ ...info, shard });
+      }
+    }
+    if (weightMap) {
+      for (const name of Object.keys(weightMap)) {
+        if (!where.has(name)) throw new CheckpointError(`${indexPath}: tensor "${name}" is listed but missing from ${weightMap[name]}`);
+      }
+    }
+  } catch (error) {
+    for (const file of files.values()) file.close();
+    throw error;
+  }
+  const configPath = join(dir, "config.json");
+  const config = existsSync(configPath) ? (readJsonFile(configPath) as Record<string, unknown>) : undefined;
+  const fileOf = (name: string) => {
+    const shard = where.get(name);
+    if (shard === undefined) throw new CheckpointError(`${dir}: no tensor named "${name}"`);
+    return files.get(shard)!;
+  };
+  return {
+    dir,
+    sharded: weightMap !== undefined,
+    shardNames,
+    files,
+    tensors,
+    config,
+    metadata: files.get(shardNames[0]!)!.header.metadata,
+    readFloat32: (name) => fileOf(name).readFloat32(name),
+    readBytes: (name) => fileOf(name).readBytes(name),
+    close: () => {
+      for (const file of files.values()) file.close();
+    },
+  };
+}

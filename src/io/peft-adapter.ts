@@ -1,0 +1,84 @@
+/**
+ * PEFT LoRA adapter files: `adapter_config.json` with the full key set PEFT 0.18.1 writes (sorted,
+ * indent 2, `init_lora_weights: true` so loading never re-runs LoftQ) and the tensor names of
+ * `adapter_model.safetensors` (`base_model.model.<module>.lora_A.weight` r×in, `lora_B.weight` out×r).
+ */
+export const PEFT_VERSION = "0.18.1";
+
+export type TaskType = "CAUSAL_LM" | "SEQ_2_SEQ_LM" | "SEQ_CLS" | "TOKEN_CLS" | "QUESTION_ANS" | "FEATURE_EXTRACTION" | null;
+
+/** PEFT's task type from config.json `architectures`. */
+export function taskTypeOf(config: Record<string, unknown> | undefined): TaskType {
+  const architectures = Array.isArray(config?.architectures) ? (config!.architectures as unknown[]).map(String) : [];
+  const name = architectures[0] ?? "";
+  if (/ForCausalLM$|LMHeadModel$/.test(name)) return "CAUSAL_LM";
+  if (/ForConditionalGeneration$|ForSeq2SeqLM$/.test(name)) return "SEQ_2_SEQ_LM";
+  if (/ForSequenceClassification$/.test(name)) return "SEQ_CLS";
+  if (/ForTokenClassification$/.test(name)) return "TOKEN_CLS";
+  if (/ForQuestionAnswering$/.test(name)) return "QUESTION_ANS";
+  if (/Model$/.test(name)) return "FEATURE_EXTRACTION";
+  return null;
+}
+
+export interface AdapterConfigOptions {
+  baseModel: string;
+  rank: number;
+  loraAlpha: number;
+  targetModules: readonly string[];
+  taskType: TaskType;
+  fanInFanOut: boolean;
+  useRslora: boolean;
+}
+
+export function adapterConfig(options: AdapterConfigOptions): Record<string, unknown> {
+  const config: Record<string, unknown> = {
+    alora_invocation_tokens: null,
+    alpha_pattern: {},
+    arrow_config: null,
+    auto_mapping: null,
+    base_model_name_or_path: options.baseModel,
+    bias: "none",
+    corda_config: null,
+    ensure_weight_tying: false,
+    eva_config: null,
+    exclude_modules: null,
+    fan_in_fan_out: options.fanInFanOut,
+    inference_mode: true,
+    init_lora_weights: true,
+    layer_replication: null,
+    layers_pattern: null,
+    layers_to_transform: null,
+    // PEFT resets loftq_config to {} when init_lora_weights is not "loftq"; the values used are in
+    // loftq_manifest.json instead.
+    loftq_config: {},
+    lora_alpha: options.loraAlpha,
+    lora_bias: false,
+    lora_dropout: 0.0,
+    megatron_config: null,
+    megatron_core: "megatron.core",
+    modules_to_save: null,
+    peft_type: "LORA",
+    peft_version: PEFT_VERSION,
+    qalora_group_size: 16,
+    r: options.rank,
+    rank_pattern: {},
+    revision: null,
+    target_modules: [...options.targetModules].sort(),
+    target_parameters: null,
+    task_type: options.taskType,
+    trainable_token_indices: null,
+    use_dora: false,
+    use_qalora: false,
+    use_rslora: options.useRslora,
+  };
+  return Object.fromEntries(Object.entries(config).sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+/** The config as PEFT writes it (`json.dumps(indent=2, sort_keys=True)`): Python spells the float 0.0. */
+export function formatAdapterConfig(config: Record<string, unknown>): string {
+  return JSON.stringify(config, null, 2).replace(/"lora_dropout": 0(?=,)/, '"lora_dropout": 0.0');
+}
+
+export function loraTensorNames(module: string): { a: string; b: string } {
+  return { a: `base_model.model.${module}.lora_A.weight`, b: `base_model.model.${module}.lora_B.weight` };
+}

@@ -1,0 +1,70 @@
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { decodeFloatTensor, headerLength, parseHeader, SafetensorsParseError, type SafetensorsHeader, type TensorInfo } from "./safetensors.js";
+
+/**
+ * A safetensors file read by offsets: only the header is parsed up front; each tensor is read on
+ * demand, so a shard is never held in memory whole (and Node's 4 GiB Buffer limit never matters
+ * for the file, only for a single tensor).
+ */
+export class SafetensorsFile {
+  readonly header: SafetensorsHeader;
+  private readonly byName: Map<string, TensorInfo>;
+
+  private constructor(readonly path: string, private readonly fd: number, header: SafetensorsHeader) {
+    this.header = header;
+    this.byName = new Map(header.tensors.map((t) => [t.name, t]));
+  }
+
+  static open(path: string): SafetensorsFile {
+    const fd = openSync(path, "r");
+    try {
+      const size = fstatSync(fd).size;
+      const prefix = new Uint8Array(8);
+      readSync(fd, prefix, 0, Math.min(8, size), 0);
+      const length = headerLength(prefix, size, path);
+      const headerBytes = new Uint8Array(length);
+      readExactly(fd, headerBytes, 8);
+      return new SafetensorsFile(path, fd, parseHeader(headerBytes, size - 8 - length, path));
+    } catch (error) {
+      closeSync(fd);
+      throw error;
+    }
+  }
+
+  get tensors(): readonly TensorInfo[] {
+    return this.header.tensors;
+  }
+
+  info(name: string): TensorInfo {
+    const info = this.byName.get(name);
+    if (!info) throw new SafetensorsParseError(`${this.path}: no tensor named "${name}"`);
+    return info;
+  }
+
+  readBytes(name: string): Uint8Array {
+    const info = this.info(name);
+    const out = new Uint8Array(info.end - info.begin);
+    readExactly(this.fd, out, this.header.dataStart + info.begin);
+    return out;
+  }
+
+  /** The tensor as float32 (F32, F16 or BF16 on disk). */
+  readFloat32(name: string): Float32Array {
+    const info = this.info(name);
+    return decodeFloatTensor(info.dtype, this.readBytes(name), name);
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+/** readSync until `out` is full (a single call may return fewer bytes, and caps at 2 GiB). */
+function readExactly(fd: number, out: Uint8Array, position: number): void {
+  const CHUNK = 1 << 30;
+  for (let done = 0; done < out.length; ) {
+    const read = readSync(fd, out, done, Math.min(CHUNK, out.length - done), position + done);
+    if (read === 0) throw new SafetensorsParseError(`unexpected end of file at byte ${position + done}`);
+    done += read;
+  }
+}

@@ -1,0 +1,94 @@
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { DTYPE_BYTES, DTYPE_ORDER } from "./safetensors.js";
+import { LoftqError } from "../errors.js";
+
+/**
+ * Writes safetensors files the way upstream does, byte for byte: tensors sorted by dtype
+ * (descending enum order) then name, contiguous offsets, a compact JSON header with
+ * `__metadata__` first, padded with spaces to a multiple of 8. Tensor bytes are produced one at a
+ * time by a callback (so LoftQ can run while the file is written) into `<path>.partial`, which is
+ * renamed onto `path` only once complete: a crash or a full disk never leaves a truncated file.
+ */
+export interface PlannedTensor {
+  readonly name: string;
+  readonly dtype: string;
+  readonly shape: readonly number[];
+}
+
+export class OutputWriteError extends LoftqError {
+  constructor(message: string) {
+    super("PARSE_ERROR", message);
+    this.name = "OutputWriteError";
+  }
+}
+
+export function tensorByteLength(tensor: PlannedTensor): number {
+  return tensor.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[tensor.dtype]!;
+}
+
+/** Upstream's writing order: dtype descending (by enum position), then name ascending by bytes. */
+export function upstreamOrder<T extends PlannedTensor>(tensors: readonly T[]): T[] {
+  const rank = (dtype: string) => DTYPE_ORDER.indexOf(dtype);
+  return [...tensors].sort((a, b) => rank(b.dtype) - rank(a.dtype) || compareBytes(a.name, b.name));
+}
+
+function compareBytes(a: string, b: string): number {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return Buffer.compare(x, y);
+}
+
+/** The header bytes (length prefix included) for tensors in the given order. */
+export function encodeHeader(tensors: readonly PlannedTensor[], metadata: Record<string, string>): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  let offset = 0;
+  for (const tensor of tensors) {
+    const length = tensorByteLength(tensor);
+    header[tensor.name] = { dtype: tensor.dtype, shape: tensor.shape, data_offsets: [offset, offset + length] };
+    offset += length;
+  }
+  let json = JSON.stringify(header);
+  const padded = Math.ceil(Buffer.byteLength(json) / 8) * 8;
+  json += " ".repeat(padded - Buffer.byteLength(json));
+  const body = Buffer.from(json);
+  const out = new Uint8Array(8 + body.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(body.length), true);
+  out.set(body, 8);
+  return out;
+}
+
+export function writeSafetensorsFile(
+  path: string,
+  tensors: readonly PlannedTensor[],
+  metadata: Record<string, string>,
+  produce: (tensor: PlannedTensor, index: number) => Uint8Array,
+): number {
+  const partial = `${path}.partial`;
+  const fd = openSync(partial, "w");
+  let written = 0;
+  try {
+    const write = (bytes: Uint8Array) => {
+      for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done);
+      written += bytes.length;
+    };
+    write(encodeHeader(tensors, metadata));
+    tensors.forEach((tensor, index) => {
+      const bytes = produce(tensor, index);
+      if (bytes.length !== tensorByteLength(tensor)) {
+        throw new OutputWriteError(`${path}: tensor "${tensor.name}" produced ${bytes.length} bytes, expected ${tensorByteLength(tensor)}`);
+      }
+      write(bytes);
+    });
+    fsyncSync(fd);
+    closeSync(fd);
+  } catch (error) {
+    closeSync(fd);
+    rmSync(partial, { force: true });
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOSPC" || code === "EDQUOT") throw new OutputWriteError(`${path}: the disk is full (after ${written} bytes); nothing was left behind`);
+    throw error;
+  }
+  renameSync(partial, path);
+  return written;
+}

@@ -1,0 +1,117 @@
+import { InvalidArgumentError } from "../errors.js";
+import type { CheckpointTensor } from "./checkpoint.js";
+
+/**
+ * Which weights LoftQ touches, from tensor names, shapes and config.json.
+ * "all-linear": every 2-D `*.weight` inside the repeated transformer blocks (a `.<n>.` layer index
+ * in the name: Llama/Mistral/Qwen/Phi `model.layers.N`, GPT-2 `h.N`, BERT `encoder.layer.N`,
+ * T5 `block.N`, BART `layers.N`), never embeddings, norms, position tables or `lm_head`.
+ * A comma list instead names module suffixes (`q_proj,v_proj`) or full module paths.
+ * GPT-2-style `Conv1D` weights are stored (in, out) and are transposed for LoftQ and back.
+ */
+export interface TargetMatrix {
+  /** The tensor name (`model.layers.0.self_attn.q_proj.weight`). */
+  readonly tensor: string;
+  /** The module path PEFT sees (`model.layers.0.self_attn.q_proj`). */
+  readonly module: string;
+  /** Stored transposed ((in, out), GPT-2 Conv1D). */
+  readonly transposed: boolean;
+  /** out × in after any transpose. */
+  readonly rows: number;
+  readonly cols: number;
+  /** Transformer block index, when the name has one. */
+  readonly layer: number | undefined;
+  readonly bits: number;
+}
+
+const LAYER_INDEX = /\.(?:layers|layer|h|block|blocks)\.(\d+)\./;
+const NEVER_TARGET = /(?:^|\.)(?:embed\w*|wte|wpe|lm_head|shared|\w*norm\w*|ln_\w+|layernorm\w*|rotary\w*|relative_attention_bias)(?:\.|$)/i;
+const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
+const CONV1D_MODEL_TYPES = new Set(["gpt2", "gpt_bigcode", "openai-gpt"]);
+
+export interface TargetOptions {
+  /** "all-linear" or a comma list of module suffixes / paths. */
+  target: string;
+  /** Default bits (2, 3, 4, 8) or a fractional LoftQ mixed-precision spec (2.25, 2.5, 3…). */
+  bits: number;
+  /** Explicit `pattern=bits` rules, first match wins; `*` matches anything. */
+  bitsMap?: string;
+  /** Treat `bits` as LoftQ's mixed 2/4-bit spec even when it is an integer (e.g. LoftQ's "3-bit"). */
+  mixed?: boolean;
+}
+
+export function selectTargets(tensors: readonly CheckpointTensor[], config: Record<string, unknown> | undefined, options: TargetOptions): TargetMatrix[] {
+  const explicit = options.target === "all-linear" ? undefined : options.target.split(",").map((s) => s.trim()).filter(Boolean);
+  if (explicit && explicit.length === 0) throw new InvalidArgumentError(`--target is empty`);
+  const conv1d = CONV1D_MODEL_TYPES.has(String(config?.model_type ?? ""));
+  const layers = layerCount(config, tensors);
+  const rules = parseBitsMap(options.bitsMap);
+  const out: TargetMatrix[] = [];
+  for (const tensor of tensors) {
+    if (!tensor.name.endsWith(".weight") || tensor.shape.length !== 2 || !FLOAT_DTYPES.has(tensor.dtype)) continue;
+    const module = tensor.name.slice(0, -".weight".length);
+    const layerMatch = LAYER_INDEX.exec(`.${module}.`);
+    if (explicit) {
+      if (!explicit.some((t) => module === t || module.endsWith(`.${t}`))) continue;
+    } else if (!layerMatch || NEVER_TARGET.test(module)) {
+      continue;
+    }
+    const [first, second] = tensor.shape as [number, number];
+    const transposed = conv1d && /(?:^|\.)(?:c_attn|c_proj|c_fc|q_attn)$/.test(module);
+    const layer = layerMatch ? Number(layerMatch[1]) : undefined;
+    out.push({
+      tensor: tensor.name,
+      module,
+      transposed,
+      rows: transposed ? second : first,
+      cols: transposed ? first : second,
+      layer,
+      bits: bitsFor(module, layer, options.bits, options.mixed ?? false, layers, rules),
+    });
+  }
+  if (out.length === 0) throw new InvalidArgumentError(`--target ${options.target} matches no 2-D float weight in this checkpoint`);
+  return out;
+}
+
+function layerCount(config: Record<string, unknown> | undefined, tensors: readonly CheckpointTensor[]): number {
+  for (const key of ["num_hidden_layers", "n_layer", "num_layers"]) {
+    const value = config?.[key];
+    if (typeof value === "number" && Number.isInteger(value) && value > 0) return value;
+  }
+  let max = -1;
+  for (const t of tensors) {
+    const match = LAYER_INDEX.exec(`.${t.name}`);
+    if (match) max = Math.max(max, Number(match[1]));
+  }
+  return max + 1;
+}
+
+/**
+ * Bits of one matrix. An integer applies everywhere. A fraction b (or any b with `mixed`) follows yxli2123/LoftQ: the
+ * first floor(L·(b − 2)/2) blocks are 4-bit, the rest 2-bit (L = number of blocks), so 2.5 bits
+ * on 32 layers puts layers 0–7 at 4 bits.
+ */
+function bitsFor(module: string, layer: number | undefined, bits: number, mixed: boolean, layers: number, rules: Array<[RegExp, number]>): number {
+  for (const [pattern, value] of rules) if (pattern.test(module)) return value;
+  if (Number.isInteger(bits) && !mixed) return bits;
+  const fourBitLayers = Math.floor((layers * (bits - 2)) / 2);
+  return layer !== undefined && layer < fourBitLayers ? 4 : 2;
+}
+
+function parseBitsMap(spec: string | undefined): Array<[RegExp, number]> {
+  if (!spec) return [];
+  return spec.split(",").map((rule) => {
+    const [pattern, value] = rule.split("=").map((s) => s.trim());
+    const bits = Number(value);
+    if (!pattern || !Number.isInteger(bits)) throw new InvalidArgumentError(`--bits-map rule "${rule}" is not pattern=bits`);
+    const regex = new RegExp(`^${pattern.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*")}$`);
+    return [regex, bits] as [RegExp, number];
+  });
+}
+
+/** Validates --bits: 2, 3, 4, 8, or a fraction strictly between 2 and 4 (mixed 2/4-bit). */
+export function checkBitsOption(bits: number): void {
+  if ([2, 3, 4, 8].includes(bits)) return;
+  if (bits > 2 && bits < 4) return;
+  throw new InvalidArgumentError(`--bits must be 2, 3, 4, 8 or a mixed-precision value between 2 and 4 (e.g. 2.5), got ${bits}`);
+}
