@@ -1,0 +1,136 @@
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync, writeFileSync, mkdirSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { buildTinyLlama } from "../../examples/tiny-llama.js";
+import { quantizeCheckpoint, OutputExistsError, ADAPTER_DIR, REPORT_FILE } from "./quantize-checkpoint.js";
+import { openCheckpoint } from "./checkpoint.js";
+import { SafetensorsFile } from "./safetensors-file.js";
+import { writeSafetensorsFile } from "./safetensors-writer.js";
+import { tsBackend } from "../kernels/ts-backend.js";
+
+let work: string;
+let model: string;
+const hashes = new Map<string, string>();
+
+before(() => {
+  work = mkdtempSync(join(tmpdir(), "loftq-e2e-"));
+  model = buildTinyLlama(join(work, "tiny-llama"));
+  for (const file of readdirSync(model)) hashes.set(file, sha256(join(model, file)));
+});
+after(() => rmSync(work, { recursive: true, force: true }));
+
+function sha256(path: string): string {
+  return createHash("sha256").update(readFileSync(path)).digest("hex");
+}
+
+test("end to end: every output reloads, Q + (α/r)·B·A matches W as reported, the rest is byte-identical", (t) => {
+  const out = join(work, "out");
+  const { reports } = quantizeCheckpoint({ input: model, output: out, bits: 4, rank: 8, iterations: 2, loraAlpha: 16 });
+  assert.equal(reports.length, 14);
+  const input = openCheckpoint(model);
+  const output = openCheckpoint(out);
+  const adapter = SafetensorsFile.open(join(out, ADAPTER_DIR, "adapter_model.safetensors"));
+  try {
+    assert.deepEqual(output.shardNames, input.shardNames, "same shard layout");
+    assert.deepEqual(output.tensors.map((x) => [x.name, x.dtype, x.shape, x.shard]), input.tensors.map((x) => [x.name, x.dtype, x.shape, x.shard]));
+    const targeted = new Set(reports.map((r) => r.tensor));
+    for (const tensor of input.tensors) {
+      if (!targeted.has(tensor.name)) assert.deepEqual(output.readBytes(tensor.name), input.readBytes(tensor.name), `${tensor.name} copied byte for byte`);
+    }
+    const scaling = 16 / 8;
+    for (const report of reports) {
+      const w = input.readFloat32(report.tensor);
+      const q = output.readFloat32(report.tensor);
+      const a = adapter.readFloat32(`base_model.model.${report.module}.lora_A.weight`);
+      const b = adapter.readFloat32(`base_model.model.${report.module}.lora_B.weight`);
+      const [rows, cols] = report.shape;
+      const product = new Float32Array(rows * cols);
+      tsBackend.gemm({ transA: false, transB: false, m: rows, n: cols, k: 8, alpha: scaling, a: b, b: a, beta: 0, c: product });
+      let residual = 0;
+      let norm = 0;
+      for (let i = 0; i < w.length; i++) {
+        residual += (w[i]! - q[i]! - product[i]!) ** 2;
+        norm += w[i]! ** 2;
+      }
+      const measured = Math.sqrt(residual / norm);
+      const reported = report.history[report.selectedIteration - 1]!.error;
+      // Q is stored in bf16 (the checkpoint's dtype), which moves the error by well under 1%.
+      assert.ok(Math.abs(measured - reported) < 0.01 * reported, `${report.module}: measured ${measured} vs reported ${reported}`);
+      assert.ok(measured < report.qOnlyError, `${report.module}: LoftQ beats Q only`);
+    }
+    const best = reports[0]!;
+    t.diagnostic(`${best.module}: ‖W−Q‖ ${best.qOnlyError.toFixed(4)} → ‖W−Q−(α/r)BA‖ ${best.history[best.selectedIteration - 1]!.error.toFixed(4)}`);
+  } finally {
+    input.close();
+    output.close();
+    adapter.close();
+  }
+  const config = JSON.parse(readFileSync(join(out, ADAPTER_DIR, "adapter_config.json"), "utf8"));
+  assert.deepEqual(Object.keys(config), [...Object.keys(config)].sort(), "keys sorted");
+  assert.equal(config.init_lora_weights, true);
+  assert.equal(config.r, 8);
+  assert.equal(config.lora_alpha, 16);
+  assert.equal(config.task_type, "CAUSAL_LM");
+  assert.equal(config.peft_type, "LORA");
+  assert.equal(config.target_modules.length, 14);
+  assert.match(readFileSync(join(out, ADAPTER_DIR, "adapter_config.json"), "utf8"), /"lora_dropout": 0\.0,/);
+  const index = JSON.parse(readFileSync(join(out, "model.safetensors.index.json"), "utf8"));
+  assert.deepEqual(index, JSON.parse(readFileSync(join(model, "model.safetensors.index.json"), "utf8")), "same index (same dtypes, same layout)");
+  assert.ok(existsSync(join(out, "config.json")) && existsSync(join(out, "generation_config.json")));
+  assert.equal(JSON.parse(readFileSync(join(out, REPORT_FILE), "utf8")).matrices.length, 14);
+  for (const [file, hash] of hashes) assert.equal(sha256(join(model, file)), hash, `input ${file} unchanged`);
+});
+
+test("a non-empty --out is refused without force, replaced with it; nothing partial is left", () => {
+  const out = join(work, "occupied");
+  mkdirSync(out);
+  writeFileSync(join(out, "keep.txt"), "mine");
+  assert.throws(() => quantizeCheckpoint({ input: model, output: out, rank: 4, target: "q_proj" }), OutputExistsError);
+  assert.equal(readFileSync(join(out, "keep.txt"), "utf8"), "mine");
+  quantizeCheckpoint({ input: model, output: out, rank: 4, target: "q_proj", force: true });
+  assert.ok(!existsSync(join(out, "keep.txt")));
+  assert.ok(!existsSync(`${out}.partial`));
+});
+
+test("NaN weights: an error naming the tensor, no output, no partial directory", () => {
+  const broken = join(work, "broken");
+  mkdirSync(broken);
+  const good = new Float32Array(64 * 64).fill(0.01);
+  const bad = good.slice();
+  bad[70] = NaN;
+  const tensors = [
+    { name: "model.layers.0.mlp.up_proj.weight", dtype: "F32", shape: [64, 64] },
+    { name: "model.layers.0.self_attn.q_proj.weight", dtype: "F32", shape: [64, 64] },
+  ];
+  writeSafetensorsFile(join(broken, "model.safetensors"), tensors, { format: "pt" }, (tensor) => new Uint8Array((tensor.name.includes("q_proj") ? bad : good).buffer));
+  const out = join(work, "broken-out");
+  assert.throws(() => quantizeCheckpoint({ input: broken, output: out, rank: 4 }), /model\.layers\.0\.self_attn\.q_proj\.weight has a non-finite value NaN at row 1, column 6/);
+  assert.ok(!existsSync(out) && !existsSync(`${out}.partial`));
+});
+
+test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", () => {
+  const cli = fileURLToPath(new URL("../cli/main.js", import.meta.url));
+  const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: "utf8" });
+  const ok = run("quantize", model, "--out", join(work, "cli-out"), "--rank", "4", "--target", "q_proj,v_proj", "--json");
+  assert.equal(ok.status, 0, ok.stderr);
+  const events = ok.stdout.trim().split("\n").map((line) => JSON.parse(line));
+  assert.equal(events[0].type, "plan");
+  assert.equal(events.at(-1).type, "done");
+  assert.equal(run("quantize", join(work, "missing"), "--out", join(work, "x")).status, 1);
+  assert.equal(run("quantize", model, "--out", join(work, "cli-out")).status, 1, "refuses to overwrite");
+  assert.equal(run("quantize", model, "--bogus").status, 2);
+  assert.equal(run("quantize", model, "--out", join(work, "y"), "--bits", "5").status, 1);
+  for (const command of ["quantize", "inspect", "matrix"]) {
+    const help = run(command, "--help");
+    assert.equal(help.status, 0);
+    assert.match(help.stdout, /Usage: loftq/);
+  }
+  const inspect = run("inspect", model);
+  assert.equal(inspect.status, 0);
+  assert.match(inspect.stdout, /14 targeted/);
+});

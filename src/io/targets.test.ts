@@ -1,0 +1,42 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { selectTargets } from "./targets.js";
+import type { CheckpointTensor } from "./checkpoint.js";
+
+const tensor = (name: string, shape: number[], dtype = "BF16"): CheckpointTensor => ({ name, shape, dtype, begin: 0, end: 0, shard: "model.safetensors" });
+
+test("all-linear on Llama names: block linears only, never embeddings, norms or lm_head", () => {
+  const tensors = [
+    tensor("model.embed_tokens.weight", [100, 64]),
+    tensor("model.layers.0.self_attn.q_proj.weight", [64, 64]),
+    tensor("model.layers.0.mlp.down_proj.weight", [64, 128]),
+    tensor("model.layers.0.input_layernorm.weight", [64]),
+    tensor("model.norm.weight", [64]),
+    tensor("lm_head.weight", [100, 64]),
+  ];
+  assert.deepEqual(selectTargets(tensors, { model_type: "llama" }, { target: "all-linear", bits: 4 }).map((t) => t.module), [
+    "model.layers.0.self_attn.q_proj",
+    "model.layers.0.mlp.down_proj",
+  ]);
+});
+
+test("GPT-2 Conv1D weights are transposed; BERT pooler and T5 shared embeddings are left alone", () => {
+  const gpt2 = selectTargets([tensor("h.0.attn.c_attn.weight", [64, 192]), tensor("wte.weight", [100, 64]), tensor("h.0.ln_1.weight", [64])], { model_type: "gpt2" }, { target: "all-linear", bits: 4 });
+  assert.deepEqual(gpt2.map((t) => [t.module, t.transposed, t.rows, t.cols]), [["h.0.attn.c_attn", true, 192, 64]]);
+  const bert = selectTargets([tensor("bert.encoder.layer.0.attention.self.query.weight", [64, 64]), tensor("bert.pooler.dense.weight", [64, 64])], { model_type: "bert" }, { target: "all-linear", bits: 4 });
+  assert.deepEqual(bert.map((t) => t.module), ["bert.encoder.layer.0.attention.self.query"]);
+  const t5 = selectTargets([tensor("encoder.block.0.layer.0.SelfAttention.q.weight", [64, 64]), tensor("shared.weight", [100, 64])], { model_type: "t5" }, { target: "all-linear", bits: 4 });
+  assert.deepEqual(t5.map((t) => t.module), ["encoder.block.0.layer.0.SelfAttention.q"]);
+});
+
+test("mixed precision follows LoftQ (2.5 bits on 32 layers: layers 0–7 at 4 bits), bits-map rules win", () => {
+  const tensors = Array.from({ length: 32 }, (_, i) => tensor(`model.layers.${i}.self_attn.q_proj.weight`, [64, 64]));
+  const mixed = selectTargets(tensors, { num_hidden_layers: 32 }, { target: "all-linear", bits: 2.5 });
+  assert.deepEqual(mixed.map((t) => t.bits), [...Array(8).fill(4), ...Array(24).fill(2)]);
+  const threeMixed = selectTargets(tensors, { num_hidden_layers: 32 }, { target: "all-linear", bits: 3, mixed: true });
+  assert.equal(threeMixed.filter((t) => t.bits === 4).length, 16);
+  const mapped = selectTargets(tensors, {}, { target: "all-linear", bits: 4, bitsMap: "model.layers.3.*=2" });
+  assert.equal(mapped[3]!.bits, 2);
+  assert.equal(mapped[4]!.bits, 4);
+  assert.throws(() => selectTargets(tensors, {}, { target: "nothing_here", bits: 4 }), /matches no/);
+});
