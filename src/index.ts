@@ -19,8 +19,5 @@ export { getBackend, listBackends, registerBackend } from "./kernels/registry.js
 export type { KernelBackend, GemmCall } from "./kernels/backend.js";
 export { tsBackend } from "./kernels/ts-backend.js";
 export { createWasmBackend, wasmSimdSupported } from "./kernels/wasm-backend.js";
-import { registerWasmBackend } from "./kernels/register-default-backends.js";
 
-// WebAssembly SIMD is the default wherever the runtime has it (browsers included).
-registerWasmBackend();
 export { LoftqError, InvalidArgumentError, ShapeError, NonFiniteError, BackendUnavailableError } from "./errors.js";

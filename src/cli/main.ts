@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { LoftqError } from "../errors.js";
 import { parseSafetensors, decodeFloatTensor } from "../io/safetensors.js";
-import { quantizeCheckpoint, type OutputDtype } from "../io/quantize-checkpoint.js";
+import { mergeFragments, parseShard, quantizeCheckpoint, type OutputDtype } from "../io/quantize-checkpoint.js";
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 import { loftq, qloraInit, activeBackendName, QUANTIZER_KINDS, listBackends, type QuantizerKind } from "../node/index.js";
 import { progressRenderer, type ProgressMode } from "./progress.js";
@@ -27,6 +27,7 @@ const HELP: Record<string, string> = {
 
 Usage:
   loftq quantize <model-dir> --out <dir> [options]   a Hugging Face checkpoint → LoftQ backbone + PEFT adapter
+  loftq merge <model-dir> --out <dir> <fragment>...  assemble the outputs of "quantize --shard i/N" runs
   loftq inspect <model-dir | file.safetensors>       tensors, dtypes, shapes, what would be targeted
   loftq matrix <file.safetensors> --tensor NAME      LoftQ on one tensor, print per-iteration errors
   loftq <command> --help                             options of one command
@@ -49,8 +50,16 @@ ${COMMON_LOFTQ_OPTIONS}
   --upstream-scaling  do not compensate the LoRA scaling (PEFT's behaviour)
   --dtype D           F32 | F16 | BF16 for the replaced weights (default: the checkpoint's)
   --force             replace a non-empty --out
+  --resume            continue an interrupted run (finished matrices in <dir>.partial are kept); the files
+                      are byte-identical to an uninterrupted run's (timings in loftq_report.json aside)
+  --shard i/N         compute only targets i−1, i−1+N, … and write a fragment to --out; join all N
+                      fragments with "loftq merge" (a Kubernetes Indexed Job or a Slurm array, one per shard)
   --json              JSON progress events on stdout
   --quiet             no progress output`,
+  merge: `Usage: loftq merge <model-dir> --out <dir> <fragment-dir>... [--force] [--quiet]
+
+Assembles the checkpoint from the fragments written by "loftq quantize <model-dir> --shard i/N --out <fragment>"
+for i = 1..N (same input and settings). The result is byte-identical to one unsharded run.`,
   inspect: `Usage: loftq inspect <model-dir | file.safetensors> [--target T] [--bits N] [--rank R] [--json]
 
 Lists tensors (name, dtype, shape), marks what "loftq quantize" would target and estimates the output sizes.`,
@@ -81,6 +90,8 @@ const OPTIONS = {
   "upstream-scaling": { type: "boolean" },
   dtype: { type: "string" },
   force: { type: "boolean" },
+  resume: { type: "boolean" },
+  shard: { type: "string" },
   json: { type: "boolean" },
   quiet: { type: "boolean" },
 } satisfies ParseArgsConfig["options"];
@@ -134,9 +145,20 @@ function main(argv: string[]): number {
       ...(dtype ? { dtype: dtype as OutputDtype } : {}),
       ...(values.force ? { force: true } : {}),
       ...(values.backend ? { backend: values.backend } : {}),
+      ...(values.resume ? { resume: true } : {}),
+      ...(values.shard ? { shard: parseShard(values.shard) } : {}),
       onEvent: progressRenderer(mode),
     });
     if (mode === "tty" || mode === "plain") printReportTable(result.reports);
+    return 0;
+  }
+  if (command === "merge") {
+    if (!values.out) throw new UsageError("merge needs --out <dir>");
+    const fragments = positionals.slice(2);
+    if (fragments.length === 0) throw new UsageError("merge needs at least one fragment directory");
+    const mode: ProgressMode = values.quiet ? "quiet" : values.json ? "json" : "plain";
+    const result = mergeFragments({ input: path, output: values.out, fragments, ...(values.force ? { force: true } : {}), onEvent: progressRenderer(mode) });
+    if (mode === "plain") printReportTable(result.reports);
     return 0;
   }
   if (command === "inspect") {

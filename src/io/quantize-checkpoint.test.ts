@@ -4,10 +4,11 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync, writeFileSy
 import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { buildTinyLlama } from "../../examples/tiny-llama.js";
-import { quantizeCheckpoint, OutputExistsError, ADAPTER_DIR, REPORT_FILE } from "./quantize-checkpoint.js";
+import { quantizeCheckpoint, mergeFragments, OutputExistsError, ADAPTER_DIR, REPORT_FILE } from "./quantize-checkpoint.js";
 import { openCheckpoint } from "./checkpoint.js";
 import { SafetensorsFile } from "./safetensors-file.js";
 import { writeSafetensorsFile } from "./safetensors-writer.js";
@@ -133,4 +134,62 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
   const inspect = run("inspect", model);
   assert.equal(inspect.status, 0);
   assert.match(inspect.stdout, /14 targeted/);
+});
+
+/**
+ * Every file of a directory (recursively) with its bytes, the report's timings aside and the
+ * directory's own path (recorded in the adapter config and manifest) written as <out>.
+ */
+function snapshot(dir: string, prefix = ""): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const entry of readdirSync(join(dir, prefix), { withFileTypes: true })) {
+    const relative = join(prefix, entry.name);
+    if (entry.isDirectory()) for (const [k, v] of snapshot(dir, relative)) out.set(k, v);
+    else if (entry.name === REPORT_FILE) {
+      const report = JSON.parse(readFileSync(join(dir, relative), "utf8"));
+      for (const m of report.matrices) delete m.seconds;
+      out.set(relative, JSON.stringify(report));
+    } else if (entry.name.endsWith(".json")) out.set(relative, readFileSync(join(dir, relative), "utf8").split(dir).join("<out>"));
+    else out.set(relative, sha256(join(dir, relative)));
+  }
+  return out;
+}
+
+test("--shard 1/2 + 2/2 then merge: byte-identical to one run", () => {
+  const settings = { input: model, bits: 4, rank: 4, iterations: 2, loraAlpha: 8 } as const;
+  const whole = join(work, "whole");
+  quantizeCheckpoint({ ...settings, output: whole });
+  const fragments = [1, 2].map((index) => {
+    const dir = join(work, `fragment-${index}`);
+    const { reports } = quantizeCheckpoint({ ...settings, output: dir, shard: { index, count: 2 } });
+    assert.equal(reports.length, 7);
+    return dir;
+  });
+  const merged = join(work, "merged");
+  assert.throws(() => mergeFragments({ input: model, output: merged, fragments: fragments.slice(0, 1) }), /in no fragment/);
+  mergeFragments({ input: model, output: merged, fragments });
+  assert.deepEqual(snapshot(merged), snapshot(whole));
+});
+
+test("--resume after kill -9: finished matrices are kept and the files equal an uninterrupted run's", async () => {
+  const cli = fileURLToPath(new URL("../cli/main.js", import.meta.url));
+  const out = join(work, "resumed");
+  const args = [cli, "quantize", model, "--out", out, "--rank", "4", "--iters", "2", "--json"];
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let finished = 0;
+  await new Promise<void>((resolvePromise) => {
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      if (JSON.parse(line).type === "matrix-done" && ++finished === 3) child.kill("SIGKILL");
+    });
+    child.on("exit", () => resolvePromise());
+  });
+  assert.ok(existsSync(`${out}.partial`) && !existsSync(out), "killed mid-run: only the .partial exists");
+  const resumed = spawnSync(process.execPath, [...args.slice(0, -1), "--resume", "--json"], { encoding: "utf8" });
+  assert.equal(resumed.status, 0, resumed.stderr);
+  const computed = resumed.stdout.trim().split("\n").map((l) => JSON.parse(l)).filter((e) => e.type === "matrix-start").length;
+  assert.ok(computed <= 14 - 3, `resumed run recomputed ${computed} matrices`);
+  const reference = join(work, "uninterrupted");
+  const uninterrupted = spawnSync(process.execPath, [cli, "quantize", model, "--out", reference, "--rank", "4", "--iters", "2", "--quiet"], { encoding: "utf8" });
+  assert.equal(uninterrupted.status, 0, uninterrupted.stderr);
+  assert.deepEqual(snapshot(out), snapshot(reference));
 });

@@ -1,5 +1,5 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { basename, join, resolve } from "node:path";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { InvalidArgumentError, LoftqError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { loftq } from "../loftq/loftq.js";
@@ -7,7 +7,8 @@ import type { IterationErrors } from "../loftq/loftq.js";
 import type { QuantizerKind } from "../quant/quantizer.js";
 import { encodeHalf } from "../tensor/dtype.js";
 import { transpose, type Matrix } from "../tensor/matrix.js";
-import { INDEX_FILE, openCheckpoint } from "./checkpoint.js";
+import { INDEX_FILE, openCheckpoint, type Checkpoint } from "./checkpoint.js";
+import { hasMatrix, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
 import { adapterConfig, formatAdapterConfig, loraTensorNames, taskTypeOf } from "./peft-adapter.js";
 import { tensorByteLength, upstreamOrder, writeSafetensorsFile, type PlannedTensor } from "./safetensors-writer.js";
 import { checkBitsOption, selectTargets, type TargetMatrix } from "./targets.js";
@@ -81,109 +82,110 @@ export interface QuantizeCheckpointResult {
   reports: MatrixReport[];
 }
 
-export function quantizeCheckpoint(options: QuantizeCheckpointOptions): QuantizeCheckpointResult {
+/** Settings that must match between a run and its resumption, or between shards being merged. */
+function settingsOf(options: QuantizeCheckpointOptions) {
+  return {
+    bits: options.bits ?? 4, mixed: options.mixed ?? false, bitsMap: options.bitsMap ?? null, rank: options.rank ?? 16,
+    iterations: options.iterations ?? 1, quantizer: options.quantizer ?? "nf", blockSize: options.blockSize ?? 64,
+    target: options.target ?? "all-linear", loraAlpha: options.loraAlpha ?? null, upstreamScaling: options.upstreamScaling ?? false,
+    dtype: options.dtype ?? null, seed: options.seed ?? 0,
+  };
+}
+
+const SETTINGS_FILE = "loftq_settings.json";
+export const FRAGMENT_FILE = "loftq_fragment.json";
+
+/**
+ * `--shard i/N`: this process computes targets i−1, i−1+N, … (in checkpoint order) and writes a
+ * fragment (their matrices); `mergeFragments` assembles the checkpoint from all N fragments.
+ */
+export interface ShardSpec {
+  index: number;
+  count: number;
+}
+
+export function parseShard(spec: string): ShardSpec {
+  const match = /^(\d+)\/(\d+)$/.exec(spec);
+  const index = match ? Number(match[1]) : NaN;
+  const count = match ? Number(match[2]) : NaN;
+  if (!(count >= 1 && index >= 1 && index <= count)) throw new InvalidArgumentError(`--shard must be i/N with 1 ≤ i ≤ N, got "${spec}"`);
+  return { index, count };
+}
+
+export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume?: boolean; shard?: ShardSpec }): QuantizeCheckpointResult {
   const started = Date.now();
-  const bits = options.bits ?? 4;
-  checkBitsOption(bits);
-  const rank = options.rank ?? 16;
-  const iterations = options.iterations ?? 1;
-  const quantizer = options.quantizer ?? "nf";
+  const settings = settingsOf(options);
+  checkBitsOption(settings.bits);
   const output = resolve(options.output);
   const input = resolve(options.input);
   if (output === input) throw new InvalidArgumentError("--out must differ from the input directory (inputs are never modified)");
   if (existsSync(output) && (!statSync(output).isDirectory() || readdirSync(output).length > 0) && !options.force) throw new OutputExistsError(output);
+  const partial = `${output}.partial`;
+  const checkpoint = openCheckpoint(input);
+  try {
+    const targets = planTargets(checkpoint, settings);
+    const mine = options.shard ? targets.filter((_, i) => i % options.shard!.count === options.shard!.index - 1) : targets;
+    const settingsText = JSON.stringify({ input, settings }, null, 2) + "\n";
+    const resuming = options.resume === true && existsSync(join(partial, SETTINGS_FILE));
+    if (resuming && readFileSync(join(partial, SETTINGS_FILE), "utf8") !== settingsText) {
+      throw new InvalidArgumentError(`${partial} was started with other settings or another input; run without --resume to start over`);
+    }
+    options.onEvent?.({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length });
+    try {
+      if (!resuming) {
+        rmSync(partial, { recursive: true, force: true });
+        mkdirSync(partial, { recursive: true });
+        writeFileSync(join(partial, SETTINGS_FILE), settingsText);
+      }
+      // A kill leaves a resumable .partial (finished matrices in its store); an error removes it.
+      const store = join(partial, STORE_DIR);
+      const reports = computeMatrices(checkpoint, mine, store, settings, options);
+      if (options.shard) {
+        writeFileSync(join(partial, FRAGMENT_FILE), JSON.stringify({ shard: `${options.shard.index}/${options.shard.count}`, modules: mine.map((t) => t.module) }, null, 2) + "\n");
+      } else {
+        assemble(checkpoint, targets, [store], partial, output, settings);
+        rmSync(store, { recursive: true, force: true });
+        rmSync(join(partial, SETTINGS_FILE));
+      }
+      rmSync(output, { recursive: true, force: true });
+      renameSync(partial, output);
+      options.onEvent?.({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: reports.length });
+      return { output, reports };
+    } catch (error) {
+      rmSync(partial, { recursive: true, force: true });
+      throw error;
+    }
+  } finally {
+    checkpoint.close();
+  }
+}
 
+/**
+ * `loftq merge`: the checkpoint assembled from the fragments of every `--shard i/N` run (same
+ * input, same settings), byte-identical to a single unsharded run.
+ */
+export function mergeFragments(options: { input: string; output: string; fragments: string[]; force?: boolean; onEvent?: (event: PipelineEvent) => void }): QuantizeCheckpointResult {
+  const started = Date.now();
+  const output = resolve(options.output);
+  const input = resolve(options.input);
+  if (existsSync(output) && readdirSync(output).length > 0 && !options.force) throw new OutputExistsError(output);
+  const fragmentSettings = options.fragments.map((dir) => {
+    const path = join(dir, SETTINGS_FILE);
+    if (!existsSync(path) || !existsSync(join(dir, FRAGMENT_FILE))) throw new InvalidArgumentError(`${dir} is not a finished --shard fragment`);
+    return readFileSync(path, "utf8");
+  });
+  if (new Set(fragmentSettings).size !== 1) throw new InvalidArgumentError("the fragments were made with different settings or inputs");
+  const recorded = JSON.parse(fragmentSettings[0]!) as { input: string; settings: ReturnType<typeof settingsOf> };
   const checkpoint = openCheckpoint(input);
   const partial = `${output}.partial`;
   try {
-    const targets = selectTargets(checkpoint.tensors, checkpoint.config, {
-      target: options.target ?? "all-linear",
-      bits,
-      ...(options.bitsMap ? { bitsMap: options.bitsMap } : {}),
-      ...(options.mixed ? { mixed: true } : {}),
-    });
-    for (const t of targets) {
-      if (!Number.isInteger(rank) || rank < 1 || rank > Math.min(t.rows, t.cols)) {
-        throw new InvalidArgumentError(`--rank ${rank} does not fit ${t.module} (${t.rows}×${t.cols})`);
-      }
-    }
-    const byTensor = new Map(targets.map((t) => [t.tensor, t]));
-    options.onEvent?.({ type: "plan", matrices: targets.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length });
+    const targets = planTargets(checkpoint, recorded.settings);
+    const stores = options.fragments.map((dir) => join(dir, STORE_DIR));
+    const missing = targets.filter((t) => !stores.some((store) => hasMatrix(store, t.module)));
+    if (missing.length > 0) throw new InvalidArgumentError(`${missing.length} matrices are in no fragment (first: ${missing[0]!.module}); is a shard missing?`);
     rmSync(partial, { recursive: true, force: true });
-    mkdirSync(join(partial, ADAPTER_DIR), { recursive: true });
-
-    const reports: MatrixReport[] = [];
-    const adapters = new Map<string, { a: Matrix; b: Matrix }>();
-    const weightMap: Record<string, string> = {};
-    let totalSize = 0;
-    let index = 0;
-    const processTarget = (target: TargetMatrix, outDtype: string): Uint8Array => {
-      const position = index++;
-      const stored = checkpoint.readFloat32(target.tensor);
-      const asStored: Matrix = target.transposed ? { rows: target.cols, cols: target.rows, data: stored } : { rows: target.rows, cols: target.cols, data: stored };
-      const weight = target.transposed ? transpose(asStored) : asStored;
-      options.onEvent?.({ type: "matrix-start", index: position, total: targets.length, module: target.module, rows: target.rows, cols: target.cols, bits: target.bits });
-      const matrixStarted = Date.now();
-      const result = loftq(weight, {
-        bits: target.bits,
-        rank,
-        iterations,
-        quantizer,
-        seed: options.seed ?? 0,
-        name: target.tensor,
-        ...(options.blockSize !== undefined ? { blockSize: options.blockSize } : {}),
-        ...(options.loraAlpha !== undefined ? { loraAlpha: options.loraAlpha } : {}),
-        ...(options.upstreamScaling ? { upstreamScaling: true } : {}),
-        ...(options.backend !== undefined ? { backend: options.backend } : {}),
-        onIteration: (r) =>
-          options.onEvent?.({ type: "iteration", index: position, total: targets.length, module: target.module, iteration: r.iteration, iterations: r.iterations, quantError: r.quantError, error: r.error }),
-      });
-      adapters.set(target.module, { a: result.loraA, b: result.loraB });
-      const report: MatrixReport = {
-        tensor: target.tensor,
-        module: target.module,
-        shape: [target.rows, target.cols],
-        transposed: target.transposed,
-        bits: target.bits,
-        rank,
-        qOnlyError: result.history[0]!.quantError,
-        history: result.history,
-        selectedIteration: result.selectedIteration,
-        seconds: (Date.now() - matrixStarted) / 1000,
-      };
-      reports.push(report);
-      options.onEvent?.({ type: "matrix-done", index: position, total: targets.length, report });
-      const q = target.transposed ? transpose(result.dequantized).data : result.dequantized.data;
-      return encodeFloats(q, outDtype);
-    };
-
-    for (const shard of checkpoint.shardNames) {
-      const planned: PlannedTensor[] = upstreamOrder(
-        checkpoint.files.get(shard)!.tensors.map((t) => ({
-          name: t.name,
-          shape: t.shape,
-          dtype: byTensor.has(t.name) && options.dtype ? options.dtype : t.dtype,
-        })),
-      );
-      for (const t of planned) {
-        weightMap[t.name] = shard;
-        totalSize += tensorByteLength(t);
-      }
-      writeSafetensorsFile(join(partial, shard), planned, { ...checkpoint.metadata, format: "pt" }, (tensor) => {
-        const target = byTensor.get(tensor.name);
-        return target ? processTarget(target, tensor.dtype) : checkpoint.readBytes(tensor.name);
-      });
-    }
-    if (checkpoint.sharded) {
-      const index = { metadata: { total_size: totalSize }, weight_map: Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : 1))) };
-      writeFileSync(join(partial, INDEX_FILE), JSON.stringify(index, null, 2) + "\n");
-    }
-    for (const file of readdirSync(input)) {
-      if (COPIED_FILE.test(file) && statSync(join(input, file)).isFile()) copyFileSync(join(input, file), join(partial, file));
-    }
-    writeAdapter(partial, output, targets, adapters, rank, options, checkpoint.config);
-    writeFileSync(join(partial, REPORT_FILE), JSON.stringify({ matrices: reports }, null, 2) + "\n");
-    writeFileSync(join(partial, MANIFEST_FILE), JSON.stringify(manifest(options, input, output, targets, rank, iterations, quantizer, bits), null, 2) + "\n");
+    mkdirSync(partial, { recursive: true });
+    const reports = assemble(checkpoint, targets, stores, partial, output, recorded.settings);
     rmSync(output, { recursive: true, force: true });
     renameSync(partial, output);
     options.onEvent?.({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: reports.length });
@@ -196,6 +198,109 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions): Quantize
   }
 }
 
+type Settings = ReturnType<typeof settingsOf>;
+
+function planTargets(checkpoint: Checkpoint, settings: Settings): TargetMatrix[] {
+  const targets = selectTargets(checkpoint.tensors, checkpoint.config, {
+    target: settings.target,
+    bits: settings.bits,
+    ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}),
+    ...(settings.mixed ? { mixed: true } : {}),
+  });
+  for (const t of targets) {
+    if (!Number.isInteger(settings.rank) || settings.rank < 1 || settings.rank > Math.min(t.rows, t.cols)) {
+      throw new InvalidArgumentError(`--rank ${settings.rank} does not fit ${t.module} (${t.rows}×${t.cols})`);
+    }
+  }
+  return targets;
+}
+
+/** Runs LoftQ on every target not yet in the store, one at a time, saving each as it finishes. */
+function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[], store: string, settings: Settings, options: QuantizeCheckpointOptions): MatrixReport[] {
+  const reports: MatrixReport[] = [];
+  targets.forEach((target, index) => {
+    const total = targets.length;
+    if (hasMatrix(store, target.module)) {
+      const report = loadMatrix(store, target.module).report;
+      reports.push(report);
+      options.onEvent?.({ type: "matrix-done", index, total, report });
+      return;
+    }
+    const info = checkpoint.tensors.find((t) => t.name === target.tensor)!;
+    const stored = checkpoint.readFloat32(target.tensor);
+    const asStored: Matrix = { rows: info.shape[0]!, cols: info.shape[1]!, data: stored };
+    const weight = target.transposed ? transpose(asStored) : asStored;
+    options.onEvent?.({ type: "matrix-start", index, total, module: target.module, rows: target.rows, cols: target.cols, bits: target.bits });
+    const matrixStarted = Date.now();
+    const result = loftq(weight, {
+      bits: target.bits,
+      rank: settings.rank,
+      iterations: settings.iterations,
+      quantizer: settings.quantizer,
+      blockSize: settings.blockSize,
+      seed: settings.seed,
+      name: target.tensor,
+      ...(settings.loraAlpha !== null ? { loraAlpha: settings.loraAlpha } : {}),
+      ...(settings.upstreamScaling ? { upstreamScaling: true } : {}),
+      ...(options.backend !== undefined ? { backend: options.backend } : {}),
+      onIteration: (r) =>
+        options.onEvent?.({ type: "iteration", index, total, module: target.module, iteration: r.iteration, iterations: r.iterations, quantError: r.quantError, error: r.error }),
+    });
+    const report: MatrixReport = {
+      tensor: target.tensor,
+      module: target.module,
+      shape: [target.rows, target.cols],
+      transposed: target.transposed,
+      bits: target.bits,
+      rank: settings.rank,
+      qOnlyError: result.history[0]!.quantError,
+      history: result.history,
+      selectedIteration: result.selectedIteration,
+      seconds: (Date.now() - matrixStarted) / 1000,
+    };
+    const q = target.transposed ? transpose(result.dequantized).data : result.dequantized.data;
+    const qDtype = settings.dtype ?? info.dtype;
+    saveMatrix(store, target.module, qDtype, info.shape, { q: encodeFloats(q, qDtype), a: result.loraA, b: result.loraB, report });
+    reports.push(report);
+    options.onEvent?.({ type: "matrix-done", index, total, report });
+  });
+  return reports;
+}
+
+/** Writes the backbone shards, index, copied files, adapter, report and manifest into `dir`. */
+function assemble(checkpoint: Checkpoint, targets: readonly TargetMatrix[], stores: readonly string[], dir: string, output: string, settings: Settings): MatrixReport[] {
+  const storeOf = (module: string) => stores.find((store) => hasMatrix(store, module))!;
+  const byTensor = new Map(targets.map((t) => [t.tensor, t]));
+  const weightMap: Record<string, string> = {};
+  let totalSize = 0;
+  for (const shard of checkpoint.shardNames) {
+    const planned: PlannedTensor[] = upstreamOrder(
+      checkpoint.files.get(shard)!.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: byTensor.has(t.name) && settings.dtype ? settings.dtype : t.dtype })),
+    );
+    for (const t of planned) {
+      weightMap[t.name] = shard;
+      totalSize += tensorByteLength(t);
+    }
+    writeSafetensorsFile(join(dir, shard), planned, { ...checkpoint.metadata, format: "pt" }, (tensor) => {
+      const target = byTensor.get(tensor.name);
+      return target ? loadMatrix(storeOf(target.module), target.module).q : checkpoint.readBytes(tensor.name);
+    });
+  }
+  if (checkpoint.sharded) {
+    const index = { metadata: { total_size: totalSize }, weight_map: Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : 1))) };
+    writeFileSync(join(dir, INDEX_FILE), JSON.stringify(index, null, 2) + "\n");
+  }
+  for (const file of readdirSync(checkpoint.dir)) {
+    if (COPIED_FILE.test(file) && statSync(join(checkpoint.dir, file)).isFile()) copyFileSync(join(checkpoint.dir, file), join(dir, file));
+  }
+  const matrices = targets.map((t) => ({ target: t, ...loadMatrix(storeOf(t.module), t.module) }));
+  writeAdapter(dir, output, matrices, settings, checkpoint.config);
+  const reports = matrices.map((m) => m.report);
+  writeFileSync(join(dir, REPORT_FILE), JSON.stringify({ matrices: reports }, null, 2) + "\n");
+  writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(manifest(settings, checkpoint.dir, output, targets), null, 2) + "\n");
+  return reports;
+}
+
 function encodeFloats(values: Float32Array, dtype: string): Uint8Array {
   if (dtype === "F32") return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   if (dtype === "F16") return encodeHalf(values, "f16");
@@ -204,47 +309,42 @@ function encodeFloats(values: Float32Array, dtype: string): Uint8Array {
 }
 
 function writeAdapter(
-  dir: string, output: string, targets: readonly TargetMatrix[], adapters: Map<string, { a: Matrix; b: Matrix }>,
-  rank: number, options: QuantizeCheckpointOptions, config: Record<string, unknown> | undefined,
+  dir: string, output: string, matrices: ReadonlyArray<{ target: TargetMatrix; a: Matrix; b: Matrix }>, settings: Settings, config: Record<string, unknown> | undefined,
 ): void {
   const tensors: Array<PlannedTensor & { data: Float32Array }> = [];
-  for (const target of targets) {
-    const { a, b } = adapters.get(target.module)!;
+  for (const { target, a, b } of matrices) {
     const names = loraTensorNames(target.module);
     tensors.push({ name: names.a, dtype: "F32", shape: [a.rows, a.cols], data: a.data });
     tensors.push({ name: names.b, dtype: "F32", shape: [b.rows, b.cols], data: b.data });
   }
   const ordered = upstreamOrder(tensors);
+  mkdirSync(join(dir, ADAPTER_DIR), { recursive: true });
   writeSafetensorsFile(join(dir, ADAPTER_DIR, "adapter_model.safetensors"), ordered, { format: "pt" }, (_, i) => {
     const data = ordered[i]!.data;
     return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   });
   const adapter = adapterConfig({
     baseModel: output,
-    rank,
-    loraAlpha: options.loraAlpha ?? rank,
-    targetModules: targets.map((t) => t.module),
+    rank: settings.rank,
+    loraAlpha: settings.loraAlpha ?? settings.rank,
+    targetModules: matrices.map((m) => m.target.module),
     taskType: taskTypeOf(config),
-    fanInFanOut: targets.some((t) => t.transposed),
+    fanInFanOut: matrices.some((m) => m.target.transposed),
     useRslora: false,
   });
   writeFileSync(join(dir, ADAPTER_DIR, "adapter_config.json"), formatAdapterConfig(adapter));
 }
 
-function manifest(
-  options: QuantizeCheckpointOptions, input: string, output: string, targets: readonly TargetMatrix[],
-  rank: number, iterations: number, quantizer: QuantizerKind, bits: number,
-) {
-  const loraAlpha = options.loraAlpha ?? rank;
+/** Settings and load recipe. No timestamps: a resumed or merged run writes the same bytes. */
+function manifest(settings: Settings, input: string, output: string, targets: readonly TargetMatrix[]) {
+  const fourBit = settings.bits === 4 && (settings.quantizer === "nf" || settings.quantizer === "bnb-nf4");
   return {
     tool: "loftq (TypeScript)",
-    created: new Date().toISOString(),
     input,
     settings: {
-      bits, mixed: options.mixed ?? false, bitsMap: options.bitsMap ?? null, rank, iterations, quantizer,
-      blockSize: options.blockSize ?? 64, target: options.target ?? "all-linear", loraAlpha,
-      scaling: options.upstreamScaling ? "upstream (not compensated)" : "compensated: (lora_alpha / r) · B · A = W − Q",
-      dtype: options.dtype ?? "as input", seed: options.seed ?? 0,
+      ...settings,
+      loraAlpha: settings.loraAlpha ?? settings.rank,
+      scaling: settings.upstreamScaling ? "upstream (not compensated)" : "compensated: (lora_alpha / r) · B · A = W − Q",
     },
     bitsHistogram: targets.reduce<Record<string, number>>((h, t) => ((h[t.bits] = (h[t.bits] ?? 0) + 1), h), {}),
     load: {
@@ -252,12 +352,11 @@ function manifest(
         "from transformers import AutoModelForCausalLM, BitsAndBytesConfig",
         "from peft import PeftModel",
         `base = AutoModelForCausalLM.from_pretrained(${JSON.stringify(output)}, torch_dtype="auto"` +
-          (bits === 4 && quantizer !== "int8" ? ', quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False)' : "") + ")",
+          (fourBit ? ', quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False)' : "") + ")",
         `model = PeftModel.from_pretrained(base, ${JSON.stringify(output)}, subfolder="${ADAPTER_DIR}", is_trainable=True)`,
       ],
-      javascript: [`import { openCheckpoint } from "loftq/node";`, `const backbone = openCheckpoint(${JSON.stringify(output)});`],
-      note: "2- and 3-bit backbones are fake-quantized (dequantized Q stored in the model dtype): bitsandbytes has no kernel for them.",
+      javascript: [`import { openCheckpoint, SafetensorsFile } from "loftq/node";`, `const backbone = openCheckpoint(${JSON.stringify(output)});`],
+      note: "2- and 3-bit backbones are fake-quantized (the dequantized Q stored in the model dtype): bitsandbytes has no kernel for them.",
     },
-    directory: basename(output),
   };
 }

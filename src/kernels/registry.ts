@@ -1,6 +1,7 @@
 import { BackendUnavailableError } from "../errors.js";
 import type { KernelBackend } from "./backend.js";
 import { tsBackend } from "./ts-backend.js";
+import { createWasmBackend, wasmSimdSupported } from "./wasm-backend.js";
 
 /**
  * Backends by name, each with a priority; the default is the highest-priority one registered.
@@ -14,11 +15,26 @@ export function registerBackend(backend: KernelBackend, priority: number): void 
 }
 
 export function listBackends(): string[] {
+  registerDefaults();
   return [...backends.entries()].sort((x, y) => y[1].priority - x[1].priority).map(([name]) => name);
+}
+
+let defaultsRegistered = false;
+
+/**
+ * The reference backend always, and WebAssembly SIMD wherever the runtime has it. Done on first
+ * use rather than on import, so the default does not depend on which modules happen to be loaded.
+ */
+function registerDefaults(): void {
+  if (defaultsRegistered) return;
+  defaultsRegistered = true;
+  registerBackend(tsBackend, 0);
+  if (wasmSimdSupported()) registerBackend(createWasmBackend(), 10);
 }
 
 /** The named backend, or the fastest registered one when `name` is omitted. */
 export function getBackend(name?: string): KernelBackend {
+  registerDefaults();
   if (name === undefined) {
     const best = listBackends()[0];
     return best === undefined ? tsBackend : backends.get(best)!.backend;
@@ -30,4 +46,3 @@ export function getBackend(name?: string): KernelBackend {
   return entry.backend;
 }
 
-registerBackend(tsBackend, 0);

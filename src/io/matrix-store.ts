@@ -1,0 +1,59 @@
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { LoftqError } from "../errors.js";
+import type { Matrix } from "../tensor/matrix.js";
+import { SafetensorsFile } from "./safetensors-file.js";
+import { writeSafetensorsFile } from "./safetensors-writer.js";
+import type { MatrixReport } from "./quantize-checkpoint.js";
+
+/**
+ * Finished matrices on disk, one safetensors file per module (`q` in the backbone dtype and stored
+ * orientation, `lora_A`, `lora_B`, the report in the metadata), each written atomically. This is
+ * what makes runs resumable after a kill -9 and shardable across machines: computing a matrix and
+ * assembling the checkpoint are separate steps, and a store can come from another process.
+ */
+export const STORE_DIR = ".loftq-matrices";
+const MODULE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
+
+export interface StoredMatrix {
+  q: Uint8Array;
+  a: Matrix;
+  b: Matrix;
+  report: MatrixReport;
+}
+
+function fileOf(store: string, module: string): string {
+  if (!MODULE_NAME.test(module)) throw new LoftqError("INVALID_ARGUMENT", `module name "${module}" cannot name a file`);
+  return join(store, `${module}.safetensors`);
+}
+
+export function saveMatrix(store: string, module: string, qDtype: string, qShape: readonly number[], result: StoredMatrix): void {
+  mkdirSync(store, { recursive: true });
+  const tensors = [
+    { name: "lora_A", dtype: "F32", shape: [result.a.rows, result.a.cols], bytes: bytesOf(result.a.data) },
+    { name: "lora_B", dtype: "F32", shape: [result.b.rows, result.b.cols], bytes: bytesOf(result.b.data) },
+    { name: "q", dtype: qDtype, shape: qShape, bytes: result.q },
+  ];
+  writeSafetensorsFile(fileOf(store, module), tensors, { report: JSON.stringify(result.report) }, (_, i) => tensors[i]!.bytes);
+}
+
+export function hasMatrix(store: string, module: string): boolean {
+  return existsSync(fileOf(store, module));
+}
+
+export function loadMatrix(store: string, module: string): StoredMatrix {
+  const file = SafetensorsFile.open(fileOf(store, module));
+  try {
+    const matrix = (name: string): Matrix => {
+      const info = file.info(name);
+      return { rows: info.shape[0]!, cols: info.shape[1]!, data: file.readFloat32(name) };
+    };
+    return { q: file.readBytes("q"), a: matrix("lora_A"), b: matrix("lora_B"), report: JSON.parse(file.header.metadata.report ?? "null") as MatrixReport };
+  } finally {
+    file.close();
+  }
+}
+
+function bytesOf(data: Float32Array): Uint8Array {
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
