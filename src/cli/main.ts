@@ -49,6 +49,7 @@ ${COMMON_LOFTQ_OPTIONS}
   --lora-alpha A      LoRA alpha (default r); A and B are scaled so (alpha/r)·B·A = W − Q
   --upstream-scaling  do not compensate the LoRA scaling (PEFT's behaviour)
   --dtype D           F32 | F16 | BF16 for the replaced weights (default: the checkpoint's)
+  --format bnb4       also write <dir>/bnb-4bit/, a pre-quantized bitsandbytes NF4 checkpoint (4-bit runs)
   --force             replace a non-empty --out
   --resume            continue an interrupted run (finished matrices in <dir>.partial are kept); the files
                       are byte-identical to an uninterrupted run's (timings in loftq_report.json aside)
@@ -89,6 +90,7 @@ const OPTIONS = {
   "lora-alpha": { type: "string" },
   "upstream-scaling": { type: "boolean" },
   dtype: { type: "string" },
+  format: { type: "string" },
   force: { type: "boolean" },
   resume: { type: "boolean" },
   shard: { type: "string" },
@@ -146,6 +148,7 @@ function main(argv: string[]): number {
       ...(values.force ? { force: true } : {}),
       ...(values.backend ? { backend: values.backend } : {}),
       ...(values.resume ? { resume: true } : {}),
+      ...(values.format ? { format: parseFormat(values.format) } : {}),
       ...(values.shard ? { shard: parseShard(values.shard) } : {}),
       onEvent: progressRenderer(mode),
     });
@@ -196,6 +199,11 @@ function main(argv: string[]): number {
       `${result.quantized.bitsPerWeight.toFixed(3)} bits/weight, ${seconds.toFixed(2)} s on ${summary.backend}`);
   }
   return 0;
+}
+
+function parseFormat(value: string): "fp" | "bnb4" {
+  if (value !== "fp" && value !== "bnb4") throw new UsageError(`--format must be fp or bnb4, got "${value}"`);
+  return value;
 }
 
 function printReportTable(reports: ReturnType<typeof quantizeCheckpoint>["reports"]): void {

@@ -13,6 +13,7 @@ import { openCheckpoint } from "./checkpoint.js";
 import { SafetensorsFile } from "./safetensors-file.js";
 import { writeSafetensorsFile } from "./safetensors-writer.js";
 import { tsBackend } from "../kernels/ts-backend.js";
+import { createQuantizer } from "../quant/quantizer.js";
 
 let work: string;
 let model: string;
@@ -192,4 +193,36 @@ test("--resume after kill -9: finished matrices are kept and the files equal an 
   const uninterrupted = spawnSync(process.execPath, [cli, "quantize", model, "--out", reference, "--rank", "4", "--iters", "2", "--quiet"], { encoding: "utf8" });
   assert.equal(uninterrupted.status, 0, uninterrupted.stderr);
   assert.deepEqual(snapshot(out), snapshot(reference));
+});
+
+test("--format bnb4: a pre-quantized bitsandbytes NF4 checkpoint whose dequantized weights are the backbone's Q", () => {
+  const out = join(work, "bnb4");
+  quantizeCheckpoint({ input: model, output: out, bits: 4, rank: 4, target: "q_proj,down_proj", format: "bnb4" });
+  const backbone = openCheckpoint(out);
+  const bnb = openCheckpoint(join(out, "bnb-4bit"));
+  try {
+    const config = JSON.parse(readFileSync(join(out, "bnb-4bit", "config.json"), "utf8"));
+    assert.equal(config.quantization_config.bnb_4bit_quant_type, "nf4");
+    assert.equal(config.quantization_config.bnb_4bit_compute_dtype, "bfloat16");
+    const quantizer = createQuantizer({ kind: "bnb-nf4" });
+    for (const module of ["model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"]) {
+      const state = JSON.parse(new TextDecoder().decode(bnb.readBytes(`${module}.weight.quant_state.bitsandbytes__nf4`)));
+      const q = backbone.readFloat32(`${module}.weight`);
+      assert.deepEqual(Object.keys(state), ["quant_type", "blocksize", "dtype", "shape"]);
+      const [rows, cols] = state.shape as [number, number];
+      assert.equal(rows * cols, q.length);
+      const packed = bnb.readBytes(`${module}.weight`);
+      const absmax = bnb.readFloat32(`${module}.weight.absmax`);
+      const dequantized = quantizer.dequantize({ ...quantizer.quantize({ rows, cols, data: q }), packed, absmax }).data;
+      let worst = 0;
+      for (let i = 0; i < q.length; i++) worst = Math.max(worst, Math.abs(dequantized[i]! - q[i]!) / (absmax[(i / 64) | 0]! || 1));
+      assert.ok(worst < 1e-2, `${module}: dequantized NF4 within 1% of each block's absmax of Q (got ${worst})`);
+    }
+    assert.deepEqual(bnb.readBytes("model.embed_tokens.weight"), backbone.readBytes("model.embed_tokens.weight"));
+    assert.ok(!bnb.tensors.some((t) => t.name === "model.layers.0.self_attn.k_proj.weight.absmax"), "only targets are quantized");
+  } finally {
+    backbone.close();
+    bnb.close();
+  }
+  assert.throws(() => quantizeCheckpoint({ input: model, output: join(work, "bnb2"), bits: 2, rank: 4, format: "bnb4" }), /needs every target at NF4/);
 });

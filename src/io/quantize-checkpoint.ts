@@ -9,6 +9,7 @@ import { encodeHalf } from "../tensor/dtype.js";
 import { transpose, type Matrix } from "../tensor/matrix.js";
 import { INDEX_FILE, openCheckpoint, type Checkpoint } from "./checkpoint.js";
 import { hasMatrix, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
+import { BNB4_DIR, bnb4QuantizationConfig, bnb4Tensors, torchDtypeName } from "./bnb4-export.js";
 import { adapterConfig, formatAdapterConfig, loraTensorNames, taskTypeOf } from "./peft-adapter.js";
 import { tensorByteLength, upstreamOrder, writeSafetensorsFile, type PlannedTensor } from "./safetensors-writer.js";
 import { checkBitsOption, selectTargets, type TargetMatrix } from "./targets.js";
@@ -45,6 +46,8 @@ export interface QuantizeCheckpointOptions {
   seed?: number;
   /** Replace a non-empty output directory. */
   force?: boolean;
+  /** "bnb4" also writes `<out>/bnb-4bit/`, a pre-quantized bitsandbytes NF4 checkpoint. */
+  format?: "fp" | "bnb4";
   backend?: KernelBackend | string;
   onEvent?: (event: PipelineEvent) => void;
 }
@@ -88,7 +91,7 @@ function settingsOf(options: QuantizeCheckpointOptions) {
     bits: options.bits ?? 4, mixed: options.mixed ?? false, bitsMap: options.bitsMap ?? null, rank: options.rank ?? 16,
     iterations: options.iterations ?? 1, quantizer: options.quantizer ?? "nf", blockSize: options.blockSize ?? 64,
     target: options.target ?? "all-linear", loraAlpha: options.loraAlpha ?? null, upstreamScaling: options.upstreamScaling ?? false,
-    dtype: options.dtype ?? null, seed: options.seed ?? 0,
+    dtype: options.dtype ?? null, seed: options.seed ?? 0, format: options.format ?? "fp",
   };
 }
 
@@ -211,6 +214,9 @@ function planTargets(checkpoint: Checkpoint, settings: Settings): TargetMatrix[]
     if (!Number.isInteger(settings.rank) || settings.rank < 1 || settings.rank > Math.min(t.rows, t.cols)) {
       throw new InvalidArgumentError(`--rank ${settings.rank} does not fit ${t.module} (${t.rows}×${t.cols})`);
     }
+    if (settings.format === "bnb4" && (t.bits !== 4 || !["nf", "bnb-nf4"].includes(settings.quantizer) || settings.blockSize !== 64)) {
+      throw new InvalidArgumentError(`--format bnb4 needs every target at NF4 with block 64 (${t.module} is ${t.bits}-bit ${settings.quantizer}, block ${settings.blockSize}); 2/3/8-bit backbones stay fake-quantized`);
+    }
   }
   return targets;
 }
@@ -293,6 +299,7 @@ function assemble(checkpoint: Checkpoint, targets: readonly TargetMatrix[], stor
   for (const file of readdirSync(checkpoint.dir)) {
     if (COPIED_FILE.test(file) && statSync(join(checkpoint.dir, file)).isFile()) copyFileSync(join(checkpoint.dir, file), join(dir, file));
   }
+  if (settings.format === "bnb4") writeBnb4(checkpoint, byTensor, storeOf, join(dir, BNB4_DIR), settings);
   const matrices = targets.map((t) => ({ target: t, ...loadMatrix(storeOf(t.module), t.module) }));
   writeAdapter(dir, output, matrices, settings, checkpoint.config);
   const reports = matrices.map((m) => m.report);
@@ -306,6 +313,47 @@ function encodeFloats(values: Float32Array, dtype: string): Uint8Array {
   if (dtype === "F16") return encodeHalf(values, "f16");
   if (dtype === "BF16") return encodeHalf(values, "bf16");
   throw new InvalidArgumentError(`cannot write a quantized weight as ${dtype}`);
+}
+
+/** The bitsandbytes NF4 checkpoint beside the backbone: same shards, target weights replaced by their 4-bit state. */
+function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, storeOf: (module: string) => string, dir: string, settings: Settings): void {
+  mkdirSync(dir, { recursive: true });
+  const weightMap: Record<string, string> = {};
+  let totalSize = 0;
+  let computeDtype = "float32";
+  for (const shard of checkpoint.shardNames) {
+    const contents = new Map<string, Uint8Array | undefined>();
+    const planned: PlannedTensor[] = [];
+    for (const t of checkpoint.files.get(shard)!.tensors) {
+      const target = byTensor.get(t.name);
+      if (!target) {
+        planned.push({ name: t.name, dtype: t.dtype, shape: t.shape });
+        contents.set(t.name, undefined);
+        continue;
+      }
+      const dtype = settings.dtype ?? t.dtype;
+      computeDtype = torchDtypeName(dtype);
+      for (const tensor of bnb4Tensors(target.module, loadMatrix(storeOf(target.module), target.module).q, dtype, t.shape, target.transposed)) {
+        planned.push(tensor);
+        contents.set(tensor.name, tensor.bytes);
+      }
+    }
+    const ordered = upstreamOrder(planned);
+    for (const t of ordered) {
+      weightMap[t.name] = shard;
+      totalSize += tensorByteLength(t);
+    }
+    writeSafetensorsFile(join(dir, shard), ordered, { ...checkpoint.metadata, format: "pt" }, (tensor) => contents.get(tensor.name) ?? checkpoint.readBytes(tensor.name));
+  }
+  if (checkpoint.sharded) {
+    const index = { metadata: { total_size: totalSize }, weight_map: Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : 1))) };
+    writeFileSync(join(dir, INDEX_FILE), JSON.stringify(index, null, 2) + "\n");
+  }
+  for (const file of readdirSync(checkpoint.dir)) {
+    if (COPIED_FILE.test(file) && file !== "config.json" && statSync(join(checkpoint.dir, file)).isFile()) copyFileSync(join(checkpoint.dir, file), join(dir, file));
+  }
+  const config = { ...(checkpoint.config ?? {}), quantization_config: bnb4QuantizationConfig(computeDtype) };
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
 }
 
 function writeAdapter(
@@ -355,6 +403,14 @@ function manifest(settings: Settings, input: string, output: string, targets: re
           (fourBit ? ', quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False)' : "") + ")",
         `model = PeftModel.from_pretrained(base, ${JSON.stringify(output)}, subfolder="${ADAPTER_DIR}", is_trainable=True)`,
       ],
+      ...(settings.format === "bnb4"
+        ? {
+            pythonPrequantized: [
+              `base = AutoModelForCausalLM.from_pretrained(${JSON.stringify(join(output, BNB4_DIR))})  # already NF4: no quantization_config needed`,
+              `model = PeftModel.from_pretrained(base, ${JSON.stringify(output)}, subfolder="${ADAPTER_DIR}", is_trainable=True)`,
+            ],
+          }
+        : {}),
       javascript: [`import { openCheckpoint, SafetensorsFile } from "loftq/node";`, `const backbone = openCheckpoint(${JSON.stringify(output)});`],
       note: "2- and 3-bit backbones are fake-quantized (the dequantized Q stored in the model dtype): bitsandbytes has no kernel for them.",
     },
