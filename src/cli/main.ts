@@ -3,11 +3,13 @@
  * The `loftq` command. Only this layer prints. Exit codes: 0 success, 1 failure (bad or missing
  * input, non-finite weights, output exists, disk full), 2 usage error.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
+import { renderReportHtml, type ReportMatrix } from "../report/html-report.js";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { LoftqError } from "../errors.js";
 import { parseSafetensors, decodeFloatTensor } from "../io/safetensors.js";
-import { mergeFragments, parseShard, quantizeCheckpoint, type OutputDtype } from "../io/quantize-checkpoint.js";
+import { mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 import { loftq, qloraInit, activeBackendName, QUANTIZER_KINDS, listBackends, type QuantizerKind } from "../node/index.js";
 import { progressRenderer, type ProgressMode } from "./progress.js";
@@ -28,6 +30,7 @@ const HELP: Record<string, string> = {
 Usage:
   loftq quantize <model-dir> --out <dir> [options]   a Hugging Face checkpoint → LoftQ backbone + PEFT adapter
   loftq merge <model-dir> --out <dir> <fragment>...  assemble the outputs of "quantize --shard i/N" runs
+  loftq report <out-dir>                             write <out-dir>/loftq_report.html (SVG charts) from loftq_report.json
   loftq inspect <model-dir | file.safetensors>       tensors, dtypes, shapes, what would be targeted
   loftq matrix <file.safetensors> --tensor NAME      LoftQ on one tensor, print per-iteration errors
   loftq <command> --help                             options of one command
@@ -61,6 +64,10 @@ ${COMMON_LOFTQ_OPTIONS}
 
 Assembles the checkpoint from the fragments written by "loftq quantize <model-dir> --shard i/N --out <fragment>"
 for i = 1..N (same input and settings). The result is byte-identical to one unsharded run.`,
+  report: `Usage: loftq report <out-dir> [--out FILE]
+
+Writes one self-contained HTML page (default <out-dir>/loftq_report.html): error per layer (Q only against
+LoftQ), per-iteration curves, the bits map and the full table, from <out-dir>/loftq_report.json.`,
   inspect: `Usage: loftq inspect <model-dir | file.safetensors> [--target T] [--bits N] [--rank R] [--json]
 
 Lists tensors (name, dtype, shape), marks what "loftq quantize" would target and estimates the output sizes.`,
@@ -162,6 +169,13 @@ function main(argv: string[]): number {
     const mode: ProgressMode = values.quiet ? "quiet" : values.json ? "json" : "plain";
     const result = mergeFragments({ input: path, output: values.out, fragments, ...(values.force ? { force: true } : {}), onEvent: progressRenderer(mode) });
     if (mode === "plain") printReportTable(result.reports);
+    return 0;
+  }
+  if (command === "report") {
+    const report = JSON.parse(readFileSync(join(path, REPORT_FILE), "utf8")) as { matrices: ReportMatrix[] };
+    const target = values.out ?? join(path, "loftq_report.html");
+    writeFileSync(target, renderReportHtml(report.matrices, `LoftQ report: ${basename(resolve(path))}`));
+    if (!values.quiet) console.log(`wrote ${target}`);
     return 0;
   }
   if (command === "inspect") {
