@@ -11,7 +11,7 @@ import { LoftqError } from "../errors.js";
 import { parseSafetensors, decodeFloatTensor } from "../io/safetensors.js";
 import { mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
-import { loftq, qloraInit, activeBackendName, QUANTIZER_KINDS, listBackends, type QuantizerKind } from "../node/index.js";
+import { loftq, qloraInit, activeBackendName, QUANTIZER_KINDS, listBackends, registerBackend, createThreadedBackend, type QuantizerKind } from "../node/index.js";
 import { progressRenderer, type ProgressMode } from "./progress.js";
 
 const VERSION = "0.1.0";
@@ -22,7 +22,8 @@ const COMMON_LOFTQ_OPTIONS = `  --bits N            2, 3, 4, 8, or mixed 2/4-bit
   --quantizer Q       ${QUANTIZER_KINDS.join(" | ")} (default nf)
   --block-size B      values per absmax block (default 64)
   --seed S            SVD seed (default 0): same seed, same bytes
-  --backend NAME      kernel backend (default: fastest available)`;
+  --backend NAME      kernel backend (default: fastest available)
+  --threads N         threads for the wasm-threads backend (default: all cores)`;
 
 const HELP: Record<string, string> = {
   main: `loftq ${VERSION}: LoftQ initialisation (quantized backbone + LoRA adapters) on the CPU
@@ -93,6 +94,7 @@ const OPTIONS = {
   "block-size": { type: "string" },
   seed: { type: "string" },
   backend: { type: "string" },
+  threads: { type: "string" },
   target: { type: "string" },
   "lora-alpha": { type: "string" },
   "upstream-scaling": { type: "boolean" },
@@ -136,6 +138,11 @@ function main(argv: string[]): number {
   const seed = number("seed", values.seed, 0);
   const blockSize = number("block-size", values["block-size"], 64);
   if (!path) throw new UsageError(`usage: ${HELP[command]!.split("\n")[0]!.replace("Usage: ", "")}`);
+  if (values.threads !== undefined) {
+    const threads = number("threads", values.threads, 1);
+    if (threads < 1) throw new UsageError("--threads must be at least 1");
+    registerBackend(createThreadedBackend(threads), 30);
+  }
 
   if (command === "quantize") {
     if (!values.out) throw new UsageError("quantize needs --out <dir>");

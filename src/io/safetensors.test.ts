@@ -1,6 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { parseSafetensors, SafetensorsParseError } from "./safetensors.js";
+import { tensorByteLength, upstreamOrder, writeSafetensorsFile } from "./safetensors-writer.js";
 
 /** Builds a file from a header object and a data section (no validation: that is the point). */
 function file(header: unknown, data = new Uint8Array(0), rawHeader?: string): Uint8Array {
@@ -42,4 +46,43 @@ test("hostile headers are typed parse errors naming the file and tensor", () => 
 test("duplicate tensor names are rejected (JSON.parse would silently keep the last)", () => {
   const raw = '{"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}';
   assert.throws(() => parseSafetensors(file(null, new Uint8Array(1), raw), "x.safetensors"), /duplicate/);
+});
+
+test("a failed write (full disk) leaves no file behind and says so", () => {
+  const dir = mkdtempSync(join(tmpdir(), "loftq-write-"));
+  try {
+    const path = join(dir, "model.safetensors");
+    const full = () => {
+      throw Object.assign(new Error("no space left on device"), { code: "ENOSPC" });
+    };
+    assert.throws(() => writeSafetensorsFile(path, [{ name: "t", dtype: "U8", shape: [1] }], {}, full), /disk is full/);
+    assert.deepEqual(readdirSync(dir), []);
+    assert.throws(() => writeSafetensorsFile(path, [{ name: "t", dtype: "F32", shape: [2] }], {}, () => new Uint8Array(4)), /produced 4 bytes, expected 8/);
+    assert.deepEqual(readdirSync(dir), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("the writer reproduces upstream's layout: dtype-descending then name order, padded header, readable back", () => {
+  const dir = mkdtempSync(join(tmpdir(), "loftq-write-"));
+  try {
+    const path = join(dir, "x.safetensors");
+    const tensors = upstreamOrder([
+      { name: "b", dtype: "U8", shape: [3] },
+      { name: "a", dtype: "BF16", shape: [2] },
+      { name: "c", dtype: "F32", shape: [1] },
+      { name: "B", dtype: "F32", shape: [1] },
+    ]);
+    assert.deepEqual(tensors.map((t) => t.name), ["B", "c", "a", "b"]);
+    writeSafetensorsFile(path, tensors, { format: "pt" }, (t) => new Uint8Array(tensorByteLength(t)).fill(7));
+    const bytes = new Uint8Array(readFileSync(path));
+    const headerLength = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+    assert.equal(headerLength % 8, 0);
+    assert.match(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength)), /^\{"__metadata__":\{"format":"pt"\},"B":\{"dtype":"F32","shape":\[1\],"data_offsets":\[0,4\]\}/);
+    const parsed = parseSafetensors(bytes);
+    assert.deepEqual([...parsed.tensors.keys()], ["B", "c", "a", "b"]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
