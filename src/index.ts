@@ -21,3 +21,10 @@ export { tsBackend } from "./kernels/ts-backend.js";
 export { createWasmBackend, wasmSimdSupported } from "./kernels/wasm-backend.js";
 
 export { LoftqError, InvalidArgumentError, ShapeError, NonFiniteError, BackendUnavailableError } from "./errors.js";
+export { Linear } from "./nn/linear.js";
+export { QuantLinear } from "./nn/quant-linear.js";
+export { LoraLinear, requantizeMerged, type LoraOptions } from "./nn/lora-linear.js";
+export { LoftQLinear } from "./nn/loftq-linear.js";
+export { AdamW, cosineSchedule, clipGradNorm, type AdamWOptions } from "./nn/optim.js";
+export { parameter, zeroGrad, type Parameter } from "./nn/parameter.js";
+export type { Layer, BaseLayer } from "./nn/layer.js";
