@@ -150,10 +150,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
         rmSync(store, { recursive: true, force: true });
         rmSync(join(partial, SETTINGS_FILE));
       }
-      rmSync(output, { recursive: true, force: true });
-      renameSync(partial, output);
-      options.onEvent?.({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: reports.length });
-      return { output, reports };
+      return publish(partial, output, reports, started, options.onEvent);
     } catch (error) {
       rmSync(partial, { recursive: true, force: true });
       throw error;
@@ -189,10 +186,7 @@ export function mergeFragments(options: { input: string; output: string; fragmen
     rmSync(partial, { recursive: true, force: true });
     mkdirSync(partial, { recursive: true });
     const reports = assemble(checkpoint, targets, stores, partial, output, recorded.settings);
-    rmSync(output, { recursive: true, force: true });
-    renameSync(partial, output);
-    options.onEvent?.({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: reports.length });
-    return { output, reports };
+    return publish(partial, output, reports, started, options.onEvent);
   } catch (error) {
     rmSync(partial, { recursive: true, force: true });
     throw error;
@@ -202,6 +196,14 @@ export function mergeFragments(options: { input: string; output: string; fragmen
 }
 
 type Settings = ReturnType<typeof settingsOf>;
+
+/** The finished `.partial` takes the output's place in one rename. */
+function publish(partial: string, output: string, reports: MatrixReport[], started: number, onEvent?: (event: PipelineEvent) => void): QuantizeCheckpointResult {
+  rmSync(output, { recursive: true, force: true });
+  renameSync(partial, output);
+  onEvent?.({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: reports.length });
+  return { output, reports };
+}
 
 function planTargets(checkpoint: Checkpoint, settings: Settings): TargetMatrix[] {
   const targets = selectTargets(checkpoint.tensors, checkpoint.config, {
