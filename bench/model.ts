@@ -1,0 +1,181 @@
+/**
+ * Whole-model benchmark (not a test): builds a synthetic Llama-2-7B-shaped checkpoint (bf16, sharded;
+ * 32 blocks × 7 linear weights with heavy-tailed values and a few outlier columns; `--layers N`
+ * to scale down) and runs the `loftq quantize` pipeline on it, printing wall time, peak RSS,
+ * matrices per second, achieved GFLOP/s and the fraction of the machine's roofline.
+ *
+ *   node dist/bench/model.js [--layers 32] [--runs nf4-r16-t1,nf4-r16-t5,nf2-r64-t5] [--dir DIR]
+ *                            [--json bench/results/model.json] [--hidden 4096 --intermediate 11008 --vocab 32000]
+ */
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { quantizeCheckpoint, activeBackendName } from "../src/node/index.js";
+import { upstreamOrder, writeSafetensorsFile, tensorByteLength } from "../src/io/safetensors-writer.js";
+import { encodeHalf } from "../src/tensor/dtype.js";
+import { gaussian, mulberry32 } from "../src/linalg/random.js";
+import { DEFAULT_OVERSAMPLE, DEFAULT_POWER_ITERATIONS } from "../src/linalg/truncated-svd.js";
+import { WARM_POWER_ITERATIONS } from "../src/loftq/loftq.js";
+
+/** fp32 peak of this machine class (2 Zen 5 cores with AVX-512), from the performance issue. */
+export const PEAK_GFLOPS = 500;
+const SHARD_BYTES = 2 * 2 ** 30;
+
+export interface ModelShape {
+  layers: number;
+  hidden: number;
+  intermediate: number;
+  vocab: number;
+}
+
+export interface ModelRun {
+  layers: number; bits: number; rank: number; iterations: number; backend: string; threads: number;
+  seconds: number; peakRssBytes: number; gflops: number; matricesPerSecond: number; rooflineFraction: number; bandwidthFraction: number;
+}
+
+/** Writes the synthetic checkpoint (deterministic) unless it is already there. */
+export function buildSyntheticModel(dir: string, shape: ModelShape): void {
+  if (existsSync(join(dir, "config.json"))) return;
+  mkdirSync(dir, { recursive: true });
+  const { layers, hidden, intermediate, vocab } = shape;
+  const tensors: Array<{ name: string; shape: number[]; scale: number }> = [
+    { name: "model.embed_tokens.weight", shape: [vocab, hidden], scale: 0.02 },
+    { name: "lm_head.weight", shape: [vocab, hidden], scale: 0.02 },
+    { name: "model.norm.weight", shape: [hidden], scale: 0 },
+  ];
+  for (let l = 0; l < layers; l++) {
+    for (const role of ["q_proj", "k_proj", "v_proj", "o_proj"]) tensors.push({ name: `model.layers.${l}.self_attn.${role}.weight`, shape: [hidden, hidden], scale: 0.02 });
+    tensors.push({ name: `model.layers.${l}.mlp.gate_proj.weight`, shape: [intermediate, hidden], scale: 0.02 });
+    tensors.push({ name: `model.layers.${l}.mlp.up_proj.weight`, shape: [intermediate, hidden], scale: 0.02 });
+    tensors.push({ name: `model.layers.${l}.mlp.down_proj.weight`, shape: [hidden, intermediate], scale: 0.02 });
+    for (const norm of ["input_layernorm", "post_attention_layernorm"]) tensors.push({ name: `model.layers.${l}.${norm}.weight`, shape: [hidden], scale: 0 });
+  }
+  // Shards in name order, a new one past SHARD_BYTES, named and indexed like the hub's.
+  const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : 1));
+  const shards: Array<typeof tensors> = [[]];
+  let size = 0;
+  for (const t of sorted) {
+    const bytes = t.shape.reduce((a, b) => a * b, 1) * 2;
+    if (size + bytes > SHARD_BYTES && shards.at(-1)!.length > 0) {
+      shards.push([]);
+      size = 0;
+    }
+    shards.at(-1)!.push(t);
+    size += bytes;
+  }
+  const weightMap: Record<string, string> = {};
+  let totalSize = 0;
+  shards.forEach((group, i) => {
+    const file = `model-${String(i + 1).padStart(5, "0")}-of-${String(shards.length).padStart(5, "0")}.safetensors`;
+    const planned = upstreamOrder(group.map((t) => ({ name: t.name, dtype: "BF16", shape: t.shape })));
+    for (const t of planned) {
+      weightMap[t.name] = file;
+      totalSize += tensorByteLength(t);
+    }
+    writeSafetensorsFile(join(dir, file), planned, { format: "pt" }, (t) => {
+      const spec = group.find((g) => g.name === t.name)!;
+      return encodeHalf(syntheticValues(t.name, t.shape, spec.scale), "bf16");
+    });
+  });
+  writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + "\n");
+  writeFileSync(join(dir, "config.json"), JSON.stringify({
+    architectures: ["LlamaForCausalLM"], model_type: "llama", hidden_size: hidden, intermediate_size: intermediate,
+    num_hidden_layers: layers, num_attention_heads: 32, num_key_value_heads: 32, vocab_size: vocab, torch_dtype: "bfloat16",
+  }, null, 2) + "\n");
+}
+
+/** Heavy-tailed weights: Gaussian scaled by a per-value factor (Student-t-like), with 4 outlier columns ×8. */
+function syntheticValues(name: string, shape: readonly number[], scale: number): Float32Array {
+  const count = shape.reduce((a, b) => a * b, 1);
+  if (scale === 0) return new Float32Array(count).fill(1);
+  let seed = 0;
+  for (const ch of name) seed = (seed * 31 + ch.charCodeAt(0)) >>> 0;
+  const random = mulberry32(seed);
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) {
+    const g = gaussian(random);
+    out[i] = scale * g * (1 + 0.25 * g * g) * 0.8;
+  }
+  const cols = shape[1] ?? 1;
+  for (let o = 0; o < 4 && shape.length === 2; o++) {
+    const col = Math.floor(random() * cols);
+    for (let r = 0; r < shape[0]!; r++) out[r * cols + col]! *= 8;
+  }
+  return out;
+}
+
+/** Analytic flop count of one LoftQ matrix (the gemm passes of the block-Krylov SVDs and W − B·A). */
+export function loftqFlops(rows: number, cols: number, rank: number, iterations: number): number {
+  const k = rank + DEFAULT_OVERSAMPLE;
+  const passes = (depth: number) => 2 * (depth + 1); // each block: one M·X and one Mᵀ·X pass
+  let flops = 0;
+  for (let t = 1; t <= iterations; t++) {
+    flops += passes(t === 1 ? DEFAULT_POWER_ITERATIONS : WARM_POWER_ITERATIONS) * 2 * rows * cols * k;
+    flops += 2 * rows * cols * rank;
+  }
+  return flops;
+}
+
+function measureBandwidth(): number {
+  const a = new Float64Array(32 * 2 ** 20);
+  const b = new Float64Array(a.length);
+  b.set(a);
+  const started = performance.now();
+  for (let r = 0; r < 4; r++) b.set(a);
+  return (4 * 2 * a.byteLength) / ((performance.now() - started) / 1000);
+}
+
+function argument(name: string, fallback: string): string {
+  const index = process.argv.indexOf(`--${name}`);
+  return index >= 0 && process.argv[index + 1] ? process.argv[index + 1]! : fallback;
+}
+
+export function runModelBench(shape: ModelShape, runs: string[], dir: string, onLine: (line: string) => void = console.log): ModelRun[] {
+  const model = join(dir, `llama-shaped-${shape.layers}x${shape.hidden}`);
+  const buildStarted = performance.now();
+  buildSyntheticModel(model, shape);
+  onLine(`synthetic checkpoint ${model} (${((performance.now() - buildStarted) / 1000).toFixed(1)} s)`);
+  const bandwidth = measureBandwidth();
+  const results: ModelRun[] = [];
+  for (const run of runs) {
+    const match = /^nf(\d)-r(\d+)-t(\d+)$/.exec(run);
+    if (!match) throw new Error(`--runs entries look like nf4-r16-t5, got ${run}`);
+    const [bits, rank, iterations] = [Number(match[1]), Number(match[2]), Number(match[3])];
+    const out = join(dir, `out-${run}`);
+    const started = performance.now();
+    const { reports } = quantizeCheckpoint({ input: model, output: out, bits, rank, iterations, force: true });
+    const seconds = (performance.now() - started) / 1000;
+    const flops = reports.reduce((sum, r) => sum + loftqFlops(r.shape[0], r.shape[1], rank, iterations), 0);
+    const weightBytes = reports.reduce((sum, r) => sum + r.shape[0] * r.shape[1] * 4, 0);
+    const passes = 2 * (DEFAULT_POWER_ITERATIONS + 1) + (iterations - 1) * (2 * (WARM_POWER_ITERATIONS + 1) + 6);
+    const result: ModelRun = {
+      layers: shape.layers, bits, rank, iterations, backend: activeBackendName(), threads: 2, seconds,
+      peakRssBytes: process.resourceUsage().maxRSS * 1024, gflops: flops / seconds / 1e9,
+      matricesPerSecond: reports.length / seconds,
+      rooflineFraction: flops / seconds / 1e9 / PEAK_GFLOPS,
+      // Each iteration streams the float32 residual ~`passes` times; compare with memcpy bandwidth.
+      bandwidthFraction: (weightBytes * passes) / seconds / bandwidth,
+    };
+    results.push(result);
+    onLine(`${run}: ${reports.length} matrices in ${seconds.toFixed(1)} s (${result.matricesPerSecond.toFixed(2)}/s), peak RSS ${(result.peakRssBytes / 2 ** 30).toFixed(2)} GiB, ` +
+      `${result.gflops.toFixed(1)} GFLOP/s (${(result.rooflineFraction * 100).toFixed(1)}% of ${PEAK_GFLOPS}), memory traffic ${(result.bandwidthFraction * 100).toFixed(0)}% of ${(bandwidth / 1e9).toFixed(1)} GB/s`);
+    rmSync(out, { recursive: true, force: true });
+  }
+  return results;
+}
+
+if (process.argv[1]?.endsWith("bench/model.js")) {
+  const shape: ModelShape = {
+    layers: Number(argument("layers", "32")),
+    hidden: Number(argument("hidden", "4096")),
+    intermediate: Number(argument("intermediate", "11008")),
+    vocab: Number(argument("vocab", "32000")),
+  };
+  const dir = argument("dir", join(tmpdir(), "loftq-bench-model"));
+  const runs = argument("runs", "nf4-r16-t1,nf4-r16-t5,nf2-r64-t5").split(",");
+  console.log(`backend ${activeBackendName()}; ${shape.layers} Llama-2-7B-shaped blocks (hidden ${shape.hidden}, MLP ${shape.intermediate})`);
+  const results = runModelBench(shape, runs, dir);
+  const json = argument("json", "bench/results/model.json");
+  writeFileSync(json, JSON.stringify({ date: new Date().toISOString(), machine: `${process.platform} ${process.arch}, node ${process.version}`, runs: results }, null, 2) + "\n");
+  console.log(`wrote ${json}`);
+}
