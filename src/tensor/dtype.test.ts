@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { bf16ToFloat32, bitsToFloat32, f16ToFloat32, float32ToBf16, float32ToBits, float32ToF16 } from "./dtype.js";
+import { bf16ToFloat32, bitsToFloat32, decodeHalf, encodeHalf, f16ToFloat32, float32ToBf16, float32ToBits, float32ToF16 } from "./dtype.js";
 
 test("float16: all 65 536 bit patterns survive f16 → f32 → f16", () => {
   for (let bits = 0; bits < 0x10000; bits++) {
@@ -60,4 +60,25 @@ test("bfloat16: round-to-nearest-even and NaN handling", () => {
   assert.equal(float32ToBf16(bitsToFloat32(0x3f808001)), 0x3f81);
   assert.equal(float32ToBf16(bitsToFloat32(0x7f7fffff)), 0x7f80); // max float32 rounds to Inf
   assert.ok(Number.isNaN(bf16ToFloat32(float32ToBf16(bitsToFloat32(0x7f800001))))); // signalling NaN stays NaN
+});
+
+test("bulk bf16/f16 encode and decode agree with the scalar conversions on every pattern", () => {
+  const patterns = Uint16Array.from({ length: 0x10000 }, (_, i) => i);
+  const bytes = new Uint8Array(patterns.buffer);
+  for (const kind of ["bf16", "f16"] as const) {
+    const decoded = decodeHalf(bytes, kind);
+    const scalar = kind === "bf16" ? bf16ToFloat32 : f16ToFloat32;
+    for (let i = 0; i < 0x10000; i++) {
+      const expected = scalar(i);
+      assert.ok(Object.is(decoded[i], expected) || (Number.isNaN(decoded[i]) && Number.isNaN(expected)), `${kind} decode 0x${i.toString(16)}`);
+    }
+  }
+  // Encoding: every float32 midpoint case, compared with the scalar rounding.
+  const values = Float32Array.from({ length: 5000 }, (_, i) => bitsToFloat32((i * 2654435761) >>> 0));
+  const toBf16 = encodeHalf(values, "bf16");
+  const toF16 = encodeHalf(values, "f16");
+  for (let i = 0; i < values.length; i++) {
+    assert.equal(toBf16[2 * i]! | (toBf16[2 * i + 1]! << 8), float32ToBf16(values[i]!), `bf16 encode ${values[i]}`);
+    assert.equal(toF16[2 * i]! | (toF16[2 * i + 1]! << 8), float32ToF16(values[i]!), `f16 encode ${values[i]}`);
+  }
 });
