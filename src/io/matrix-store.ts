@@ -34,7 +34,7 @@ export function saveMatrix(store: string, module: string, qDtype: string, qShape
     { name: "lora_B", dtype: "F32", shape: [result.b.rows, result.b.cols], bytes: bytesOf(result.b.data) },
     { name: "q", dtype: qDtype, shape: qShape, bytes: result.q },
   ];
-  writeSafetensorsFile(fileOf(store, module), tensors, { report: JSON.stringify(result.report) }, (_, i) => tensors[i]!.bytes);
+  writeSafetensorsFile(fileOf(store, module), tensors, { report: JSON.stringify(result.report) }, (_, i) => tensors[i]!.bytes, { durable: false });
 }
 
 export function hasMatrix(store: string, module: string): boolean {

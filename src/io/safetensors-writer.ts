@@ -63,6 +63,7 @@ export function writeSafetensorsFile(
   tensors: readonly PlannedTensor[],
   metadata: Record<string, string>,
   produce: (tensor: PlannedTensor, index: number) => Uint8Array,
+  options: { durable?: boolean } = {},
 ): number {
   const partial = `${path}.partial`;
   const fd = openSync(partial, "w");
@@ -80,7 +81,9 @@ export function writeSafetensorsFile(
       }
       write(bytes);
     });
-    fsyncSync(fd);
+    // Durable by default (fsync before the rename); scratch files may skip it: a killed process
+    // loses nothing that the page cache holds, only a power cut would.
+    if (options.durable ?? true) fsyncSync(fd);
     closeSync(fd);
   } catch (error) {
     closeSync(fd);

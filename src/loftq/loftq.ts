@@ -17,7 +17,7 @@ export interface IterationErrors {
 }
 
 export interface LoftqResult {
-  /** Packed codes and scales of Q. */
+  /** Packed codes and scales of Q (packed on first access). */
   quantized: QuantizedMatrix;
   /** Q, the dequantized weight (rows×cols). */
   dequantized: Matrix;
@@ -96,8 +96,13 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
     for (let i = 0; i < result.a.length; i++) result.a[i] = result.a[i]! / adapterDivisor;
     for (let i = 0; i < result.b.length; i++) result.b[i] = result.b[i]! / adapterDivisor;
   }
+  // Packing costs a pass over every code; do it only for callers that read `quantized`.
+  let packed: QuantizedMatrix | undefined;
   return {
-    quantized: quantizer.pack(result.encoded, m, n),
+    get quantized() {
+      packed ??= quantizer.pack(result.encoded, m, n);
+      return packed;
+    },
     dequantized: { rows: m, cols: n, data: dequantized },
     loraA: { rows: rank, cols: n, data: result.a },
     loraB: { rows: m, cols: rank, data: result.b },

@@ -72,12 +72,17 @@ export function float32ToF16(value: number): number {
   return sign | (kept + (roundUp ? 1 : 0));
 }
 
-/** Decodes little-endian 16-bit floats (f16 or bf16) into float32. */
+/** Decodes little-endian 16-bit floats (f16 or bf16) into float32. (Typed-array views assume a little-endian host, as every supported one is.) */
 export function decodeHalf(bytes: Uint8Array, kind: "f16" | "bf16", out: Float32Array = new Float32Array(bytes.length >>> 1)): Float32Array {
   if (kind === "bf16") {
     // bf16 is the top half of a float32: a shift, with no per-element call (hot when reading checkpoints).
     const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
-    for (let i = 0; i < out.length; i++) bits[i] = ((bytes[2 * i]! | (bytes[2 * i + 1]! << 8)) << 16) >>> 0;
+    if (bytes.byteOffset % 2 === 0) {
+      const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, out.length);
+      for (let i = 0; i < out.length; i++) bits[i] = halves[i]! << 16;
+    } else {
+      for (let i = 0; i < out.length; i++) bits[i] = ((bytes[2 * i]! | (bytes[2 * i + 1]! << 8)) << 16) >>> 0;
+    }
     return out;
   }
   for (let i = 0; i < out.length; i++) out[i] = f16ToFloat32(bytes[2 * i]! | (bytes[2 * i + 1]! << 8));
@@ -88,12 +93,17 @@ export function decodeHalf(bytes: Uint8Array, kind: "f16" | "bf16", out: Float32
 export function encodeHalf(values: Float32Array, kind: "f16" | "bf16", out: Uint8Array = new Uint8Array(values.length * 2)): Uint8Array {
   if (kind === "bf16") {
     const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+    const aligned = out.byteOffset % 2 === 0;
+    const halves = aligned ? new Uint16Array(out.buffer, out.byteOffset, values.length) : undefined;
     for (let i = 0; i < values.length; i++) {
       const b = bits[i]!;
       // Same rule as float32ToBf16, inlined: quiet NaNs keep their sign; others round to nearest even.
       const half = (b & 0x7f800000) === 0x7f800000 && (b & 0x007fffff) !== 0 ? (b >>> 16) | 0x0040 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
-      out[2 * i] = half & 0xff;
-      out[2 * i + 1] = (half >>> 8) & 0xff;
+      if (halves) halves[i] = half;
+      else {
+        out[2 * i] = half & 0xff;
+        out[2 * i + 1] = (half >>> 8) & 0xff;
+      }
     }
     return out;
   }
