@@ -121,8 +121,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
   checkBitsOption(settings.bits);
   const output = resolve(options.output);
   const input = resolve(options.input);
-  if (output === input) throw new InvalidArgumentError("--out must differ from the input directory (inputs are never modified)");
-  if (existsSync(output) && (!statSync(output).isDirectory() || readdirSync(output).length > 0) && !options.force) throw new OutputExistsError(output);
+  checkOutput(input, output, options.force);
   const partial = `${output}.partial`;
   const checkpoint = openCheckpoint(input);
   try {
@@ -168,7 +167,7 @@ export function mergeFragments(options: { input: string; output: string; fragmen
   const started = Date.now();
   const output = resolve(options.output);
   const input = resolve(options.input);
-  if (existsSync(output) && readdirSync(output).length > 0 && !options.force) throw new OutputExistsError(output);
+  checkOutput(input, output, options.force);
   const fragmentSettings = options.fragments.map((dir) => {
     const path = join(dir, SETTINGS_FILE);
     if (!existsSync(path) || !existsSync(join(dir, FRAGMENT_FILE))) throw new InvalidArgumentError(`${dir} is not a finished --shard fragment`);
@@ -176,6 +175,7 @@ export function mergeFragments(options: { input: string; output: string; fragmen
   });
   if (new Set(fragmentSettings).size !== 1) throw new InvalidArgumentError("the fragments were made with different settings or inputs");
   const recorded = JSON.parse(fragmentSettings[0]!) as { input: string; settings: ReturnType<typeof settingsOf> };
+  if (recorded.input !== input) throw new InvalidArgumentError(`the fragments were made from ${recorded.input}, not ${input}`);
   const checkpoint = openCheckpoint(input);
   const partial = `${output}.partial`;
   try {
@@ -196,6 +196,12 @@ export function mergeFragments(options: { input: string; output: string; fragmen
 }
 
 type Settings = ReturnType<typeof settingsOf>;
+
+/** Inputs are never written to, and a non-empty output is only replaced with `force`. */
+function checkOutput(input: string, output: string, force: boolean | undefined): void {
+  if (output === input) throw new InvalidArgumentError("--out must differ from the input directory (inputs are never modified)");
+  if (existsSync(output) && (!statSync(output).isDirectory() || readdirSync(output).length > 0) && !force) throw new OutputExistsError(output);
+}
 
 /** The finished `.partial` takes the output's place in one rename. */
 function publish(partial: string, output: string, reports: MatrixReport[], started: number, onEvent?: (event: PipelineEvent) => void): QuantizeCheckpointResult {
