@@ -12,8 +12,6 @@ export type CodeSelection = "peft" | "bnb";
 export interface CodebookSpec {
   /** Ascending code values; the code of a value is its index in this table (see `codeOf`). */
   readonly table: Float32Array;
-  /** float32 midpoints of adjacent table entries (bnb decision thresholds). */
-  readonly thresholds: Float32Array;
   readonly selection: CodeSelection;
   readonly blockSize: number;
   /**

@@ -120,10 +120,10 @@ export function createQuantizer(options: QuantizerOptions = {}): Quantizer {
   }
   const table = kind === "uniform" ? uniformTable(bits) : kind === "nf-sym" ? symmetricNormalFloatTable(bits) : normalFloatTable(bits);
   const zeroBlockCode = kind === "bnb-nf4" && options.zeroBlocks === "cpu" ? table.indexOf(0) : 0;
-  const thresholds = midpoints(table);
-  const lookup = buildThresholdLookup(thresholds);
+  // The decision thresholds are the float32 midpoints of adjacent codes (bnb's, and PEFT's argmin away from ties).
+  const lookup = buildThresholdLookup(midpoints(table));
   if (!lookup) throw new InvalidArgumentError(`${kind}${bits}: code table too dense for the threshold lookup`);
-  const spec: CodebookSpec = { table, thresholds, selection: isBnb ? "bnb" : "peft", blockSize, zeroBlockCode, lookup };
+  const spec: CodebookSpec = { table, selection: isBnb ? "bnb" : "peft", blockSize, zeroBlockCode, lookup };
   return blockQuantizer({
     kind, bits, blockSize, useDoubleQuant, table,
     name: isBnb ? `bnb-nf4${useDoubleQuant ? "+dq" : ""}` : `${kind}${bits}`,
