@@ -1,0 +1,54 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openCheckpoint, CheckpointError } from "./checkpoint.js";
+import { writeSafetensorsFile } from "./safetensors-writer.js";
+
+function shard(dir: string, file: string, names: string[]): void {
+  writeSafetensorsFile(join(dir, file), names.map((name) => ({ name, dtype: "F32", shape: [2] })), { format: "pt" }, () => new Uint8Array(8));
+}
+
+function withDir(run: (dir: string) => void): void {
+  const dir = mkdtempSync(join(tmpdir(), "loftq-ckpt-"));
+  try {
+    run(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const index = (dir: string, weightMap: Record<string, string>) =>
+  writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }));
+
+test("a sharded checkpoint opens through its index; tensors read from the right shard", () => {
+  withDir((dir) => {
+    shard(dir, "model-00001-of-00002.safetensors", ["a"]);
+    shard(dir, "model-00002-of-00002.safetensors", ["b"]);
+    index(dir, { a: "model-00001-of-00002.safetensors", b: "model-00002-of-00002.safetensors" });
+    const checkpoint = openCheckpoint(dir);
+    assert.equal(checkpoint.sharded, true);
+    assert.deepEqual(checkpoint.tensors.map((t) => [t.name, t.shard]), [["a", "model-00001-of-00002.safetensors"], ["b", "model-00002-of-00002.safetensors"]]);
+    assert.deepEqual(checkpoint.readFloat32("b"), new Float32Array(2));
+    checkpoint.close();
+  });
+});
+
+test("hostile indexes: shard names outside the directory, mismatches with the shards, missing files", () => {
+  for (const [name, build, pattern] of [
+    ["path traversal", (dir: string) => index(dir, { a: "../model.safetensors" }), /not a plain \*\.safetensors file name/],
+    ["absolute path", (dir: string) => index(dir, { a: "/etc/passwd" }), /not a plain/],
+    ["not safetensors", (dir: string) => index(dir, { a: "model.bin" }), /not a plain/],
+    ["listed but absent", (dir: string) => { shard(dir, "s1.safetensors", ["a"]); index(dir, { a: "s1.safetensors", ghost: "s1.safetensors" }); }, /"ghost" is listed but missing/],
+    ["in another shard than the index says", (dir: string) => { shard(dir, "s1.safetensors", ["a", "b"]); shard(dir, "s2.safetensors", ["c"]); index(dir, { a: "s1.safetensors", b: "s2.safetensors", c: "s2.safetensors" }); }, /"b" is in s1\.safetensors but the index says "s2\.safetensors"/],
+    ["no checkpoint at all", (_dir: string) => {}, /no model\.safetensors or model\.safetensors\.index\.json/],
+    ["index without weight_map", (dir: string) => writeFileSync(join(dir, "model.safetensors.index.json"), "{}"), /no "weight_map"/],
+  ] as const) {
+    withDir((dir) => {
+      build(dir);
+      assert.throws(() => openCheckpoint(dir), (e: unknown) => e instanceof Error && pattern.test(e.message), name);
+    });
+  }
+  assert.throws(() => openCheckpoint(join(tmpdir(), "definitely-not-here-loftq")), CheckpointError);
+});
