@@ -3,12 +3,13 @@
  * The `loftq` command. Only this layer prints. Exit codes: 0 success, 1 failure (bad or missing
  * input, non-finite weights, output exists, disk full), 2 usage error.
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { renderReportHtml, type ReportMatrix } from "../report/html-report.js";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { LoftqError } from "../errors.js";
-import { parseSafetensors, decodeFloatTensor } from "../io/safetensors.js";
+import { SafetensorsFile } from "../io/safetensors-file.js";
+import { openCheckpoint } from "../io/checkpoint.js";
 import { mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 import { loftq, qloraInit, activeBackendName, QUANTIZER_KINDS, listBackends, registerBackend, createThreadedBackend, type QuantizerKind } from "../node/index.js";
@@ -33,7 +34,7 @@ Usage:
   loftq merge <model-dir> --out <dir> <fragment>...  assemble the outputs of "quantize --shard i/N" runs
   loftq report <out-dir>                             write <out-dir>/loftq_report.html (SVG charts) from loftq_report.json
   loftq inspect <model-dir | file.safetensors>       tensors, dtypes, shapes, what would be targeted
-  loftq matrix <file.safetensors> --tensor NAME      LoftQ on one tensor, print per-iteration errors
+  loftq matrix <file | model-dir> --tensor NAME      LoftQ on one tensor, print per-iteration errors
   loftq <command> --help                             options of one command
 
 Exit codes: 0 ok, 1 failure (bad input, non-finite weights, output exists, disk full), 2 usage error.`,
@@ -72,7 +73,7 @@ LoftQ), per-iteration curves, the bits map and the full table, from <out-dir>/lo
   inspect: `Usage: loftq inspect <model-dir | file.safetensors> [--target T] [--bits N] [--rank R] [--json]
 
 Lists tensors (name, dtype, shape), marks what "loftq quantize" would target and estimates the output sizes.`,
-  matrix: `Usage: loftq matrix <file.safetensors> --tensor NAME [options]
+  matrix: `Usage: loftq matrix <file.safetensors | model-dir> --tensor NAME [options]
 
 ${COMMON_LOFTQ_OPTIONS}
   --json              print the result as JSON`,
@@ -193,11 +194,17 @@ function main(argv: string[]): number {
   }
   // matrix
   if (!values.tensor) throw new UsageError("matrix needs --tensor NAME");
-  const parsed = parseSafetensors(new Uint8Array(readFileSync(path)), path);
-  const entry = parsed.tensors.get(values.tensor);
-  if (!entry) throw new LoftqError("INVALID_ARGUMENT", `${path}: no tensor named "${values.tensor}"`);
-  if (entry.shape.length !== 2) throw new LoftqError("INVALID_ARGUMENT", `${values.tensor}: expected a 2-D tensor, got shape [${entry.shape.join(", ")}]`);
-  const weight = { rows: entry.shape[0]!, cols: entry.shape[1]!, data: decodeFloatTensor(entry.dtype, entry.bytes, entry.name) };
+  // Read by offsets (a shard is never loaded whole), from a file or a checkpoint directory.
+  const source = statSync(path).isDirectory() ? openCheckpoint(path) : SafetensorsFile.open(path);
+  let weight: { rows: number; cols: number; data: Float32Array };
+  try {
+    const info = source.tensors.find((t) => t.name === values.tensor);
+    if (!info) throw new LoftqError("INVALID_ARGUMENT", `${path}: no tensor named "${values.tensor}"`);
+    if (info.shape.length !== 2) throw new LoftqError("INVALID_ARGUMENT", `${values.tensor}: expected a 2-D tensor, got shape [${info.shape.join(", ")}]`);
+    weight = { rows: info.shape[0]!, cols: info.shape[1]!, data: source.readFloat32(values.tensor) };
+  } finally {
+    source.close();
+  }
   const options = { bits, rank, iterations, quantizer, blockSize, seed, name: values.tensor, ...(values.backend ? { backend: values.backend } : {}) };
   const started = performance.now();
   const result = loftq(weight, {

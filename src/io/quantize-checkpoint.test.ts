@@ -132,6 +132,12 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
     assert.equal(help.status, 0);
     assert.match(help.stdout, /Usage: loftq/);
   }
+  const matrix = run("matrix", model, "--tensor", "model.layers.0.self_attn.q_proj.weight", "--bits", "2", "--iters", "2", "--json");
+  assert.equal(matrix.status, 0, matrix.stderr);
+  const summary = JSON.parse(matrix.stdout);
+  assert.deepEqual(summary.shape, [512, 512]);
+  assert.ok(summary.history[1].error < summary.qOnlyError);
+  assert.equal(run("matrix", model, "--tensor", "nope").status, 1);
   const inspect = run("inspect", model);
   assert.equal(inspect.status, 0);
   assert.match(inspect.stdout, /14 targeted/);
