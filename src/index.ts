@@ -28,3 +28,8 @@ export { LoftQLinear } from "./nn/loftq-linear.js";
 export { AdamW, cosineSchedule, clipGradNorm, type AdamWOptions } from "./nn/optim.js";
 export { parameter, zeroGrad, type Parameter } from "./nn/parameter.js";
 export type { Layer, BaseLayer } from "./nn/layer.js";
+export { RmsNorm } from "./nn/rms-norm.js";
+export { Embedding } from "./nn/embedding.js";
+export { CausalSelfAttention } from "./nn/causal-attention.js";
+export { crossEntropy } from "./nn/cross-entropy.js";
+export { encodeBytes, decodeBytes, BYTE_VOCAB_SIZE, BOS, EOS } from "./nn/byte-tokenizer.js";
