@@ -33,3 +33,5 @@ export { Embedding } from "./nn/embedding.js";
 export { CausalSelfAttention } from "./nn/causal-attention.js";
 export { crossEntropy } from "./nn/cross-entropy.js";
 export { encodeBytes, decodeBytes, BYTE_VOCAB_SIZE, BOS, EOS } from "./nn/byte-tokenizer.js";
+export { TinyLlama, LINEAR_ROLES, type TinyLlamaConfig, type LinearRole } from "./nn/tiny-llama.js";
+export { applyRope } from "./nn/rope.js";

@@ -1,0 +1,222 @@
+import { InvalidArgumentError } from "../errors.js";
+import { gaussianArray, mulberry32 } from "../linalg/random.js";
+import type { Matrix } from "../tensor/matrix.js";
+import { CausalSelfAttention } from "./causal-attention.js";
+import { crossEntropy } from "./cross-entropy.js";
+import { Embedding } from "./embedding.js";
+import type { Layer } from "./layer.js";
+import { Linear } from "./linear.js";
+import type { Parameter } from "./parameter.js";
+import { applyRope } from "./rope.js";
+import { RmsNorm } from "./rms-norm.js";
+
+/**
+ * A small decoder-only transformer in Llama's shape, trainable in JS: token embedding, pre-norm
+ * blocks (RMSNorm → causal multi-head attention with RoPE → residual; RMSNorm → SwiGLU MLP →
+ * residual), final RMSNorm, lm_head. Weights are named as in Hugging Face's Llama, so checkpoints
+ * round-trip through safetensors + config.json and `loftq quantize` works on them; every linear can
+ * be swapped for a LoRA / LoftQ layer (`replaceLinears`).
+ */
+export interface TinyLlamaConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  layers: number;
+  heads: number;
+  rmsNormEps?: number;
+}
+
+export const LINEAR_ROLES = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"] as const;
+export type LinearRole = (typeof LINEAR_ROLES)[number];
+
+interface Block {
+  inputNorm: RmsNorm;
+  postNorm: RmsNorm;
+  linears: Record<LinearRole, Layer>;
+  attention: CausalSelfAttention;
+}
+
+/** Activations one forward pass keeps for backward. */
+interface BlockCache {
+  x: Matrix; normed1: Matrix; q: Matrix; k: Matrix; v: Matrix; attended: Matrix;
+  x1: Matrix; normed2: Matrix; gate: Matrix; up: Matrix; hidden: Matrix;
+}
+
+export class TinyLlama {
+  readonly embed: Embedding;
+  readonly blocks: Block[];
+  readonly norm: RmsNorm;
+  lmHead: Layer;
+  private cache: { tokens: ArrayLike<number>; blocks: BlockCache[]; final: Matrix; normedFinal: Matrix } | undefined;
+
+  constructor(readonly config: TinyLlamaConfig, weights?: Map<string, Float32Array>, seed = 0) {
+    const { vocabSize: vocab, hiddenSize: d, intermediateSize: ff, layers, heads } = config;
+    if (d % heads !== 0 || (d / heads) % 2 !== 0) throw new InvalidArgumentError(`hidden size ${d} must split into ${heads} heads of even width`);
+    const random = mulberry32(seed);
+    const init = (name: string, length: number, scale: number) => weights?.get(name) ?? gaussianArray(length, random).map((v) => v * scale);
+    const linear = (name: string, rows: number, cols: number, scale = 1 / Math.sqrt(cols)) => new Linear({ rows, cols, data: init(name, rows * cols, scale) });
+    const eps = config.rmsNormEps ?? 1e-6;
+    this.embed = new Embedding(vocab, d, init("model.embed_tokens.weight", vocab * d, 0.02));
+    this.blocks = Array.from({ length: layers }, (_, l) => {
+      const prefix = `model.layers.${l}.`;
+      const residualScale = 1 / Math.sqrt(2 * layers * ff);
+      return {
+        inputNorm: new RmsNorm(d, eps, weights?.get(`${prefix}input_layernorm.weight`)),
+        postNorm: new RmsNorm(d, eps, weights?.get(`${prefix}post_attention_layernorm.weight`)),
+        attention: new CausalSelfAttention(heads),
+        linears: {
+          "self_attn.q_proj": linear(`${prefix}self_attn.q_proj.weight`, d, d),
+          "self_attn.k_proj": linear(`${prefix}self_attn.k_proj.weight`, d, d),
+          "self_attn.v_proj": linear(`${prefix}self_attn.v_proj.weight`, d, d),
+          "self_attn.o_proj": linear(`${prefix}self_attn.o_proj.weight`, d, d, 1 / Math.sqrt(2 * layers * d)),
+          "mlp.gate_proj": linear(`${prefix}mlp.gate_proj.weight`, ff, d),
+          "mlp.up_proj": linear(`${prefix}mlp.up_proj.weight`, ff, d),
+          "mlp.down_proj": linear(`${prefix}mlp.down_proj.weight`, d, ff, residualScale),
+        },
+      };
+    });
+    this.norm = new RmsNorm(d, eps, weights?.get("model.norm.weight"));
+    this.lmHead = linear("lm_head.weight", vocab, d, 1 / Math.sqrt(d));
+  }
+
+  /** Logits (T × vocab) for one sequence. */
+  forward(tokens: ArrayLike<number>): Matrix {
+    const heads = this.config.heads;
+    let x = this.embed.forward(tokens);
+    const caches: BlockCache[] = [];
+    for (const block of this.blocks) {
+      const l = block.linears;
+      const normed1 = block.inputNorm.forward(x);
+      const q = applyRope(l["self_attn.q_proj"].forward(normed1), heads);
+      const k = applyRope(l["self_attn.k_proj"].forward(normed1), heads);
+      const v = l["self_attn.v_proj"].forward(normed1);
+      const attended = block.attention.forward(q, k, v);
+      const x1 = add(x, l["self_attn.o_proj"].forward(attended));
+      const normed2 = block.postNorm.forward(x1);
+      const gate = l["mlp.gate_proj"].forward(normed2);
+      const up = l["mlp.up_proj"].forward(normed2);
+      const hidden = { rows: gate.rows, cols: gate.cols, data: gate.data.map((g, i) => silu(g) * up.data[i]!) };
+      const out = add(x1, l["mlp.down_proj"].forward(hidden));
+      caches.push({ x, normed1, q, k, v, attended, x1, normed2, gate, up, hidden });
+      x = out;
+    }
+    const normedFinal = this.norm.forward(x);
+    this.cache = { tokens, blocks: caches, final: x, normedFinal };
+    return this.lmHead.forward(normedFinal);
+  }
+
+  /** Mean next-token cross-entropy of a sequence (predicting tokens[1..] from tokens[..−1]). */
+  loss(tokens: ArrayLike<number>): number {
+    const input = Array.from({ length: tokens.length - 1 }, (_, i) => tokens[i]!);
+    const targets = Array.from({ length: tokens.length - 1 }, (_, i) => tokens[i + 1]!);
+    return crossEntropy(this.forward(input), targets).loss;
+  }
+
+  /** Forward + backward on one sequence; accumulates gradients, returns the loss. */
+  trainStep(tokens: ArrayLike<number>): number {
+    const input = Array.from({ length: tokens.length - 1 }, (_, i) => tokens[i]!);
+    const targets = Array.from({ length: tokens.length - 1 }, (_, i) => tokens[i + 1]!);
+    const { loss, grad } = crossEntropy(this.forward(input), targets);
+    this.backward(grad);
+    return loss;
+  }
+
+  backward(gradLogits: Matrix): void {
+    const cache = this.cache;
+    if (!cache) throw new InvalidArgumentError("backward needs a forward pass first");
+    const heads = this.config.heads;
+    let dx = this.norm.backward(cache.final, this.lmHead.backward(cache.normedFinal, gradLogits));
+    for (let b = this.blocks.length - 1; b >= 0; b--) {
+      const block = this.blocks[b]!;
+      const c = cache.blocks[b]!;
+      const l = block.linears;
+      // MLP: out = x1 + down(silu(gate) ⊙ up)
+      const dHidden = l["mlp.down_proj"].backward(c.hidden, dx);
+      const dGate = { rows: c.gate.rows, cols: c.gate.cols, data: c.gate.data.map((g, i) => dHidden.data[i]! * c.up.data[i]! * siluGrad(g)) };
+      const dUp = { rows: c.up.rows, cols: c.up.cols, data: c.up.data.map((_, i) => dHidden.data[i]! * silu(c.gate.data[i]!)) };
+      const dNormed2 = add(l["mlp.gate_proj"].backward(c.normed2, dGate), l["mlp.up_proj"].backward(c.normed2, dUp));
+      const dx1 = add(dx, block.postNorm.backward(c.x1, dNormed2));
+      // Attention: x1 = x + o(attn(rope(q(n1)), rope(k(n1)), v(n1)))
+      const dAttended = l["self_attn.o_proj"].backward(c.attended, dx1);
+      const { dq, dk, dv } = block.attention.backward(dAttended); // each block owns its attention and its cache
+      const dNormed1 = add(
+        add(l["self_attn.q_proj"].backward(c.normed1, applyRope(dq, heads, -1)), l["self_attn.k_proj"].backward(c.normed1, applyRope(dk, heads, -1))),
+        l["self_attn.v_proj"].backward(c.normed1, dv),
+      );
+      dx = add(dx1, block.inputNorm.backward(c.x, dNormed1));
+    }
+    this.embed.backward(cache.tokens, dx);
+  }
+
+  /** Every trainable parameter (the frozen bases of LoRA layers contribute none). */
+  parameters(): Parameter[] {
+    return [
+      ...this.embed.parameters(),
+      ...this.blocks.flatMap((b) => [...b.inputNorm.parameters(), ...b.postNorm.parameters(), ...LINEAR_ROLES.flatMap((r) => b.linears[r].parameters())]),
+      ...this.norm.parameters(),
+      ...this.lmHead.parameters(),
+    ];
+  }
+
+  /** Swaps every block linear (e.g. for LoRA or LoftQ layers); `make` gets the current one. */
+  replaceLinears(make: (layer: number, role: LinearRole, current: Layer) => Layer): void {
+    this.blocks.forEach((block, l) => {
+      for (const role of LINEAR_ROLES) block.linears[role] = make(l, role, block.linears[role]);
+    });
+  }
+
+  /** Freezes the embedding, norms and lm_head (for adapter-only fine-tuning). */
+  freezeNonLinear(): void {
+    this.embed.parameters = () => [];
+    this.norm.parameters = () => [];
+    for (const b of this.blocks) {
+      b.inputNorm.parameters = () => [];
+      b.postNorm.parameters = () => [];
+    }
+    if (this.lmHead instanceof Linear) this.lmHead = new Linear(this.lmHead.denseWeight(), undefined, true);
+  }
+
+  /** Hugging Face names → float32 values (dense weights; LoRA layers contribute their merged weight). */
+  stateDict(): Map<string, { shape: number[]; data: Float32Array }> {
+    const d = this.config.hiddenSize;
+    const out = new Map<string, { shape: number[]; data: Float32Array }>();
+    out.set("model.embed_tokens.weight", { shape: [this.config.vocabSize, d], data: this.embed.weight.value });
+    this.blocks.forEach((block, l) => {
+      out.set(`model.layers.${l}.input_layernorm.weight`, { shape: [d], data: block.inputNorm.weight.value });
+      out.set(`model.layers.${l}.post_attention_layernorm.weight`, { shape: [d], data: block.postNorm.weight.value });
+      for (const role of LINEAR_ROLES) {
+        const layer = block.linears[role] as Layer & { denseWeight?: () => Matrix; merge?: () => Linear };
+        const weight = layer.merge ? layer.merge().denseWeight() : layer.denseWeight!();
+        out.set(`model.layers.${l}.${role}.weight`, { shape: [weight.rows, weight.cols], data: weight.data });
+      }
+    });
+    out.set("model.norm.weight", { shape: [d], data: this.norm.weight.value });
+    const head = (this.lmHead as Linear).denseWeight();
+    out.set("lm_head.weight", { shape: [head.rows, head.cols], data: head.data });
+    return out;
+  }
+
+  /** config.json in Hugging Face's Llama format. */
+  hfConfig(): Record<string, unknown> {
+    const c = this.config;
+    return {
+      architectures: ["LlamaForCausalLM"], model_type: "llama", vocab_size: c.vocabSize, hidden_size: c.hiddenSize,
+      intermediate_size: c.intermediateSize, num_hidden_layers: c.layers, num_attention_heads: c.heads,
+      num_key_value_heads: c.heads, rms_norm_eps: c.rmsNormEps ?? 1e-6, hidden_act: "silu", tie_word_embeddings: false,
+      rope_theta: 10000, torch_dtype: "float32",
+    };
+  }
+}
+
+function add(a: Matrix, b: Matrix): Matrix {
+  return { rows: a.rows, cols: a.cols, data: a.data.map((v, i) => v + b.data[i]!) };
+}
+
+function silu(z: number): number {
+  return z / (1 + Math.exp(-z));
+}
+
+function siluGrad(z: number): number {
+  const s = 1 / (1 + Math.exp(-z));
+  return s * (1 + z * (1 - s));
+}
