@@ -1,0 +1,32 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { TinyLlama } from "../nn/tiny-llama.js";
+import { loadLoftqForFineTuning, loadTinyLlama, saveTinyLlama } from "./tiny-llama-checkpoint.js";
+import { quantizeCheckpoint } from "./quantize-checkpoint.js";
+
+test("TinyLlama → HF checkpoint → loftq quantize → back into JS with LoftQ adapters", () => {
+  const dir = mkdtempSync(join(tmpdir(), "loftq-tiny-"));
+  try {
+    const config = { vocabSize: 40, hiddenSize: 64, intermediateSize: 128, layers: 2, heads: 4 };
+    const model = new TinyLlama(config, undefined, 1);
+    const tokens = Array.from({ length: 24 }, (_, i) => (i * 7) % 40);
+    saveTinyLlama(model, join(dir, "model"));
+    const reloaded = loadTinyLlama(join(dir, "model"));
+    assert.equal(reloaded.loss(tokens), model.loss(tokens), "save/load is exact (float32)");
+
+    const { reports } = quantizeCheckpoint({ input: join(dir, "model"), output: join(dir, "loftq"), bits: 2, rank: 8, iterations: 3, loraAlpha: 16 });
+    assert.equal(reports.length, 14);
+    const loftq = loadLoftqForFineTuning(join(dir, "loftq"));
+    const qOnly = loadTinyLlama(join(dir, "loftq")); // the backbone alone: QLoRA's start
+    const full = model.loss(tokens);
+    const gapLoftq = Math.abs(loftq.loss(tokens) - full);
+    const gapQ = Math.abs(qOnly.loss(tokens) - full);
+    assert.ok(gapLoftq < gapQ, `LoftQ start is closer to the full model: ${gapLoftq} vs ${gapQ}`);
+    assert.ok(loftq.parameters().every((p) => p.name === "lora_A" || p.name === "lora_B"));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

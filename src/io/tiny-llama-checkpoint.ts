@@ -1,0 +1,73 @@
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { InvalidArgumentError } from "../errors.js";
+import { Linear } from "../nn/linear.js";
+import { LoraLinear } from "../nn/lora-linear.js";
+import { TinyLlama, type TinyLlamaConfig } from "../nn/tiny-llama.js";
+import { openCheckpoint, readJsonFile } from "./checkpoint.js";
+import { SafetensorsFile } from "./safetensors-file.js";
+import { upstreamOrder, writeSafetensorsFile } from "./safetensors-writer.js";
+
+/**
+ * TinyLlama checkpoints in the Hugging Face layout (`model.safetensors` F32 + Llama `config.json`),
+ * so `loftq quantize` runs on them, and LoftQ outputs loaded back for fine-tuning: the backbone's Q
+ * as frozen bases with the `loftq_init/` adapters on top.
+ */
+export function saveTinyLlama(model: TinyLlama, dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  const state = model.stateDict();
+  const tensors = upstreamOrder([...state].map(([name, { shape }]) => ({ name, dtype: "F32", shape })));
+  writeSafetensorsFile(join(dir, "model.safetensors"), tensors, { format: "pt" }, (t) => {
+    const data = state.get(t.name)!.data;
+    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  });
+  writeFileSync(join(dir, "config.json"), JSON.stringify(model.hfConfig(), null, 2) + "\n");
+}
+
+export function loadTinyLlama(dir: string): TinyLlama {
+  const checkpoint = openCheckpoint(dir);
+  try {
+    const config = checkpoint.config;
+    if (!config || config.model_type !== "llama") throw new InvalidArgumentError(`${dir}: not a Llama config.json`);
+    const tinyConfig: TinyLlamaConfig = {
+      vocabSize: Number(config.vocab_size), hiddenSize: Number(config.hidden_size), intermediateSize: Number(config.intermediate_size),
+      layers: Number(config.num_hidden_layers), heads: Number(config.num_attention_heads), rmsNormEps: Number(config.rms_norm_eps ?? 1e-6),
+    };
+    const weights = new Map(checkpoint.tensors.map((t) => [t.name, checkpoint.readFloat32(t.name)]));
+    return new TinyLlama(tinyConfig, weights);
+  } finally {
+    checkpoint.close();
+  }
+}
+
+/**
+ * A LoftQ output directory as a model ready for adapter fine-tuning: block linears become LoRA
+ * layers over the frozen backbone weights (Q), initialised from `loftq_init/`; embeddings, norms
+ * and lm_head are frozen.
+ */
+export function loadLoftqForFineTuning(dir: string, options: { dropout?: number } = {}): TinyLlama {
+  const model = loadTinyLlama(dir);
+  const adapterConfig = readJsonFile(join(dir, "loftq_init", "adapter_config.json")) as { r: number; lora_alpha: number; use_rslora?: boolean };
+  const adapters = SafetensorsFile.open(join(dir, "loftq_init", "adapter_model.safetensors"));
+  try {
+    model.freezeNonLinear();
+    model.replaceLinears((layer, role, current) => {
+      const module = `model.layers.${layer}.${role}`;
+      const dense = (current as Linear).denseWeight();
+      const matrix = (name: string) => {
+        const info = adapters.info(name);
+        return { rows: info.shape[0]!, cols: info.shape[1]!, data: adapters.readFloat32(name) };
+      };
+      return new LoraLinear(new Linear(dense, undefined, true), {
+        rank: adapterConfig.r,
+        alpha: adapterConfig.lora_alpha,
+        ...(adapterConfig.use_rslora ? { useRslora: true } : {}),
+        ...(options.dropout !== undefined ? { dropout: options.dropout } : {}),
+        init: { a: matrix(`base_model.model.${module}.lora_A.weight`), b: matrix(`base_model.model.${module}.lora_B.weight`) },
+      });
+    });
+  } finally {
+    adapters.close();
+  }
+  return model;
+}
