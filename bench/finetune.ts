@@ -4,7 +4,7 @@
  * addresses and report held-out perplexity for full-precision LoRA, QLoRA (zero-init B) and LoftQ
  * at several bit widths, over a learning-rate sweep (best reported) and several seeds.
  *
- *   node dist/bench/finetune.js [--smoke] [--json bench/results/finetune.json] [--svg bench/results/finetune.svg]
+ *   node dist/bench/finetune.js [--smoke | --medium] [--json bench/results/finetune.json] [--svg bench/results/finetune.svg]
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -184,8 +184,23 @@ export function curvesSvg(runs: FinetuneRun[]): string {
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width + 120}" height="${height}"><text x="${pad}" y="20" font-size="12">fine-tuning loss per step (seed ${shown[0]?.seed})</text><text x="4" y="${pad}" font-size="10">${hi.toFixed(2)}</text><text x="4" y="${height - pad}" font-size="10">${lo.toFixed(2)}</text>${lines.join("")}</svg>\n`;
 }
 
+/** A ~10-minute cut of FULL: fewer methods, one learning rate, two seeds, shorter runs. */
+export const MEDIUM: FinetuneSettings = {
+  ...FULL,
+  pretrainSteps: 1000, finetuneSteps: 100, learningRates: [3e-3], seeds: [0, 1], evalSequences: 32,
+  methods: [
+    { method: "lora", bits: 16, iterations: 0 },
+    { method: "qlora", bits: 4, iterations: 0 },
+    { method: "qlora", bits: 2, iterations: 0 },
+    { method: "loftq", bits: 4, iterations: 1 },
+    { method: "loftq", bits: 2, iterations: 1 },
+    { method: "loftq", bits: 2, iterations: 5 },
+    { method: "loftq", bits: "2/4", iterations: 5 },
+  ],
+};
+
 if (process.argv[1]?.endsWith("bench/finetune.js")) {
-  const settings = process.argv.includes("--smoke") ? SMOKE : FULL;
+  const settings = process.argv.includes("--smoke") ? SMOKE : process.argv.includes("--medium") ? MEDIUM : FULL;
   const arg = (name: string, fallback: string) => {
     const i = process.argv.indexOf(`--${name}`);
     return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
