@@ -12,6 +12,8 @@ export { SafetensorsFile } from "../io/safetensors-file.js";
 export { writeSafetensorsFile, upstreamOrder } from "../io/safetensors-writer.js";
 export { quantizeCheckpoint, type QuantizeCheckpointOptions, type PipelineEvent, type MatrixReport } from "../io/quantize-checkpoint.js";
 export { inspectCheckpoint } from "../io/inspect-checkpoint.js";
+export { saveTinyLlama, loadTinyLlama, loadLoftqForFineTuning } from "../io/tiny-llama-checkpoint.js";
+export { brownCorpus, sotuAddresses } from "../io/text-corpora.js";
 export { createThreadedBackend, type ThreadedBackend } from "./thread-pool-backend.js";
 
 if (wasmSimdSupported()) registerBackend(createThreadedBackend(), 20);
