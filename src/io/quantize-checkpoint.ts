@@ -133,7 +133,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
       throw new InvalidArgumentError(`${partial} was started with other settings or another input; run without --resume to start over`);
     }
     options.onEvent?.({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length });
-    try {
+    return removeOnError(partial, () => {
       if (!resuming) {
         rmSync(partial, { recursive: true, force: true });
         mkdirSync(partial, { recursive: true });
@@ -150,10 +150,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
         rmSync(join(partial, SETTINGS_FILE));
       }
       return publish(partial, output, reports, started, options.onEvent);
-    } catch (error) {
-      rmSync(partial, { recursive: true, force: true });
-      throw error;
-    }
+    });
   } finally {
     checkpoint.close();
   }
@@ -179,19 +176,30 @@ export function mergeFragments(options: { input: string; output: string; fragmen
   const checkpoint = openCheckpoint(input);
   const partial = `${output}.partial`;
   try {
-    const targets = planTargets(checkpoint, recorded.settings);
-    const stores = options.fragments.map((dir) => join(dir, STORE_DIR));
-    const missing = targets.filter((t) => !stores.some((store) => hasMatrix(store, t.module)));
-    if (missing.length > 0) throw new InvalidArgumentError(`${missing.length} matrices are in no fragment (first: ${missing[0]!.module}); is a shard missing?`);
-    rmSync(partial, { recursive: true, force: true });
-    mkdirSync(partial, { recursive: true });
-    const reports = assemble(checkpoint, targets, stores, partial, output, recorded.settings);
-    return publish(partial, output, reports, started, options.onEvent);
+    return removeOnError(partial, () => mergeInto(checkpoint, partial, output, options.fragments, recorded.settings, started, options.onEvent));
+  } finally {
+    checkpoint.close();
+  }
+}
+
+function mergeInto(checkpoint: Checkpoint, partial: string, output: string, fragments: string[], settings: Settings, started: number, onEvent?: (event: PipelineEvent) => void): QuantizeCheckpointResult {
+  const targets = planTargets(checkpoint, settings);
+  const stores = fragments.map((dir) => join(dir, STORE_DIR));
+  const missing = targets.filter((t) => !stores.some((store) => hasMatrix(store, t.module)));
+  if (missing.length > 0) throw new InvalidArgumentError(`${missing.length} matrices are in no fragment (first: ${missing[0]!.module}); is a shard missing?`);
+  rmSync(partial, { recursive: true, force: true });
+  mkdirSync(partial, { recursive: true });
+  const reports = assemble(checkpoint, targets, stores, partial, output, settings);
+  return publish(partial, output, reports, started, onEvent);
+}
+
+/** Runs `work`; an error removes the `.partial` (only a kill leaves one behind, to resume). */
+function removeOnError<T>(partial: string, work: () => T): T {
+  try {
+    return work();
   } catch (error) {
     rmSync(partial, { recursive: true, force: true });
     throw error;
-  } finally {
-    checkpoint.close();
   }
 }
 
