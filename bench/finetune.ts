@@ -35,7 +35,10 @@ export interface FinetuneSettings {
 
 export interface FinetuneRun {
   method: string; bits: number | string; iterations: number; rank: number; seed: number; steps: number;
-  learningRate: number; perplexity: number; curve: number[];
+  learningRate: number; perplexity: number;
+  /** Held-out perplexity of the starting point (before any fine-tuning step): the sanity check. */
+  startPerplexity: number;
+  curve: number[];
 }
 
 export const SMOKE: FinetuneSettings = {
@@ -127,16 +130,17 @@ export function runFinetuneExperiment(settings: FinetuneSettings, onLine: (line:
         let best: FinetuneRun | undefined;
         for (const learningRate of settings.learningRates) {
           const model = startModel();
+          const startPerplexity = perplexity(model, evalSet);
           const curve: number[] = [];
           train(model, sampler(heldIn, settings.sequence, 100 + seed), settings.finetuneSteps, learningRate, curve);
           const run: FinetuneRun = {
             method: spec.method, bits: spec.bits, iterations: spec.iterations, rank: settings.rank, seed,
-            steps: settings.finetuneSteps, learningRate, perplexity: perplexity(model, evalSet), curve,
+            steps: settings.finetuneSteps, learningRate, perplexity: perplexity(model, evalSet), startPerplexity, curve,
           };
           if (!best || run.perplexity < best.perplexity) best = run;
         }
         runs.push(best!);
-        onLine(`${best!.method} ${best!.bits}-bit T=${best!.iterations} seed ${seed}: perplexity ${best!.perplexity.toFixed(2)} (lr ${best!.learningRate})`);
+        onLine(`${best!.method} ${best!.bits}-bit T=${best!.iterations} seed ${seed}: perplexity ${best!.startPerplexity.toFixed(2)} → ${best!.perplexity.toFixed(2)} (lr ${best!.learningRate})`);
       }
     }
     return runs;
@@ -153,16 +157,18 @@ function loraOver(model: TinyLlama, rank: number): TinyLlama {
 
 /** Mean and spread per method, as a Markdown table. */
 export function summarise(runs: FinetuneRun[]): string {
-  const groups = new Map<string, number[]>();
+  const groups = new Map<string, FinetuneRun[]>();
   for (const run of runs) {
     const key = `${run.method} | ${run.bits} | ${run.method === "loftq" ? run.iterations : "–"}`;
-    groups.set(key, [...(groups.get(key) ?? []), run.perplexity]);
+    groups.set(key, [...(groups.get(key) ?? []), run]);
   }
-  const lines = ["| method | bits | T | perplexity (mean ± sd) | seeds |", "|---|---|---|---|---|"];
-  for (const [key, values] of groups) {
-    const mean = values.reduce((a, b) => a + b, 0) / values.length;
-    const sd = Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, values.length - 1));
-    lines.push(`| ${key} | ${mean.toFixed(2)} ± ${sd.toFixed(2)} | ${values.length} |`);
+  const lines = ["| method | bits | T | before fine-tuning | perplexity (mean ± sd) | seeds |", "|---|---|---|---|---|---|"];
+  const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+  for (const [key, group] of groups) {
+    const values = group.map((r) => r.perplexity);
+    const m = mean(values);
+    const sd = Math.sqrt(values.reduce((a, b) => a + (b - m) ** 2, 0) / Math.max(1, values.length - 1));
+    lines.push(`| ${key} | ${mean(group.map((r) => r.startPerplexity)).toFixed(2)} | ${m.toFixed(2)} ± ${sd.toFixed(2)} | ${values.length} |`);
   }
   return lines.join("\n");
 }
