@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { quantizeCheckpoint, activeBackendName } from "../src/node/index.js";
-import { upstreamOrder, writeSafetensorsFile, tensorByteLength } from "../src/io/safetensors-writer.js";
+import { writeShardedCheckpoint } from "../src/io/sharded-checkpoint.js";
 import { encodeHalf } from "../src/tensor/dtype.js";
 import { gaussian, mulberry32 } from "../src/linalg/random.js";
 import { DEFAULT_OVERSAMPLE, DEFAULT_POWER_ITERATIONS } from "../src/linalg/truncated-svd.js";
@@ -51,33 +51,10 @@ export function buildSyntheticModel(dir: string, shape: ModelShape): void {
     for (const norm of ["input_layernorm", "post_attention_layernorm"]) tensors.push({ name: `model.layers.${l}.${norm}.weight`, shape: [hidden], scale: 0 });
   }
   // Shards in name order, a new one past SHARD_BYTES, named and indexed like the hub's.
-  const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : 1));
-  const shards: Array<typeof tensors> = [[]];
-  let size = 0;
-  for (const t of sorted) {
-    const bytes = t.shape.reduce((a, b) => a * b, 1) * 2;
-    if (size + bytes > SHARD_BYTES && shards.at(-1)!.length > 0) {
-      shards.push([]);
-      size = 0;
-    }
-    shards.at(-1)!.push(t);
-    size += bytes;
-  }
-  const weightMap: Record<string, string> = {};
-  let totalSize = 0;
-  shards.forEach((group, i) => {
-    const file = `model-${String(i + 1).padStart(5, "0")}-of-${String(shards.length).padStart(5, "0")}.safetensors`;
-    const planned = upstreamOrder(group.map((t) => ({ name: t.name, dtype: "BF16", shape: t.shape })));
-    for (const t of planned) {
-      weightMap[t.name] = file;
-      totalSize += tensorByteLength(t);
-    }
-    writeSafetensorsFile(join(dir, file), planned, { format: "pt" }, (t) => {
-      const spec = group.find((g) => g.name === t.name)!;
-      return encodeHalf(syntheticValues(t.name, t.shape, spec.scale), "bf16");
-    });
-  });
-  writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + "\n");
+  const scales = new Map(tensors.map((t) => [t.name, t.scale]));
+  writeShardedCheckpoint(dir, tensors.map((t) => ({ name: t.name, dtype: "BF16", shape: t.shape })), SHARD_BYTES, (t) =>
+    encodeHalf(syntheticValues(t.name, t.shape, scales.get(t.name)!), "bf16"),
+  );
   writeFileSync(join(dir, "config.json"), JSON.stringify({
     architectures: ["LlamaForCausalLM"], model_type: "llama", hidden_size: hidden, intermediate_size: intermediate,
     num_hidden_layers: layers, num_attention_heads: 32, num_key_value_heads: 32, vocab_size: vocab, torch_dtype: "bfloat16",

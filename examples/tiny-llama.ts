@@ -11,7 +11,7 @@ import { createRequire } from "node:module";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readTfjsWeights, tfjsLinearWeights } from "../src/io/tfjs-weights.js";
-import { upstreamOrder, writeSafetensorsFile, tensorByteLength } from "../src/io/safetensors-writer.js";
+import { writeShardedCheckpoint } from "../src/io/sharded-checkpoint.js";
 import { encodeHalf } from "../src/tensor/dtype.js";
 import { transpose, type Matrix } from "../src/tensor/matrix.js";
 
@@ -65,31 +65,9 @@ export function buildTinyLlama(dir: string): string {
     tensors.set(`model.layers.${layer}.post_attention_layernorm.weight`, { shape: [512], data: new Float32Array(512).fill(1) });
   });
   mkdirSync(dir, { recursive: true });
-  // Two shards, split the way the hub splits them: in name order, a new shard past ~12 MB.
-  const names = [...tensors.keys()].sort();
-  const shards: string[][] = [[]];
-  let size = 0;
-  for (const name of names) {
-    const bytes = tensors.get(name)!.data.length * 2;
-    if (size + bytes > 12_000_000 && shards[shards.length - 1]!.length > 0) {
-      shards.push([]);
-      size = 0;
-    }
-    shards[shards.length - 1]!.push(name);
-    size += bytes;
-  }
-  const weightMap: Record<string, string> = {};
-  let totalSize = 0;
-  shards.forEach((shardNames, i) => {
-    const file = `model-${String(i + 1).padStart(5, "0")}-of-${String(shards.length).padStart(5, "0")}.safetensors`;
-    const planned = upstreamOrder(shardNames.map((name) => ({ name, dtype: "BF16", shape: tensors.get(name)!.shape })));
-    for (const t of planned) {
-      weightMap[t.name] = file;
-      totalSize += tensorByteLength(t);
-    }
-    writeSafetensorsFile(join(dir, file), planned, { format: "pt" }, (t) => encodeHalf(tensors.get(t.name)!.data, "bf16"));
-  });
-  writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + "\n");
+  // Split the way the hub splits (name order, a new shard past ~12 MB): three shards and an index.
+  const planned = [...tensors].map(([name, { shape }]) => ({ name, dtype: "BF16", shape }));
+  writeShardedCheckpoint(dir, planned, 12_000_000, (t) => encodeHalf(tensors.get(t.name)!.data, "bf16"));
   writeFileSync(join(dir, "config.json"), JSON.stringify(TINY_LLAMA_CONFIG, null, 2) + "\n");
   writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ bos_token_id: 1, eos_token_id: 2 }, null, 2) + "\n");
   return dir;

@@ -2,6 +2,7 @@ import { InvalidArgumentError } from "../errors.js";
 import { createQuantizer } from "../quant/quantizer.js";
 import { decodeFloatTensor } from "./safetensors.js";
 import { transpose } from "../tensor/matrix.js";
+import { float32Bytes } from "../tensor/dtype.js";
 
 /**
  * A pre-quantized bitsandbytes 4-bit checkpoint (what `from_pretrained(..., load_in_4bit=True)`
@@ -33,11 +34,10 @@ export function bnb4Tensors(module: string, q: Uint8Array, dtype: string, stored
   // Python's json.dumps defaults: ", " and ": " separators, keys in insertion order.
   const state = `{"quant_type": "nf4", "blocksize": ${BNB_BLOCK_SIZE}, "dtype": "${torchDtype}", "shape": [${weight.rows}, ${weight.cols}]}`;
   const stateBytes = new TextEncoder().encode(state);
-  const f32 = (values: Float32Array) => new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   return [
     { name: `${module}.weight`, dtype: "U8", shape: [quantized.packed.length, 1], bytes: quantized.packed },
-    { name: `${module}.weight.absmax`, dtype: "F32", shape: [quantized.absmax.length], bytes: f32(quantized.absmax) },
-    { name: `${module}.weight.quant_map`, dtype: "F32", shape: [16], bytes: f32(quantized.table) },
+    { name: `${module}.weight.absmax`, dtype: "F32", shape: [quantized.absmax.length], bytes: float32Bytes(quantized.absmax) },
+    { name: `${module}.weight.quant_map`, dtype: "F32", shape: [16], bytes: float32Bytes(quantized.table) },
     { name: `${module}.weight.quant_state.bitsandbytes__nf4`, dtype: "U8", shape: [stateBytes.length], bytes: stateBytes },
   ];
 }

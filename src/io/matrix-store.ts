@@ -2,6 +2,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { LoftqError } from "../errors.js";
 import type { Matrix } from "../tensor/matrix.js";
+import { float32Bytes } from "../tensor/dtype.js";
 import { SafetensorsFile } from "./safetensors-file.js";
 import { writeSafetensorsFile } from "./safetensors-writer.js";
 import type { MatrixReport } from "./quantize-checkpoint.js";
@@ -30,8 +31,8 @@ function fileOf(store: string, module: string): string {
 export function saveMatrix(store: string, module: string, qDtype: string, qShape: readonly number[], result: StoredMatrix): void {
   mkdirSync(store, { recursive: true });
   const tensors = [
-    { name: "lora_A", dtype: "F32", shape: [result.a.rows, result.a.cols], bytes: bytesOf(result.a.data) },
-    { name: "lora_B", dtype: "F32", shape: [result.b.rows, result.b.cols], bytes: bytesOf(result.b.data) },
+    { name: "lora_A", dtype: "F32", shape: [result.a.rows, result.a.cols], bytes: float32Bytes(result.a.data) },
+    { name: "lora_B", dtype: "F32", shape: [result.b.rows, result.b.cols], bytes: float32Bytes(result.b.data) },
     { name: "q", dtype: qDtype, shape: qShape, bytes: result.q },
   ];
   writeSafetensorsFile(fileOf(store, module), tensors, { report: JSON.stringify(result.report) }, (_, i) => tensors[i]!.bytes, { durable: false });
@@ -52,8 +53,4 @@ export function loadMatrix(store: string, module: string): StoredMatrix {
   } finally {
     file.close();
   }
-}
-
-function bytesOf(data: Float32Array): Uint8Array {
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }

@@ -5,13 +5,14 @@ import type { KernelBackend } from "../kernels/backend.js";
 import { loftq } from "../loftq/loftq.js";
 import type { IterationErrors } from "../loftq/loftq.js";
 import type { QuantizerKind } from "../quant/quantizer.js";
-import { encodeHalf } from "../tensor/dtype.js";
+import { encodeHalf, float32Bytes } from "../tensor/dtype.js";
 import { transpose, type Matrix } from "../tensor/matrix.js";
-import { INDEX_FILE, openCheckpoint, type Checkpoint } from "./checkpoint.js";
+import { openCheckpoint, type Checkpoint } from "./checkpoint.js";
 import { hasMatrix, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
+import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
 import { BNB4_DIR, bnb4QuantizationConfig, bnb4Tensors, torchDtypeName } from "./bnb4-export.js";
 import { adapterConfig, formatAdapterConfig, loraTensorNames, taskTypeOf } from "./peft-adapter.js";
-import { tensorByteLength, upstreamOrder, writeSafetensorsFile, type PlannedTensor } from "./safetensors-writer.js";
+import { upstreamOrder, writeSafetensorsFile, type PlannedTensor } from "./safetensors-writer.js";
 import { checkBitsOption, selectTargets, type TargetMatrix } from "./targets.js";
 
 /**
@@ -293,25 +294,14 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
 function assemble(checkpoint: Checkpoint, targets: readonly TargetMatrix[], stores: readonly string[], dir: string, output: string, settings: Settings): MatrixReport[] {
   const storeOf = (module: string) => stores.find((store) => hasMatrix(store, module))!;
   const byTensor = new Map(targets.map((t) => [t.tensor, t]));
-  const weightMap: Record<string, string> = {};
-  let totalSize = 0;
-  for (const shard of checkpoint.shardNames) {
-    const planned: PlannedTensor[] = upstreamOrder(
-      checkpoint.files.get(shard)!.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: byTensor.has(t.name) && settings.dtype ? settings.dtype : t.dtype })),
-    );
-    for (const t of planned) {
-      weightMap[t.name] = shard;
-      totalSize += tensorByteLength(t);
-    }
-    writeSafetensorsFile(join(dir, shard), planned, { ...checkpoint.metadata, format: "pt" }, (tensor) => {
-      const target = byTensor.get(tensor.name);
-      return target ? loadMatrix(storeOf(target.module), target.module).q : checkpoint.readBytes(tensor.name);
-    });
-  }
-  if (checkpoint.sharded) {
-    const index = { metadata: { total_size: totalSize }, weight_map: Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : 1))) };
-    writeFileSync(join(dir, INDEX_FILE), JSON.stringify(index, null, 2) + "\n");
-  }
+  const shards = checkpoint.shardNames.map((file) => ({
+    file,
+    tensors: checkpoint.files.get(file)!.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: byTensor.has(t.name) && settings.dtype ? settings.dtype : t.dtype })),
+  }));
+  writeShards(dir, shards, { ...checkpoint.metadata, format: "pt" }, (tensor) => {
+    const target = byTensor.get(tensor.name);
+    return target ? loadMatrix(storeOf(target.module), target.module).q : checkpoint.readBytes(tensor.name);
+  }, checkpoint.sharded);
   for (const file of readdirSync(checkpoint.dir)) {
     if (COPIED_FILE.test(file) && statSync(join(checkpoint.dir, file)).isFile()) copyFileSync(join(checkpoint.dir, file), join(dir, file));
   }
@@ -325,7 +315,7 @@ function assemble(checkpoint: Checkpoint, targets: readonly TargetMatrix[], stor
 }
 
 function encodeFloats(values: Float32Array, dtype: string): Uint8Array {
-  if (dtype === "F32") return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  if (dtype === "F32") return float32Bytes(values);
   if (dtype === "F16") return encodeHalf(values, "f16");
   if (dtype === "BF16") return encodeHalf(values, "bf16");
   throw new InvalidArgumentError(`cannot write a quantized weight as ${dtype}`);
@@ -334,37 +324,29 @@ function encodeFloats(values: Float32Array, dtype: string): Uint8Array {
 /** The bitsandbytes NF4 checkpoint beside the backbone: same shards, target weights replaced by their 4-bit state. */
 function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, storeOf: (module: string) => string, dir: string, settings: Settings): void {
   mkdirSync(dir, { recursive: true });
-  const weightMap: Record<string, string> = {};
-  let totalSize = 0;
   let computeDtype = "float32";
-  for (const shard of checkpoint.shardNames) {
-    const contents = new Map<string, Uint8Array | undefined>();
-    const planned: PlannedTensor[] = [];
-    for (const t of checkpoint.files.get(shard)!.tensors) {
-      const target = byTensor.get(t.name);
-      if (!target) {
-        planned.push({ name: t.name, dtype: t.dtype, shape: t.shape });
-        contents.set(t.name, undefined);
-        continue;
+  // One shard at a time, so only that shard's 4-bit states are held in memory.
+  function* shards(): Generator<ShardPlan> {
+    for (const file of checkpoint.shardNames) {
+      const quantized = new Map<string, Uint8Array>();
+      const tensors: PlannedTensor[] = [];
+      for (const t of checkpoint.files.get(file)!.tensors) {
+        const target = byTensor.get(t.name);
+        if (!target) {
+          tensors.push({ name: t.name, dtype: t.dtype, shape: t.shape });
+          continue;
+        }
+        const dtype = settings.dtype ?? t.dtype;
+        computeDtype = torchDtypeName(dtype);
+        for (const tensor of bnb4Tensors(target.module, loadMatrix(storeOf(target.module), target.module).q, dtype, t.shape, target.transposed)) {
+          tensors.push(tensor);
+          quantized.set(tensor.name, tensor.bytes);
+        }
       }
-      const dtype = settings.dtype ?? t.dtype;
-      computeDtype = torchDtypeName(dtype);
-      for (const tensor of bnb4Tensors(target.module, loadMatrix(storeOf(target.module), target.module).q, dtype, t.shape, target.transposed)) {
-        planned.push(tensor);
-        contents.set(tensor.name, tensor.bytes);
-      }
+      yield { file, tensors, produce: (tensor) => quantized.get(tensor.name) ?? checkpoint.readBytes(tensor.name) };
     }
-    const ordered = upstreamOrder(planned);
-    for (const t of ordered) {
-      weightMap[t.name] = shard;
-      totalSize += tensorByteLength(t);
-    }
-    writeSafetensorsFile(join(dir, shard), ordered, { ...checkpoint.metadata, format: "pt" }, (tensor) => contents.get(tensor.name) ?? checkpoint.readBytes(tensor.name));
   }
-  if (checkpoint.sharded) {
-    const index = { metadata: { total_size: totalSize }, weight_map: Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : 1))) };
-    writeFileSync(join(dir, INDEX_FILE), JSON.stringify(index, null, 2) + "\n");
-  }
+  writeShards(dir, shards(), { ...checkpoint.metadata, format: "pt" }, (tensor) => checkpoint.readBytes(tensor.name), checkpoint.sharded);
   for (const file of readdirSync(checkpoint.dir)) {
     if (COPIED_FILE.test(file) && file !== "config.json" && statSync(join(checkpoint.dir, file)).isFile()) copyFileSync(join(checkpoint.dir, file), join(dir, file));
   }
@@ -383,10 +365,7 @@ function writeAdapter(
   }
   const ordered = upstreamOrder(tensors);
   mkdirSync(join(dir, ADAPTER_DIR), { recursive: true });
-  writeSafetensorsFile(join(dir, ADAPTER_DIR, "adapter_model.safetensors"), ordered, { format: "pt" }, (_, i) => {
-    const data = ordered[i]!.data;
-    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  });
+  writeSafetensorsFile(join(dir, ADAPTER_DIR, "adapter_model.safetensors"), ordered, { format: "pt" }, (_, i) => float32Bytes(ordered[i]!.data));
   const adapter = adapterConfig({
     baseModel: output,
     rank: settings.rank,

@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { InvalidArgumentError } from "../errors.js";
+import { float32Bytes } from "../tensor/dtype.js";
 import { Linear } from "../nn/linear.js";
 import { LoraLinear } from "../nn/lora-linear.js";
 import { TinyLlama, type TinyLlamaConfig } from "../nn/tiny-llama.js";
@@ -17,10 +18,7 @@ export function saveTinyLlama(model: TinyLlama, dir: string): void {
   mkdirSync(dir, { recursive: true });
   const state = model.stateDict();
   const tensors = upstreamOrder([...state].map(([name, { shape }]) => ({ name, dtype: "F32", shape })));
-  writeSafetensorsFile(join(dir, "model.safetensors"), tensors, { format: "pt" }, (t) => {
-    const data = state.get(t.name)!.data;
-    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  });
+  writeSafetensorsFile(join(dir, "model.safetensors"), tensors, { format: "pt" }, (t) => float32Bytes(state.get(t.name)!.data));
   writeFileSync(join(dir, "config.json"), JSON.stringify(model.hfConfig(), null, 2) + "\n");
 }
 

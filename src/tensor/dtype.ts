@@ -114,3 +114,8 @@ export function encodeHalf(values: Float32Array, kind: "f16" | "bf16", out: Uint
   }
   return out;
 }
+
+/** The little-endian bytes of float32 values, as safetensors stores F32 (a view, no copy). */
+export function float32Bytes(values: Float32Array): Uint8Array {
+  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+}
