@@ -6,25 +6,14 @@ import { crossEntropy } from "./cross-entropy.js";
 import { CausalSelfAttention } from "./causal-attention.js";
 import { gaussianArray, mulberry32 } from "../linalg/random.js";
 import type { Matrix } from "../tensor/matrix.js";
+import { worstGradientError } from "../../test/helpers/finite-differences.js";
 
 const random = mulberry32(7);
 const randomMatrix = (rows: number, cols: number): Matrix => ({ rows, cols, data: gaussianArray(rows * cols, random) });
 
-/** Central differences of a scalar function on `values[i]` for a few random i, against `grad`. */
+/** Central differences at 16 random elements against `grad`, printed and bounded. */
 function check(name: string, values: Float32Array, grad: Float32Array, lossOf: () => number, t: { diagnostic(m: string): void }): void {
-  let worst = 0;
-  for (let trial = 0; trial < 16; trial++) {
-    const i = Math.floor(random() * values.length);
-    const original = values[i]!;
-    const h = 1e-2 * Math.max(1, Math.abs(original));
-    values[i] = original + h;
-    const up = lossOf();
-    values[i] = original - h;
-    const down = lossOf();
-    values[i] = original;
-    const numeric = (up - down) / (2 * h);
-    worst = Math.max(worst, Math.abs(numeric - grad[i]!) / Math.max(1e-3, Math.abs(numeric), Math.abs(grad[i]!)));
-  }
+  const worst = worstGradientError(values, grad, lossOf, random, 16);
   t.diagnostic(`${name}: worst relative difference to finite differences ${worst.toExponential(2)}`);
   assert.ok(worst < 5e-3, `${name}: ${worst}`);
 }

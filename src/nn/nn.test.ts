@@ -12,6 +12,7 @@ import { gaussianArray, mulberry32 } from "../linalg/random.js";
 import { createQuantizer } from "../quant/quantizer.js";
 import { llmLikeWeight } from "../synthetic/llm-like-weight.js";
 import type { Matrix } from "../tensor/matrix.js";
+import { worstGradientError } from "../../test/helpers/finite-differences.js";
 
 const random = mulberry32(99);
 const randomMatrix = (rows: number, cols: number, scale = 1): Matrix => ({ rows, cols, data: gaussianArray(rows * cols, random).map((v) => v * scale) });
@@ -36,19 +37,7 @@ function gradientCheck(layer: Layer, x: Matrix, checked: Parameter[], t: { diagn
     grad: p.grad,
   }));
   for (const { name, values, grad } of targets) {
-    let worst = 0;
-    for (let trial = 0; trial < 12; trial++) {
-      const i = Math.floor(random() * values.length);
-      const original = values[i]!;
-      const h = 1e-2 * Math.max(1, Math.abs(original));
-      values[i] = original + h;
-      const up = loss(layer, x, r);
-      values[i] = original - h;
-      const down = loss(layer, x, r);
-      values[i] = original;
-      const numeric = (up - down) / (2 * h);
-      worst = Math.max(worst, Math.abs(numeric - grad[i]!) / Math.max(1e-3, Math.abs(numeric), Math.abs(grad[i]!)));
-    }
+    const worst = worstGradientError(values, grad, () => loss(layer, x, r), random, 12);
     t.diagnostic(`${name}: worst relative difference to finite differences ${worst.toExponential(2)}`);
     assert.ok(worst < 2e-3, `${name}: ${worst}`);
   }
