@@ -43,9 +43,8 @@ export interface TruncatedSvd {
   /** n×r, row-major, orthonormal columns (M ≈ U·diag(S)·Vᵀ). */
   v: Float32Array;
   rank: number;
-  /** n×k right basis, reusable as the next call's `start`. */
+  /** n×k right basis (k = subspace.length / n), reusable as the next call's `start`. */
   subspace: Float32Array;
-  subspaceSize: number;
 }
 
 /** Krylov depth: measured within 0.05% of the Eckart–Young optimum on NF2/NF4 LoftQ residuals. */
@@ -68,7 +67,7 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
   const krylovCoversAll = k * blocks >= Math.min(m, n);
   if (method === "exact" || krylovCoversAll || (method === "auto" && Math.min(m, n) <= EXACT_SVD_MAX_DIM)) {
     const { u, s, v } = exactTruncatedSvd(matrix, rank);
-    return { u, s, v, rank, subspace: v, subspaceSize: rank };
+    return { u, s, v, rank, subspace: v };
   }
   const backend = options.backend ?? getBackend();
   const random = mulberry32(options.seed ?? 0);
@@ -115,29 +114,28 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
         }
       }
     }
-    const keep = k;
-    const { values, vectors } = topEigenpairs(gram, width, keep);
+    const { values, vectors } = topEigenpairs(gram, width, k);
     const s = values.map((lambda) => Math.sqrt(Math.max(lambda, 0)));
     // U = Q·Ub (m×r) and V = Bᵀ·Ub·S⁻¹ (n×k, the first r returned, all k kept as the warm start).
     const u = new Float32Array(m * rank);
-    const subspace = new Float32Array(n * keep);
+    const subspace = new Float32Array(n * k);
     const ubRank = new Float32Array(k * rank);
-    const ubScaled = new Float32Array(k * keep);
+    const ubScaled = new Float32Array(k * k);
     for (let b = 0; b < blocks; b++) {
       for (let i = 0; i < k; i++) {
-        for (let j = 0; j < keep; j++) {
-          const value = vectors[(b * k + i) * keep + j]!;
+        for (let j = 0; j < k; j++) {
+          const value = vectors[(b * k + i) * k + j]!;
           if (j < rank) ubRank[i * rank + j] = value;
-          ubScaled[i * keep + j] = s[j]! > 0 ? value / s[j]! : 0;
+          ubScaled[i * k + j] = s[j]! > 0 ? value / s[j]! : 0;
         }
       }
       backend.gemm({ transA: false, transB: false, m, n: rank, k, alpha: 1, a: basis[b]!, b: ubRank, beta: b === 0 ? 0 : 1, c: u });
-      backend.gemm({ transA: false, transB: false, m: n, n: keep, k, alpha: 1, a: projected[b]!, b: ubScaled, beta: b === 0 ? 0 : 1, c: subspace });
+      backend.gemm({ transA: false, transB: false, m: n, n: k, k, alpha: 1, a: projected[b]!, b: ubScaled, beta: b === 0 ? 0 : 1, c: subspace });
     }
     const v = new Float32Array(n * rank);
-    for (let i = 0; i < n; i++) for (let j = 0; j < rank; j++) v[i * rank + j] = subspace[i * keep + j]!;
+    for (let i = 0; i < n; i++) for (let j = 0; j < rank; j++) v[i * rank + j] = subspace[i * k + j]!;
     applySignConvention(u, v, m, rank, rank);
-    return { u, s: s.slice(0, rank), v, rank, subspace, subspaceSize: keep };
+    return { u, s: s.slice(0, rank), v, rank, subspace };
   } finally {
     for (const buffer of [omega, ...basis, ...projected]) backend.release(buffer);
   }
