@@ -23,6 +23,8 @@ import { mulberry32 } from "../src/linalg/random.js";
 export interface FinetuneSettings {
   model: TinyLlamaConfig;
   sequence: number;
+  /** Sequences per optimizer step (each step trains on batchSize · sequence tokens). */
+  batchSize: number;
   pretrainSteps: number;
   finetuneSteps: number;
   rank: number;
@@ -43,7 +45,7 @@ export interface FinetuneRun {
 
 export const SMOKE: FinetuneSettings = {
   model: { vocabSize: BYTE_VOCAB_SIZE, hiddenSize: 64, intermediateSize: 128, layers: 2, heads: 4 },
-  sequence: 32, pretrainSteps: 40, finetuneSteps: 10, rank: 4, learningRates: [3e-3], seeds: [0], evalSequences: 4,
+  sequence: 32, batchSize: 2, pretrainSteps: 40, finetuneSteps: 10, rank: 4, learningRates: [3e-3], seeds: [0], evalSequences: 4,
   methods: [
     { method: "lora", bits: 16, iterations: 0 },
     { method: "qlora", bits: 2, iterations: 0 },
@@ -58,7 +60,7 @@ export const SMOKE: FinetuneSettings = {
  */
 export const FULL: FinetuneSettings = {
   model: { vocabSize: BYTE_VOCAB_SIZE, hiddenSize: 192, intermediateSize: 512, layers: 4, heads: 6 },
-  sequence: 96, pretrainSteps: 2000, finetuneSteps: 200, rank: 8, learningRates: [1e-3, 3e-3], seeds: [0, 1, 2], evalSequences: 64,
+  sequence: 96, batchSize: 16, pretrainSteps: 2000, finetuneSteps: 200, rank: 8, learningRates: [1e-3, 3e-3], seeds: [0, 1, 2], evalSequences: 64,
   methods: [
     { method: "lora", bits: 16, iterations: 0 },
     ...([4, 3, 2] as const).map((bits) => ({ method: "qlora" as const, bits, iterations: 0 })),
@@ -68,7 +70,7 @@ export const FULL: FinetuneSettings = {
 };
 
 /** Random windows of a token stream. */
-function sampler(stream: Int32Array, length: number, seed: number) {
+export function sampler(stream: Int32Array, length: number, seed: number) {
   const random = mulberry32(seed);
   return () => {
     const start = Math.floor(random() * (stream.length - length - 1));
@@ -76,12 +78,12 @@ function sampler(stream: Int32Array, length: number, seed: number) {
   };
 }
 
-function train(model: TinyLlama, next: () => Int32Array, steps: number, peak: number, curve?: number[]): void {
+export function train(model: TinyLlama, next: () => Int32Array, steps: number, batchSize: number, peak: number, curve?: number[]): void {
   const parameters = model.parameters();
   const optimizer = new AdamW(parameters, { lr: peak, weightDecay: 0.01 });
   for (let step = 0; step < steps; step++) {
     zeroGrad(parameters);
-    const loss = model.trainStep(next());
+    const loss = model.trainStep(Array.from({ length: batchSize }, next));
     clipGradNorm(parameters, 1);
     optimizer.lr = cosineSchedule(step, { peak, total: steps, warmup: Math.ceil(steps / 20), min: peak / 10 });
     optimizer.update();
@@ -89,9 +91,14 @@ function train(model: TinyLlama, next: () => Int32Array, steps: number, peak: nu
   }
 }
 
-function perplexity(model: TinyLlama, sequences: Int32Array[]): number {
-  const losses = sequences.map((s) => model.loss(s));
-  return Math.exp(losses.reduce((a, b) => a + b, 0) / losses.length);
+/** exp(mean per-token loss) over equally long sequences, evaluated a batch at a time. */
+export function perplexity(model: TinyLlama, sequences: Int32Array[], batchSize = 16): number {
+  let total = 0;
+  for (let i = 0; i < sequences.length; i += batchSize) {
+    const batch = sequences.slice(i, i + batchSize);
+    total += model.loss(batch) * batch.length;
+  }
+  return Math.exp(total / sequences.length);
 }
 
 export function runFinetuneExperiment(settings: FinetuneSettings, onLine: (line: string) => void = console.log): FinetuneRun[] {
@@ -107,7 +114,7 @@ export function runFinetuneExperiment(settings: FinetuneSettings, onLine: (line:
     const started = performance.now();
     const base = new TinyLlama(settings.model, undefined, 7);
     const pretrainCurve: number[] = [];
-    train(base, sampler(brown, settings.sequence, 1), settings.pretrainSteps, 3e-3, pretrainCurve);
+    train(base, sampler(brown, settings.sequence, 1), settings.pretrainSteps, settings.batchSize, 3e-3, pretrainCurve);
     onLine(`pretrained ${settings.pretrainSteps} steps on Brown in ${((performance.now() - started) / 1000).toFixed(0)} s: held-out SOTU perplexity ${perplexity(base, evalSet).toFixed(2)}`);
     const baseDir = join(work, "base");
     saveTinyLlama(base, baseDir);
@@ -132,7 +139,7 @@ export function runFinetuneExperiment(settings: FinetuneSettings, onLine: (line:
           const model = startModel();
           const startPerplexity = perplexity(model, evalSet);
           const curve: number[] = [];
-          train(model, sampler(heldIn, settings.sequence, 100 + seed), settings.finetuneSteps, learningRate, curve);
+          train(model, sampler(heldIn, settings.sequence, 100 + seed), settings.finetuneSteps, settings.batchSize, learningRate, curve);
           const run: FinetuneRun = {
             method: spec.method, bits: spec.bits, iterations: spec.iterations, rank: settings.rank, seed,
             steps: settings.finetuneSteps, learningRate, perplexity: perplexity(model, evalSet), startPerplexity, curve,

@@ -12,7 +12,7 @@ import { SafetensorsFile } from "../io/safetensors-file.js";
 import { openCheckpoint } from "../io/checkpoint.js";
 import { mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
-import { loftq, qloraInit, activeBackendName, QUANTIZER_KINDS, listBackends, registerBackend, createThreadedBackend, type QuantizerKind } from "../node/index.js";
+import { loftq, qloraInit, activeBackendName, QUANTIZER_KINDS, listBackends, registerBackend, createThreadedBackend, createOrtBackend, ortInstalled, type QuantizerKind } from "../node/index.js";
 import { progressRenderer, type ProgressMode } from "./progress.js";
 
 const VERSION = "0.1.0";
@@ -23,8 +23,8 @@ const COMMON_LOFTQ_OPTIONS = `  --bits N            2, 3, 4, 8, or mixed 2/4-bit
   --quantizer Q       ${QUANTIZER_KINDS.join(" | ")} (default nf)
   --block-size B      values per absmax block (default 64)
   --seed S            SVD seed (default 0): same seed, same bytes
-  --backend NAME      kernel backend (default: fastest available)
-  --threads N         threads for the wasm-threads backend (default: all cores)`;
+  --backend NAME      kernel backend: ort, wasm-threads, wasm or ts (default: the fastest available)
+  --threads N         threads for the wasm-threads and ort backends (default: all cores)`;
 
 const HELP: Record<string, string> = {
   main: `loftq ${VERSION}: LoftQ initialisation (quantized backbone + LoRA adapters) on the CPU
@@ -142,7 +142,9 @@ function main(argv: string[]): number {
   if (values.threads !== undefined) {
     const threads = number("threads", values.threads, 1);
     if (threads < 1) throw new UsageError("--threads must be at least 1");
-    registerBackend(createThreadedBackend(threads), 30);
+    const threaded = createThreadedBackend(threads);
+    registerBackend(threaded, 40);
+    if (ortInstalled()) registerBackend(createOrtBackend(threaded, threads), 50);
   }
 
   if (command === "quantize") {

@@ -48,4 +48,10 @@ export interface KernelBackend {
   encodeCodebook(call: CodebookCall): void;
   /** out[i] = a[i] − b[i] when `out` is given; returns Σ(a[i] − b[i])², accumulated in float64. */
   subtract(a: Float32Array, b: Float32Array, out?: Float32Array): number;
+  /**
+   * Optional: runs `body`, during which the caller promises not to modify `array` (e.g. the matrix
+   * every pass of a truncated SVD reads). Backends that must copy operands into their own memory
+   * (ort) copy it once for the whole scope instead of once per product.
+   */
+  withReadOnly?<T>(array: Float32Array, body: () => T): T;
 }

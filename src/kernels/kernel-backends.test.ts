@@ -4,6 +4,7 @@ import type { KernelBackend } from "./backend.js";
 import { tsBackend } from "./ts-backend.js";
 import { createWasmBackend, wasmSimdSupported } from "./wasm-backend.js";
 import { createThreadedBackend } from "../node/thread-pool-backend.js";
+import { createOrtBackend, ortInstalled } from "../node/ort-backend.js";
 import { gaussianArray, mulberry32 } from "../linalg/random.js";
 import { createQuantizer } from "../quant/quantizer.js";
 import { midpoints, normalFloatTable } from "../quant/tables.js";
@@ -11,10 +12,11 @@ import { midpoints, normalFloatTable } from "../quant/tables.js";
 /** One suite over every backend, each compared with the plain-TS reference (max |Δ| printed). */
 const threaded = wasmSimdSupported() ? createThreadedBackend(2) : undefined;
 after(() => threaded?.terminate());
-const backends: KernelBackend[] = [tsBackend, ...(wasmSimdSupported() ? [createWasmBackend(), threaded!] : [])];
+const ort = threaded && ortInstalled() ? createOrtBackend(threaded, 2) : undefined;
+const backends: KernelBackend[] = [tsBackend, ...(threaded ? [createWasmBackend(), threaded] : []), ...(ort ? [ort] : [])];
 
 const SHAPES: Array<[number, number, number]> = [
-  [0, 3, 4], [3, 0, 4], [2, 3, 0], [1, 1, 1], [3, 5, 7], [17, 33, 9], [64, 64, 64], [130, 70, 50], [5, 700, 300], [2000, 24, 1500],
+  [0, 3, 4], [3, 0, 4], [2, 3, 0], [1, 1, 1], [3, 5, 7], [17, 33, 9], [64, 64, 64], [130, 70, 50], [5, 700, 300], [2000, 24, 1500], [300, 400, 500],
 ];
 
 for (const backend of backends) {
@@ -48,6 +50,26 @@ for (const backend of backends) {
     }
   });
 }
+
+test("ort: products inside withReadOnly read one copy of the operand; after the scope, its current contents", { skip: ort ? false : "onnxruntime-node is not installed" }, () => {
+  const [m, n, k] = [600, 24, 700];
+  const random = mulberry32(31);
+  const a = gaussianArray(m * k, random, threaded!.allocate(m * k));
+  const b = gaussianArray(k * n, random);
+  const product = (backend: KernelBackend, transA: boolean) => {
+    const c = new Float32Array(transA ? k * n : m * n);
+    const x = transA ? gaussianArray(m * n, mulberry32(2)) : b;
+    backend.gemm({ transA, transB: false, m: transA ? k : m, n, k: transA ? m : k, alpha: 1, a, b: x, beta: 0, c });
+    return c;
+  };
+  const maxDiff = (x: Float32Array, y: Float32Array) => x.reduce((worst, v, i) => Math.max(worst, Math.abs(v - y[i]!)), 0);
+  ort!.withReadOnly!(a, () => {
+    for (const transA of [false, true]) assert.ok(maxDiff(product(ort!, transA), product(tsBackend, transA)) < 1e-3);
+  });
+  a[0] = 100; // outside the scope the backend must not serve a stale copy
+  assert.ok(maxDiff(product(ort!, false), product(tsBackend, false)) < 1e-3);
+  threaded!.release(a);
+});
 
 test("gemm rejects arrays too short for the shape, on every backend", () => {
   for (const backend of backends) {

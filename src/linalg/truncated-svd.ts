@@ -80,7 +80,7 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
   const omega = backend.allocate(n * k);
   const basis = Array.from({ length: blocks }, () => backend.allocate(m * k));
   const projected = Array.from({ length: blocks }, () => backend.allocate(n * k));
-  try {
+  const run = () => {
     gaussianArray(n * k, random, omega);
     if (options.start) {
       const startStride = options.start.length / n;
@@ -136,6 +136,10 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
     for (let i = 0; i < n; i++) for (let j = 0; j < rank; j++) v[i * rank + j] = subspace[i * k + j]!;
     applySignConvention(u, v, m, rank, rank);
     return { u, s: s.slice(0, rank), v, rank, subspace };
+  };
+  try {
+    // Every pass reads M and nothing writes it: backends that copy operands may copy it once.
+    return backend.withReadOnly ? backend.withReadOnly(data, run) : run();
   } finally {
     for (const buffer of [omega, ...basis, ...projected]) backend.release(buffer);
   }

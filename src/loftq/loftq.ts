@@ -87,7 +87,9 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
         if (best !== current) [best, current] = [current, best];
       }
     }
-    dequantized = new Float32Array(best);
+    // set() rather than the copy constructor: element-wise reads of shared memory are slower.
+    dequantized = new Float32Array(best.length);
+    dequantized.set(best);
   } finally {
     for (const buffer of new Set([weightCopy, current, best, residual])) backend.release(buffer);
   }

@@ -49,6 +49,26 @@ test("TinyLlama: every parameter's gradient matches finite differences of the lo
   assert.ok(worst < 1e-2, `worst ${worst}`);
 });
 
+test("TinyLlama: a batch is the mean of its sequences (loss and gradients), each attending only within itself", () => {
+  const other = [4, 4, 8, 2, 10, 1, 6];
+  const model = new TinyLlama(config, undefined, 3);
+  const parameters = model.parameters();
+  const gradients = (batch: number[] | number[][]) => {
+    zeroGrad(parameters);
+    const loss = model.trainStep(batch);
+    return { loss, grads: parameters.map((p) => Float64Array.from(p.grad)) };
+  };
+  const first = gradients(tokens);
+  const second = gradients(other);
+  const both = gradients([tokens, other]);
+  assert.ok(Math.abs(both.loss - (first.loss + second.loss) / 2) < 1e-5, `${both.loss} vs ${(first.loss + second.loss) / 2}`);
+  let worst = 0;
+  both.grads.forEach((g, p) => g.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - (first.grads[p]![i]! + second.grads[p]![i]!) / 2)))));
+  assert.ok(worst < 1e-5, `max gradient difference ${worst}`);
+  assert.equal(model.loss([tokens, other]), both.loss);
+  assert.throws(() => model.trainStep([tokens, [1, 2]]), /one length/);
+});
+
 test("TinyLlama learns a repeated sequence; LoRA-only training leaves the base frozen", () => {
   const model = new TinyLlama(config, undefined, 4);
   const optimizer = new AdamW(model.parameters(), { lr: 3e-2, weightDecay: 0 });

@@ -47,7 +47,7 @@ export class TinyLlama {
   readonly blocks: Block[];
   readonly norm: RmsNorm;
   lmHead: Layer;
-  private cache: { tokens: ArrayLike<number>; blocks: BlockCache[]; final: Matrix; normedFinal: Matrix } | undefined;
+  private cache: { tokens: ArrayLike<number>; sequenceLength: number; blocks: BlockCache[]; final: Matrix; normedFinal: Matrix } | undefined;
 
   constructor(readonly config: TinyLlamaConfig, weights?: Map<string, Float32Array>, seed = 0) {
     const { vocabSize: vocab, hiddenSize: d, intermediateSize: ff, layers, heads } = config;
@@ -79,44 +79,49 @@ export class TinyLlama {
     this.lmHead = linear("lm_head.weight", vocab, d, 1 / Math.sqrt(d));
   }
 
-  /** Logits (T × vocab) for one sequence. */
-  forward(tokens: ArrayLike<number>): Matrix {
+  /**
+   * Logits (T × vocab). `tokens` is one sequence, or a batch of sequences of `sequenceLength`
+   * tokens laid end to end: every linear then sees the whole batch as one matrix (one large gemm
+   * instead of many small ones) while attention and positions stay within each sequence.
+   */
+  forward(tokens: ArrayLike<number>, sequenceLength = tokens.length): Matrix {
     const heads = this.config.heads;
     let x = this.embed.forward(tokens);
     const caches: BlockCache[] = [];
     for (const block of this.blocks) {
       const l = block.linears;
       const normed1 = block.inputNorm.forward(x);
-      const q = applyRope(l["self_attn.q_proj"].forward(normed1), heads);
-      const k = applyRope(l["self_attn.k_proj"].forward(normed1), heads);
+      const q = applyRope(l["self_attn.q_proj"].forward(normed1), heads, 1, sequenceLength);
+      const k = applyRope(l["self_attn.k_proj"].forward(normed1), heads, 1, sequenceLength);
       const v = l["self_attn.v_proj"].forward(normed1);
-      const attended = block.attention.forward(q, k, v);
+      const attended = block.attention.forward(q, k, v, sequenceLength);
       const x1 = add(x, l["self_attn.o_proj"].forward(attended));
       const normed2 = block.postNorm.forward(x1);
       const gate = l["mlp.gate_proj"].forward(normed2);
       const up = l["mlp.up_proj"].forward(normed2);
-      const hidden = { rows: gate.rows, cols: gate.cols, data: gate.data.map((g, i) => silu(g) * up.data[i]!) };
+      const hidden = swiglu(gate, up);
       const out = add(x1, l["mlp.down_proj"].forward(hidden));
       caches.push({ x, normed1, q, k, v, attended, x1, normed2, gate, up, hidden });
       x = out;
     }
     const normedFinal = this.norm.forward(x);
-    this.cache = { tokens, blocks: caches, final: x, normedFinal };
+    this.cache = { tokens, sequenceLength, blocks: caches, final: x, normedFinal };
     return this.lmHead.forward(normedFinal);
   }
 
-  /** Mean next-token cross-entropy of a sequence (predicting tokens[1..] from tokens[..−1]). */
-  loss(tokens: ArrayLike<number>): number {
-    const input = Array.from({ length: tokens.length - 1 }, (_, i) => tokens[i]!);
-    const targets = Array.from({ length: tokens.length - 1 }, (_, i) => tokens[i + 1]!);
-    return crossEntropy(this.forward(input), targets).loss;
+  /**
+   * Mean next-token cross-entropy (predicting tokens[1..] from tokens[..−1]) of one sequence or of
+   * a batch of equally long sequences.
+   */
+  loss(batch: ArrayLike<number> | ArrayLike<number>[]): number {
+    const { input, targets, sequenceLength } = nextTokenPairs(batch);
+    return crossEntropy(this.forward(input, sequenceLength), targets).loss;
   }
 
-  /** Forward + backward on one sequence; accumulates gradients, returns the loss. */
-  trainStep(tokens: ArrayLike<number>): number {
-    const input = Array.from({ length: tokens.length - 1 }, (_, i) => tokens[i]!);
-    const targets = Array.from({ length: tokens.length - 1 }, (_, i) => tokens[i + 1]!);
-    const { loss, grad } = crossEntropy(this.forward(input), targets);
+  /** Forward + backward on one sequence or a batch; accumulates gradients, returns the mean loss. */
+  trainStep(batch: ArrayLike<number> | ArrayLike<number>[]): number {
+    const { input, targets, sequenceLength } = nextTokenPairs(batch);
+    const { loss, grad } = crossEntropy(this.forward(input, sequenceLength), targets);
     this.backward(grad);
     return loss;
   }
@@ -132,15 +137,17 @@ export class TinyLlama {
       const l = block.linears;
       // MLP: out = x1 + down(silu(gate) ⊙ up)
       const dHidden = l["mlp.down_proj"].backward(c.hidden, dx);
-      const dGate = { rows: c.gate.rows, cols: c.gate.cols, data: c.gate.data.map((g, i) => dHidden.data[i]! * c.up.data[i]! * siluGrad(g)) };
-      const dUp = { rows: c.up.rows, cols: c.up.cols, data: c.up.data.map((_, i) => dHidden.data[i]! * silu(c.gate.data[i]!)) };
+      const { dGate, dUp } = swigluBackward(c.gate, c.up, dHidden);
       const dNormed2 = add(l["mlp.gate_proj"].backward(c.normed2, dGate), l["mlp.up_proj"].backward(c.normed2, dUp));
       const dx1 = add(dx, block.postNorm.backward(c.x1, dNormed2));
       // Attention: x1 = x + o(attn(rope(q(n1)), rope(k(n1)), v(n1)))
       const dAttended = l["self_attn.o_proj"].backward(c.attended, dx1);
       const { dq, dk, dv } = block.attention.backward(dAttended); // each block owns its attention and its cache
       const dNormed1 = add(
-        add(l["self_attn.q_proj"].backward(c.normed1, applyRope(dq, heads, -1)), l["self_attn.k_proj"].backward(c.normed1, applyRope(dk, heads, -1))),
+        add(
+          l["self_attn.q_proj"].backward(c.normed1, applyRope(dq, heads, -1, cache.sequenceLength)),
+          l["self_attn.k_proj"].backward(c.normed1, applyRope(dk, heads, -1, cache.sequenceLength)),
+        ),
         l["self_attn.v_proj"].backward(c.normed1, dv),
       );
       dx = add(dx1, block.inputNorm.backward(c.x, dNormed1));
@@ -208,15 +215,53 @@ export class TinyLlama {
   }
 }
 
+/** Inputs and targets of next-token prediction, the sequences of a batch laid end to end. */
+function nextTokenPairs(batch: ArrayLike<number> | ArrayLike<number>[]): { input: Int32Array; targets: Int32Array; sequenceLength: number } {
+  const sequences = Array.isArray(batch) && typeof batch[0] !== "number" ? (batch as ArrayLike<number>[]) : [batch as ArrayLike<number>];
+  const sequenceLength = (sequences[0]?.length ?? 0) - 1;
+  if (sequenceLength < 1 || sequences.some((s) => s.length !== sequenceLength + 1)) {
+    throw new InvalidArgumentError(`a batch needs sequences of one length ≥ 2, got lengths ${sequences.map((s) => s.length).join(", ")}`);
+  }
+  const input = new Int32Array(sequences.length * sequenceLength);
+  const targets = new Int32Array(sequences.length * sequenceLength);
+  sequences.forEach((sequence, b) => {
+    for (let i = 0; i < sequenceLength; i++) {
+      input[b * sequenceLength + i] = sequence[i]!;
+      targets[b * sequenceLength + i] = sequence[i + 1]!;
+    }
+  });
+  return { input, targets, sequenceLength };
+}
+
 function add(a: Matrix, b: Matrix): Matrix {
-  return { rows: a.rows, cols: a.cols, data: a.data.map((v, i) => v + b.data[i]!) };
+  const x = a.data;
+  const y = b.data;
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = x[i]! + y[i]!;
+  return { rows: a.rows, cols: a.cols, data: out };
 }
 
-function silu(z: number): number {
-  return z / (1 + Math.exp(-z));
+/** silu(gate) ⊙ up. */
+function swiglu(gate: Matrix, up: Matrix): Matrix {
+  const g = gate.data;
+  const u = up.data;
+  const out = new Float32Array(g.length);
+  for (let i = 0; i < g.length; i++) out[i] = (g[i]! / (1 + Math.exp(-g[i]!))) * u[i]!;
+  return { rows: gate.rows, cols: gate.cols, data: out };
 }
 
-function siluGrad(z: number): number {
-  const s = 1 / (1 + Math.exp(-z));
-  return s * (1 + z * (1 - s));
+/** d/dgate = dH ⊙ up ⊙ silu'(gate), d/dup = dH ⊙ silu(gate), with silu'(z) = σ(z)(1 + z(1 − σ(z))). */
+function swigluBackward(gate: Matrix, up: Matrix, gradHidden: Matrix): { dGate: Matrix; dUp: Matrix } {
+  const g = gate.data;
+  const u = up.data;
+  const dh = gradHidden.data;
+  const dGate = new Float32Array(g.length);
+  const dUp = new Float32Array(g.length);
+  for (let i = 0; i < g.length; i++) {
+    const z = g[i]!;
+    const sigma = 1 / (1 + Math.exp(-z));
+    dGate[i] = dh[i]! * u[i]! * sigma * (1 + z * (1 - sigma));
+    dUp[i] = dh[i]! * z * sigma;
+  }
+  return { dGate: { rows: gate.rows, cols: gate.cols, data: dGate }, dUp: { rows: up.rows, cols: up.cols, data: dUp } };
 }

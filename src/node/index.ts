@@ -1,10 +1,13 @@
 /**
  * Node entry point (`loftq/node`): everything in `loftq`, with the fastest kernel backend this
- * runtime offers registered as the default (WebAssembly SIMD on every core).
+ * runtime offers registered as the default: onnxruntime-node's MatMul for the large products when
+ * that optional dependency is installed ("ort"), WebAssembly SIMD on every core for the rest
+ * ("wasm-threads").
  */
 import { getBackend, registerBackend } from "../kernels/registry.js";
 import { wasmSimdSupported } from "../kernels/wasm-backend.js";
 import { createThreadedBackend } from "./thread-pool-backend.js";
+import { createOrtBackend, ortInstalled } from "./ort-backend.js";
 export * from "../index.js";
 export { readTfjsWeights, tfjsLinearWeights } from "../io/tfjs-weights.js";
 export { openCheckpoint, type Checkpoint } from "../io/checkpoint.js";
@@ -15,8 +18,14 @@ export { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 export { saveTinyLlama, loadTinyLlama, loadLoftqForFineTuning } from "../io/tiny-llama-checkpoint.js";
 export { brownCorpus, sotuAddresses } from "../io/text-corpora.js";
 export { createThreadedBackend, type ThreadedBackend } from "./thread-pool-backend.js";
+export { createOrtBackend, ortInstalled, type OrtBackend } from "./ort-backend.js";
 
-if (wasmSimdSupported()) registerBackend(createThreadedBackend(), 20);
+if (wasmSimdSupported()) {
+  const threaded = createThreadedBackend();
+  registerBackend(threaded, 20);
+  // onnxruntime itself loads on the first large product.
+  if (ortInstalled()) registerBackend(createOrtBackend(threaded), 30);
+}
 
 /** The backend `loftq()` uses when none is named. */
 export function activeBackendName(): string {

@@ -1,0 +1,184 @@
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { availableParallelism } from "node:os";
+import { dirname, join } from "node:path";
+import { BackendUnavailableError } from "../errors.js";
+import type { GemmCall, KernelBackend } from "../kernels/backend.js";
+import { checkGemm } from "../kernels/check-gemm.js";
+import { matmulModel } from "./onnx-matmul-model.js";
+
+/**
+ * The `ort` backend: large products go to onnxruntime-node's MatMul (an optional dependency, ~2.5×
+ * the WebAssembly kernel's throughput on this machine class), everything else — small or thin
+ * products, quantization, the residual pass, memory — to the WebAssembly backend it wraps.
+ *
+ * Two constraints shape it:
+ * - onnxruntime-node's public `session.run` is asynchronous, but the native session underneath is
+ *   synchronous (the package only wraps it in setImmediate). Kernels here are synchronous, so the
+ *   backend drives the native session directly (pinned major version; see ORT_SUPPORTED_MAJOR).
+ * - The native binding rejects SharedArrayBuffer-backed tensors, and the WebAssembly backend's
+ *   memory is shared. Operands are therefore copied into ordinary memory. The large operand of the
+ *   block-Krylov passes (the residual, read 4–10 times per LoftQ iteration) is copied once per
+ *   `withReadOnly` scope instead of once per product.
+ *
+ * MatMul has no transposes: Aᵀ·B with A the large operand runs as (Bᵀ·A)ᵀ with only the thin
+ * operand and the thin result transposed; alpha and beta are applied on the way out.
+ */
+export const ORT_MIN_FLOPS = 1 << 24;
+/** Below this inner dimension MatMul is slower than the WebAssembly kernel (e.g. W − B·A at r = 16). */
+export const ORT_MIN_INNER = 128;
+export const ORT_SUPPORTED_MAJOR = 1;
+
+interface NativeTensorClass {
+  new (type: "float32", data: Float32Array, dims: number[]): unknown;
+}
+interface NativeSession {
+  loadModel(buffer: ArrayBuffer, offset: number, length: number, options: Record<string, unknown>): void;
+  run(feeds: Record<string, unknown>, fetches: Record<string, unknown>, options: Record<string, unknown>): Record<string, unknown>;
+}
+interface OrtModules {
+  Tensor: NativeTensorClass;
+  createSession(): NativeSession;
+}
+
+const require = createRequire(import.meta.url);
+
+/** Where onnxruntime-node's native binding would be, or undefined when the package is not installed. */
+function bindingPath(): string | undefined {
+  try {
+    const packageJson = require.resolve("onnxruntime-node/package.json");
+    const path = join(dirname(packageJson), "bin", "napi-v6", process.platform, process.arch, "onnxruntime_binding.node");
+    return existsSync(path) ? path : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether onnxruntime-node is installed with a native binding for this platform (cheap: loads nothing). */
+export function ortInstalled(): boolean {
+  return bindingPath() !== undefined;
+}
+
+function loadOrt(): OrtModules {
+  if (!ortInstalled()) throw new BackendUnavailableError("onnxruntime-node is not installed (it is an optional dependency: npm install onnxruntime-node)");
+  try {
+    const version = (require("onnxruntime-node/package.json") as { version: string }).version;
+    if (Number(version.split(".")[0]) !== ORT_SUPPORTED_MAJOR) throw new Error(`version ${version} is not supported (need ${ORT_SUPPORTED_MAJOR}.x)`);
+    const { Tensor } = require("onnxruntime-node") as { Tensor: NativeTensorClass };
+    const { binding, initOrt } = require("onnxruntime-node/dist/binding.js") as {
+      binding: { InferenceSession: new () => NativeSession };
+      initOrt(): void;
+    };
+    initOrt();
+    return { Tensor, createSession: () => new binding.InferenceSession() };
+  } catch (error) {
+    throw new BackendUnavailableError(`onnxruntime-node could not be loaded: ${(error as Error).message}`);
+  }
+}
+
+export interface OrtBackend extends KernelBackend {
+  readonly threads: number;
+}
+
+export function createOrtBackend(base: KernelBackend, threads = availableParallelism()): OrtBackend {
+  let ort: (OrtModules & { session: NativeSession }) | undefined;
+  const runtime = () => {
+    if (!ort) {
+      const modules = loadOrt();
+      const session = modules.createSession();
+      const model = matmulModel();
+      session.loadModel(model.buffer as ArrayBuffer, model.byteOffset, model.byteLength, {
+        intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: "all", executionMode: "sequential",
+      });
+      ort = { ...modules, session };
+    }
+    return ort;
+  };
+  /** Y (m×n) = A (m×k) · B (k×n), all in ordinary (non-shared) memory. */
+  const matmul = (a: Float32Array, m: number, k: number, b: Float32Array, n: number): Float32Array => {
+    const { Tensor, session } = runtime();
+    const y = new Float32Array(m * n);
+    session.run(
+      { A: new Tensor("float32", a, [m, k]), B: new Tensor("float32", b, [k, n]) },
+      { Y: new Tensor("float32", y, [m, n]) },
+      {},
+    );
+    return y;
+  };
+  // Private copies of operands the caller promised not to change (see withReadOnly). Their memory
+  // is kept between scopes: a fresh 64 MiB array costs ~50 ms of page faults, a copy into a
+  // reused one ~10 ms. The pool holds at most the largest read-only operand seen so far.
+  const readOnly = new Map<Float32Array, Float32Array | undefined>();
+  let pool: Float32Array[] = [];
+  const ordinary = (array: Float32Array, length: number): Float32Array => {
+    if (readOnly.has(array)) {
+      let copy = readOnly.get(array);
+      if (!copy) {
+        const reused = pool.findIndex((buffer) => buffer.length >= length);
+        const storage = reused >= 0 ? pool.splice(reused, 1)[0]! : new Float32Array(length);
+        copy = storage.subarray(0, length);
+        copy.set(array.subarray(0, length));
+        readOnly.set(array, copy);
+      }
+      return copy;
+    }
+    if (!(array.buffer instanceof SharedArrayBuffer) && array.length === length) return array;
+    const copy = new Float32Array(length);
+    copy.set(array.subarray(0, length));
+    return copy;
+  };
+
+  return {
+    name: "ort",
+    threads,
+    allocate: (length) => base.allocate(length),
+    release: (array) => base.release(array),
+    encodeCodebook: (call) => base.encodeCodebook(call),
+    subtract: (a, b, out) => base.subtract(a, b, out),
+    withReadOnly<T>(array: Float32Array, body: () => T): T {
+      if (readOnly.has(array)) return body();
+      readOnly.set(array, undefined);
+      try {
+        return body();
+      } finally {
+        const copy = readOnly.get(array);
+        readOnly.delete(array);
+        if (copy) pool = [new Float32Array(copy.buffer), ...pool].sort((x, y) => y.length - x.length).slice(0, 1);
+      }
+    },
+    gemm(call: GemmCall) {
+      checkGemm(call);
+      const { transA, transB, m, n, k, alpha, beta, c } = call;
+      if (2 * m * n * k < ORT_MIN_FLOPS || k < ORT_MIN_INNER || m === 0 || n === 0) {
+        base.gemm(call);
+        return;
+      }
+      // B as k×n, in ordinary memory.
+      const b = transB ? transpose(call.b, n, k) : ordinary(call.b, k * n);
+      let product: Float32Array;
+      if (!transA) {
+        product = matmul(ordinary(call.a, m * k), m, k, b, n);
+      } else {
+        // A stored k×m: Aᵀ·B = (Bᵀ·A)ᵀ, with Bᵀ (n×k) and the n×m product the thin ones when n is small.
+        product = transpose(matmul(transpose(b, k, n), n, k, ordinary(call.a, k * m), m), n, m);
+      }
+      if (alpha === 1 && beta === 0) c.set(product);
+      else if (beta === 0) for (let i = 0; i < m * n; i++) c[i] = alpha * product[i]!;
+      else for (let i = 0; i < m * n; i++) c[i] = alpha * product[i]! + beta * c[i]!;
+    },
+  };
+}
+
+/** The cols×rows transpose of a row-major rows×cols array, in ordinary memory. */
+function transpose(source: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  const tile = 32;
+  for (let i0 = 0; i0 < rows; i0 += tile) {
+    for (let j0 = 0; j0 < cols; j0 += tile) {
+      const iEnd = Math.min(i0 + tile, rows);
+      const jEnd = Math.min(j0 + tile, cols);
+      for (let i = i0; i < iEnd; i++) for (let j = j0; j < jEnd; j++) out[j * rows + i] = source[i * cols + j]!;
+    }
+  }
+  return out;
+}
