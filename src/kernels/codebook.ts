@@ -39,6 +39,8 @@ export const LOOKUP_BUCKETS = 4096;
 export const MIDPOINT_BAND = 1e-6;
 
 export interface ThresholdLookup {
+  /** The ascending decision thresholds the lookup was built from: code = #{thresholds < s}. */
+  readonly thresholds: Float32Array;
   readonly below: Uint8Array;
   readonly inside: Float32Array;
   /** 1 for buckets within MIDPOINT_BAND of a threshold: only their values need PEFT's exact check. */
@@ -60,7 +62,7 @@ export function buildThresholdLookup(thresholds: Float32Array): ThresholdLookup 
     if (bucket < LOOKUP_BUCKETS && count + 1 < thresholds.length && thresholds[count + 1]! < upper) return undefined;
     nearThreshold[bucket] = thresholds.some((t) => t > lower - MIDPOINT_BAND && t < upper + MIDPOINT_BAND) ? 1 : 0;
   }
-  return { below, inside, nearThreshold };
+  return { thresholds: Float32Array.from(thresholds), below, inside, nearThreshold };
 }
 
 /** Quantizes `values` into table indices (one byte each) and per-block absmax. */

@@ -25,6 +25,7 @@ export interface KernelExports {
   encodeCodebook(
     values: number, n: number, blockSize: number,
     table: number, tableLength: number, below: number, inside: number, near: number,
+    thresholds: number, thresholdCount: number,
     peft: number, zeroCode: number, codes: number, absmax: number, deq: number,
   ): void;
   subtract(a: number, b: number, out: number, n: number): number;
@@ -41,8 +42,13 @@ export interface GemmArgs {
 export interface EncodeArgs {
   values: number; n: number; blockSize: number;
   table: number; tableLength: number; below: number; inside: number; near: number;
+  /** thresholdCount = 0 selects the scalar path (tables of more than MAX_VECTOR_CODES codes). */
+  thresholds: number; thresholdCount: number;
   peft: number; zeroCode: number; codes: number; absmax: number; deq: number;
 }
+
+/** Tables up to this many codes are encoded four values per step by SIMD threshold counting. */
+export const MAX_VECTOR_CODES = 16;
 
 /** Pointer-level arguments of one subtraction (out = 0: sum only). */
 export interface SubtractArgs {
@@ -72,7 +78,7 @@ export function runKernelJob(kernel: KernelExports, job: KernelJob): number {
     }
     case "encode": {
       const e = job.args;
-      kernel.encodeCodebook(e.values, e.n, e.blockSize, e.table, e.tableLength, e.below, e.inside, e.near, e.peft, e.zeroCode, e.codes, e.absmax, e.deq);
+      kernel.encodeCodebook(e.values, e.n, e.blockSize, e.table, e.tableLength, e.below, e.inside, e.near, e.thresholds, e.thresholdCount, e.peft, e.zeroCode, e.codes, e.absmax, e.deq);
       return 0;
     }
     case "subtract":
@@ -115,7 +121,7 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
   const kernel = instantiateKernels(module, memory);
   const heap = new Heap(memory);
   // Code tables and lookups copied into the memory once per spec (they are tiny).
-  const specPointers = new WeakMap<CodebookSpec, { table: number; below: number; inside: number; near: number }>();
+  const specPointers = new WeakMap<CodebookSpec, { table: number; below: number; inside: number; near: number; thresholds: number }>();
   const pointersOf = (spec: CodebookSpec) => {
     let pointers = specPointers.get(spec);
     if (!pointers) {
@@ -125,7 +131,7 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
         return local.byteOffset;
       };
       const { below, inside, nearThreshold } = spec.lookup;
-      pointers = { table: copy(spec.table), below: copy(below), inside: copy(inside), near: copy(nearThreshold) };
+      pointers = { table: copy(spec.table), below: copy(below), inside: copy(inside), near: copy(nearThreshold), thresholds: copy(spec.lookup.thresholds) };
       specPointers.set(spec, pointers);
     }
     return pointers;
@@ -167,6 +173,7 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
           args: {
           values: input.byteOffset, n, blockSize: spec.blockSize,
           table: pointers.table, tableLength: spec.table.length, below: pointers.below, inside: pointers.inside, near: pointers.near,
+          thresholds: pointers.thresholds, thresholdCount: spec.table.length <= MAX_VECTOR_CODES ? spec.lookup.thresholds.length : 0,
           peft: spec.selection === "peft" ? 1 : 0, zeroCode: spec.zeroBlockCode,
           codes: codeFloats.byteOffset, absmax: absmaxOut.byteOffset, deq: deq ? deq.byteOffset : 0,
           },

@@ -61,7 +61,8 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
     for (let t = 1; t <= settings.iterations; t++) {
       const target = t === 1 ? weightCopy : residual;
       const encoded = quantizer.encode(target, m, n, current, backend);
-      const quantError = Math.sqrt(backend.subtract(weightCopy, current, residual)) / weightNorm;
+      const quantSquared = backend.subtract(weightCopy, current, residual);
+      const quantError = Math.sqrt(quantSquared) / weightNorm;
       const svd = truncatedSvd(
         { rows: m, cols: n, data: residual },
         {
@@ -76,10 +77,15 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
       );
       subspace = svd.subspace;
       const { a, b } = splitFactors(svd.u, svd.s, svd.v, m, n, rank);
-      // residual ← W − B·A (exact SVD product, before any scaling compensation).
-      residual.set(weightCopy);
-      backend.gemm({ transA: false, transB: false, m, n, k: rank, alpha: -1, a: b, b: a, beta: 1, c: residual });
-      const error = Math.sqrt(backend.subtract(residual, current)) / weightNorm;
+      // B·A = U·Uᵀ·(W − Q), the projection onto the (Ritz) singular vectors, so by Pythagoras
+      // ‖W − Q − B·A‖² = ‖W − Q‖² − Σσᵢ²: no pass over the matrix is needed for the error.
+      const captured = svd.s.reduce((sum, sigma) => sum + sigma * sigma, 0);
+      const error = Math.sqrt(Math.max(0, quantSquared - captured)) / weightNorm;
+      if (t < settings.iterations) {
+        // The next quantization target: W − B·A (exact SVD product, before any scaling compensation).
+        residual.set(weightCopy);
+        backend.gemm({ transA: false, transB: false, m, n, k: rank, alpha: -1, a: b, b: a, beta: 1, c: residual });
+      }
       history.push({ quantError, error });
       settings.onIteration?.({ iteration: t, iterations: settings.iterations, quantError, error, elapsedMs: Date.now() - started });
       if (!chosen || !settings.keepBest || error < chosen.error) {

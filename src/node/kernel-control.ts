@@ -4,18 +4,18 @@ import { CONTROL_BYTES } from "../kernels/wasm-backend.js";
 /**
  * The control block at the start of the shared memory (CONTROL_BYTES): int32 words 0–2 hold the
  * job generation (−1 = stop), the finished count and the ready count; from byte 64 on, one slot
- * of 16 float64 per worker holds its job (kind code, then the arguments in declaration order —
+ * of 20 float64 per worker holds its job (kind code, then the arguments in declaration order —
  * every pointer and size is an exact integer in float64) and, in the last word, its result.
  */
 export const CONTROL = { words: 16, generation: 0, done: 1, ready: 2 } as const;
 const SLOT_OFFSET = 64;
-const SLOT_WORDS = 16;
+const SLOT_WORDS = 20;
 export const MAX_WORKERS = (CONTROL_BYTES - SLOT_OFFSET) / (SLOT_WORDS * 8);
 
 const KINDS = ["gemm", "encode", "subtract"] as const;
 const FIELDS = {
   gemm: ["m", "n", "k", "alpha", "a", "aRowStride", "aColStride", "b", "ldb", "beta", "c", "ldc"],
-  encode: ["values", "n", "blockSize", "table", "tableLength", "below", "inside", "near", "peft", "zeroCode", "codes", "absmax", "deq"],
+  encode: ["values", "n", "blockSize", "table", "tableLength", "below", "inside", "near", "thresholds", "thresholdCount", "peft", "zeroCode", "codes", "absmax", "deq"],
   subtract: ["a", "b", "out", "n"],
 } as const;
 
