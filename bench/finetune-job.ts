@@ -54,7 +54,10 @@ export function sampler(stream: Int32Array, length: number, seed: number): () =>
 }
 
 /** AdamW with cosine decay after a 5 % warmup, gradient clipping at 1; one batch per step. */
-export function train(model: TinyLlama, next: () => Int32Array, steps: number, batchSize: number, peak: number, curve?: number[]): void {
+export function train(
+  model: TinyLlama, next: () => Int32Array, steps: number, batchSize: number, peak: number,
+  curve?: number[], onStep?: (step: number, loss: number) => void,
+): void {
   const parameters = model.parameters();
   const optimizer = new AdamW(parameters, { lr: peak, weightDecay: 0.01 });
   for (let step = 0; step < steps; step++) {
@@ -64,6 +67,7 @@ export function train(model: TinyLlama, next: () => Int32Array, steps: number, b
     optimizer.lr = cosineSchedule(step, { peak, total: steps, warmup: Math.ceil(steps / 20), min: peak / 10 });
     optimizer.update();
     curve?.push(loss);
+    onStep?.(step, loss);
   }
 }
 

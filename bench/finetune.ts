@@ -16,6 +16,7 @@ import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync }
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import "../src/node/index.js"; // the fastest kernel backend for pretraining (the workers use single-threaded WebAssembly)
 import { brownCorpus } from "../src/io/text-corpora.js";
 import { saveTinyLlama, loadTinyLlama } from "../src/io/tiny-llama-checkpoint.js";
 import { quantizeCheckpoint } from "../src/io/quantize-checkpoint.js";
@@ -64,8 +65,8 @@ const ALL_METHODS: MethodSpec[] = [
 /** The full experiment, sized for the 60-minute budget on 2 cores (see bench/RESULTS.md for the timing). */
 export const FULL: FinetuneSettings = {
   model: { vocabSize: BYTE_VOCAB_SIZE, hiddenSize: 192, intermediateSize: 512, layers: 4, heads: 6 },
-  sequence: 96, pretrainSteps: 600, pretrainBatchSize: 16, pretrainLearningRate: 3e-3,
-  finetuneSteps: 100, finetuneBatchSize: 8, ranks: [8, 16], learningRates: [1e-3, 3e-3], seeds: [0, 1, 2], evalSequences: 64,
+  sequence: 96, pretrainSteps: 800, pretrainBatchSize: 16, pretrainLearningRate: 3e-3,
+  finetuneSteps: 100, finetuneBatchSize: 4, ranks: [8, 16], learningRates: [1e-3, 3e-3], seeds: [0, 1, 2], evalSequences: 64,
   workers: availableParallelism(), methods: ALL_METHODS,
 };
 
@@ -100,7 +101,9 @@ function pretrained(settings: FinetuneSettings, cacheDir: string, fresh: boolean
   const started = performance.now();
   const model = new TinyLlama(settings.model, undefined, 7);
   const brown = encodeBytes(brownCorpus().join("\n"));
-  train(model, sampler(brown, settings.sequence, 1), settings.pretrainSteps, settings.pretrainBatchSize, settings.pretrainLearningRate, curve);
+  train(model, sampler(brown, settings.sequence, 1), settings.pretrainSteps, settings.pretrainBatchSize, settings.pretrainLearningRate, curve, (step, loss) => {
+    if ((step + 1) % 100 === 0) onLine(`pretraining step ${step + 1}/${settings.pretrainSteps}: loss ${loss.toFixed(3)} (${((performance.now() - started) / 1000).toFixed(0)} s)`);
+  });
   onLine(`pretrained ${settings.pretrainSteps} steps × ${settings.pretrainBatchSize} sequences on Brown in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   // Written under a temporary name and renamed, so an interrupted run never leaves a half cache.
   mkdirSync(cacheDir, { recursive: true });
