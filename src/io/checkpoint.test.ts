@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openCheckpoint, CheckpointError } from "./checkpoint.js";
 import { writeSafetensorsFile } from "./safetensors-writer.js";
+import { encodeHalf } from "../tensor/dtype.js";
 
 function shard(dir: string, file: string, names: string[]): void {
   writeSafetensorsFile(join(dir, file), names.map((name) => ({ name, dtype: "F32", shape: [2] })), { format: "pt" }, () => new Uint8Array(8));
@@ -32,6 +33,27 @@ test("a sharded checkpoint opens through its index; tensors read from the right 
     assert.deepEqual(checkpoint.tensors.map((t) => [t.name, t.shard]), [["a", "model-00001-of-00002.safetensors"], ["b", "model-00002-of-00002.safetensors"]]);
     assert.deepEqual(checkpoint.readFloat32("b"), new Float32Array(2));
     checkpoint.close();
+  });
+});
+
+test("readFloat32 into a caller's array (16-bit data widened in place) equals the allocating read, for F32, F16 and BF16", () => {
+  withDir((dir) => {
+    const values = Float32Array.from({ length: 1001 }, (_, i) => Math.sin(i) * 3);
+    const bytes = { F32: new Uint8Array(values.buffer), F16: encodeHalf(values, "f16"), BF16: encodeHalf(values, "bf16") } as const;
+    const dtypes = ["F32", "F16", "BF16"] as const;
+    writeSafetensorsFile(join(dir, "model.safetensors"), dtypes.map((dtype) => ({ name: dtype, dtype, shape: [7, 143] })), { format: "pt" }, (t) => bytes[t.name as keyof typeof bytes]);
+    const checkpoint = openCheckpoint(dir);
+    try {
+      for (const dtype of dtypes) {
+        const out = new Float32Array(1003).fill(NaN);
+        const into = checkpoint.readFloat32(dtype, out.subarray(1, 1002));
+        assert.deepEqual(into, checkpoint.readFloat32(dtype), dtype);
+        assert.ok(Number.isNaN(out[0]!) && Number.isNaN(out[1002]!), `${dtype}: nothing outside the view is touched`);
+      }
+      assert.throws(() => checkpoint.readFloat32("F32", new Float32Array(5)), { name: "ShapeError" });
+    } finally {
+      checkpoint.close();
+    }
   });
 });
 

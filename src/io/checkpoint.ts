@@ -37,7 +37,8 @@ export interface Checkpoint {
   readonly config: Record<string, unknown> | undefined;
   /** Metadata of the first shard (e.g. {"format": "pt"}). */
   readonly metadata: Record<string, string>;
-  readFloat32(name: string): Float32Array;
+  /** Float32 values (into `out`, sized exactly, when given). */
+  readFloat32(name: string, out?: Float32Array): Float32Array;
   readBytes(name: string): Uint8Array;
   close(): void;
 }
@@ -115,7 +116,7 @@ export function openCheckpoint(dir: string): Checkpoint {
     tensors,
     config,
     metadata: files.get(shardNames[0]!)!.header.metadata,
-    readFloat32: (name) => fileOf(name).readFloat32(name),
+    readFloat32: (name, out) => fileOf(name).readFloat32(name, out),
     readBytes: (name) => fileOf(name).readBytes(name),
     close: () => {
       for (const file of files.values()) file.close();

@@ -241,6 +241,10 @@ function planTargets(checkpoint: Checkpoint, settings: Settings): TargetMatrix[]
 /** Runs LoftQ on every target not yet in the store, one at a time, saving each as it finishes. */
 function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[], store: string, settings: Settings, options: QuantizeCheckpointOptions): MatrixReport[] {
   const reports: MatrixReport[] = [];
+  // W, Q and Q's 16-bit bytes go through three buffers sized for the largest target and reused for
+  // every matrix: fresh arrays of that size cost more in page faults than decoding or encoding.
+  const largest = Math.max(0, ...targets.map((t) => t.rows * t.cols));
+  let buffers: { weight: Float32Array; q: Float32Array; bytes: Uint8Array } | undefined;
   targets.forEach((target, index) => {
     const total = targets.length;
     if (hasMatrix(store, target.module)) {
@@ -250,7 +254,9 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
       return;
     }
     const info = checkpoint.tensors.find((t) => t.name === target.tensor)!;
-    const stored = checkpoint.readFloat32(target.tensor);
+    buffers ??= { weight: new Float32Array(largest), q: new Float32Array(largest), bytes: new Uint8Array(2 * largest) };
+    const size = target.rows * target.cols;
+    const stored = checkpoint.readFloat32(target.tensor, buffers.weight.subarray(0, size));
     const asStored: Matrix = { rows: info.shape[0]!, cols: info.shape[1]!, data: stored };
     const weight = target.transposed ? transpose(asStored) : asStored;
     options.onEvent?.({ type: "matrix-start", index, total, module: target.module, rows: target.rows, cols: target.cols, bits: target.bits });
@@ -263,6 +269,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
       blockSize: settings.blockSize,
       seed: settings.seed,
       name: target.tensor,
+      output: buffers.q.subarray(0, size),
       ...(settings.loraAlpha !== null ? { loraAlpha: settings.loraAlpha } : {}),
       ...(settings.upstreamScaling ? { upstreamScaling: true } : {}),
       ...(options.backend !== undefined ? { backend: options.backend } : {}),
@@ -283,7 +290,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
     };
     const q = target.transposed ? transpose(result.dequantized).data : result.dequantized.data;
     const qDtype = settings.dtype ?? info.dtype;
-    saveMatrix(store, target.module, qDtype, info.shape, { q: encodeFloats(q, qDtype), a: result.loraA, b: result.loraB, report });
+    saveMatrix(store, target.module, qDtype, info.shape, { q: encodeFloats(q, qDtype, buffers.bytes.subarray(0, 2 * size)), a: result.loraA, b: result.loraB, report });
     reports.push(report);
     options.onEvent?.({ type: "matrix-done", index, total, report });
   });
@@ -314,10 +321,11 @@ function assemble(checkpoint: Checkpoint, targets: readonly TargetMatrix[], stor
   return reports;
 }
 
-function encodeFloats(values: Float32Array, dtype: string): Uint8Array {
+/** The bytes of `values` in `dtype`; 16-bit encodings go into `scratch` (2 bytes per value). */
+function encodeFloats(values: Float32Array, dtype: string, scratch: Uint8Array): Uint8Array {
   if (dtype === "F32") return float32Bytes(values);
-  if (dtype === "F16") return encodeHalf(values, "f16");
-  if (dtype === "BF16") return encodeHalf(values, "bf16");
+  if (dtype === "F16") return encodeHalf(values, "f16", scratch);
+  if (dtype === "BF16") return encodeHalf(values, "bf16", scratch);
   throw new InvalidArgumentError(`cannot write a quantized weight as ${dtype}`);
 }
 

@@ -1,4 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { ShapeError } from "../errors.js";
+import { decodeHalf } from "../tensor/dtype.js";
 import { decodeFloatTensor, headerLength, parseHeader, SafetensorsParseError, type SafetensorsHeader, type TensorInfo } from "./safetensors.js";
 
 /**
@@ -48,10 +50,25 @@ export class SafetensorsFile {
     return out;
   }
 
-  /** The tensor as float32 (F32, F16 or BF16 on disk). */
-  readFloat32(name: string): Float32Array {
+  /**
+   * The tensor as float32 (F32, F16 or BF16 on disk). With `out` (exactly the tensor's element
+   * count) nothing is allocated: 16-bit data is read into the back half of `out` and widened in
+   * place, front to back (element i is written only after every source at or before it was read).
+   */
+  readFloat32(name: string, out?: Float32Array): Float32Array {
     const info = this.info(name);
-    return decodeFloatTensor(info.dtype, this.readBytes(name), name);
+    if (!out) return decodeFloatTensor(info.dtype, this.readBytes(name), name);
+    const count = info.shape.reduce((a, b) => a * b, 1);
+    if (out.length !== count) throw new ShapeError(`tensor "${name}" has ${count} values, the output array ${out.length}`);
+    const position = this.header.dataStart + info.begin;
+    if (info.dtype === "F32") {
+      readExactly(this.fd, new Uint8Array(out.buffer, out.byteOffset, 4 * count), position);
+      return out;
+    }
+    if (info.dtype !== "F16" && info.dtype !== "BF16") return decodeFloatTensor(info.dtype, new Uint8Array(0), name); // throws the typed error
+    const halves = new Uint8Array(out.buffer, out.byteOffset + 2 * count, 2 * count);
+    readExactly(this.fd, halves, position);
+    return decodeHalf(halves, info.dtype === "F16" ? "f16" : "bf16", out);
   }
 
   close(): void {

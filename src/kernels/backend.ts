@@ -38,10 +38,12 @@ export interface KernelBackend {
   /** Short stable name: "ts", "wasm", "wasm-threads", ... */
   readonly name: string;
   /**
-   * A zeroed Float32Array the backend can read and write without copying (e.g. a view into
-   * WebAssembly memory). Arrays from elsewhere are accepted by every kernel, at the cost of a copy.
+   * A Float32Array the backend can read and write without copying (e.g. a view into WebAssembly
+   * memory), zeroed unless `zeroed` is false (for buffers the caller overwrites whole: clearing a
+   * recycled 64 MiB block costs ~8 ms). Arrays from elsewhere are accepted by every kernel, at the
+   * cost of a copy.
    */
-  allocate(length: number): Float32Array;
+  allocate(length: number, zeroed?: boolean): Float32Array;
   /** Returns an array from `allocate` to the backend. Using it afterwards is undefined. */
   release(array: Float32Array): void;
   gemm(call: GemmCall): void;

@@ -150,7 +150,7 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
     name,
     memory,
     module,
-    allocate: (length) => heap.allocate(length),
+    allocate: (length, zeroed) => heap.allocate(length, zeroed),
     release: (array) => heap.release(array),
     runJob: (job) => runKernelJob(kernel, job),
     encodeCodebook({ values, spec, codes, absmax, dequantized }: CodebookCall) {
@@ -254,7 +254,7 @@ class Heap {
     return this.buffers.has(array.buffer);
   }
 
-  allocate(length: number): Float32Array {
+  allocate(length: number, zeroed = true): Float32Array {
     const bytes = Heap.blockBytes(length);
     let offset = this.free.get(bytes)?.pop();
     // Fresh memory from the top is still zero (the top only grows); recycled blocks are cleared.
@@ -275,7 +275,7 @@ class Heap {
     const buffer = this.memory.buffer;
     this.buffers.add(buffer);
     const view = new Float32Array(buffer, offset, length);
-    if (recycled) view.fill(0);
+    if (recycled && zeroed) view.fill(0);
     return view;
   }
 

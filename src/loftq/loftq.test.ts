@@ -27,6 +27,14 @@ test("loftq returns PEFT-oriented shapes and errors consistent with its outputs"
   assert.equal(result.quantized.rows, 96);
 });
 
+test("output: Q is written into the caller's array (reused across matrices); a wrong length is a ShapeError", () => {
+  const output = new Float32Array(96 * 160).fill(NaN);
+  const result = loftq(weight, { bits: 4, rank: 8, iterations: 2, output });
+  assert.equal(result.dequantized.data, output);
+  assert.deepEqual(output, loftq(weight, { bits: 4, rank: 8, iterations: 2 }).dequantized.data);
+  assert.throws(() => loftq(weight, { rank: 8, output: new Float32Array(10) }), ShapeError);
+});
+
 test("loraAlpha compensation: scaling·B·A equals the uncompensated B·A; upstreamScaling leaves it alone", () => {
   const plain = loftq(weight, { rank: 8 });
   const compensated = loftq(weight, { rank: 8, loraAlpha: 16 });

@@ -48,11 +48,12 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   // Working set, all in backend memory so no kernel copies: W, two Q buffers (current and best,
   // swapped rather than copied) and one buffer holding W − Q for the SVD, then W − B·A, the next
   // quantization target.
-  const weightCopy = backend.allocate(m * n);
+  // (Each is overwritten whole before it is read, so none needs clearing.)
+  const weightCopy = backend.allocate(m * n, false);
   weightCopy.set(w);
-  let current = backend.allocate(m * n);
-  let best = settings.iterations > 1 && settings.keepBest ? backend.allocate(m * n) : current;
-  const residual = backend.allocate(m * n);
+  let current = backend.allocate(m * n, false);
+  let best = settings.iterations > 1 && settings.keepBest ? backend.allocate(m * n, false) : current;
+  const residual = backend.allocate(m * n, false);
   const history: IterationErrors[] = [];
   let chosen: { encoded: Encoded; a: Float32Array; b: Float32Array; iteration: number; error: number } | undefined;
   let subspace: Float32Array | undefined;
@@ -94,7 +95,7 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
       }
     }
     // set() rather than the copy constructor: element-wise reads of shared memory are slower.
-    dequantized = new Float32Array(best.length);
+    dequantized = settings.output ?? new Float32Array(best.length);
     dequantized.set(best);
   } finally {
     for (const buffer of new Set([weightCopy, current, best, residual])) backend.release(buffer);

@@ -131,7 +131,7 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
   return {
     name: "ort",
     threads,
-    allocate: (length) => base.allocate(length),
+    allocate: (length, zeroed) => base.allocate(length, zeroed),
     release: (array) => base.release(array),
     encodeCodebook: (call) => base.encodeCodebook(call),
     subtract: (a, b, out) => base.subtract(a, b, out),
