@@ -9,6 +9,7 @@ import { encodeHalf, float32Bytes } from "../tensor/dtype.js";
 import { transpose, type Matrix } from "../tensor/matrix.js";
 import { openCheckpoint, type Checkpoint } from "./checkpoint.js";
 import { hasMatrix, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
+import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
 import { BNB4_DIR, bnb4QuantizationConfig, bnb4Tensors, torchDtypeName } from "./bnb4-export.js";
 import { adapterConfig, formatAdapterConfig, loraTensorNames, taskTypeOf } from "./peft-adapter.js";
@@ -241,59 +242,82 @@ function planTargets(checkpoint: Checkpoint, settings: Settings): TargetMatrix[]
 /** Runs LoftQ on every target not yet in the store, one at a time, saving each as it finishes. */
 function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[], store: string, settings: Settings, options: QuantizeCheckpointOptions): MatrixReport[] {
   const reports: MatrixReport[] = [];
-  // W, Q and Q's 16-bit bytes go through three buffers sized for the largest target and reused for
-  // every matrix: fresh arrays of that size cost more in page faults than decoding or encoding.
+  // Q and its 16-bit bytes go through two buffers sized for the largest target and reused for every
+  // matrix (W through the prefetcher's two slots): fresh arrays of that size cost more in page
+  // faults than decoding or encoding them.
   const largest = Math.max(0, ...targets.map((t) => t.rows * t.cols));
-  let buffers: { weight: Float32Array; q: Float32Array; bytes: Uint8Array } | undefined;
-  targets.forEach((target, index) => {
-    const total = targets.length;
-    if (hasMatrix(store, target.module)) {
-      const report = loadMatrix(store, target.module).report;
+  let buffers: { q: Float32Array; bytes: Uint8Array } | undefined;
+  // The next weight is read and widened on a worker thread while LoftQ runs on this one.
+  const pending = targets.filter((t) => !hasMatrix(store, t.module));
+  const prefetcher = pending.length > 1 ? createTensorPrefetcher(largest) : undefined;
+  const readOf = (target: TargetMatrix): TensorRead => {
+    const info = checkpoint.tensors.find((t) => t.name === target.tensor)!;
+    const file = checkpoint.files.get(info.shard)!;
+    if (info.dtype !== "F32" && info.dtype !== "F16" && info.dtype !== "BF16") {
+      throw new InvalidArgumentError(`${target.tensor} is ${info.dtype}, not a float type (F32, F16, BF16)`);
+    }
+    return { path: file.path, position: file.header.dataStart + info.begin, dtype: info.dtype, count: target.rows * target.cols };
+  };
+  let requested = 0;
+  const nextWeight = (): Float32Array => {
+    if (!prefetcher) return checkpoint.readFloat32(pending[requested++]!.tensor);
+    if (requested === 0) prefetcher.request(readOf(pending[requested++]!));
+    if (requested < pending.length) prefetcher.request(readOf(pending[requested++]!));
+    return prefetcher.take();
+  };
+  try {
+    targets.forEach((target, index) => {
+      const total = targets.length;
+      if (hasMatrix(store, target.module)) {
+        const report = loadMatrix(store, target.module).report;
+        reports.push(report);
+        options.onEvent?.({ type: "matrix-done", index, total, report });
+        return;
+      }
+      const info = checkpoint.tensors.find((t) => t.name === target.tensor)!;
+      buffers ??= { q: new Float32Array(largest), bytes: new Uint8Array(2 * largest) };
+      const size = target.rows * target.cols;
+      const stored = nextWeight();
+      const asStored: Matrix = { rows: info.shape[0]!, cols: info.shape[1]!, data: stored };
+      const weight = target.transposed ? transpose(asStored) : asStored;
+      options.onEvent?.({ type: "matrix-start", index, total, module: target.module, rows: target.rows, cols: target.cols, bits: target.bits });
+      const matrixStarted = Date.now();
+      const result = loftq(weight, {
+        bits: target.bits,
+        rank: settings.rank,
+        iterations: settings.iterations,
+        quantizer: settings.quantizer,
+        blockSize: settings.blockSize,
+        seed: settings.seed,
+        name: target.tensor,
+        output: buffers.q.subarray(0, size),
+        ...(settings.loraAlpha !== null ? { loraAlpha: settings.loraAlpha } : {}),
+        ...(settings.upstreamScaling ? { upstreamScaling: true } : {}),
+        ...(options.backend !== undefined ? { backend: options.backend } : {}),
+        onIteration: (r) =>
+          options.onEvent?.({ type: "iteration", index, total, module: target.module, iteration: r.iteration, iterations: r.iterations, quantError: r.quantError, error: r.error }),
+      });
+      const report: MatrixReport = {
+        tensor: target.tensor,
+        module: target.module,
+        shape: [target.rows, target.cols],
+        transposed: target.transposed,
+        bits: target.bits,
+        rank: settings.rank,
+        qOnlyError: result.history[0]!.quantError,
+        history: result.history,
+        selectedIteration: result.selectedIteration,
+        seconds: (Date.now() - matrixStarted) / 1000,
+      };
+      const q = target.transposed ? transpose(result.dequantized).data : result.dequantized.data;
+      const qDtype = settings.dtype ?? info.dtype;
+      saveMatrix(store, target.module, qDtype, info.shape, { q: encodeFloats(q, qDtype, buffers.bytes.subarray(0, 2 * size)), a: result.loraA, b: result.loraB, report });
       reports.push(report);
       options.onEvent?.({ type: "matrix-done", index, total, report });
-      return;
-    }
-    const info = checkpoint.tensors.find((t) => t.name === target.tensor)!;
-    buffers ??= { weight: new Float32Array(largest), q: new Float32Array(largest), bytes: new Uint8Array(2 * largest) };
-    const size = target.rows * target.cols;
-    const stored = checkpoint.readFloat32(target.tensor, buffers.weight.subarray(0, size));
-    const asStored: Matrix = { rows: info.shape[0]!, cols: info.shape[1]!, data: stored };
-    const weight = target.transposed ? transpose(asStored) : asStored;
-    options.onEvent?.({ type: "matrix-start", index, total, module: target.module, rows: target.rows, cols: target.cols, bits: target.bits });
-    const matrixStarted = Date.now();
-    const result = loftq(weight, {
-      bits: target.bits,
-      rank: settings.rank,
-      iterations: settings.iterations,
-      quantizer: settings.quantizer,
-      blockSize: settings.blockSize,
-      seed: settings.seed,
-      name: target.tensor,
-      output: buffers.q.subarray(0, size),
-      ...(settings.loraAlpha !== null ? { loraAlpha: settings.loraAlpha } : {}),
-      ...(settings.upstreamScaling ? { upstreamScaling: true } : {}),
-      ...(options.backend !== undefined ? { backend: options.backend } : {}),
-      onIteration: (r) =>
-        options.onEvent?.({ type: "iteration", index, total, module: target.module, iteration: r.iteration, iterations: r.iterations, quantError: r.quantError, error: r.error }),
     });
-    const report: MatrixReport = {
-      tensor: target.tensor,
-      module: target.module,
-      shape: [target.rows, target.cols],
-      transposed: target.transposed,
-      bits: target.bits,
-      rank: settings.rank,
-      qOnlyError: result.history[0]!.quantError,
-      history: result.history,
-      selectedIteration: result.selectedIteration,
-      seconds: (Date.now() - matrixStarted) / 1000,
-    };
-    const q = target.transposed ? transpose(result.dequantized).data : result.dequantized.data;
-    const qDtype = settings.dtype ?? info.dtype;
-    saveMatrix(store, target.module, qDtype, info.shape, { q: encodeFloats(q, qDtype, buffers.bytes.subarray(0, 2 * size)), a: result.loraA, b: result.loraB, report });
-    reports.push(report);
-    options.onEvent?.({ type: "matrix-done", index, total, report });
-  });
+  } finally {
+    prefetcher?.close();
+  }
   return reports;
 }
 
