@@ -29,6 +29,8 @@ export interface KernelExports {
     peft: number, zeroCode: number, codes: number, absmax: number, deq: number,
   ): void;
   subtract(a: number, b: number, out: number, n: number): number;
+  /** Benchmark probe: 96·iterations flops in registers only (see bench/gemm-throughput.ts). */
+  simdCeiling(iterations: number): number;
 }
 
 /** Pointer-level arguments of one gemm (what a thread needs to run its share). */
