@@ -8,7 +8,7 @@
  *                            [--json bench/results/model.json] [--hidden 4096 --intermediate 11008 --vocab 32000]
  */
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { quantizeCheckpoint, activeBackendName } from "../src/node/index.js";
 import { writeShardedCheckpoint } from "../src/io/sharded-checkpoint.js";
@@ -81,17 +81,35 @@ function syntheticValues(name: string, shape: readonly number[], scale: number):
   return out;
 }
 
+/** Block-Krylov passes over the residual in LoftQ iteration t (each block: one M·X and one Mᵀ·X). */
+const krylovPasses = (t: number) => 2 * ((t === 1 ? DEFAULT_POWER_ITERATIONS : WARM_POWER_ITERATIONS) + 1);
+
 /** Analytic flop count of one LoftQ matrix (the gemm passes of the block-Krylov SVDs and W − B·A). */
 export function loftqFlops(rows: number, cols: number, rank: number, iterations: number): number {
   const k = rank + DEFAULT_OVERSAMPLE;
-  const passes = (depth: number) => 2 * (depth + 1); // each block: one M·X and one Mᵀ·X pass
   let flops = 0;
   for (let t = 1; t <= iterations; t++) {
-    flops += passes(t === 1 ? DEFAULT_POWER_ITERATIONS : WARM_POWER_ITERATIONS) * 2 * rows * cols * k;
-    flops += 2 * rows * cols * rank;
+    flops += krylovPasses(t) * 2 * rows * cols * k;
+    if (t < iterations) flops += 2 * rows * cols * rank; // the next target W − B·A
   }
   return flops;
 }
+
+/**
+ * Full-matrix float32 streams of one LoftQ matrix: per iteration the Krylov passes, quantization
+ * (read the target, write Q), W − Q (read two, write one) and, before the next, W − B·A (read W,
+ * write the target).
+ */
+export function loftqStreams(iterations: number): number {
+  let streams = 0;
+  for (let t = 1; t <= iterations; t++) streams += krylovPasses(t) + 2 + 3 + (t < iterations ? 2 : 0);
+  return streams;
+}
+
+/** PyTorch reference seconds per matrix (PEFT v0.18.1, CPU, full SVD, 2 threads; from the core issue). */
+const REFERENCE_SECONDS: Record<string, number> = {
+  "4096x4096 nf4-r16-t1": 9.1, "4096x4096 nf4-r16-t5": 43.7, "4096x4096 nf2-r64-t5": 42.6, "4096x11008 nf4-r16-t1": 24.7,
+};
 
 function measureBandwidth(): number {
   const a = new Float64Array(32 * 2 ** 20);
@@ -114,6 +132,7 @@ export function runModelBench(shape: ModelShape, runs: string[], dir: string, on
   onLine(`synthetic checkpoint ${model} (${((performance.now() - buildStarted) / 1000).toFixed(1)} s)`);
   const bandwidth = measureBandwidth();
   const results: ModelRun[] = [];
+  const perMatrix: Array<{ run: string; shape: string; seconds: number }> = [];
   for (const run of runs) {
     const match = /^nf(\d)-r(\d+)-t(\d+)$/.exec(run);
     if (!match) throw new Error(`--runs entries look like nf4-r16-t5, got ${run}`);
@@ -124,9 +143,9 @@ export function runModelBench(shape: ModelShape, runs: string[], dir: string, on
     const seconds = (performance.now() - started) / 1000;
     const flops = reports.reduce((sum, r) => sum + loftqFlops(r.shape[0], r.shape[1], rank, iterations), 0);
     const weightBytes = reports.reduce((sum, r) => sum + r.shape[0] * r.shape[1] * 4, 0);
-    const passes = 2 * (DEFAULT_POWER_ITERATIONS + 1) + (iterations - 1) * (2 * (WARM_POWER_ITERATIONS + 1) + 6);
+    const passes = loftqStreams(iterations);
     const result: ModelRun = {
-      layers: shape.layers, bits, rank, iterations, backend: activeBackendName(), threads: 2, seconds,
+      layers: shape.layers, bits, rank, iterations, backend: activeBackendName(), threads: availableParallelism(), seconds,
       peakRssBytes: process.resourceUsage().maxRSS * 1024, gflops: flops / seconds / 1e9,
       matricesPerSecond: reports.length / seconds,
       rooflineFraction: flops / seconds / 1e9 / PEAK_GFLOPS,
@@ -134,9 +153,23 @@ export function runModelBench(shape: ModelShape, runs: string[], dir: string, on
       bandwidthFraction: (weightBytes * passes) / seconds / bandwidth,
     };
     results.push(result);
+    perMatrix.push(...reports.map((r) => ({ run, shape: `${r.shape[0]}x${r.shape[1]}`, seconds: r.seconds })));
     onLine(`${run}: ${reports.length} matrices in ${seconds.toFixed(1)} s (${result.matricesPerSecond.toFixed(2)}/s), peak RSS ${(result.peakRssBytes / 2 ** 30).toFixed(2)} GiB, ` +
       `${result.gflops.toFixed(1)} GFLOP/s (${(result.rooflineFraction * 100).toFixed(1)}% of ${PEAK_GFLOPS}), memory traffic ${(result.bandwidthFraction * 100).toFixed(0)}% of ${(bandwidth / 1e9).toFixed(1)} GB/s`);
     rmSync(out, { recursive: true, force: true });
+  }
+  // Per matrix shape, inside the pipeline (median over the model's matrices of that shape), beside
+  // the PyTorch reference for the same matrix where the core issue measured one.
+  onLine("\nper matrix, inside the pipeline (median), against PyTorch/PEFT on the same machine class:");
+  onLine("| run | matrix | ours | PyTorch | speed-up |\n|---|---|---|---|---|");
+  const groups = new Map<string, number[]>();
+  for (const m of perMatrix) groups.set(`${m.run}|${m.shape}`, [...(groups.get(`${m.run}|${m.shape}`) ?? []), m.seconds]);
+  for (const [key, times] of groups) {
+    const [run, shape] = key.split("|") as [string, string];
+    const median = times.sort((a, b) => a - b)[Math.floor(times.length / 2)]!;
+    const [rows, cols] = shape.split("x").map(Number) as [number, number];
+    const reference = REFERENCE_SECONDS[`${Math.min(rows, cols)}x${Math.max(rows, cols)} ${run}`];
+    onLine(`| ${run} | ${rows}×${cols} | ${median.toFixed(2)} s | ${reference ? `${reference} s` : "–"} | ${reference ? `${(reference / median).toFixed(0)}×` : "–"} |`);
   }
   return results;
 }
