@@ -236,10 +236,36 @@ function nearestCode(s: f32, table: usize, tableLength: i32, guess: i32): i32 {
 // ---------------------------------------------------------------------------------------------
 // Element-wise pass of the LoftQ loop, the sum of squares accumulated in f64.
 
-/** out = a − b (skipped when out is 0); returns Σ(a − b)². */
+/**
+ * out = a − b (skipped when out is 0); returns Σ(a − b)². Four f64x2 accumulators: a single
+ * scalar sum serialises on the float64 add latency and made this pass latency-bound, not memory-bound.
+ */
 export function subtract(a: usize, b: usize, out: usize, n: i32): f64 {
-  let sum: f64 = 0;
-  for (let i: i32 = 0; i < n; i++) {
+  let s0 = f64x2.splat(0);
+  let s1 = f64x2.splat(0);
+  let s2 = f64x2.splat(0);
+  let s3 = f64x2.splat(0);
+  let i: i32 = 0;
+  for (; i + 8 <= n; i += 8) {
+    const offset = (<usize>i) << 2;
+    const d0 = f32x4.sub(v128.load(a + offset), v128.load(b + offset));
+    const d1 = f32x4.sub(v128.load(a + offset, 16), v128.load(b + offset, 16));
+    if (out != 0) {
+      v128.store(out + offset, d0);
+      v128.store(out + offset, d1, 16);
+    }
+    const l0 = f64x2.promote_low_f32x4(d0);
+    const h0 = f64x2.promote_low_f32x4(v128.shuffle<f32>(d0, d0, 2, 3, 0, 1));
+    const l1 = f64x2.promote_low_f32x4(d1);
+    const h1 = f64x2.promote_low_f32x4(v128.shuffle<f32>(d1, d1, 2, 3, 0, 1));
+    s0 = f64x2.add(s0, f64x2.mul(l0, l0));
+    s1 = f64x2.add(s1, f64x2.mul(h0, h0));
+    s2 = f64x2.add(s2, f64x2.mul(l1, l1));
+    s3 = f64x2.add(s3, f64x2.mul(h1, h1));
+  }
+  const total = f64x2.add(f64x2.add(s0, s1), f64x2.add(s2, s3));
+  let sum: f64 = f64x2.extract_lane(total, 0) + f64x2.extract_lane(total, 1);
+  for (; i < n; i++) {
     const offset = (<usize>i) << 2;
     const d: f32 = load<f32>(a + offset) - load<f32>(b + offset);
     if (out != 0) store<f32>(out + offset, d);
