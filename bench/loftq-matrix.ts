@@ -57,7 +57,10 @@ for (const [rows, cols] of sizes) {
   const weight = llmLikeWeight(rows, cols, { seed: 1 });
   // Steady-state timings: one untimed run per shape first pays the one-time costs (JIT tier-up,
   // onnxruntime's load, growing the kernel heap), which a whole-model run pays once, not per matrix.
-  loftq(weight, { bits: bitsList[0], rank: ranks[0], iterations: 1, backend });
+  // Q goes into one caller-owned buffer, as in the CLI's pipeline: a fresh 64 MiB array per call
+  // would add its page faults (~50 ms) to every timing.
+  const output = new Float32Array(rows * cols);
+  loftq(weight, { bits: bitsList[0], rank: ranks[0], iterations: 1, backend, output });
   for (const bits of bitsList) {
     const quantError = qloraInit(weight, { bits }).history[0]!.quantError;
     for (const rank of ranks) {
@@ -67,7 +70,7 @@ for (const [rows, cols] of sizes) {
         let result!: ReturnType<typeof loftq>;
         for (let r = 0; r < repeat; r++) {
           const started = performance.now();
-          result = loftq(weight, { bits, rank, iterations, backend });
+          result = loftq(weight, { bits, rank, iterations, backend, output });
           times.push((performance.now() - started) / 1000);
         }
         const seconds = times.sort((x, y) => x - y)[Math.floor(times.length / 2)]!;

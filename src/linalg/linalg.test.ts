@@ -4,6 +4,7 @@ import { householderQr } from "./householder-qr.js";
 import { jacobiSvd } from "./jacobi-svd.js";
 import { singularValues, optimalLowRankError, symmetricEigenvalues, topEigenpairs } from "./symmetric-eigenvalues.js";
 import { truncatedSvd } from "./truncated-svd.js";
+import { orthonormalizeBlock } from "./block-orthonormalize.js";
 import { exactTruncatedSvd } from "./exact-truncated-svd.js";
 import { gaussianArray, mulberry32 } from "./random.js";
 import { createQuantizer } from "../quant/quantizer.js";
@@ -125,4 +126,44 @@ test("truncated SVD is reproducible for a seed and validates the rank", () => {
   assert.deepEqual(run().u, run().u);
   assert.throws(() => truncatedSvd({ rows: 60, cols: 70, data }, { rank: 61 }), { name: "InvalidArgumentError" });
   assert.throws(() => truncatedSvd({ rows: 60, cols: 70, data }, { rank: 0 }), /rank/);
+});
+
+/** max |QᵀQ − I| for a row-major rows×cols block. */
+function orthogonalityLoss(q: Float32Array, rows: number, cols: number): number {
+  let worst = 0;
+  for (let a = 0; a < cols; a++) {
+    for (let b = 0; b < cols; b++) {
+      let dot = 0;
+      for (let i = 0; i < rows; i++) dot += q[i * cols + a]! * q[i * cols + b]!;
+      worst = Math.max(worst, Math.abs(dot - (a === b ? 1 : 0)));
+    }
+  }
+  return worst;
+}
+
+test("orthonormalizeBlock: orthonormal to float32 precision for well- and ill-conditioned blocks, same span", () => {
+  const rows = 2000;
+  const cols = 12;
+  // Well conditioned (one CholeskyQR round) and columns scaled over six decades then mixed
+  // (κ ≈ 1e6: the second round and, near breakdown, Householder take over).
+  for (const decades of [0, 6]) {
+    const x = randomMatrix(rows, cols, 41 + decades);
+    for (let j = 0; j < cols; j++) for (let i = 0; i < rows; i++) x[i * cols + j]! *= 10 ** (-decades * j / (cols - 1));
+    for (let i = 0; i < rows; i++) x[i * cols + 1]! += x[i * cols]!;
+    const original = Float32Array.from(x);
+    orthonormalizeBlock(x, rows, cols, [], tsBackend);
+    const loss = orthogonalityLoss(x, rows, cols);
+    console.log(`orthonormalizeBlock κ≈1e${decades}: max |QᵀQ − I| = ${loss.toExponential(2)}`);
+    assert.ok(loss < 2e-6, `orthogonality loss ${loss}`);
+    // Same span: the original first column lies in span(Q).
+    let inside = 0;
+    let norm = 0;
+    for (let a = 0; a < cols; a++) {
+      let dot = 0;
+      for (let i = 0; i < rows; i++) dot += x[i * cols + a]! * original[i * cols]!;
+      inside += dot * dot;
+    }
+    for (let i = 0; i < rows; i++) norm += original[i * cols]! ** 2;
+    assert.ok(Math.abs(inside / norm - 1) < 1e-5, `span: ${inside / norm}`);
+  }
 });
