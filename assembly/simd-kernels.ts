@@ -119,14 +119,14 @@ function scalarCell(
 // Block-wise codebook quantization (the reference is src/kernels/codebook.ts; results are
 // identical). Each block of `blockSize` values gets absmax = max|x|; s = x / absmax ("peft", true
 // division) or x · fl32(1/absmax) ("bnb"); code = #{thresholds < s} through the bucket lookup
-// (bucket index in f64, exact), and for "peft" the float32 argmin is re-checked near a midpoint.
+// (bucket index in f64, exact); for "peft" the thresholds reproduce the float32 argmin exactly.
 // Writes codes (u8), absmax (f32 per block) and, when deq != 0, table[code] · absmax.
 
 const BUCKETS_HALF: f64 = 2048;
 
 export function encodeCodebook(
   values: usize, n: i32, blockSize: i32,
-  table: usize, tableLength: i32, below: usize, inside: usize, near: usize,
+  table: usize, below: usize, inside: usize,
   thresholds: usize, thresholdCount: i32,
   peft: i32, zeroCode: i32, codes: usize, absmax: usize, deq: usize,
 ): void {
@@ -151,15 +151,12 @@ export function encodeCodebook(
     }
     const reciprocal: f32 = 1 / peak;
     let j = start;
-    if (vectorised) j = encodeVectors(values, j, end, peak, reciprocal, table, near, thresholds, thresholdCount, peft, codes, deq);
+    if (vectorised) j = encodeVectors(values, j, end, peak, reciprocal, table, thresholds, thresholdCount, peft, codes, deq);
     for (; j < end; j++) {
       const x = load<f32>(values + ((<usize>j) << 2));
-      // x · fl32(1/absmax) is within 2 ulps of PEFT's x / absmax, so it picks the same code except
-      // in buckets within 1e-6 of a threshold (flagged in `near`), where the true quotient decides.
-      const s: f32 = x * reciprocal;
+      const s: f32 = peft != 0 ? x / peak : x * reciprocal;
       const bucket = <usize>(<i32>((<f64>s + 1.0) * BUCKETS_HALF));
-      let code: i32 = <i32>load<u8>(below + bucket) + (s > load<f32>(inside + (bucket << 2)) ? 1 : 0);
-      if (peft != 0 && load<u8>(near + bucket) != 0) code = nearestCode(x / peak, table, tableLength, code);
+      const code: i32 = <i32>load<u8>(below + bucket) + (s > load<f32>(inside + (bucket << 2)) ? 1 : 0);
       store<u8>(codes + <usize>j, <u8>code);
       if (deq != 0) store<f32>(deq + ((<usize>j) << 2), load<f32>(table + ((<usize>code) << 2)) * peak);
     }
@@ -169,68 +166,35 @@ export function encodeCodebook(
 /**
  * Four values per step over [start, end) (stops before a partial vector; returns where it stopped):
  * code = Σₜ (s > thresholdₜ) by SIMD comparisons against every threshold, which equals the bucket
- * lookup's count. "peft" divides exactly (s = x / absmax) and re-checks lanes whose bucket lies near
- * a midpoint with the float32 argmin, as the scalar path does.
+ * lookup's count (for "peft" the thresholds are exact for the float32 argmin, so s = x / absmax
+ * needs no second look). NaN lanes compare false everywhere and get code 0, like the scalar path.
  */
 function encodeVectors(
   values: usize, start: i32, end: i32, peak: f32, reciprocal: f32,
-  table: usize, near: usize, thresholds: usize, thresholdCount: i32,
+  table: usize, thresholds: usize, thresholdCount: i32,
   peft: i32, codes: usize, deq: usize,
 ): i32 {
   const peakV = f32x4.splat(peak);
   const reciprocalV = f32x4.splat(reciprocal);
-  const one = f32x4.splat(1);
-  const half = f32x4.splat(<f32>BUCKETS_HALF);
   let j = start;
   for (; j + 4 <= end; j += 4) {
     const x = v128.load(values + ((<usize>j) << 2));
     const s = peft != 0 ? f32x4.div(x, peakV) : f32x4.mul(x, reciprocalV);
     let code = i32x4.splat(0);
     for (let t: i32 = 0; t < thresholdCount; t++) code = i32x4.sub(code, f32x4.gt(s, v128.load32_splat(thresholds + ((<usize>t) << 2))));
-    let c0 = i32x4.extract_lane(code, 0);
-    let c1 = i32x4.extract_lane(code, 1);
-    let c2 = i32x4.extract_lane(code, 2);
-    let c3 = i32x4.extract_lane(code, 3);
-    if (peft != 0) {
-      // NaN lanes truncate to bucket 0, whose flag is clear: they keep code 0 like the scalar path.
-      const bucket = i32x4.trunc_sat_f32x4_s(f32x4.mul(f32x4.add(s, one), half));
-      const b0 = <usize>i32x4.extract_lane(bucket, 0);
-      const b1 = <usize>i32x4.extract_lane(bucket, 1);
-      const b2 = <usize>i32x4.extract_lane(bucket, 2);
-      const b3 = <usize>i32x4.extract_lane(bucket, 3);
-      if ((load<u8>(near + b0) | load<u8>(near + b1) | load<u8>(near + b2) | load<u8>(near + b3)) != 0) {
-        if (load<u8>(near + b0) != 0) c0 = nearestCode(f32x4.extract_lane(s, 0), table, thresholdCount + 1, c0);
-        if (load<u8>(near + b1) != 0) c1 = nearestCode(f32x4.extract_lane(s, 1), table, thresholdCount + 1, c1);
-        if (load<u8>(near + b2) != 0) c2 = nearestCode(f32x4.extract_lane(s, 2), table, thresholdCount + 1, c2);
-        if (load<u8>(near + b3) != 0) c3 = nearestCode(f32x4.extract_lane(s, 3), table, thresholdCount + 1, c3);
-      }
-    }
-    store<u32>(codes + <usize>j, <u32>c0 | (<u32>c1 << 8) | (<u32>c2 << 16) | (<u32>c3 << 24));
+    // Codes < 16 fit a byte: narrow the four lanes into the low 32 bits and store them at once.
+    const halves = i16x8.narrow_i32x4_u(code, code);
+    const bytes = i8x16.narrow_i16x8_u(halves, halves);
+    v128.store32_lane(codes + <usize>j, bytes, 0);
     if (deq != 0) {
-      let q = f32x4.splat(load<f32>(table + ((<usize>c0) << 2)));
-      q = f32x4.replace_lane(q, 1, load<f32>(table + ((<usize>c1) << 2)));
-      q = f32x4.replace_lane(q, 2, load<f32>(table + ((<usize>c2) << 2)));
-      q = f32x4.replace_lane(q, 3, load<f32>(table + ((<usize>c3) << 2)));
+      let q = f32x4.splat(load<f32>(table + ((<usize>i32x4.extract_lane(code, 0)) << 2)));
+      q = f32x4.replace_lane(q, 1, load<f32>(table + ((<usize>i32x4.extract_lane(code, 1)) << 2)));
+      q = f32x4.replace_lane(q, 2, load<f32>(table + ((<usize>i32x4.extract_lane(code, 2)) << 2)));
+      q = f32x4.replace_lane(q, 3, load<f32>(table + ((<usize>i32x4.extract_lane(code, 3)) << 2)));
       v128.store(deq + ((<usize>j) << 2), f32x4.mul(q, peakV));
     }
   }
   return j;
-}
-
-/** torch.argmin(|s − t|) in float32 among the guess and its neighbours, ties to the lower code. */
-function nearestCode(s: f32, table: usize, tableLength: i32, guess: i32): i32 {
-  let best = guess;
-  let bestDistance: f32 = abs(s - load<f32>(table + ((<usize>guess) << 2)));
-  const from = guess > 0 ? guess - 1 : 0;
-  const to = guess < tableLength - 1 ? guess + 1 : tableLength - 1;
-  for (let k = from; k <= to; k++) {
-    const d: f32 = abs(s - load<f32>(table + ((<usize>k) << 2)));
-    if (d < bestDistance || (d == bestDistance && k < best)) {
-      best = k;
-      bestDistance = d;
-    }
-  }
-  return best;
 }
 
 // ---------------------------------------------------------------------------------------------

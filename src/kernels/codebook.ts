@@ -32,25 +32,16 @@ export interface CodebookSpec {
  */
 export const LOOKUP_BUCKETS = 4096;
 
-/**
- * PEFT's argmin rule and the midpoint rule agree except within rounding distance of a midpoint, so
- * only values that close to a threshold pay for the exact float32 comparison.
- */
-export const MIDPOINT_BAND = 1e-6;
-
 export interface ThresholdLookup {
   /** The ascending decision thresholds the lookup was built from: code = #{thresholds < s}. */
   readonly thresholds: Float32Array;
   readonly below: Uint8Array;
   readonly inside: Float32Array;
-  /** 1 for buckets within MIDPOINT_BAND of a threshold: only their values need PEFT's exact check. */
-  readonly nearThreshold: Uint8Array;
 }
 
 export function buildThresholdLookup(thresholds: Float32Array): ThresholdLookup | undefined {
   const below = new Uint8Array(LOOKUP_BUCKETS + 1);
   const inside = new Float32Array(LOOKUP_BUCKETS + 1);
-  const nearThreshold = new Uint8Array(LOOKUP_BUCKETS + 1);
   let count = 0;
   for (let bucket = 0; bucket <= LOOKUP_BUCKETS; bucket++) {
     const lower = -1 + (bucket * 2) / LOOKUP_BUCKETS;
@@ -60,9 +51,49 @@ export function buildThresholdLookup(thresholds: Float32Array): ThresholdLookup 
     inside[bucket] = count < thresholds.length ? thresholds[count]! : Infinity;
     // A second threshold inside the same bucket would need a search: no lookup for such tables.
     if (bucket < LOOKUP_BUCKETS && count + 1 < thresholds.length && thresholds[count + 1]! < upper) return undefined;
-    nearThreshold[bucket] = thresholds.some((t) => t > lower - MIDPOINT_BAND && t < upper + MIDPOINT_BAND) ? 1 : 0;
   }
-  return { thresholds: Float32Array.from(thresholds), below, inside, nearThreshold };
+  return { thresholds: Float32Array.from(thresholds), below, inside };
+}
+
+/**
+ * The thresholds that make #{thresholds < s} equal PEFT's rule, argmin_k |s − t_k| computed in
+ * float32 with ties to the lower code, for every float32 s. Between adjacent codes a < b the
+ * rounded distances fl(s − a) and fl(b − s) are monotone in s, so "b is strictly closer" switches
+ * from false to true exactly once; the threshold is the last float32 where it is still false
+ * (found by bisection over the float32 values of [a, b]). It lies within a few ulps of the float32
+ * midpoint, where the rounding of the distances decides, so no value needs a second look.
+ */
+export function argminThresholds(table: Float32Array): Float32Array {
+  const thresholds = new Float32Array(table.length - 1);
+  for (let c = 0; c + 1 < table.length; c++) {
+    const a = table[c]!;
+    const b = table[c + 1]!;
+    const upperCloser = (s: number) => Math.abs(Math.fround(s - b)) < Math.abs(Math.fround(s - a));
+    // Invariant: upperCloser(value(low)) is false, upperCloser(value(high)) is true.
+    let low = orderedKey(a);
+    let high = orderedKey(b);
+    while (high - low > 1) {
+      const middle = Math.floor((low + high) / 2);
+      if (upperCloser(fromOrderedKey(middle))) high = middle;
+      else low = middle;
+    }
+    thresholds[c] = fromOrderedKey(low);
+  }
+  return thresholds;
+}
+
+const keyView = new DataView(new ArrayBuffer(4));
+
+/** float32 → integer with the same order (−0 and +0 adjacent), so bisection can walk float32 values. */
+function orderedKey(value: number): number {
+  keyView.setFloat32(0, value);
+  const bits = keyView.getInt32(0);
+  return bits >= 0 ? bits : -(bits & 0x7fffffff) - 1;
+}
+
+function fromOrderedKey(key: number): number {
+  keyView.setInt32(0, key >= 0 ? key : (-(key + 1)) | 0x80000000);
+  return keyView.getFloat32(0);
 }
 
 /** Quantizes `values` into table indices (one byte each) and per-block absmax. */
@@ -106,36 +137,15 @@ function encodeBnb(values: Float32Array, start: number, end: number, scale: numb
 
 function encodePeft(values: Float32Array, start: number, end: number, scale: number, spec: CodebookSpec, codes: Uint8Array, dequantized?: Float32Array): void {
   const { table, lookup } = spec;
-  const { below, inside, nearThreshold } = lookup;
+  const { below, inside } = lookup;
   const half = LOOKUP_BUCKETS / 2;
-  const last = table.length - 1;
   for (let i = start; i < end; i++) {
     const s = Math.fround(values[i]! / scale);
     const bucket = ((s + 1) * half) | 0;
-    let code = below[bucket]! + (s > inside[bucket]! ? 1 : 0);
-    if (nearThreshold[bucket]) code = nearestInFloat32(s, table, code, last);
+    const code = below[bucket]! + (s > inside[bucket]! ? 1 : 0);
     codes[i] = code;
     if (dequantized) dequantized[i] = Math.fround(table[code]! * scale);
   }
-}
-
-/**
- * torch.argmin(|s − t|) in float32 around a threshold-based guess: the float32 midpoints and the
- * float32 distances can disagree by an ulp, so compare the neighbours exactly as upstream does.
- */
-function nearestInFloat32(s: number, table: Float32Array, guess: number, last: number): number {
-  let best = guess;
-  let bestDistance = Math.abs(Math.fround(s - table[guess]!));
-  const from = guess > 0 ? guess - 1 : 0;
-  const to = guess < last ? guess + 1 : last;
-  for (let k = from; k <= to; k++) {
-    const d = Math.abs(Math.fround(s - table[k]!));
-    if (d < bestDistance || (d === bestDistance && k < best)) {
-      best = k;
-      bestDistance = d;
-    }
-  }
-  return best;
 }
 
 /** Inverse of quantizeBlocks: table[code] · absmax in float32. */

@@ -24,7 +24,7 @@ export interface KernelExports {
   ): void;
   encodeCodebook(
     values: number, n: number, blockSize: number,
-    table: number, tableLength: number, below: number, inside: number, near: number,
+    table: number, below: number, inside: number,
     thresholds: number, thresholdCount: number,
     peft: number, zeroCode: number, codes: number, absmax: number, deq: number,
   ): void;
@@ -43,7 +43,7 @@ export interface GemmArgs {
 /** Pointer-level arguments of one codebook encoding. */
 export interface EncodeArgs {
   values: number; n: number; blockSize: number;
-  table: number; tableLength: number; below: number; inside: number; near: number;
+  table: number; below: number; inside: number;
   /** thresholdCount = 0 selects the scalar path (tables of more than MAX_VECTOR_CODES codes). */
   thresholds: number; thresholdCount: number;
   peft: number; zeroCode: number; codes: number; absmax: number; deq: number;
@@ -80,7 +80,7 @@ export function runKernelJob(kernel: KernelExports, job: KernelJob): number {
     }
     case "encode": {
       const e = job.args;
-      kernel.encodeCodebook(e.values, e.n, e.blockSize, e.table, e.tableLength, e.below, e.inside, e.near, e.thresholds, e.thresholdCount, e.peft, e.zeroCode, e.codes, e.absmax, e.deq);
+      kernel.encodeCodebook(e.values, e.n, e.blockSize, e.table, e.below, e.inside, e.thresholds, e.thresholdCount, e.peft, e.zeroCode, e.codes, e.absmax, e.deq);
       return 0;
     }
     case "subtract":
@@ -123,7 +123,7 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
   const kernel = instantiateKernels(module, memory);
   const heap = new Heap(memory);
   // Code tables and lookups copied into the memory once per spec (they are tiny).
-  const specPointers = new WeakMap<CodebookSpec, { table: number; below: number; inside: number; near: number; thresholds: number }>();
+  const specPointers = new WeakMap<CodebookSpec, { table: number; below: number; inside: number; thresholds: number }>();
   const pointersOf = (spec: CodebookSpec) => {
     let pointers = specPointers.get(spec);
     if (!pointers) {
@@ -132,8 +132,8 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
         new Uint8Array(local.buffer, local.byteOffset, values.byteLength).set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
         return local.byteOffset;
       };
-      const { below, inside, nearThreshold } = spec.lookup;
-      pointers = { table: copy(spec.table), below: copy(below), inside: copy(inside), near: copy(nearThreshold), thresholds: copy(spec.lookup.thresholds) };
+      const { below, inside, thresholds } = spec.lookup;
+      pointers = { table: copy(spec.table), below: copy(below), inside: copy(inside), thresholds: copy(thresholds) };
       specPointers.set(spec, pointers);
     }
     return pointers;
@@ -174,7 +174,7 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
           kind: "encode",
           args: {
           values: input.byteOffset, n, blockSize: spec.blockSize,
-          table: pointers.table, tableLength: spec.table.length, below: pointers.below, inside: pointers.inside, near: pointers.near,
+          table: pointers.table, below: pointers.below, inside: pointers.inside,
           thresholds: pointers.thresholds, thresholdCount: spec.table.length <= MAX_VECTOR_CODES ? spec.lookup.thresholds.length : 0,
           peft: spec.selection === "peft" ? 1 : 0, zeroCode: spec.zeroBlockCode,
           codes: codeFloats.byteOffset, absmax: absmaxOut.byteOffset, deq: deq ? deq.byteOffset : 0,

@@ -15,7 +15,7 @@ export const MAX_WORKERS = (CONTROL_BYTES - SLOT_OFFSET) / (SLOT_WORDS * 8);
 const KINDS = ["gemm", "encode", "subtract"] as const;
 const FIELDS = {
   gemm: ["m", "n", "k", "alpha", "a", "aRowStride", "aColStride", "b", "ldb", "beta", "c", "ldc"],
-  encode: ["values", "n", "blockSize", "table", "tableLength", "below", "inside", "near", "thresholds", "thresholdCount", "peft", "zeroCode", "codes", "absmax", "deq"],
+  encode: ["values", "n", "blockSize", "table", "below", "inside", "thresholds", "thresholdCount", "peft", "zeroCode", "codes", "absmax", "deq"],
   subtract: ["a", "b", "out", "n"],
 } as const;
 

@@ -1,7 +1,7 @@
 import { InvalidArgumentError, ShapeError } from "../errors.js";
 import type { Matrix } from "../tensor/matrix.js";
 import type { KernelBackend } from "../kernels/backend.js";
-import { buildThresholdLookup, dequantizeBlocks, type CodebookSpec } from "../kernels/codebook.js";
+import { argminThresholds, buildThresholdLookup, dequantizeBlocks, type CodebookSpec } from "../kernels/codebook.js";
 import { getBackend } from "../kernels/registry.js";
 import { doubleDequantize, doubleQuantize, type DoubleQuantized } from "./double-quant.js";
 import { quantizeFp4Blocks } from "./fp4.js";
@@ -120,8 +120,9 @@ export function createQuantizer(options: QuantizerOptions = {}): Quantizer {
   }
   const table = kind === "uniform" ? uniformTable(bits) : kind === "nf-sym" ? symmetricNormalFloatTable(bits) : normalFloatTable(bits);
   const zeroBlockCode = kind === "bnb-nf4" && options.zeroBlocks === "cpu" ? table.indexOf(0) : 0;
-  // The decision thresholds are the float32 midpoints of adjacent codes (bnb's, and PEFT's argmin away from ties).
-  const lookup = buildThresholdLookup(midpoints(table));
+  // bnb decides by the float32 midpoints of adjacent codes; PEFT by the float32 argmin of the
+  // distances, which the exact thresholds of argminThresholds reproduce.
+  const lookup = buildThresholdLookup(isBnb ? midpoints(table) : argminThresholds(table));
   if (!lookup) throw new InvalidArgumentError(`${kind}${bits}: code table too dense for the threshold lookup`);
   const spec: CodebookSpec = { table, selection: isBnb ? "bnb" : "peft", blockSize, zeroBlockCode, lookup };
   return blockQuantizer({
