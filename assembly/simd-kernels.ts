@@ -176,12 +176,36 @@ function encodeVectors(
 ): i32 {
   const peakV = f32x4.splat(peak);
   const reciprocalV = f32x4.splat(reciprocal);
+  // Up to 3 thresholds: count them. More (NF3, NF4: 7 or 15): a branch-free binary search over 15
+  // (padded with +∞, which no value exceeds): 4 comparisons against per-lane thresholds picked by
+  // bit selects, instead of 15 comparisons.
+  const tree = thresholdCount > 3;
+  const t0 = v128.load32_splat(thresholds); const t1 = v128.load32_splat(thresholds, 4);
+  const t2 = v128.load32_splat(thresholds, 8); const t3 = v128.load32_splat(thresholds, 12);
+  const t4 = v128.load32_splat(thresholds, 16); const t5 = v128.load32_splat(thresholds, 20);
+  const t6 = v128.load32_splat(thresholds, 24); const t7 = v128.load32_splat(thresholds, 28);
+  const t8 = v128.load32_splat(thresholds, 32); const t9 = v128.load32_splat(thresholds, 36);
+  const t10 = v128.load32_splat(thresholds, 40); const t11 = v128.load32_splat(thresholds, 44);
+  const t12 = v128.load32_splat(thresholds, 48); const t13 = v128.load32_splat(thresholds, 52);
+  const t14 = v128.load32_splat(thresholds, 56);
+  const bit3 = i32x4.splat(8); const bit2 = i32x4.splat(4); const bit1 = i32x4.splat(2); const bit0 = i32x4.splat(1);
   let j = start;
   for (; j + 4 <= end; j += 4) {
     const x = v128.load(values + ((<usize>j) << 2));
     const s = peft != 0 ? f32x4.div(x, peakV) : f32x4.mul(x, reciprocalV);
-    let code = i32x4.splat(0);
-    for (let t: i32 = 0; t < thresholdCount; t++) code = i32x4.sub(code, f32x4.gt(s, v128.load32_splat(thresholds + ((<usize>t) << 2))));
+    let code: v128;
+    if (tree) {
+      const b3 = f32x4.gt(s, t7);
+      const b2 = f32x4.gt(s, v128.bitselect(t11, t3, b3));
+      const b1 = f32x4.gt(s, v128.bitselect(v128.bitselect(t13, t9, b2), v128.bitselect(t5, t1, b2), b3));
+      const low = v128.bitselect(v128.bitselect(t6, t4, b1), v128.bitselect(t2, t0, b1), b2);
+      const high = v128.bitselect(v128.bitselect(t14, t12, b1), v128.bitselect(t10, t8, b1), b2);
+      const b0 = f32x4.gt(s, v128.bitselect(high, low, b3));
+      code = v128.or(v128.or(v128.and(b3, bit3), v128.and(b2, bit2)), v128.or(v128.and(b1, bit1), v128.and(b0, bit0)));
+    } else {
+      code = i32x4.splat(0);
+      for (let t: i32 = 0; t < thresholdCount; t++) code = i32x4.sub(code, f32x4.gt(s, v128.load32_splat(thresholds + ((<usize>t) << 2))));
+    }
     // Codes < 16 fit a byte: narrow the four lanes into the low 32 bits and store them at once.
     const halves = i16x8.narrow_i32x4_u(code, code);
     const bytes = i8x16.narrow_i16x8_u(halves, halves);

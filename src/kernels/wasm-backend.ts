@@ -133,7 +133,10 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
         return local.byteOffset;
       };
       const { below, inside, thresholds } = spec.lookup;
-      pointers = { table: copy(spec.table), below: copy(below), inside: copy(inside), thresholds: copy(thresholds) };
+      // The vector kernel's search tree reads MAX_VECTOR_CODES − 1 thresholds; +∞ pads shorter lists.
+      const padded = new Float32Array(Math.max(MAX_VECTOR_CODES - 1, thresholds.length)).fill(Infinity);
+      padded.set(thresholds);
+      pointers = { table: copy(spec.table), below: copy(below), inside: copy(inside), thresholds: copy(padded) };
       specPointers.set(spec, pointers);
     }
     return pointers;
