@@ -4,7 +4,7 @@
 //   C(i, j) = alpha · Σ_p A(i, p) · B(p, j) + beta · C(i, j)
 //   A(i, p) = a[i·aRowStride + p·aColStride]   (covers A and Aᵀ without copies)
 //   B(p, j) = b[p·ldb + j]                      (rows of B contiguous: the vector direction)
-//   C(i, j) = c[i·ldc + j]
+//   C(i, j) = c[i·ldc + j]; beta's operand is read at cIn (same layout; cIn = c for C += …)
 //
 // Register tile: 4 rows × 8 columns (8 f32x4 accumulators); K is processed in chunks so the A and
 // B panels of a chunk stay in cache. When beta is 0, C's old contents are never read.
@@ -19,48 +19,50 @@ export function gemm(
   m: i32, n: i32, k: i32, alpha: f32,
   a: usize, aRowStride: i32, aColStride: i32,
   b: usize, ldb: i32,
-  beta: f32, c: usize, ldc: i32,
+  beta: f32, c: usize, ldc: i32, cIn: usize,
 ): void {
   if (k == 0) {
-    scaleC(m, n, beta, c, ldc);
+    scaleC(m, n, beta, c, ldc, cIn);
     return;
   }
   for (let p0: i32 = 0; p0 < k; p0 += K_CHUNK) {
     const p1 = min(p0 + K_CHUNK, k);
-    // The first chunk applies beta; later chunks accumulate.
+    // The first chunk applies beta to cIn; later chunks accumulate onto C.
     const chunkBeta: f32 = p0 == 0 ? beta : 1;
+    const from: usize = p0 == 0 ? cIn : c;
     let i: i32 = 0;
     for (; i + 4 <= m; i += 4) {
       let j: i32 = 0;
-      for (; j + 8 <= n; j += 8) tile4x8(i, j, p0, p1, alpha, a, aRowStride, aColStride, b, ldb, chunkBeta, c, ldc);
-      for (; j < n; j++) for (let r: i32 = 0; r < 4; r++) scalarCell(i + r, j, p0, p1, alpha, a, aRowStride, aColStride, b, ldb, chunkBeta, c, ldc);
+      for (; j + 8 <= n; j += 8) tile4x8(i, j, p0, p1, alpha, a, aRowStride, aColStride, b, ldb, chunkBeta, c, ldc, from);
+      for (; j < n; j++) for (let r: i32 = 0; r < 4; r++) scalarCell(i + r, j, p0, p1, alpha, a, aRowStride, aColStride, b, ldb, chunkBeta, c, ldc, from);
     }
     for (; i < m; i++) {
       let j: i32 = 0;
-      for (; j + 4 <= n; j += 4) row1x4(i, j, p0, p1, alpha, a, aRowStride, aColStride, b, ldb, chunkBeta, c, ldc);
-      for (; j < n; j++) scalarCell(i, j, p0, p1, alpha, a, aRowStride, aColStride, b, ldb, chunkBeta, c, ldc);
+      for (; j + 4 <= n; j += 4) row1x4(i, j, p0, p1, alpha, a, aRowStride, aColStride, b, ldb, chunkBeta, c, ldc, from);
+      for (; j < n; j++) scalarCell(i, j, p0, p1, alpha, a, aRowStride, aColStride, b, ldb, chunkBeta, c, ldc, from);
     }
   }
 }
 
-function scaleC(m: i32, n: i32, beta: f32, c: usize, ldc: i32): void {
+function scaleC(m: i32, n: i32, beta: f32, c: usize, ldc: i32, cIn: usize): void {
   for (let i: i32 = 0; i < m; i++) {
     for (let j: i32 = 0; j < n; j++) {
-      const at = c + ((<usize>(i * ldc + j)) << 2);
-      store<f32>(at, beta == 0 ? 0 : beta * load<f32>(at));
+      const offset = (<usize>(i * ldc + j)) << 2;
+      store<f32>(c + offset, beta == 0 ? 0 : beta * load<f32>(cIn + offset));
     }
   }
 }
 
-@inline function finish(at: usize, acc: v128, alpha: v128, beta: f32): void {
+/** Stores alpha·acc (+ beta · the old value read `shift` bytes away: cIn − c). */
+@inline function finish(at: usize, acc: v128, alpha: v128, beta: f32, shift: usize): void {
   let out = f32x4.mul(acc, alpha);
-  if (beta != 0) out = f32x4.add(out, f32x4.mul(v128.load(at), f32x4.splat(beta)));
+  if (beta != 0) out = f32x4.add(out, f32x4.mul(v128.load(at + shift), f32x4.splat(beta)));
   v128.store(at, out);
 }
 
 function tile4x8(
   i: i32, j: i32, p0: i32, p1: i32, alpha: f32,
-  a: usize, rs: i32, cs: i32, b: usize, ldb: i32, beta: f32, c: usize, ldc: i32,
+  a: usize, rs: i32, cs: i32, b: usize, ldb: i32, beta: f32, c: usize, ldc: i32, from: usize,
 ): void {
   let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
   let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
@@ -88,31 +90,32 @@ function tile4x8(
   const al = f32x4.splat(alpha);
   const row = (<usize>ldc) << 2;
   const at = c + ((<usize>(i * ldc + j)) << 2);
-  finish(at, c00, al, beta); finish(at + 16, c01, al, beta);
-  finish(at + row, c10, al, beta); finish(at + row + 16, c11, al, beta);
-  finish(at + 2 * row, c20, al, beta); finish(at + 2 * row + 16, c21, al, beta);
-  finish(at + 3 * row, c30, al, beta); finish(at + 3 * row + 16, c31, al, beta);
+  const shift = from - c; // wraps for from < c; the address sum wraps back
+  finish(at, c00, al, beta, shift); finish(at + 16, c01, al, beta, shift);
+  finish(at + row, c10, al, beta, shift); finish(at + row + 16, c11, al, beta, shift);
+  finish(at + 2 * row, c20, al, beta, shift); finish(at + 2 * row + 16, c21, al, beta, shift);
+  finish(at + 3 * row, c30, al, beta, shift); finish(at + 3 * row + 16, c31, al, beta, shift);
 }
 
 function row1x4(
   i: i32, j: i32, p0: i32, p1: i32, alpha: f32,
-  a: usize, rs: i32, cs: i32, b: usize, ldb: i32, beta: f32, c: usize, ldc: i32,
+  a: usize, rs: i32, cs: i32, b: usize, ldb: i32, beta: f32, c: usize, ldc: i32, from: usize,
 ): void {
   let acc = f32x4.splat(0);
   for (let p = p0; p < p1; p++) {
     acc = f32x4.add(acc, f32x4.mul(f32x4.splat(loadA(a, i, p, rs, cs)), v128.load(b + ((<usize>(p * ldb + j)) << 2))));
   }
-  finish(c + ((<usize>(i * ldc + j)) << 2), acc, f32x4.splat(alpha), beta);
+  finish(c + ((<usize>(i * ldc + j)) << 2), acc, f32x4.splat(alpha), beta, from - c);
 }
 
 function scalarCell(
   i: i32, j: i32, p0: i32, p1: i32, alpha: f32,
-  a: usize, rs: i32, cs: i32, b: usize, ldb: i32, beta: f32, c: usize, ldc: i32,
+  a: usize, rs: i32, cs: i32, b: usize, ldb: i32, beta: f32, c: usize, ldc: i32, from: usize,
 ): void {
   let acc: f32 = 0;
   for (let p = p0; p < p1; p++) acc += loadA(a, i, p, rs, cs) * load<f32>(b + ((<usize>(p * ldb + j)) << 2));
-  const at = c + ((<usize>(i * ldc + j)) << 2);
-  store<f32>(at, beta == 0 ? alpha * acc : alpha * acc + beta * load<f32>(at));
+  const offset = (<usize>(i * ldc + j)) << 2;
+  store<f32>(c + offset, beta == 0 ? alpha * acc : alpha * acc + beta * load<f32>(from + offset));
 }
 
 // ---------------------------------------------------------------------------------------------

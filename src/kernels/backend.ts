@@ -5,7 +5,7 @@ import type { CodebookSpec } from "./codebook.js";
  * test suite run over every backend, a plain-TS reference beside each fast kernel).
  *
  * Matrices are row-major float32. `gemm` computes
- *   C (m×n) = alpha · op(A) · op(B) + beta · C
+ *   C (m×n) = alpha · op(A) · op(B) + beta · C   (or + beta · cIn when `cIn` is given)
  * where op(A) is m×k (A is stored k×m when `transA`), op(B) is k×n (B is stored n×k when `transB`).
  * When beta is 0, C's previous contents are ignored (NaN in C does not propagate).
  */
@@ -20,6 +20,11 @@ export interface GemmCall {
   b: Float32Array;
   beta: number;
   c: Float32Array;
+  /**
+   * Optional: the matrix beta scales, instead of C's old contents (C is then only written):
+   * C = alpha·op(A)·op(B) + beta·cIn, e.g. W − B·A into another buffer without copying W first.
+   */
+  cIn?: Float32Array;
 }
 
 /** One block-wise codebook quantization (see codebook.ts for the semantics). */

@@ -71,6 +71,31 @@ test("ort: products inside withReadOnly read one copy of the operand; after the 
   threaded!.release(a);
 });
 
+test("gemm with cIn: C = alpha·A·B + beta·cIn on every backend, cIn untouched, C's old contents ignored", (t) => {
+  const random = mulberry32(19);
+  for (const backend of backends) {
+    for (const [m, n, k] of [[2, 3, 0], [17, 33, 9], [130, 70, 300], [300, 400, 500], [2000, 24, 16]] as const) {
+      for (const fromBackend of [false, true]) {
+        const make = (length: number) => gaussianArray(length, random, fromBackend ? backend.allocate(length) : new Float32Array(length));
+        const a = make(m * k);
+        const b = make(k * n);
+        const cIn = make(m * n);
+        const before = Float32Array.from(cIn);
+        const c = make(m * n).fill(NaN);
+        const expected = Float32Array.from(cIn);
+        tsBackend.gemm({ transA: false, transB: false, m, n, k, alpha: -1, a, b, beta: 1, c: expected });
+        backend.gemm({ transA: false, transB: false, m, n, k, alpha: -1, a, b, beta: 1, c, cIn });
+        let diff = 0;
+        for (let i = 0; i < expected.length; i++) diff = Math.max(diff, Math.abs(expected[i]! - c[i]!));
+        if (!fromBackend) t.diagnostic(`${backend.name} ${m}×${n}×${k}: max |Δ| ${diff.toExponential(2)}`);
+        assert.ok(diff <= 2e-6 * Math.max(1, k), `${backend.name} ${m}×${n}×${k}: ${diff}`);
+        assert.deepEqual(cIn, before, `${backend.name}: cIn changed`);
+        if (fromBackend) for (const array of [a, b, cIn, c]) backend.release(array);
+      }
+    }
+  }
+});
+
 test("gemm rejects arrays too short for the shape, on every backend", () => {
   for (const backend of backends) {
     assert.throws(() => backend.gemm({ transA: false, transB: false, m: 2, n: 2, k: 2, alpha: 1, a: new Float32Array(3), b: new Float32Array(4), beta: 0, c: new Float32Array(4) }), { name: "ShapeError" });

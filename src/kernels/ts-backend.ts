@@ -23,6 +23,7 @@ export const tsBackend: KernelBackend = {
   gemm(call: GemmCall) {
     checkGemm(call);
     const { transA, transB, m, n, k, alpha, a, b, beta, c } = call;
+    const source = call.cIn ?? c;
     const row = new Float64Array(n);
     for (let i = 0; i < m; i++) {
       row.fill(0);
@@ -37,7 +38,7 @@ export const tsBackend: KernelBackend = {
       }
       const out = i * n;
       for (let j = 0; j < n; j++) {
-        c[out + j] = beta === 0 ? alpha * row[j]! : alpha * row[j]! + beta * c[out + j]!;
+        c[out + j] = beta === 0 ? alpha * row[j]! : alpha * row[j]! + beta * source[out + j]!;
       }
     }
   },

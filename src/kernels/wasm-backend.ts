@@ -20,7 +20,7 @@ export interface KernelExports {
   gemm(
     m: number, n: number, k: number, alpha: number,
     a: number, aRowStride: number, aColStride: number,
-    b: number, ldb: number, beta: number, c: number, ldc: number,
+    b: number, ldb: number, beta: number, c: number, ldc: number, cIn: number,
   ): void;
   encodeCodebook(
     values: number, n: number, blockSize: number,
@@ -38,6 +38,8 @@ export interface GemmArgs {
   m: number; n: number; k: number; alpha: number;
   a: number; aRowStride: number; aColStride: number;
   b: number; ldb: number; beta: number; c: number; ldc: number;
+  /** Where beta's operand is read (same layout as c; equal to c for the usual C += …). */
+  cIn: number;
 }
 
 /** Pointer-level arguments of one codebook encoding. */
@@ -75,7 +77,7 @@ export function runKernelJob(kernel: KernelExports, job: KernelJob): number {
   switch (job.kind) {
     case "gemm": {
       const g = job.args;
-      kernel.gemm(g.m, g.n, g.k, g.alpha, g.a, g.aRowStride, g.aColStride, g.b, g.ldb, g.beta, g.c, g.ldc);
+      kernel.gemm(g.m, g.n, g.k, g.alpha, g.a, g.aRowStride, g.aColStride, g.b, g.ldb, g.beta, g.c, g.ldc, g.cIn);
       return 0;
     }
     case "encode": {
@@ -167,8 +169,10 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
       const scratch: Float32Array[] = [];
       try {
         const input = stage(scratch, values, n, true);
-        const codeFloats = heap.allocate(Math.ceil(n / 4));
-        scratch.push(codeFloats);
+        // Codes already in this memory (LoftQ keeps its code buffers here) are written in place.
+        const codesInPlace = heap.owns(codes);
+        const codeFloats = codesInPlace ? undefined : heap.allocate(Math.ceil(n / 4));
+        if (codeFloats) scratch.push(codeFloats);
         const absmaxOut = heap.allocate(blocks);
         scratch.push(absmaxOut);
         const deq = dequantized ? stage(scratch, dequantized, n, false) : undefined;
@@ -180,10 +184,10 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
           table: pointers.table, below: pointers.below, inside: pointers.inside,
           thresholds: pointers.thresholds, thresholdCount: spec.table.length <= MAX_VECTOR_CODES ? spec.lookup.thresholds.length : 0,
           peft: spec.selection === "peft" ? 1 : 0, zeroCode: spec.zeroBlockCode,
-          codes: codeFloats.byteOffset, absmax: absmaxOut.byteOffset, deq: deq ? deq.byteOffset : 0,
+          codes: codeFloats ? codeFloats.byteOffset : codes.byteOffset, absmax: absmaxOut.byteOffset, deq: deq ? deq.byteOffset : 0,
           },
         });
-        codes.set(new Uint8Array(codeFloats.buffer, codeFloats.byteOffset, n));
+        if (codeFloats) codes.set(new Uint8Array(codeFloats.buffer, codeFloats.byteOffset, n));
         absmax.set(absmaxOut.subarray(0, blocks));
         if (dequantized && deq !== dequantized) dequantized.set(deq!.subarray(0, n));
       } finally {
@@ -223,13 +227,14 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
         } else {
           b = stage(scratch, b, k * n, true);
         }
-        const c = stage(scratch, call.c, m * n, beta !== 0);
+        const cIn = call.cIn && beta !== 0 ? stage(scratch, call.cIn, m * n, true) : undefined;
+        const c = stage(scratch, call.c, m * n, beta !== 0 && !cIn);
         backend.runJob({
           kind: "gemm",
           args: {
             m, n, k, alpha,
             a: a.byteOffset, aRowStride: transA ? 1 : k, aColStride: transA ? m : 1,
-            b: b.byteOffset, ldb: n, beta, c: c.byteOffset, ldc: n,
+            b: b.byteOffset, ldb: n, beta, c: c.byteOffset, ldc: n, cIn: (cIn ?? c).byteOffset,
           },
         });
         if (c !== call.c) call.c.set(c.subarray(0, m * n));
@@ -255,7 +260,7 @@ class Heap {
     this.buffers.add(memory.buffer);
   }
 
-  owns(array: Float32Array): boolean {
+  owns(array: ArrayBufferView): boolean {
     return this.buffers.has(array.buffer);
   }
 

@@ -52,8 +52,16 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   const weightCopy = backend.allocate(m * n, false);
   weightCopy.set(w);
   let current = backend.allocate(m * n, false);
-  let best = settings.iterations > 1 && settings.keepBest ? backend.allocate(m * n, false) : current;
+  const swapsBest = settings.iterations > 1 && settings.keepBest;
+  let best = swapsBest ? backend.allocate(m * n, false) : current;
   const residual = backend.allocate(m * n, false);
+  // Codes (one byte per weight) live in backend memory too, current and best swapped like Q:
+  // the kernel writes them in place and only the returned iterate's are copied out, once.
+  const codeStorage = [backend.allocate(Math.ceil((m * n) / 4), false)];
+  if (swapsBest) codeStorage.push(backend.allocate(Math.ceil((m * n) / 4), false));
+  const bytesOf = (storage: Float32Array) => new Uint8Array(storage.buffer, storage.byteOffset, m * n);
+  let currentCodes = bytesOf(codeStorage[0]!);
+  let bestCodes = swapsBest ? bytesOf(codeStorage[1]!) : currentCodes;
   const history: IterationErrors[] = [];
   let chosen: { encoded: Encoded; a: Float32Array; b: Float32Array; iteration: number; error: number } | undefined;
   let subspace: Float32Array | undefined;
@@ -61,7 +69,7 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   try {
     for (let t = 1; t <= settings.iterations; t++) {
       const target = t === 1 ? weightCopy : residual;
-      const encoded = quantizer.encode(target, m, n, current, backend);
+      const encoded = quantizer.encode(target, m, n, current, backend, currentCodes);
       const quantSquared = backend.subtract(weightCopy, current, residual);
       const quantError = Math.sqrt(quantSquared) / weightNorm;
       const svd = truncatedSvd(
@@ -83,22 +91,27 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
       const captured = svd.s.reduce((sum, sigma) => sum + sigma * sigma, 0);
       const error = Math.sqrt(Math.max(0, quantSquared - captured)) / weightNorm;
       if (t < settings.iterations) {
-        // The next quantization target: W − B·A (exact SVD product, before any scaling compensation).
-        residual.set(weightCopy);
-        backend.gemm({ transA: false, transB: false, m, n, k: rank, alpha: -1, a: b, b: a, beta: 1, c: residual });
+        // The next quantization target: W − B·A (exact SVD product, before any scaling compensation),
+        // written over the residual straight from W (cIn) rather than copying W there first.
+        backend.gemm({ transA: false, transB: false, m, n, k: rank, alpha: -1, a: b, b: a, beta: 1, c: residual, cIn: weightCopy });
       }
       history.push({ quantError, error });
       settings.onIteration?.({ iteration: t, iterations: settings.iterations, quantError, error, elapsedMs: Date.now() - started });
       if (!chosen || !settings.keepBest || error < chosen.error) {
         chosen = { encoded, a, b, iteration: t, error };
-        if (best !== current) [best, current] = [current, best];
+        if (best !== current) {
+          [best, current] = [current, best];
+          [bestCodes, currentCodes] = [currentCodes, bestCodes];
+        }
       }
     }
+    // The chosen codes leave backend memory before it is released (int8 returns its own array).
+    if (chosen!.encoded.codes.buffer === bestCodes.buffer) chosen!.encoded = { ...chosen!.encoded, codes: bestCodes.slice() };
     // set() rather than the copy constructor: element-wise reads of shared memory are slower.
     dequantized = settings.output ?? new Float32Array(best.length);
     dequantized.set(best);
   } finally {
-    for (const buffer of new Set([weightCopy, current, best, residual])) backend.release(buffer);
+    for (const buffer of new Set([weightCopy, current, best, residual, ...codeStorage])) backend.release(buffer);
   }
   const result = chosen!;
   if (adapterDivisor !== 1) {

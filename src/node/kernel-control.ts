@@ -14,7 +14,7 @@ export const MAX_WORKERS = (CONTROL_BYTES - SLOT_OFFSET) / (SLOT_WORDS * 8);
 
 const KINDS = ["gemm", "encode", "subtract"] as const;
 const FIELDS = {
-  gemm: ["m", "n", "k", "alpha", "a", "aRowStride", "aColStride", "b", "ldb", "beta", "c", "ldc"],
+  gemm: ["m", "n", "k", "alpha", "a", "aRowStride", "aColStride", "b", "ldb", "beta", "c", "ldc", "cIn"],
   encode: ["values", "n", "blockSize", "table", "below", "inside", "thresholds", "thresholdCount", "peft", "zeroCode", "codes", "absmax", "deq"],
   subtract: ["a", "b", "out", "n"],
 } as const;

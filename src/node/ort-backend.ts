@@ -164,7 +164,10 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
       }
       if (alpha === 1 && beta === 0) c.set(product);
       else if (beta === 0) for (let i = 0; i < m * n; i++) c[i] = alpha * product[i]!;
-      else for (let i = 0; i < m * n; i++) c[i] = alpha * product[i]! + beta * c[i]!;
+      else {
+        const source = call.cIn ?? c;
+        for (let i = 0; i < m * n; i++) c[i] = alpha * product[i]! + beta * source[i]!;
+      }
     },
   };
 }

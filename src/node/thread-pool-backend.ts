@@ -78,8 +78,8 @@ function splitJob(job: KernelJob, parts: number): KernelJob[] {
       return ranges(byRows ? g.m : g.n, 8).map(([start, size]) => ({
         kind: "gemm" as const,
         args: byRows
-          ? { ...g, m: size, a: g.a + 4 * start * g.aRowStride, c: g.c + 4 * start * g.ldc }
-          : { ...g, n: size, b: g.b + 4 * start, c: g.c + 4 * start },
+          ? { ...g, m: size, a: g.a + 4 * start * g.aRowStride, c: g.c + 4 * start * g.ldc, cIn: g.cIn + 4 * start * g.ldc }
+          : { ...g, n: size, b: g.b + 4 * start, c: g.c + 4 * start, cIn: g.cIn + 4 * start },
       }));
     }
     case "encode": {

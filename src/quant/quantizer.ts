@@ -88,8 +88,10 @@ export interface Quantizer {
    * Codes and scales for `values` viewed as rows×cols, and (when given) dequantize(quantize(values))
    * written into `dequantized` in the same pass: the inner step of LoftQ. Codebook quantizers run
    * on `backend` (default: the registered default); the results are identical on every backend.
+   * `codes` (optional, at least values.length bytes) receives the codes instead of a fresh array:
+   * LoftQ passes buffers in the backend's memory so the kernel writes them in place.
    */
-  encode(values: Float32Array, rows: number, cols: number, dequantized?: Float32Array, backend?: KernelBackend): Encoded;
+  encode(values: Float32Array, rows: number, cols: number, dequantized?: Float32Array, backend?: KernelBackend, codes?: Uint8Array): Encoded;
   /** Packs an encoding into the storage format. */
   pack(encoded: Encoded, rows: number, cols: number): QuantizedMatrix;
 }
@@ -155,8 +157,9 @@ function blockQuantizer(parts: BlockQuantizerParts): Quantizer {
     bits,
     blockSize,
     name,
-    encode(values, _rows, _cols, dequantized, backend) {
-      const codes = new Uint8Array(values.length);
+    encode(values, _rows, _cols, dequantized, backend, codesOut) {
+      if (codesOut && codesOut.length < values.length) throw new ShapeError(`encode: ${codesOut.length} code bytes for ${values.length} values`);
+      const codes = codesOut ? codesOut.subarray(0, values.length) : new Uint8Array(values.length);
       const absmax = new Float32Array(Math.ceil(values.length / blockSize));
       if (!useDoubleQuant) {
         parts.encodeBlocks(values, codes, absmax, dequantized, backend);
