@@ -4,7 +4,8 @@
  * Shapes: square, and the products of the LoftQ loop (R·Ω and Rᵀ·Q with a 24- and 120-column block,
  * W − B·A at r = 16). The `ort` column times the Krylov shapes inside `withReadOnly`, as the SVD
  * runs them (the residual copied out of shared memory once, not per product). Beside it: the SIMD
- * ceiling of one WebAssembly thread (register-only multiply-adds) and each backend's share of it.
+ * ceiling of one WebAssembly thread (register-only multiply-adds) and the wasm backend's share of
+ * it, and the fastest backend's share of the machine's estimated fp32 peak (bench/machine-peak.ts).
  */
 import { writeFileSync } from "node:fs";
 import type { KernelBackend } from "../src/kernels/backend.js";
@@ -13,6 +14,7 @@ import { createWasmBackend, instantiateKernels, kernelModule } from "../src/kern
 import { createThreadedBackend } from "../src/node/thread-pool-backend.js";
 import { createOrtBackend, ortInstalled } from "../src/node/ort-backend.js";
 import { gaussianArray, mulberry32 } from "../src/linalg/random.js";
+import { describePeak, estimatePeak } from "./machine-peak.js";
 
 const SHAPES: Array<{ label: string; transA: boolean; m: number; n: number; k: number }> = [
   { label: "512³", transA: false, m: 512, n: 512, k: 512 },
@@ -42,12 +44,15 @@ if (process.argv[1]?.endsWith("bench/gemm-throughput.js")) {
   const backends: KernelBackend[] = [tsBackend, createWasmBackend(), threaded, ...(ortInstalled() ? [createOrtBackend(threaded)] : [])];
   const random = mulberry32(1);
   const ceiling = wasmCeilingGflops();
+  const peak = estimatePeak();
   const rows: Array<{ backend: string; shape: string; gflops: number }> = [];
-  console.log(`WebAssembly SIMD ceiling, one thread: ${ceiling.toFixed(1)} GFLOP/s (register-only multiply + add)\n`);
-  console.log(["shape", ...backends.map((b) => b.name), "wasm/ceiling"].map((s) => s.padStart(16)).join(""));
+  console.log(`WebAssembly SIMD ceiling, one thread: ${ceiling.toFixed(1)} GFLOP/s (register-only multiply + add)`);
+  console.log(`${describePeak(peak)}\n`);
+  console.log(["shape", ...backends.map((b) => b.name), "wasm/ceiling", "best/peak"].map((s) => s.padStart(16)).join(""));
   for (const shape of SHAPES) {
     const cells: string[] = [shape.label.padStart(16)];
     let wasmGflops = 0;
+    let bestGflops = 0;
     for (const backend of backends) {
       const { m, n, k, transA } = shape;
       const a = gaussianArray(m * k, random, backend.allocate(m * k));
@@ -64,16 +69,18 @@ if (process.argv[1]?.endsWith("bench/gemm-throughput.js")) {
       const seconds = backend.withReadOnly ? backend.withReadOnly(a, time) : time();
       const gflops = (2 * m * n * k * repeats) / seconds / 1e9;
       if (backend.name === "wasm") wasmGflops = gflops;
+      bestGflops = Math.max(bestGflops, gflops);
       rows.push({ backend: backend.name, shape: shape.label, gflops });
       cells.push(`${gflops.toFixed(1)} GFLOP/s`.padStart(16));
       for (const array of [a, b, c]) backend.release(array);
     }
     cells.push(`${((wasmGflops / ceiling) * 100).toFixed(0)} %`.padStart(16));
+    cells.push(`${((bestGflops / peak.gflops) * 100).toFixed(0)} %`.padStart(16));
     console.log(cells.join(""));
   }
   threaded.terminate();
   const jsonIndex = process.argv.indexOf("--json");
   if (jsonIndex > 0 && process.argv[jsonIndex + 1]) {
-    writeFileSync(process.argv[jsonIndex + 1]!, JSON.stringify({ date: new Date().toISOString(), wasmCeilingGflops: ceiling, runs: rows }, null, 2) + "\n");
+    writeFileSync(process.argv[jsonIndex + 1]!, JSON.stringify({ date: new Date().toISOString(), wasmCeilingGflops: ceiling, peak, runs: rows }, null, 2) + "\n");
   }
 }

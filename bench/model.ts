@@ -7,6 +7,7 @@
  *   node dist/bench/model.js [--layers 32] [--runs nf4-r16-t1,nf4-r16-t5,nf2-r64-t5] [--dir DIR]
  *                            [--json bench/results/model.json] [--hidden 4096 --intermediate 11008 --vocab 32000]
  */
+import { describePeak, estimatePeak } from "./machine-peak.js";
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,8 +18,6 @@ import { gaussian, mulberry32 } from "../src/linalg/random.js";
 import { DEFAULT_OVERSAMPLE, DEFAULT_POWER_ITERATIONS } from "../src/linalg/truncated-svd.js";
 import { WARM_POWER_ITERATIONS } from "../src/loftq/loftq.js";
 
-/** fp32 peak of this machine class (2 Zen 5 cores with AVX-512), from the performance issue. */
-export const PEAK_GFLOPS = 500;
 const SHARD_BYTES = 2 * 2 ** 30;
 
 export interface ModelShape {
@@ -30,7 +29,7 @@ export interface ModelShape {
 
 export interface ModelRun {
   layers: number; bits: number; rank: number; iterations: number; backend: string; threads: number;
-  seconds: number; peakRssBytes: number; gflops: number; matricesPerSecond: number; rooflineFraction: number; bandwidthFraction: number;
+  seconds: number; peakRssBytes: number; gflops: number; matricesPerSecond: number; peakGflops: number; rooflineFraction: number; bandwidthFraction: number;
 }
 
 /** Writes the synthetic checkpoint (deterministic) unless it is already there. */
@@ -131,6 +130,8 @@ export function runModelBench(shape: ModelShape, runs: string[], dir: string, on
   buildSyntheticModel(model, shape);
   onLine(`synthetic checkpoint ${model} (${((performance.now() - buildStarted) / 1000).toFixed(1)} s)`);
   const bandwidth = measureBandwidth();
+  const peak = estimatePeak();
+  onLine(describePeak(peak));
   const results: ModelRun[] = [];
   const perMatrix: Array<{ run: string; shape: string; seconds: number }> = [];
   for (const run of runs) {
@@ -148,14 +149,15 @@ export function runModelBench(shape: ModelShape, runs: string[], dir: string, on
       layers: shape.layers, bits, rank, iterations, backend: activeBackendName(), threads: availableParallelism(), seconds,
       peakRssBytes: process.resourceUsage().maxRSS * 1024, gflops: flops / seconds / 1e9,
       matricesPerSecond: reports.length / seconds,
-      rooflineFraction: flops / seconds / 1e9 / PEAK_GFLOPS,
+      peakGflops: peak.gflops,
+      rooflineFraction: flops / seconds / 1e9 / peak.gflops,
       // Each iteration streams the float32 residual ~`passes` times; compare with memcpy bandwidth.
       bandwidthFraction: (weightBytes * passes) / seconds / bandwidth,
     };
     results.push(result);
     perMatrix.push(...reports.map((r) => ({ run, shape: `${r.shape[0]}x${r.shape[1]}`, seconds: r.seconds })));
     onLine(`${run}: ${reports.length} matrices in ${seconds.toFixed(1)} s (${result.matricesPerSecond.toFixed(2)}/s), peak RSS ${(result.peakRssBytes / 2 ** 30).toFixed(2)} GiB, ` +
-      `${result.gflops.toFixed(1)} GFLOP/s (${(result.rooflineFraction * 100).toFixed(1)}% of ${PEAK_GFLOPS}), memory traffic ${(result.bandwidthFraction * 100).toFixed(0)}% of ${(bandwidth / 1e9).toFixed(1)} GB/s`);
+      `${result.gflops.toFixed(1)} GFLOP/s (${(result.rooflineFraction * 100).toFixed(1)}% of ${peak.gflops.toFixed(0)}), memory traffic ${(result.bandwidthFraction * 100).toFixed(0)}% of ${(bandwidth / 1e9).toFixed(1)} GB/s`);
     rmSync(out, { recursive: true, force: true });
   }
   // Per matrix shape, inside the pipeline (median over the model's matrices of that shape), beside
