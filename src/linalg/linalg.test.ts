@@ -128,19 +128,6 @@ test("truncated SVD is reproducible for a seed and validates the rank", () => {
   assert.throws(() => truncatedSvd({ rows: 60, cols: 70, data }, { rank: 0 }), /rank/);
 });
 
-/** max |QᵀQ − I| for a row-major rows×cols block. */
-function orthogonalityLoss(q: Float32Array, rows: number, cols: number): number {
-  let worst = 0;
-  for (let a = 0; a < cols; a++) {
-    for (let b = 0; b < cols; b++) {
-      let dot = 0;
-      for (let i = 0; i < rows; i++) dot += q[i * cols + a]! * q[i * cols + b]!;
-      worst = Math.max(worst, Math.abs(dot - (a === b ? 1 : 0)));
-    }
-  }
-  return worst;
-}
-
 test("orthonormalizeBlock: orthonormal to float32 precision for well- and ill-conditioned blocks, same span", () => {
   const rows = 2000;
   const cols = 12;
@@ -152,7 +139,7 @@ test("orthonormalizeBlock: orthonormal to float32 precision for well- and ill-co
     for (let i = 0; i < rows; i++) x[i * cols + 1]! += x[i * cols]!;
     const original = Float32Array.from(x);
     orthonormalizeBlock(x, rows, cols, [], tsBackend);
-    const loss = orthogonalityLoss(x, rows, cols);
+    const loss = orthonormalityError(x, rows, cols);
     console.log(`orthonormalizeBlock κ≈1e${decades}: max |QᵀQ − I| = ${loss.toExponential(2)}`);
     assert.ok(loss < 2e-6, `orthogonality loss ${loss}`);
     // Same span: the original first column lies in span(Q).
