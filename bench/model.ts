@@ -1,14 +1,17 @@
 /**
  * Whole-model benchmark (not a test): builds a synthetic Llama-2-7B-shaped checkpoint (bf16, sharded;
  * 32 blocks × 7 linear weights with heavy-tailed values and a few outlier columns; `--layers N`
- * to scale down) and runs the `loftq quantize` pipeline on it, printing wall time, peak RSS,
- * matrices per second, achieved GFLOP/s and the fraction of the machine's roofline.
+ * to scale down) and runs the `loftq quantize` pipeline on it, each run in its own process, printing
+ * wall time, that process's peak RSS, matrices per second, achieved GFLOP/s and the fraction of the
+ * machine's roofline.
  *
  *   node dist/bench/model.js [--layers 32] [--runs nf4-r16-t1,nf4-r16-t5,nf2-r64-t5] [--dir DIR]
  *                            [--json bench/results/model.json] [--hidden 4096 --intermediate 11008 --vocab 32000]
  */
 import { describePeak, estimatePeak } from "./machine-peak.js";
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { quantizeCheckpoint, activeBackendName } from "../src/node/index.js";
@@ -139,15 +142,13 @@ export function runModelBench(shape: ModelShape, runs: string[], dir: string, on
     if (!match) throw new Error(`--runs entries look like nf4-r16-t5, got ${run}`);
     const [bits, rank, iterations] = [Number(match[1]), Number(match[2]), Number(match[3])];
     const out = join(dir, `out-${run}`);
-    const started = performance.now();
-    const { reports } = quantizeCheckpoint({ input: model, output: out, bits, rank, iterations, force: true });
-    const seconds = (performance.now() - started) / 1000;
+    const { seconds, peakRssBytes, reports } = runPipelineInChild({ input: model, output: out, bits, rank, iterations });
     const flops = reports.reduce((sum, r) => sum + loftqFlops(r.shape[0], r.shape[1], rank, iterations), 0);
     const weightBytes = reports.reduce((sum, r) => sum + r.shape[0] * r.shape[1] * 4, 0);
     const passes = loftqStreams(iterations);
     const result: ModelRun = {
       layers: shape.layers, bits, rank, iterations, backend: activeBackendName(), threads: availableParallelism(), seconds,
-      peakRssBytes: process.resourceUsage().maxRSS * 1024, gflops: flops / seconds / 1e9,
+      peakRssBytes, gflops: flops / seconds / 1e9,
       matricesPerSecond: reports.length / seconds,
       peakGflops: peak.gflops,
       rooflineFraction: flops / seconds / 1e9 / peak.gflops,
@@ -176,7 +177,32 @@ export function runModelBench(shape: ModelShape, runs: string[], dir: string, on
   return results;
 }
 
-if (process.argv[1]?.endsWith("bench/model.js")) {
+interface PipelineJob { input: string; output: string; bits: number; rank: number; iterations: number }
+interface PipelineOutcome { seconds: number; peakRssBytes: number; reports: Array<{ shape: number[]; seconds: number }> }
+
+const CHILD_FLAG = "--pipeline-child";
+
+/**
+ * One `loftq quantize` run in a fresh process, so its peak RSS is its own (not the synthetic
+ * model's generation, nor an earlier run's) and it pays the start-up a CLI invocation pays.
+ */
+function runPipelineInChild(job: PipelineJob): PipelineOutcome {
+  const child = spawnSync(process.execPath, [fileURLToPath(import.meta.url), CHILD_FLAG, JSON.stringify(job)], { encoding: "utf8", maxBuffer: 64 * 2 ** 20 });
+  if (child.status !== 0) throw new Error(`pipeline run failed (exit ${child.status}): ${child.stderr}`);
+  return JSON.parse(child.stdout) as PipelineOutcome;
+}
+
+if (process.argv[2] === CHILD_FLAG) {
+  const job = JSON.parse(process.argv[3]!) as PipelineJob;
+  const started = performance.now();
+  const { reports } = quantizeCheckpoint({ ...job, force: true });
+  const outcome: PipelineOutcome = {
+    seconds: (performance.now() - started) / 1000,
+    peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    reports: reports.map((r) => ({ shape: [...r.shape], seconds: r.seconds })),
+  };
+  process.stdout.write(JSON.stringify(outcome));
+} else if (process.argv[1]?.endsWith("bench/model.js")) {
   const shape: ModelShape = {
     layers: Number(argument("layers", "32")),
     hidden: Number(argument("hidden", "4096")),

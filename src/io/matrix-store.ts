@@ -16,11 +16,15 @@ import type { MatrixReport } from "./quantize-checkpoint.js";
 export const STORE_DIR = ".loftq-matrices";
 const MODULE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 
-export interface StoredMatrix {
-  q: Uint8Array;
+/** What the adapter and the report need: the factors, without the (large) backbone weight. */
+export interface StoredFactors {
   a: Matrix;
   b: Matrix;
   report: MatrixReport;
+}
+
+export interface StoredMatrix extends StoredFactors {
+  q: Uint8Array;
 }
 
 function fileOf(store: string, module: string): string {
@@ -43,13 +47,23 @@ export function hasMatrix(store: string, module: string): boolean {
 }
 
 export function loadMatrix(store: string, module: string): StoredMatrix {
+  return read(store, module, (file, factors) => ({ ...factors, q: file.readBytes("q") }));
+}
+
+/** The factors and report only: assembling an adapter for a whole model must not hold every q. */
+export function loadFactors(store: string, module: string): StoredFactors {
+  return read(store, module, (_, factors) => factors);
+}
+
+function read<T>(store: string, module: string, pick: (file: SafetensorsFile, factors: StoredFactors) => T): T {
   const file = SafetensorsFile.open(fileOf(store, module));
   try {
     const matrix = (name: string): Matrix => {
       const info = file.info(name);
       return { rows: info.shape[0]!, cols: info.shape[1]!, data: file.readFloat32(name) };
     };
-    return { q: file.readBytes("q"), a: matrix("lora_A"), b: matrix("lora_B"), report: JSON.parse(file.header.metadata.report ?? "null") as MatrixReport };
+    const report = JSON.parse(file.header.metadata.report ?? "null") as MatrixReport;
+    return pick(file, { a: matrix("lora_A"), b: matrix("lora_B"), report });
   } finally {
     file.close();
   }

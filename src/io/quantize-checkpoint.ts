@@ -8,7 +8,7 @@ import type { QuantizerKind } from "../quant/quantizer.js";
 import { encodeHalf, float32Bytes } from "../tensor/dtype.js";
 import { transpose, type Matrix } from "../tensor/matrix.js";
 import { openCheckpoint, type Checkpoint } from "./checkpoint.js";
-import { hasMatrix, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
+import { hasMatrix, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
 import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
 import { BNB4_DIR, bnb4QuantizationConfig, bnb4Tensors, torchDtypeName } from "./bnb4-export.js";
@@ -269,7 +269,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
     targets.forEach((target, index) => {
       const total = targets.length;
       if (hasMatrix(store, target.module)) {
-        const report = loadMatrix(store, target.module).report;
+        const report = loadFactors(store, target.module).report;
         reports.push(report);
         options.onEvent?.({ type: "matrix-done", index, total, report });
         return;
@@ -337,7 +337,8 @@ function assemble(checkpoint: Checkpoint, targets: readonly TargetMatrix[], stor
     if (COPIED_FILE.test(file) && statSync(join(checkpoint.dir, file)).isFile()) copyFileSync(join(checkpoint.dir, file), join(dir, file));
   }
   if (settings.format === "bnb4") writeBnb4(checkpoint, byTensor, storeOf, join(dir, BNB4_DIR), settings);
-  const matrices = targets.map((t) => ({ target: t, ...loadMatrix(storeOf(t.module), t.module) }));
+  // Factors only (r·(m + n) floats each): every q of a 7B model at once would be ~13 GB.
+  const matrices = targets.map((t) => ({ target: t, ...loadFactors(storeOf(t.module), t.module) }));
   writeAdapter(dir, output, matrices, settings, checkpoint.config);
   const reports = matrices.map((m) => m.report);
   writeFileSync(join(dir, REPORT_FILE), JSON.stringify({ matrices: reports }, null, 2) + "\n");
