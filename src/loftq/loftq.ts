@@ -105,8 +105,8 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
         }
       }
     }
-    // The chosen codes leave backend memory before it is released (int8 returns its own array).
-    if (chosen!.encoded.codes.buffer === bestCodes.buffer) chosen!.encoded = { ...chosen!.encoded, codes: bestCodes.slice() };
+    // The chosen codes leave backend memory before it is released.
+    chosen!.encoded = { ...chosen!.encoded, codes: chosen!.encoded.codes.slice() };
     // set() rather than the copy constructor: element-wise reads of shared memory are slower.
     dequantized = settings.output ?? new Float32Array(best.length);
     dequantized.set(best);
