@@ -51,20 +51,35 @@ export function orthonormalizeBlock(x: Float32Array, rows: number, cols: number,
 function choleskyOrthonormalize(columns: Float64Array, rows: number, cols: number): number | undefined {
   const gram = new Float64Array(cols * cols);
   for (let p = 0; p < cols; p++) {
-    for (let q = 0; q <= p; q++) {
-      // Four partial sums: one accumulator would serialise on the floating-point add latency.
+    const a = p * rows;
+    let q = 0;
+    // Four columns against column p at once: each load of column p serves four dot products (2× the
+    // one-at-a-time loop), and the four sums are independent chains for the add latency.
+    for (; q + 3 <= p; q += 4) {
+      const b0 = q * rows, b1 = b0 + rows, b2 = b1 + rows, b3 = b2 + rows;
       let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      const a = p * rows;
+      for (let i = 0; i < rows; i++) {
+        const x = columns[a + i]!;
+        s0 += x * columns[b0 + i]!;
+        s1 += x * columns[b1 + i]!;
+        s2 += x * columns[b2 + i]!;
+        s3 += x * columns[b3 + i]!;
+      }
+      gram[p * cols + q] = s0;
+      gram[p * cols + q + 1] = s1;
+      gram[p * cols + q + 2] = s2;
+      gram[p * cols + q + 3] = s3;
+    }
+    for (; q <= p; q++) {
+      let s0 = 0, s1 = 0;
       const b = q * rows;
       let i = 0;
-      for (; i + 4 <= rows; i += 4) {
+      for (; i + 2 <= rows; i += 2) {
         s0 += columns[a + i]! * columns[b + i]!;
         s1 += columns[a + i + 1]! * columns[b + i + 1]!;
-        s2 += columns[a + i + 2]! * columns[b + i + 2]!;
-        s3 += columns[a + i + 3]! * columns[b + i + 3]!;
       }
       for (; i < rows; i++) s0 += columns[a + i]! * columns[b + i]!;
-      gram[p * cols + q] = s0 + s1 + (s2 + s3);
+      gram[p * cols + q] = s0 + s1;
     }
   }
   // gram = L·Lᵀ (lower L, in place).
@@ -87,9 +102,18 @@ function choleskyOrthonormalize(columns: Float64Array, rows: number, cols: numbe
     }
   }
   // X ← X·L⁻ᵀ, column by column: x_j = (x_j − Σ_{p<j} L[j,p]·y_p) / L[j,j], the y_p already solved.
+  // Four solved columns per sweep over x_j: a quarter of the loads and stores of x_j.
   for (let j = 0; j < cols; j++) {
     const target = j * rows;
-    for (let p = 0; p < j; p++) {
+    let p = 0;
+    for (; p + 4 <= j; p += 4) {
+      const f0 = gram[j * cols + p]!, f1 = gram[j * cols + p + 1]!, f2 = gram[j * cols + p + 2]!, f3 = gram[j * cols + p + 3]!;
+      const y0 = p * rows, y1 = y0 + rows, y2 = y1 + rows, y3 = y2 + rows;
+      for (let i = 0; i < rows; i++) {
+        columns[target + i]! -= f0 * columns[y0 + i]! + f1 * columns[y1 + i]! + f2 * columns[y2 + i]! + f3 * columns[y3 + i]!;
+      }
+    }
+    for (; p < j; p++) {
       const factor = gram[j * cols + p]!;
       for (let i = 0, source = p * rows; i < rows; i++) columns[target + i]! -= factor * columns[source + i]!;
     }
