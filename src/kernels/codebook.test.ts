@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { argminThresholds } from "./codebook.js";
 import { midpoints, normalFloatTable, symmetricNormalFloatTable, uniformTable } from "../quant/tables.js";
 import { mulberry32 } from "../linalg/random.js";
+import { ulpsAway } from "../../test/helpers/float32-steps.js";
 
 /** PEFT's rule as upstream computes it: argmin_k |s − t_k| in float32, ties to the lower code. */
 function argminInFloat32(s: number, table: Float32Array): number {
@@ -22,16 +23,6 @@ function countAbove(s: number, thresholds: Float32Array): number {
   let count = 0;
   for (const t of thresholds) if (s > t) count++;
   return count;
-}
-
-/** The float32 `steps` ulps away from `value` (negative steps go down). */
-function ulpsAway(value: number, steps: number): number {
-  const view = new DataView(new ArrayBuffer(4));
-  view.setFloat32(0, value);
-  const bits = view.getInt32(0);
-  const key = (bits >= 0 ? bits : -(bits & 0x7fffffff) - 1) + steps;
-  view.setInt32(0, key >= 0 ? key : (-(key + 1)) | 0x80000000);
-  return view.getFloat32(0);
 }
 
 test("argminThresholds reproduce PEFT's float32 argmin for every float32 near a threshold and at random", (t) => {

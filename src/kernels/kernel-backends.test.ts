@@ -8,6 +8,7 @@ import { createOrtBackend, ortInstalled } from "../node/ort-backend.js";
 import { gaussianArray, mulberry32 } from "../linalg/random.js";
 import { createQuantizer } from "../quant/quantizer.js";
 import { midpoints, normalFloatTable } from "../quant/tables.js";
+import { ulpsAway } from "../../test/helpers/float32-steps.js";
 
 /** One suite over every backend, each compared with the plain-TS reference (max |Δ| printed). */
 const threaded = wasmSimdSupported() ? createThreadedBackend(2) : undefined;
@@ -112,8 +113,8 @@ test("codebook encoding is bit-identical on every backend (zero blocks, partial 
   const thresholds = midpoints(normalFloatTable(4));
   thresholds.forEach((threshold, j) => {
     values[320 + 3 * j] = threshold;
-    values[320 + 3 * j + 1] = nextAfter(threshold, 1);
-    values[320 + 3 * j + 2] = nextAfter(threshold, -1);
+    values[320 + 3 * j + 1] = ulpsAway(threshold, 1);
+    values[320 + 3 * j + 2] = ulpsAway(threshold, -1);
   });
   values[320 + 63] = -1;
   for (const [kind, bits] of [["nf", 4], ["nf", 2], ["nf", 8], ["bnb-nf4", 4], ["uniform", 3]] as const) {
@@ -146,9 +147,3 @@ test("subtract returns the float64 sum of squares and the difference on every ba
   }
 });
 
-function nextAfter(value: number, direction: 1 | -1): number {
-  const view = new Float32Array([value]);
-  const bits = new Int32Array(view.buffer);
-  bits[0]! += (value > 0) === (direction > 0) ? 1 : -1;
-  return view[0]!;
-}

@@ -128,7 +128,7 @@ test("truncated SVD is reproducible for a seed and validates the rank", () => {
   assert.throws(() => truncatedSvd({ rows: 60, cols: 70, data }, { rank: 0 }), /rank/);
 });
 
-test("orthonormalizeBlock: orthonormal to float32 precision for well- and ill-conditioned blocks, same span", () => {
+test("orthonormalizeBlock: orthonormal to float32 precision for well- and ill-conditioned blocks, same span", (t) => {
   const rows = 2000;
   const cols = 12;
   // Well conditioned (one CholeskyQR round) and columns scaled over six decades then mixed
@@ -140,7 +140,7 @@ test("orthonormalizeBlock: orthonormal to float32 precision for well- and ill-co
     const original = Float32Array.from(x);
     orthonormalizeBlock(x, rows, cols, [], tsBackend);
     const loss = orthonormalityError(x, rows, cols);
-    console.log(`orthonormalizeBlock κ≈1e${decades}: max |QᵀQ − I| = ${loss.toExponential(2)}`);
+    t.diagnostic(`orthonormalizeBlock κ≈1e${decades}: max |QᵀQ − I| = ${loss.toExponential(2)}`);
     assert.ok(loss < 2e-6, `orthogonality loss ${loss}`);
     // Same span: the original first column lies in span(Q).
     let inside = 0;

@@ -4,13 +4,11 @@ import { CONTROL_BYTES } from "../kernels/wasm-backend.js";
 /**
  * The control block at the start of the shared memory (CONTROL_BYTES): int32 words 0–2 hold the
  * job generation (−1 = stop), the finished count and the ready count; from byte 64 on, one slot
- * of 20 float64 per worker holds its job (kind code, then the arguments in declaration order —
+ * of SLOT_WORDS float64 per worker holds its job (kind code, then the arguments in declaration order —
  * every pointer and size is an exact integer in float64) and, in the last word, its result.
  */
 export const CONTROL = { words: 16, generation: 0, done: 1, ready: 2 } as const;
 const SLOT_OFFSET = 64;
-const SLOT_WORDS = 20;
-export const MAX_WORKERS = (CONTROL_BYTES - SLOT_OFFSET) / (SLOT_WORDS * 8);
 
 const KINDS = ["gemm", "encode", "subtract"] as const;
 const FIELDS = {
@@ -18,6 +16,9 @@ const FIELDS = {
   encode: ["values", "n", "blockSize", "table", "below", "inside", "thresholds", "thresholdCount", "peft", "zeroCode", "codes", "absmax", "deq"],
   subtract: ["a", "b", "out", "n"],
 } as const;
+/** The kind code, the longest argument list and the result word. */
+const SLOT_WORDS = 2 + Math.max(...Object.values(FIELDS).map((fields) => fields.length));
+export const MAX_WORKERS = Math.floor((CONTROL_BYTES - SLOT_OFFSET) / (SLOT_WORDS * 8));
 
 function slotView(memory: WebAssembly.Memory, slot: number): Float64Array {
   return new Float64Array(memory.buffer, SLOT_OFFSET + slot * SLOT_WORDS * 8, SLOT_WORDS);
