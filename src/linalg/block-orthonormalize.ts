@@ -25,6 +25,7 @@ export function orthonormalizeBlock(x: Float32Array, rows: number, cols: number,
       }
     }
   }
+  if (backendCholeskyQr2(x, rows, cols, backend)) return;
   // CholeskyQR on a column-major float64 copy: the Gram products and the triangular solve become
   // dot products and axpys over contiguous columns (several times faster in JS than row-wise).
   const columns = new Float64Array(rows * cols);
@@ -42,6 +43,80 @@ export function orthonormalizeBlock(x: Float32Array, rows: number, cols: number,
     if (conditionEstimate <= SINGLE_ROUND_MAX_CONDITION) break;
   }
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) x[i * cols + j] = columns[j * rows + i]!;
+}
+
+/**
+ * CholeskyQR2 with the two O(rows·cols²) products (the Gram matrix XᵀX and X·L⁻ᵀ) on the backend
+ * in float32 and only the cols×cols Cholesky factor and its inverse in float64. The float32 Gram
+ * costs the first round an orthogonality loss of about κ²·ε₃₂·√rows, which the second round (on a
+ * block with κ ≈ 1) removes, so this path is taken only when the first Cholesky factor says κ ≤
+ * FLOAT32_GRAM_MAX_CONDITION. Returns false, with X untouched, when it is not taken.
+ */
+function backendCholeskyQr2(x: Float32Array, rows: number, cols: number, backend: KernelBackend): boolean {
+  const gram = new Float32Array(cols * cols);
+  const inverse = new Float32Array(cols * cols);
+  const product = backend.allocate(rows * cols, false);
+  try {
+    for (let round = 0; round < 2; round++) {
+      backend.gemm({ transA: true, transB: false, m: cols, n: cols, k: rows, alpha: 1, a: x, b: x, beta: 0, c: gram });
+      const conditionEstimate = inverseCholeskyTranspose(gram, cols, inverse);
+      if (conditionEstimate === undefined || conditionEstimate > FLOAT32_GRAM_MAX_CONDITION) {
+        if (round === 0) return false;
+        // The first round left X better conditioned, never worse: the float64 path finishes it.
+        break;
+      }
+      backend.gemm({ transA: false, transB: false, m: rows, n: cols, k: cols, alpha: 1, a: x, b: inverse, beta: 0, c: product });
+      x.set(product);
+      if (round === 1) return true;
+    }
+  } finally {
+    backend.release(product);
+  }
+  return false;
+}
+
+/** Largest Cholesky-factor diagonal ratio for which the float32 Gram path is used. */
+export const FLOAT32_GRAM_MAX_CONDITION = 30;
+
+/**
+ * L⁻ᵀ (upper triangular, row-major float32) for the Cholesky factor L of the symmetric positive
+ * definite `gram` (read from its lower triangle), computed in float64. Returns the factor's
+ * diagonal ratio (a lower estimate of κ of the block), or undefined when Cholesky breaks down.
+ */
+function inverseCholeskyTranspose(gram: Float32Array, cols: number, out: Float32Array): number | undefined {
+  const factor = new Float64Array(cols * cols);
+  let trace = 0;
+  for (let p = 0; p < cols; p++) trace += gram[p * cols + p]!;
+  let smallest = Infinity;
+  let largest = 0;
+  for (let j = 0; j < cols; j++) {
+    let diagonal = gram[j * cols + j]!;
+    for (let p = 0; p < j; p++) diagonal -= factor[j * cols + p]! ** 2;
+    if (!(diagonal > 1e-10 * trace)) return undefined;
+    const root = Math.sqrt(diagonal);
+    smallest = Math.min(smallest, root);
+    largest = Math.max(largest, root);
+    factor[j * cols + j] = root;
+    for (let i = j + 1; i < cols; i++) {
+      let sum: number = gram[i * cols + j]!;
+      for (let p = 0; p < j; p++) sum -= factor[i * cols + p]! * factor[j * cols + p]!;
+      factor[i * cols + j] = sum / root;
+    }
+  }
+  // Column j of L⁻¹ by forward substitution; L⁻ᵀ[j][i] = L⁻¹[i][j].
+  const column = new Float64Array(cols);
+  out.fill(0);
+  for (let j = 0; j < cols; j++) {
+    column.fill(0);
+    column[j] = 1 / factor[j * cols + j]!;
+    for (let i = j + 1; i < cols; i++) {
+      let sum = 0;
+      for (let p = j; p < i; p++) sum += factor[i * cols + p]! * column[p]!;
+      column[i] = -sum / factor[i * cols + i]!;
+    }
+    for (let i = j; i < cols; i++) out[j * cols + i] = column[i]!;
+  }
+  return largest / smallest;
 }
 
 /**

@@ -27,6 +27,12 @@ import { matmulModel } from "./onnx-matmul-model.js";
 export const ORT_MIN_FLOPS = 1 << 24;
 /** Below this inner dimension MatMul is slower than the WebAssembly kernel (e.g. W − B·A at r = 16). */
 export const ORT_MIN_INNER = 128;
+/**
+ * Below this output height and width both operands are thin (e.g. the Gram matrix XᵀX of a
+ * 4096×72 block): the copies and transposes around MatMul cost more than the WebAssembly kernel
+ * (3.2 vs 1.4 ms for that Gram matrix).
+ */
+export const ORT_MIN_OUTER = 256;
 export const ORT_SUPPORTED_MAJOR = 1;
 
 interface NativeTensorClass {
@@ -149,7 +155,7 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
     gemm(call: GemmCall) {
       checkGemm(call);
       const { transA, transB, m, n, k, alpha, beta, c } = call;
-      if (2 * m * n * k < ORT_MIN_FLOPS || k < ORT_MIN_INNER || m === 0 || n === 0) {
+      if (2 * m * n * k < ORT_MIN_FLOPS || k < ORT_MIN_INNER || Math.max(m, n) < ORT_MIN_OUTER || m === 0 || n === 0) {
         base.gemm(call);
         return;
       }
@@ -173,7 +179,10 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
 }
 
 /** The cols×rows transpose of a row-major rows×cols array, in ordinary memory. */
-function transpose(source: Float32Array, rows: number, cols: number): Float32Array {
+function transpose(shared: Float32Array, rows: number, cols: number): Float32Array {
+  // Element reads from shared memory are several times slower than from ordinary memory: one
+  // bulk copy first.
+  const source = shared.buffer instanceof SharedArrayBuffer ? shared.slice(0, rows * cols) : shared;
   const out = new Float32Array(rows * cols);
   const tile = 32;
   for (let i0 = 0; i0 < rows; i0 += tile) {
