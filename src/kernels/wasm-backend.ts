@@ -135,7 +135,7 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
         return local.byteOffset;
       };
       const { below, inside, thresholds } = spec.lookup;
-      // The vector kernel's search tree reads MAX_VECTOR_CODES − 1 thresholds; +∞ pads shorter lists.
+      // The vector kernel compares against MAX_VECTOR_CODES − 1 thresholds; +∞ pads shorter lists.
       const padded = new Float32Array(Math.max(MAX_VECTOR_CODES - 1, thresholds.length)).fill(Infinity);
       padded.set(thresholds);
       pointers = { table: copy(spec.table), below: copy(below), inside: copy(inside), thresholds: copy(padded) };
