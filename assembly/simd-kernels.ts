@@ -8,8 +8,16 @@
 //
 // Register tile: 4 rows × 8 columns (8 f32x4 accumulators); K is processed in chunks so the A and
 // B panels of a chunk stay in cache. When beta is 0, C's old contents are never read.
+//
+// B is packed per K chunk and block of PACK_COLUMNS columns into `scratch` (GEMM_SCRATCH_BYTES per
+// thread), each 8-column tile's panel contiguous. Unpacked, a tile reads one 32-byte piece of each of
+// K rows of B, ldb apart; with ldb a multiple of 4 KiB (B = LoftQ's A factor, r×4096) those rows all
+// map to the same few cache sets and every load of B missed L1 and L2.
 
 const K_CHUNK: i32 = 256;
+const PACK_COLUMNS: i32 = 512;
+// K_CHUNK × PACK_COLUMNS floats, the scratch each thread's share of a gemm needs: GEMM_SCRATCH_BYTES
+// in src/kernels/wasm-backend.ts.
 
 @inline function loadA(a: usize, i: i32, p: i32, rowStride: i32, colStride: i32): f32 {
   return load<f32>(a + ((<usize>(i * rowStride + p * colStride)) << 2));
@@ -19,27 +27,50 @@ export function gemm(
   m: i32, n: i32, k: i32, alpha: f32,
   a: usize, aRowStride: i32, aColStride: i32,
   b: usize, ldb: i32,
-  beta: f32, c: usize, ldc: i32, cIn: usize,
+  beta: f32, c: usize, ldc: i32, cIn: usize, scratch: usize,
 ): void {
   if (k == 0) {
     scaleC(m, n, beta, c, ldc, cIn);
     return;
   }
+  const tiledColumns = m >= 4 ? n & ~7 : 0;
   for (let p0: i32 = 0; p0 < k; p0 += K_CHUNK) {
     const p1 = min(p0 + K_CHUNK, k);
     // The first chunk applies beta to cIn; later chunks accumulate onto C.
     const chunkBeta: f32 = p0 == 0 ? beta : 1;
     const from: usize = p0 == 0 ? cIn : c;
+    const panelBytes = (<usize>(p1 - p0)) << 5; // one 8-column tile's panel: (p1 − p0) × 8 floats
+    for (let j0: i32 = 0; j0 < tiledColumns; j0 += PACK_COLUMNS) {
+      const tiles = min(PACK_COLUMNS, tiledColumns - j0) >> 3;
+      packB(b, ldb, p0, p1, j0, tiles, scratch);
+      for (let i: i32 = 0; i + 4 <= m; i += 4) {
+        for (let t: i32 = 0; t < tiles; t++) {
+          tile4x8(i, j0 + (t << 3), p0, p1, alpha, a, aRowStride, aColStride, scratch + (<usize>t) * panelBytes, chunkBeta, c, ldc, from);
+        }
+      }
+    }
     let i: i32 = 0;
     for (; i + 4 <= m; i += 4) {
-      let j: i32 = 0;
-      for (; j + 8 <= n; j += 8) tile4x8(i, j, p0, p1, alpha, a, aRowStride, aColStride, b, ldb, chunkBeta, c, ldc, from);
-      for (; j < n; j++) for (let r: i32 = 0; r < 4; r++) scalarCell(i + r, j, p0, p1, alpha, a, aRowStride, aColStride, b, ldb, chunkBeta, c, ldc, from);
+      for (let j = tiledColumns; j < n; j++) for (let r: i32 = 0; r < 4; r++) scalarCell(i + r, j, p0, p1, alpha, a, aRowStride, aColStride, b, ldb, chunkBeta, c, ldc, from);
     }
     for (; i < m; i++) {
       let j: i32 = 0;
       for (; j + 4 <= n; j += 4) row1x4(i, j, p0, p1, alpha, a, aRowStride, aColStride, b, ldb, chunkBeta, c, ldc, from);
       for (; j < n; j++) scalarCell(i, j, p0, p1, alpha, a, aRowStride, aColStride, b, ldb, chunkBeta, c, ldc, from);
+    }
+  }
+}
+
+/** Copies B[p0..p1) × [j0, j0 + 8·tiles) into `out`, tile by tile, each tile's rows of 8 contiguous. */
+function packB(b: usize, ldb: i32, p0: i32, p1: i32, j0: i32, tiles: i32, out: usize): void {
+  for (let t: i32 = 0; t < tiles; t++) {
+    let source = b + ((<usize>(p0 * ldb + j0 + (t << 3))) << 2);
+    const step = (<usize>ldb) << 2;
+    for (let p = p0; p < p1; p++) {
+      v128.store(out, v128.load(source));
+      v128.store(out, v128.load(source, 16), 16);
+      source += step;
+      out += 32;
     }
   }
 }
@@ -60,16 +91,16 @@ function scaleC(m: i32, n: i32, beta: f32, c: usize, ldc: i32, cIn: usize): void
   v128.store(at, out);
 }
 
+/** One 4×8 tile of C over K rows [p0, p1), B read from a packed panel (8 floats per row). */
 function tile4x8(
   i: i32, j: i32, p0: i32, p1: i32, alpha: f32,
-  a: usize, rs: i32, cs: i32, b: usize, ldb: i32, beta: f32, c: usize, ldc: i32, from: usize,
+  a: usize, rs: i32, cs: i32, panel: usize, beta: f32, c: usize, ldc: i32, from: usize,
 ): void {
   let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
   let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
   let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
   let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
-  let bRow = b + ((<usize>(p0 * ldb + j)) << 2);
-  const bStep = (<usize>ldb) << 2;
+  let bRow = panel;
   let a0 = a + ((<usize>(i * rs + p0 * cs)) << 2);
   const aRow = (<usize>rs) << 2;
   const aStep = (<usize>cs) << 2;
@@ -84,7 +115,7 @@ function tile4x8(
     c10 = f32x4.add(c10, f32x4.mul(x1, b0)); c11 = f32x4.add(c11, f32x4.mul(x1, b1));
     c20 = f32x4.add(c20, f32x4.mul(x2, b0)); c21 = f32x4.add(c21, f32x4.mul(x2, b1));
     c30 = f32x4.add(c30, f32x4.mul(x3, b0)); c31 = f32x4.add(c31, f32x4.mul(x3, b1));
-    bRow += bStep;
+    bRow += 32;
     a0 += aStep;
   }
   const al = f32x4.splat(alpha);

@@ -20,7 +20,7 @@ export interface KernelExports {
   gemm(
     m: number, n: number, k: number, alpha: number,
     a: number, aRowStride: number, aColStride: number,
-    b: number, ldb: number, beta: number, c: number, ldc: number, cIn: number,
+    b: number, ldb: number, beta: number, c: number, ldc: number, cIn: number, scratch: number,
   ): void;
   encodeCodebook(
     values: number, n: number, blockSize: number,
@@ -40,7 +40,14 @@ export interface GemmArgs {
   b: number; ldb: number; beta: number; c: number; ldc: number;
   /** Where beta's operand is read (same layout as c; equal to c for the usual C += …). */
   cIn: number;
+  /** GEMM_SCRATCH_BYTES of this share's own memory, where the kernel packs panels of B. */
+  scratch: number;
 }
+
+/** Scratch one gemm share needs (assembly/simd-kernels.ts: K_CHUNK × PACK_COLUMNS floats). */
+export const GEMM_SCRATCH_BYTES = 256 * 512 * 4;
+/** Shares of one gemm that can run at once (one per thread); each gets its own scratch. */
+export const MAX_GEMM_SHARES = 8;
 
 /** Pointer-level arguments of one codebook encoding. */
 export interface EncodeArgs {
@@ -77,7 +84,7 @@ export function runKernelJob(kernel: KernelExports, job: KernelJob): number {
   switch (job.kind) {
     case "gemm": {
       const g = job.args;
-      kernel.gemm(g.m, g.n, g.k, g.alpha, g.a, g.aRowStride, g.aColStride, g.b, g.ldb, g.beta, g.c, g.ldc, g.cIn);
+      kernel.gemm(g.m, g.n, g.k, g.alpha, g.a, g.aRowStride, g.aColStride, g.b, g.ldb, g.beta, g.c, g.ldc, g.cIn, g.scratch);
       return 0;
     }
     case "encode": {
@@ -124,6 +131,7 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
   const memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
   const kernel = instantiateKernels(module, memory);
   const heap = new Heap(memory);
+  const gemmScratch = heap.allocate((MAX_GEMM_SHARES * GEMM_SCRATCH_BYTES) / 4, false).byteOffset;
   // Code tables and lookups copied into the memory once per spec (they are tiny).
   const specPointers = new WeakMap<CodebookSpec, { table: number; below: number; inside: number; thresholds: number }>();
   const pointersOf = (spec: CodebookSpec) => {
@@ -234,7 +242,7 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
           args: {
             m, n, k, alpha,
             a: a.byteOffset, aRowStride: transA ? 1 : k, aColStride: transA ? m : 1,
-            b: b.byteOffset, ldb: n, beta, c: c.byteOffset, ldc: n, cIn: (cIn ?? c).byteOffset,
+            b: b.byteOffset, ldb: n, beta, c: c.byteOffset, ldc: n, cIn: (cIn ?? c).byteOffset, scratch: gemmScratch,
           },
         });
         if (c !== call.c) call.c.set(c.subarray(0, m * n));

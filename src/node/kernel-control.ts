@@ -12,7 +12,7 @@ const SLOT_OFFSET = 64;
 
 const KINDS = ["gemm", "encode", "subtract"] as const;
 const FIELDS = {
-  gemm: ["m", "n", "k", "alpha", "a", "aRowStride", "aColStride", "b", "ldb", "beta", "c", "ldc", "cIn"],
+  gemm: ["m", "n", "k", "alpha", "a", "aRowStride", "aColStride", "b", "ldb", "beta", "c", "ldc", "cIn", "scratch"],
   encode: ["values", "n", "blockSize", "table", "below", "inside", "thresholds", "thresholdCount", "peft", "zeroCode", "codes", "absmax", "deq"],
   subtract: ["a", "b", "out", "n"],
 } as const;

@@ -1,6 +1,6 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import { createWasmBackend, type KernelJob, type WasmBackend } from "../kernels/wasm-backend.js";
+import { createWasmBackend, GEMM_SCRATCH_BYTES, MAX_GEMM_SHARES, type KernelJob, type WasmBackend } from "../kernels/wasm-backend.js";
 import { CONTROL, MAX_WORKERS, readResult, writeJob } from "./kernel-control.js";
 
 /**
@@ -20,7 +20,7 @@ export interface ThreadedBackend extends WasmBackend {
 
 export function createThreadedBackend(threads = availableParallelism()): ThreadedBackend {
   const base = createWasmBackend("wasm-threads");
-  const workerCount = Math.max(0, Math.min(threads - 1, MAX_WORKERS));
+  const workerCount = Math.max(0, Math.min(threads - 1, MAX_WORKERS, MAX_GEMM_SHARES - 1));
   const control = new Int32Array(base.memory.buffer, 0, CONTROL.words);
   const workers = Array.from({ length: workerCount }, (_, slot) => {
     const worker = new Worker(new URL("./kernel-worker.js", import.meta.url), { workerData: { memory: base.memory, module: base.module, slot } });
@@ -75,11 +75,12 @@ function splitJob(job: KernelJob, parts: number): KernelJob[] {
       const g = job.args;
       const byRows = g.m >= parts * 8 || g.m >= g.n;
       // Shares cover whole 4×8 register tiles.
-      return ranges(byRows ? g.m : g.n, 8).map(([start, size]) => ({
+      // Each share packs B into its own scratch.
+      return ranges(byRows ? g.m : g.n, 8).map(([start, size], share) => ({
         kind: "gemm" as const,
         args: byRows
-          ? { ...g, m: size, a: g.a + 4 * start * g.aRowStride, c: g.c + 4 * start * g.ldc, cIn: g.cIn + 4 * start * g.ldc }
-          : { ...g, n: size, b: g.b + 4 * start, c: g.c + 4 * start, cIn: g.cIn + 4 * start },
+          ? { ...g, m: size, a: g.a + 4 * start * g.aRowStride, c: g.c + 4 * start * g.ldc, cIn: g.cIn + 4 * start * g.ldc, scratch: g.scratch + share * GEMM_SCRATCH_BYTES }
+          : { ...g, n: size, b: g.b + 4 * start, c: g.c + 4 * start, cIn: g.cIn + 4 * start, scratch: g.scratch + share * GEMM_SCRATCH_BYTES },
       }));
     }
     case "encode": {
