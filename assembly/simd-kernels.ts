@@ -276,7 +276,7 @@ function encodeVectors(
 // Element-wise pass of the LoftQ loop, the sum of squares accumulated in f64.
 
 /**
- * out = a − b (skipped when out is 0); returns Σ(a − b)². Four f64x2 accumulators: a single
+ * out = a − b (skipped when out is 0; b = 0 reads as all zeros, for Σa²); returns Σ(a − b)². Four f64x2 accumulators: a single
  * scalar sum serialises on the float64 add latency and made this pass latency-bound, not memory-bound.
  */
 export function subtract(a: usize, b: usize, out: usize, n: i32): f64 {
@@ -287,8 +287,8 @@ export function subtract(a: usize, b: usize, out: usize, n: i32): f64 {
   let i: i32 = 0;
   for (; i + 8 <= n; i += 8) {
     const offset = (<usize>i) << 2;
-    const d0 = f32x4.sub(v128.load(a + offset), v128.load(b + offset));
-    const d1 = f32x4.sub(v128.load(a + offset, 16), v128.load(b + offset, 16));
+    const d0 = b != 0 ? f32x4.sub(v128.load(a + offset), v128.load(b + offset)) : v128.load(a + offset);
+    const d1 = b != 0 ? f32x4.sub(v128.load(a + offset, 16), v128.load(b + offset, 16)) : v128.load(a + offset, 16);
     if (out != 0) {
       v128.store(out + offset, d0);
       v128.store(out + offset, d1, 16);
@@ -306,7 +306,7 @@ export function subtract(a: usize, b: usize, out: usize, n: i32): f64 {
   let sum: f64 = f64x2.extract_lane(total, 0) + f64x2.extract_lane(total, 1);
   for (; i < n; i++) {
     const offset = (<usize>i) << 2;
-    const d: f32 = load<f32>(a + offset) - load<f32>(b + offset);
+    const d: f32 = load<f32>(a + offset) - (b != 0 ? load<f32>(b + offset) : 0);
     if (out != 0) store<f32>(out + offset, d);
     sum += <f64>d * <f64>d;
   }

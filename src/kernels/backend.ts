@@ -55,6 +55,8 @@ export interface KernelBackend {
   encodeCodebook(call: CodebookCall): void;
   /** out[i] = a[i] − b[i] when `out` is given; returns Σ(a[i] − b[i])², accumulated in float64. */
   subtract(a: Float32Array, b: Float32Array, out?: Float32Array): number;
+  /** Σ a[i]², accumulated in float64; NaN or ±Inf anywhere makes it non-finite. */
+  sumOfSquares(a: Float32Array): number;
   /**
    * Optional: runs `body`, during which the caller promises not to modify `array` (e.g. the matrix
    * every pass of a truncated SVD reads). Backends that must copy operands into their own memory

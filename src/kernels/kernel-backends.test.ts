@@ -132,6 +132,21 @@ test("codebook encoding is bit-identical on every backend (zero blocks, partial 
   t.diagnostic(`${n} values incl. ${thresholds.length * 3} on/around the NF4 midpoints: identical codes on ${backends.map((b) => b.name).join(", ")}`);
 });
 
+test("sumOfSquares: float64 sum of squares on every backend, split across threads, non-finite on NaN/Inf", () => {
+  // Long enough for the threaded backend to split it (PARALLEL_MIN_WORK), odd for the scalar tail.
+  const a = gaussianArray((1 << 17) + 3, mulberry32(31));
+  const expected = tsBackend.sumOfSquares(a);
+  for (const backend of backends) {
+    const sum = backend.sumOfSquares(a);
+    assert.ok(Math.abs(sum - expected) <= 1e-12 * expected, `${backend.name}: ${sum} vs ${expected}`);
+    for (const bad of [NaN, Infinity]) {
+      const spoiled = Float32Array.from(a);
+      spoiled[(1 << 16) + 1] = bad;
+      assert.ok(!Number.isFinite(backend.sumOfSquares(spoiled)), `${backend.name} with ${bad}`);
+    }
+  }
+});
+
 test("subtract returns the float64 sum of squares and the difference on every backend", () => {
   const random = mulberry32(29);
   const a = gaussianArray(1001, random);

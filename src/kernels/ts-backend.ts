@@ -20,6 +20,11 @@ export const tsBackend: KernelBackend = {
     }
     return sum;
   },
+  sumOfSquares(a) {
+    let sum = 0;
+    for (let i = 0; i < a.length; i++) sum += a[i]! * a[i]!;
+    return sum;
+  },
   gemm(call: GemmCall) {
     checkGemm(call);
     const { transA, transB, m, n, k, alpha, a, b, beta, c } = call;

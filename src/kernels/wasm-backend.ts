@@ -61,7 +61,7 @@ export interface EncodeArgs {
 /** Tables up to this many codes are encoded four values per step by SIMD threshold counting. */
 export const MAX_VECTOR_CODES = 16;
 
-/** Pointer-level arguments of one subtraction (out = 0: sum only). */
+/** Pointer-level arguments of one subtraction (out = 0: sum only; b = 0: b is all zeros, Σa²). */
 export interface SubtractArgs {
   a: number; b: number; out: number; n: number;
 }
@@ -214,6 +214,14 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
         });
         if (out && target !== out) out.set(target!);
         return sum;
+      } finally {
+        for (const array of scratch) heap.release(array);
+      }
+    },
+    sumOfSquares(a) {
+      const scratch: Float32Array[] = [];
+      try {
+        return backend.runJob({ kind: "subtract", args: { a: stage(scratch, a, a.length, true).byteOffset, b: 0, out: 0, n: a.length } });
       } finally {
         for (const array of scratch) heap.release(array);
       }

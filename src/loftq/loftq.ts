@@ -1,5 +1,5 @@
 import type { QuantizedMatrix, Encoded } from "../quant/quantizer.js";
-import type { Matrix } from "../tensor/matrix.js";
+import { assertFinite, type Matrix } from "../tensor/matrix.js";
 import { truncatedSvd } from "../linalg/truncated-svd.js";
 import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
 
@@ -42,7 +42,6 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   const settings = resolveLoftqOptions(weight, options);
   const { rows: m, cols: n, data: w } = weight;
   const { rank, quantizer, backend, adapterDivisor } = settings;
-  const weightNorm = settings.weightNorm || 1;
   const started = Date.now();
 
   // Working set, all in backend memory so no kernel copies: W, two Q buffers (current and best,
@@ -51,6 +50,14 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   // (Each is overwritten whole before it is read, so none needs clearing.)
   const weightCopy = backend.allocate(m * n, false);
   weightCopy.set(w);
+  // ‖W‖ on the backend (a JS pass over a 4096² weight costs ~40 ms); a non-finite sum means a NaN
+  // or infinity somewhere, and only then is its position looked up, before any other work.
+  const weightSquared = backend.sumOfSquares(weightCopy);
+  if (!Number.isFinite(weightSquared)) {
+    backend.release(weightCopy);
+    assertFinite(weight, settings.name);
+  }
+  const weightNorm = Math.sqrt(weightSquared) || 1;
   let current = backend.allocate(m * n, false);
   const swapsBest = settings.iterations > 1 && settings.keepBest;
   let best = swapsBest ? backend.allocate(m * n, false) : current;

@@ -3,7 +3,7 @@ import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
 import { DEFAULT_POWER_ITERATIONS } from "../linalg/truncated-svd.js";
 import { createQuantizer, type Quantizer, type QuantizerKind } from "../quant/quantizer.js";
-import { finiteFrobeniusNorm, type Matrix } from "../tensor/matrix.js";
+import type { Matrix } from "../tensor/matrix.js";
 
 export interface IterationReport {
   /** 1-based. */
@@ -62,8 +62,8 @@ export interface LoftqOptions {
 }
 
 export interface ResolvedLoftqOptions {
-  /** ‖W‖_F, computed while checking the weight. */
-  weightNorm: number;
+  /** What errors call the weight (options.name, or "weight"). */
+  name: string;
   rank: number;
   iterations: number;
   quantizer: Quantizer;
@@ -82,10 +82,14 @@ export interface ResolvedLoftqOptions {
 export const DEFAULT_RANK = 16;
 export const DEFAULT_BITS = 4;
 
-/** Validates the weight and every option up front, so nothing fails half-way. */
+/**
+ * Validates the weight's shape and every option up front, so nothing fails half-way. The weight's
+ * values are checked by the caller's first pass over them (its norm: non-finite when any value is),
+ * before any other work.
+ */
 export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions): ResolvedLoftqOptions {
   const what = options.name ?? "weight";
-  const weightNorm = checkWeight(weight, what);
+  checkWeightShape(weight, what);
   const rank = options.rank ?? DEFAULT_RANK;
   const maxRank = Math.min(weight.rows, weight.cols);
   if (!Number.isInteger(rank) || rank < 1 || rank > maxRank) {
@@ -113,7 +117,7 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions): Reso
     throw new ShapeError(`output has ${options.output.length} values, Q needs ${weight.rows * weight.cols}`);
   }
   return {
-    weightNorm,
+    name: what,
     rank,
     iterations,
     quantizer,
@@ -129,8 +133,7 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions): Reso
   };
 }
 
-/** Validates shape and values; returns ‖W‖_F. */
-function checkWeight(weight: Matrix, what: string): number {
+function checkWeightShape(weight: Matrix, what: string): void {
   const { rows, cols, data } = weight;
   if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) {
     throw new ShapeError(`${what}: dimensions must be non-negative integers, got ${rows}×${cols}`);
@@ -138,5 +141,4 @@ function checkWeight(weight: Matrix, what: string): number {
   if (rows === 0 || cols === 0) throw new ShapeError(`${what} is empty (${rows}×${cols})`);
   if (!(data instanceof Float32Array)) throw new ShapeError(`${what}: data must be a Float32Array`);
   if (data.length !== rows * cols) throw new ShapeError(`${what}: a ${rows}×${cols} matrix needs ${rows * cols} values, got ${data.length}`);
-  return finiteFrobeniusNorm(weight, what);
 }

@@ -1,4 +1,4 @@
-import { frobeniusDistance, type Matrix } from "../tensor/matrix.js";
+import { finiteFrobeniusNorm, frobeniusDistance, type Matrix } from "../tensor/matrix.js";
 import { mulberry32 } from "../linalg/random.js";
 import type { LoftqResult } from "./loftq.js";
 import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
@@ -11,9 +11,10 @@ import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
 export function qloraInit(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   const settings = resolveLoftqOptions(weight, { ...options, iterations: 1 });
   const { rows: m, cols: n, data: w } = weight;
+  const weightNorm = finiteFrobeniusNorm(weight, settings.name);
   const dequantized = new Float32Array(m * n);
   const encoded = settings.quantizer.encode(w, m, n, dequantized);
-  const quantError = frobeniusDistance(w, dequantized) / (settings.weightNorm || 1);
+  const quantError = frobeniusDistance(w, dequantized) / (weightNorm || 1);
   const random = mulberry32(settings.seed);
   const bound = 1 / Math.sqrt(n);
   const a = Float32Array.from({ length: settings.rank * n }, () => (2 * random() - 1) * bound);

@@ -141,6 +141,7 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
     release: (array) => base.release(array),
     encodeCodebook: (call) => base.encodeCodebook(call),
     subtract: (a, b, out) => base.subtract(a, b, out),
+    sumOfSquares: (a) => base.sumOfSquares(a),
     withReadOnly<T>(array: Float32Array, body: () => T): T {
       if (readOnly.has(array)) return body();
       readOnly.set(array, undefined);

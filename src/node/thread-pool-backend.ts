@@ -94,7 +94,7 @@ function splitJob(job: KernelJob, parts: number): KernelJob[] {
       const d = job.args;
       return ranges(d.n, 4).map(([start, size]) => ({
         kind: "subtract" as const,
-        args: { a: d.a + 4 * start, b: d.b + 4 * start, out: d.out === 0 ? 0 : d.out + 4 * start, n: size },
+        args: { a: d.a + 4 * start, b: d.b === 0 ? 0 : d.b + 4 * start, out: d.out === 0 ? 0 : d.out + 4 * start, n: size },
       }));
     }
   }
