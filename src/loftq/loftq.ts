@@ -5,6 +5,13 @@ import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
 
 /** Krylov depth of the SVDs after the first: the previous subspace is already a good start. */
 export const WARM_POWER_ITERATIONS = 1;
+/**
+ * Sketch columns beyond the rank in the SVDs after the first. With a warm start none are needed:
+ * on 4096² LLM-like weights (NF2/NF4/NF8, r = 16 and 64, T = 5) the final errors equal those with 8 extra
+ * columns and those of depth-10 SVDs to five digits, and every warm product is r instead of r + 8 columns
+ * wide (a third less work at r = 16).
+ */
+export const WARM_OVERSAMPLE = 0;
 
 export interface IterationErrors {
   /** ‖W − Q‖_F / ‖W‖_F. */
@@ -87,8 +94,9 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
           backend,
           method: settings.svd,
           // A warm start from the previous right subspace needs fewer passes.
-          powerIterations: subspace ? WARM_POWER_ITERATIONS : settings.powerIterations,
-          ...(subspace ? { start: subspace } : {}),
+          ...(subspace
+            ? { powerIterations: WARM_POWER_ITERATIONS, oversample: WARM_OVERSAMPLE, start: subspace }
+            : { powerIterations: settings.powerIterations }),
         },
       );
       subspace = svd.subspace;
