@@ -1,7 +1,7 @@
 import type { QuantizedMatrix, Encoded } from "../quant/quantizer.js";
 import { assertFinite, type Matrix } from "../tensor/matrix.js";
 import { truncatedSvd } from "../linalg/truncated-svd.js";
-import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
+import { FIRST_SVD_OVERSAMPLE, resolveLoftqOptions, type LoftqOptions } from "./options.js";
 
 /** Krylov depth of the SVDs after the first: the previous subspace is already a good start. */
 export const WARM_POWER_ITERATIONS = 1;
@@ -96,7 +96,7 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
           // A warm start from the previous right subspace needs fewer passes.
           ...(subspace
             ? { powerIterations: WARM_POWER_ITERATIONS, oversample: WARM_OVERSAMPLE, start: subspace }
-            : { powerIterations: settings.powerIterations }),
+            : { powerIterations: settings.powerIterations, oversample: FIRST_SVD_OVERSAMPLE }),
         },
       );
       subspace = svd.subspace;
