@@ -169,28 +169,27 @@ export function encodeCodebook(
   let block: i32 = 0;
   for (let start: i32 = 0; start < n; start += blockSize, block++) {
     const end = min(start + blockSize, n);
-    // pmax (one maxps) rather than max (a NaN-propagating sequence of ~8 instructions), on four
+    // pmax(m, x) = m < x ? x : m: one maxps (max is a NaN-propagating sequence of ~8 instructions),
+    // and a NaN x leaves m unchanged, as the reference's `if (a > max) max = a` does. Four
     // independent chains: the absmax scan was latency-bound and cost as much as the encoding.
-    // NaN is handled below: a NaN value makes the block's absmax NaN, as in the reference.
     let m0 = f32x4.splat(0); let m1 = f32x4.splat(0); let m2 = f32x4.splat(0); let m3 = f32x4.splat(0);
-    let nan = v128.splat<i32>(0);
     let i = start;
     for (; i + 16 <= end; i += 16) {
       const p = values + ((<usize>i) << 2);
       const x0 = f32x4.abs(v128.load(p)); const x1 = f32x4.abs(v128.load(p, 16));
       const x2 = f32x4.abs(v128.load(p, 32)); const x3 = f32x4.abs(v128.load(p, 48));
       m0 = f32x4.pmax(m0, x0); m1 = f32x4.pmax(m1, x1); m2 = f32x4.pmax(m2, x2); m3 = f32x4.pmax(m3, x3);
-      nan = v128.or(nan, v128.or(v128.or(f32x4.ne(x0, x0), f32x4.ne(x1, x1)), v128.or(f32x4.ne(x2, x2), f32x4.ne(x3, x3))));
     }
     for (; i + 4 <= end; i += 4) {
       const x = f32x4.abs(v128.load(values + ((<usize>i) << 2)));
       m0 = f32x4.pmax(m0, x);
-      nan = v128.or(nan, f32x4.ne(x, x));
     }
     const vmax = f32x4.pmax(f32x4.pmax(m0, m1), f32x4.pmax(m2, m3));
     let peak: f32 = max(max(f32x4.extract_lane(vmax, 0), f32x4.extract_lane(vmax, 1)), max(f32x4.extract_lane(vmax, 2), f32x4.extract_lane(vmax, 3)));
-    if (v128.any_true(nan)) peak = NaN;
-    for (; i < end; i++) peak = max(peak, abs(load<f32>(values + ((<usize>i) << 2))));
+    for (; i < end; i++) {
+      const a = abs(load<f32>(values + ((<usize>i) << 2)));
+      if (a > peak) peak = a;
+    }
     store<f32>(absmax + ((<usize>block) << 2), peak);
     if (peak == 0) {
       const zero: f32 = load<f32>(table + ((<usize>zeroCode) << 2)) * 0;
