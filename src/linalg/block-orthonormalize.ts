@@ -85,24 +85,9 @@ export const FLOAT32_GRAM_MAX_CONDITION = 30;
  */
 function inverseCholeskyTranspose(gram: Float32Array, cols: number, out: Float32Array): number | undefined {
   const factor = new Float64Array(cols * cols);
-  let trace = 0;
-  for (let p = 0; p < cols; p++) trace += gram[p * cols + p]!;
-  let smallest = Infinity;
-  let largest = 0;
-  for (let j = 0; j < cols; j++) {
-    let diagonal = gram[j * cols + j]!;
-    for (let p = 0; p < j; p++) diagonal -= factor[j * cols + p]! ** 2;
-    if (!(diagonal > 1e-10 * trace)) return undefined;
-    const root = Math.sqrt(diagonal);
-    smallest = Math.min(smallest, root);
-    largest = Math.max(largest, root);
-    factor[j * cols + j] = root;
-    for (let i = j + 1; i < cols; i++) {
-      let sum: number = gram[i * cols + j]!;
-      for (let p = 0; p < j; p++) sum -= factor[i * cols + p]! * factor[j * cols + p]!;
-      factor[i * cols + j] = sum / root;
-    }
-  }
+  // A float32 Gram matrix is only good to ~1e-7 relative: smaller pivots are noise.
+  const conditionEstimate = choleskyFactor(gram, cols, factor, 1e-10);
+  if (conditionEstimate === undefined) return undefined;
   // Column j of L⁻¹ by forward substitution; L⁻ᵀ[j][i] = L⁻¹[i][j].
   const column = new Float64Array(cols);
   out.fill(0);
@@ -115,6 +100,34 @@ function inverseCholeskyTranspose(gram: Float32Array, cols: number, out: Float32
       column[i] = -sum / factor[i * cols + i]!;
     }
     for (let i = j; i < cols; i++) out[j * cols + i] = column[i]!;
+  }
+  return conditionEstimate;
+}
+
+/**
+ * The Cholesky factor L (lower, row-major float64) of the symmetric positive definite matrix whose
+ * lower triangle is in `gram`; `out` may be `gram` itself. Returns L's diagonal ratio max/min (a
+ * lower estimate of κ of the block this is the Gram matrix of), or undefined when a pivot is at most
+ * `floor`·trace (not numerically positive definite).
+ */
+function choleskyFactor(gram: Float32Array | Float64Array, cols: number, out: Float64Array, floor: number): number | undefined {
+  let trace = 0;
+  for (let p = 0; p < cols; p++) trace += gram[p * cols + p]!;
+  let smallest = Infinity;
+  let largest = 0;
+  for (let j = 0; j < cols; j++) {
+    let diagonal: number = gram[j * cols + j]!;
+    for (let p = 0; p < j; p++) diagonal -= out[j * cols + p]! ** 2;
+    if (!(diagonal > floor * trace)) return undefined;
+    const root = Math.sqrt(diagonal);
+    smallest = Math.min(smallest, root);
+    largest = Math.max(largest, root);
+    out[j * cols + j] = root;
+    for (let i = j + 1; i < cols; i++) {
+      let sum: number = gram[i * cols + j]!;
+      for (let p = 0; p < j; p++) sum -= out[i * cols + p]! * out[j * cols + p]!;
+      out[i * cols + j] = sum / root;
+    }
   }
   return largest / smallest;
 }
@@ -158,24 +171,8 @@ function choleskyOrthonormalize(columns: Float64Array, rows: number, cols: numbe
     }
   }
   // gram = L·Lᵀ (lower L, in place).
-  let trace = 0;
-  for (let p = 0; p < cols; p++) trace += gram[p * cols + p]!;
-  let smallest = Infinity;
-  let largest = 0;
-  for (let j = 0; j < cols; j++) {
-    let diagonal = gram[j * cols + j]!;
-    for (let p = 0; p < j; p++) diagonal -= gram[j * cols + p]! ** 2;
-    if (!(diagonal > 1e-12 * trace)) return undefined;
-    const root = Math.sqrt(diagonal);
-    smallest = Math.min(smallest, root);
-    largest = Math.max(largest, root);
-    gram[j * cols + j] = root;
-    for (let i = j + 1; i < cols; i++) {
-      let sum = gram[i * cols + j]!;
-      for (let p = 0; p < j; p++) sum -= gram[i * cols + p]! * gram[j * cols + p]!;
-      gram[i * cols + j] = sum / root;
-    }
-  }
+  const conditionEstimate = choleskyFactor(gram, cols, gram, 1e-12);
+  if (conditionEstimate === undefined) return undefined;
   // X ← X·L⁻ᵀ, column by column: x_j = (x_j − Σ_{p<j} L[j,p]·y_p) / L[j,j], the y_p already solved.
   // Four solved columns per sweep over x_j: a quarter of the loads and stores of x_j.
   for (let j = 0; j < cols; j++) {
@@ -195,5 +192,5 @@ function choleskyOrthonormalize(columns: Float64Array, rows: number, cols: numbe
     const inverse = 1 / gram[j * cols + j]!;
     for (let i = 0; i < rows; i++) columns[target + i]! *= inverse;
   }
-  return largest / smallest;
+  return conditionEstimate;
 }
