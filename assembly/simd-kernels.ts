@@ -275,8 +275,9 @@ function encodeVectors(
 // Element-wise pass of the LoftQ loop, the sum of squares accumulated in f64.
 
 /**
- * out = a − b (skipped when out is 0; b = 0 reads as all zeros, for Σa²); returns Σ(a − b)². Four f64x2 accumulators: a single
- * scalar sum serialises on the float64 add latency and made this pass latency-bound, not memory-bound.
+ * out = a − b (skipped when out is 0; b = 0 reads as all zeros, for Σa²); returns Σ(a − b)². Four
+ * f64x2 accumulators: a single scalar sum serialises on the float64 add latency and made this pass
+ * latency-bound, not memory-bound.
  */
 export function subtract(a: usize, b: usize, out: usize, n: i32): f64 {
   let s0 = f64x2.splat(0);

@@ -50,7 +50,9 @@ export function orthonormalizeBlock(x: Float32Array, rows: number, cols: number,
  * in float32 and only the cols×cols Cholesky factor and its inverse in float64. The float32 Gram
  * costs the first round an orthogonality loss of about κ²·ε₃₂·√rows, which the second round (on a
  * block with κ ≈ 1) removes, so this path is taken only when the first Cholesky factor says κ ≤
- * FLOAT32_GRAM_MAX_CONDITION. Returns false, with X untouched, when it is not taken.
+ * FLOAT32_GRAM_MAX_CONDITION. Returns false when the float64 path must finish: with X untouched
+ * when the first round was refused, with X once orthonormalized (never worse conditioned) when the
+ * second was.
  */
 function backendCholeskyQr2(x: Float32Array, rows: number, cols: number, backend: KernelBackend): boolean {
   const gram = new Float32Array(cols * cols);
@@ -60,19 +62,14 @@ function backendCholeskyQr2(x: Float32Array, rows: number, cols: number, backend
     for (let round = 0; round < 2; round++) {
       backend.gemm({ transA: true, transB: false, m: cols, n: cols, k: rows, alpha: 1, a: x, b: x, beta: 0, c: gram });
       const conditionEstimate = inverseCholeskyTranspose(gram, cols, inverse);
-      if (conditionEstimate === undefined || conditionEstimate > FLOAT32_GRAM_MAX_CONDITION) {
-        if (round === 0) return false;
-        // The first round left X better conditioned, never worse: the float64 path finishes it.
-        break;
-      }
+      if (conditionEstimate === undefined || conditionEstimate > FLOAT32_GRAM_MAX_CONDITION) return false;
       backend.gemm({ transA: false, transB: false, m: rows, n: cols, k: cols, alpha: 1, a: x, b: inverse, beta: 0, c: product });
       x.set(product);
-      if (round === 1) return true;
     }
+    return true;
   } finally {
     backend.release(product);
   }
-  return false;
 }
 
 /** Largest Cholesky-factor diagonal ratio for which the float32 Gram path is used. */

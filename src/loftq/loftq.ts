@@ -1,15 +1,22 @@
 import type { QuantizedMatrix, Encoded } from "../quant/quantizer.js";
 import { assertFinite, type Matrix } from "../tensor/matrix.js";
 import { truncatedSvd } from "../linalg/truncated-svd.js";
-import { FIRST_SVD_OVERSAMPLE, resolveLoftqOptions, type LoftqOptions } from "./options.js";
+import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
 
+/**
+ * Sketch columns beyond the rank in the first SVD (run at depth FIRST_SVD_POWER_ITERATIONS = 5): on
+ * 4096² NF2/NF4 residuals at r = 16 and 64, k = r columns at depth 5 come within 0.035 % of a depth-10
+ * SVD's error, against 0.033–0.061 % for the generic default (depth 4, k = r + 8), for 20 % fewer
+ * column-passes at r = 16 (12 products of r columns instead of 10 of r + 8) and 7 % more at r = 64.
+ */
+export const FIRST_SVD_OVERSAMPLE = 0;
 /** Krylov depth of the SVDs after the first: the previous subspace is already a good start. */
 export const WARM_POWER_ITERATIONS = 1;
 /**
  * Sketch columns beyond the rank in the SVDs after the first. With a warm start none are needed:
- * on 4096² LLM-like weights (NF2/NF4/NF8, r = 16 and 64, T = 5) the final errors equal those with 8 extra
- * columns and those of depth-10 SVDs to five digits, and every warm product is r instead of r + 8 columns
- * wide (a third less work at r = 16).
+ * on 4096² LLM-like weights (NF2/NF4/NF8, r = 16 and 64, T = 5) the final errors equal those with 8
+ * extra columns and those of depth-10 SVDs to five digits, and every warm product is r instead of
+ * r + 8 columns wide (a third less work at r = 16).
  */
 export const WARM_OVERSAMPLE = 0;
 
