@@ -18,8 +18,8 @@ import { quantizeCheckpoint, activeBackendName } from "../src/node/index.js";
 import { writeShardedCheckpoint } from "../src/io/sharded-checkpoint.js";
 import { encodeHalf } from "../src/tensor/dtype.js";
 import { gaussian, mulberry32 } from "../src/linalg/random.js";
-import { DEFAULT_OVERSAMPLE, DEFAULT_POWER_ITERATIONS } from "../src/linalg/truncated-svd.js";
-import { WARM_POWER_ITERATIONS } from "../src/loftq/loftq.js";
+import { FIRST_SVD_OVERSAMPLE, WARM_OVERSAMPLE, WARM_POWER_ITERATIONS } from "../src/loftq/loftq.js";
+import { FIRST_SVD_POWER_ITERATIONS } from "../src/loftq/options.js";
 
 const SHARD_BYTES = 2 * 2 ** 30;
 
@@ -84,13 +84,13 @@ function syntheticValues(name: string, shape: readonly number[], scale: number):
 }
 
 /** Block-Krylov passes over the residual in LoftQ iteration t (each block: one M·X and one Mᵀ·X). */
-const krylovPasses = (t: number) => 2 * ((t === 1 ? DEFAULT_POWER_ITERATIONS : WARM_POWER_ITERATIONS) + 1);
+const krylovPasses = (t: number) => 2 * ((t === 1 ? FIRST_SVD_POWER_ITERATIONS : WARM_POWER_ITERATIONS) + 1);
 
 /** Analytic flop count of one LoftQ matrix (the gemm passes of the block-Krylov SVDs and W − B·A). */
 export function loftqFlops(rows: number, cols: number, rank: number, iterations: number): number {
-  const k = rank + DEFAULT_OVERSAMPLE;
   let flops = 0;
   for (let t = 1; t <= iterations; t++) {
+    const k = rank + (t === 1 ? FIRST_SVD_OVERSAMPLE : WARM_OVERSAMPLE);
     flops += krylovPasses(t) * 2 * rows * cols * k;
     if (t < iterations) flops += 2 * rows * cols * rank; // the next target W − B·A
   }
