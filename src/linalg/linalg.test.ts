@@ -131,9 +131,10 @@ test("truncated SVD is reproducible for a seed and validates the rank", () => {
 test("orthonormalizeBlock: orthonormal to float32 precision for well- and ill-conditioned blocks, same span", (t) => {
   const rows = 2000;
   const cols = 12;
-  // Well conditioned (one CholeskyQR round) and columns scaled over six decades then mixed
-  // (κ ≈ 1e6: the second round and, near breakdown, Householder take over).
-  for (const decades of [0, 6]) {
+  // Well conditioned and columns scaled over 1.3 decades (κ ≈ 20: the float32-Gram CholeskyQR2 on the
+  // backend, close to its limit) or six decades then mixed (κ ≈ 1e6: the float64 path, its second
+  // round and, near breakdown, Householder take over).
+  for (const decades of [0, 1.3, 6]) {
     const x = randomMatrix(rows, cols, 41 + decades);
     for (let j = 0; j < cols; j++) for (let i = 0; i < rows; i++) x[i * cols + j]! *= 10 ** (-decades * j / (cols - 1));
     for (let i = 0; i < rows; i++) x[i * cols + 1]! += x[i * cols]!;
