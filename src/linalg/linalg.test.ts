@@ -134,12 +134,16 @@ test("orthonormalizeBlock: orthonormal to float32 precision for well- and ill-co
   // Well conditioned and columns scaled over 1.3 decades (κ ≈ 20: the float32-Gram CholeskyQR2 on the
   // backend, close to its limit) or six decades then mixed (κ ≈ 1e6: the float64 path, its second
   // round and, near breakdown, Householder take over).
-  for (const decades of [0, 1.3, 6]) {
+  // The float32 path runs two Gram and two update products on the backend; a refused first round, one.
+  for (const [decades, backendProducts] of [[0, 4], [1.3, 4], [6, 1]] as const) {
     const x = randomMatrix(rows, cols, 41 + decades);
     for (let j = 0; j < cols; j++) for (let i = 0; i < rows; i++) x[i * cols + j]! *= 10 ** (-decades * j / (cols - 1));
     for (let i = 0; i < rows; i++) x[i * cols + 1]! += x[i * cols]!;
     const original = Float32Array.from(x);
-    orthonormalizeBlock(x, rows, cols, [], tsBackend);
+    let products = 0;
+    const counting = { ...tsBackend, gemm: (call: Parameters<typeof tsBackend.gemm>[0]) => (products++, tsBackend.gemm(call)) };
+    orthonormalizeBlock(x, rows, cols, [], counting);
+    assert.equal(products, backendProducts, `κ≈1e${decades}: ${products} backend products`);
     const loss = orthonormalityError(x, rows, cols);
     t.diagnostic(`orthonormalizeBlock κ≈1e${decades}: max |QᵀQ − I| = ${loss.toExponential(2)}`);
     assert.ok(loss < 2e-6, `orthogonality loss ${loss}`);
