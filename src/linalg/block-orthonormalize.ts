@@ -6,13 +6,19 @@ import { householderQr } from "./householder-qr.js";
  * can underestimate κ by a modest factor; even at 100× that, κ²·2⁻⁵³ stays below 1e-8.
  */
 export const SINGLE_ROUND_MAX_CONDITION = 100;
+/**
+ * Largest Cholesky-factor diagonal ratio for which the float32-Gram CholeskyQR2 on the backend is
+ * used (see backendCholeskyQr2).
+ */
+export const FLOAT32_GRAM_MAX_CONDITION = 30;
 
 /**
  * Orthonormalises a thin rows×cols block X in place, first against `previous` orthonormal blocks
  * (two rounds of block classical Gram–Schmidt: X −= P·(Pᵀ·X), the products on the backend) and
- * then within itself by CholeskyQR (Gram matrix in float64, X ← X·L⁻ᵀ; a second round when the
- * block is ill-conditioned, i.e. CholeskyQR2). Falls back to
- * Householder when the Gram matrix is not numerically positive definite (a rank-deficient block).
+ * then within itself: CholeskyQR2 with the products on the backend in float32 when the block is
+ * well conditioned, else CholeskyQR in float64 JS (X ← X·L⁻ᵀ; a second round when the block is
+ * ill-conditioned). Falls back to Householder when the Gram matrix is not numerically positive
+ * definite (a rank-deficient block).
  * O(rows·cols²) JS work instead of a Householder QR of the whole Krylov basis.
  */
 export function orthonormalizeBlock(x: Float32Array, rows: number, cols: number, previous: readonly Float32Array[], backend: KernelBackend): void {
@@ -71,9 +77,6 @@ function backendCholeskyQr2(x: Float32Array, rows: number, cols: number, backend
     backend.release(product);
   }
 }
-
-/** Largest Cholesky-factor diagonal ratio for which the float32 Gram path is used. */
-export const FLOAT32_GRAM_MAX_CONDITION = 30;
 
 /**
  * L⁻ᵀ (upper triangular, row-major float32) for the Cholesky factor L of the symmetric positive
