@@ -154,7 +154,10 @@ function scalarCell(
 // identical). Each block of `blockSize` values gets absmax = max|x|; s = x / absmax ("peft", true
 // division) or x · fl32(1/absmax) ("bnb"); code = #{thresholds < s} through the bucket lookup
 // (bucket index in f64, exact); for "peft" the thresholds reproduce the float32 argmin exactly.
-// Writes codes (u8), absmax (f32 per block) and, when deq != 0, table[code] · absmax.
+// Writes codes (u8), absmax (f32 per block) and, when deq != 0, table[code] · absmax there, or with
+// minuend != 0 the residual minuend − table[code] · absmax (LoftQ's W − Q, without a pass of its own),
+// returning Σ residual² in f64 (0 without minuend). deq may be `values` itself (in place), since each
+// block is scanned for its absmax before any of it is written.
 
 const BUCKETS_HALF: f64 = 2048;
 
@@ -162,10 +165,12 @@ export function encodeCodebook(
   values: usize, n: i32, blockSize: i32,
   table: usize, below: usize, inside: usize,
   thresholds: usize, thresholdCount: i32,
-  peft: i32, zeroCode: i32, codes: usize, absmax: usize, deq: usize,
-): void {
+  peft: i32, zeroCode: i32, codes: usize, absmax: usize, deq: usize, minuend: usize,
+): f64 {
   // Small tables (≤ 16 codes) take four values per step when blocks are whole vectors.
   const vectorised = thresholdCount > 0 && (blockSize & 3) == 0;
+  residualSum = f64x2.splat(0);
+  let scalarSum: f64 = 0;
   let block: i32 = 0;
   for (let start: i32 = 0; start < n; start += blockSize, block++) {
     const end = min(start + blockSize, n);
@@ -195,22 +200,38 @@ export function encodeCodebook(
       const zero: f32 = load<f32>(table + ((<usize>zeroCode) << 2)) * 0;
       for (let j = start; j < end; j++) {
         store<u8>(codes + <usize>j, <u8>zeroCode);
-        if (deq != 0) store<f32>(deq + ((<usize>j) << 2), zero);
+        if (deq != 0) scalarSum += storeOutput(deq, minuend, j, zero);
       }
       continue;
     }
     const reciprocal: f32 = 1 / peak;
     let j = start;
-    if (vectorised) j = encodeVectors(values, j, end, peak, reciprocal, table, thresholds, thresholdCount, peft, codes, deq);
+    if (vectorised) j = encodeVectors(values, j, end, peak, reciprocal, table, thresholds, thresholdCount, peft, codes, deq, minuend);
     for (; j < end; j++) {
       const x = load<f32>(values + ((<usize>j) << 2));
       const s: f32 = peft != 0 ? x / peak : x * reciprocal;
       const bucket = <usize>(<i32>((<f64>s + 1.0) * BUCKETS_HALF));
       const code: i32 = <i32>load<u8>(below + bucket) + (s > load<f32>(inside + (bucket << 2)) ? 1 : 0);
       store<u8>(codes + <usize>j, <u8>code);
-      if (deq != 0) store<f32>(deq + ((<usize>j) << 2), load<f32>(table + ((<usize>code) << 2)) * peak);
+      if (deq != 0) scalarSum += storeOutput(deq, minuend, j, load<f32>(table + ((<usize>code) << 2)) * peak);
     }
   }
+  return f64x2.extract_lane(residualSum, 0) + f64x2.extract_lane(residualSum, 1) + scalarSum;
+}
+
+/** Σ of the squared residuals the vector path wrote in this call (an instance, i.e. thread, each). */
+let residualSum: v128 = f64x2.splat(0);
+
+/** Writes q (or minuend − q, returning its square) at index j of deq. */
+@inline function storeOutput(deq: usize, minuend: usize, j: i32, q: f32): f64 {
+  const offset = (<usize>j) << 2;
+  if (minuend == 0) {
+    store<f32>(deq + offset, q);
+    return 0;
+  }
+  const r: f32 = load<f32>(minuend + offset) - q;
+  store<f32>(deq + offset, r);
+  return <f64>r * <f64>r;
 }
 
 /**
@@ -222,9 +243,10 @@ export function encodeCodebook(
 function encodeVectors(
   values: usize, start: i32, end: i32, peak: f32, reciprocal: f32,
   table: usize, thresholds: usize, thresholdCount: i32,
-  peft: i32, codes: usize, deq: usize,
+  peft: i32, codes: usize, deq: usize, minuend: usize,
 ): i32 {
   const peakV = f32x4.splat(peak);
+  let sum = residualSum;
   const reciprocalV = f32x4.splat(reciprocal);
   // Up to 3 thresholds: count them in a loop. More (NF3, NF4: 7 or 15): count all 15 (padded with
   // +∞, which no value exceeds) unrolled, as a balanced sum of independent comparisons. This beat a
@@ -265,10 +287,39 @@ function encodeVectors(
       q = f32x4.replace_lane(q, 1, load<f32>(table + ((<usize>i32x4.extract_lane(code, 1)) << 2)));
       q = f32x4.replace_lane(q, 2, load<f32>(table + ((<usize>i32x4.extract_lane(code, 2)) << 2)));
       q = f32x4.replace_lane(q, 3, load<f32>(table + ((<usize>i32x4.extract_lane(code, 3)) << 2)));
-      v128.store(deq + ((<usize>j) << 2), f32x4.mul(q, peakV));
+      q = f32x4.mul(q, peakV);
+      if (minuend != 0) {
+        // The residual minuend − Q and its square, in f64 like the subtract kernel.
+        q = f32x4.sub(v128.load(minuend + ((<usize>j) << 2)), q);
+        const low = f64x2.promote_low_f32x4(q);
+        const high = f64x2.promote_low_f32x4(v128.shuffle<f32>(q, q, 2, 3, 0, 1));
+        sum = f64x2.add(sum, f64x2.add(f64x2.mul(low, low), f64x2.mul(high, high)));
+      }
+      v128.store(deq + ((<usize>j) << 2), q);
     }
   }
+  residualSum = sum;
   return j;
+}
+
+/** The inverse: out[j] = table[codes[j]] · absmax[j / blockSize], four values per step. */
+export function decodeCodebook(codes: usize, n: i32, blockSize: i32, table: usize, absmax: usize, out: usize): void {
+  let block: i32 = 0;
+  for (let start: i32 = 0; start < n; start += blockSize, block++) {
+    const end = min(start + blockSize, n);
+    const scale = load<f32>(absmax + ((<usize>block) << 2));
+    const scaleV = f32x4.splat(scale);
+    let j = start;
+    for (; j + 4 <= end; j += 4) {
+      const c = codes + <usize>j;
+      let q = f32x4.splat(load<f32>(table + ((<usize>load<u8>(c)) << 2)));
+      q = f32x4.replace_lane(q, 1, load<f32>(table + ((<usize>load<u8>(c, 1)) << 2)));
+      q = f32x4.replace_lane(q, 2, load<f32>(table + ((<usize>load<u8>(c, 2)) << 2)));
+      q = f32x4.replace_lane(q, 3, load<f32>(table + ((<usize>load<u8>(c, 3)) << 2)));
+      v128.store(out + ((<usize>j) << 2), f32x4.mul(q, scaleV));
+    }
+    for (; j < end; j++) store<f32>(out + ((<usize>j) << 2), load<f32>(table + ((<usize>load<u8>(codes + <usize>j)) << 2)) * scale);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -35,8 +35,23 @@ export interface CodebookCall {
   codes: Uint8Array;
   /** Out: one absmax per block. */
   absmax: Float32Array;
-  /** Out (optional): table[code] · absmax. */
+  /** Out (optional): table[code] · absmax, or the residual when `residualOf` is given. May be `values`. */
   dequantized?: Float32Array;
+  /**
+   * Optional (with `dequantized`): write residualOf − table[code]·absmax into `dequantized` instead,
+   * and return Σ of those residuals squared (float64): LoftQ's W − Q and its norm in the same pass.
+   */
+  residualOf?: Float32Array;
+}
+
+/** The inverse of a codebook encoding: out[i] = table[codes[i]] · absmax[⌊i / blockSize⌋]. */
+export interface DecodeCall {
+  codes: Uint8Array;
+  absmax: Float32Array;
+  table: Float32Array;
+  blockSize: number;
+  /** codes.length values. */
+  out: Float32Array;
 }
 
 export interface KernelBackend {
@@ -52,7 +67,9 @@ export interface KernelBackend {
   /** Returns an array from `allocate` to the backend. Using it afterwards is undefined. */
   release(array: Float32Array): void;
   gemm(call: GemmCall): void;
-  encodeCodebook(call: CodebookCall): void;
+  /** Returns Σ residual² when `residualOf` is given, else 0. */
+  encodeCodebook(call: CodebookCall): number;
+  decodeCodebook(call: DecodeCall): void;
   /** out[i] = a[i] − b[i] when `out` is given; returns Σ(a[i] − b[i])², accumulated in float64. */
   subtract(a: Float32Array, b: Float32Array, out?: Float32Array): number;
   /** Σ a[i]², accumulated in float64; NaN or ±Inf anywhere makes it non-finite. */

@@ -5,8 +5,11 @@
  * - "peft": s = x / absmax (true float32 division), code = argmin_k |s − t_k| in float32 with ties to
  *   the lower code; 0/0 = NaN maps to code 0.
  * - "bnb": s = x · fl32(1/absmax), code = #{thresholds < s} (strict >, ties to the lower code), NaN → 0.
- * This file is the plain-TS reference; the fused `fakeQuantize` is the hot path LoftQ uses.
+ * This file is the plain-TS reference; the backends' `encodeCodebook` kernels are the hot path.
  */
+import { ShapeError } from "../errors.js";
+import type { DecodeCall } from "./backend.js";
+
 export type CodeSelection = "peft" | "bnb";
 
 export interface CodebookSpec {
@@ -96,6 +99,21 @@ function fromOrderedKey(key: number): number {
   return keyView.getFloat32(0);
 }
 
+/** The residual form of an encoding needs an output that is not its minuend. */
+export function checkResidualCall(n: number, dequantized: Float32Array | undefined, residualOf: Float32Array | undefined): void {
+  if (!residualOf) return;
+  if (!dequantized || residualOf.length < n || dequantized === residualOf) {
+    throw new ShapeError(`encodeCodebook: residualOf needs ${n} values and a dequantized output other than itself`);
+  }
+}
+
+export function checkDecodeCall({ codes, absmax, table, blockSize, out }: DecodeCall): void {
+  if (!Number.isInteger(blockSize) || blockSize < 1) throw new ShapeError(`decodeCodebook: block size ${blockSize}`);
+  if (out.length < codes.length || absmax.length < Math.ceil(codes.length / blockSize) || table.length > 256) {
+    throw new ShapeError(`decodeCodebook: ${codes.length} codes, ${absmax.length} scales, ${out.length} outputs, ${table.length} table entries`);
+  }
+}
+
 /** Quantizes `values` into table indices (one byte each) and per-block absmax. */
 export function quantizeBlocks(values: Float32Array, spec: CodebookSpec, codes: Uint8Array, absmax: Float32Array, dequantized?: Float32Array): void {
   const { table, blockSize } = spec;
@@ -150,6 +168,10 @@ function encodePeft(values: Float32Array, start: number, end: number, scale: num
 
 /** Inverse of quantizeBlocks: table[code] · absmax in float32. */
 export function dequantizeBlocks(codes: Uint8Array, absmax: Float32Array, table: Float32Array, blockSize: number, out: Float32Array): Float32Array {
-  for (let i = 0; i < codes.length; i++) out[i] = Math.fround(table[codes[i]!]! * absmax[(i / blockSize) | 0]!);
+  for (let start = 0, block = 0; start < codes.length; start += blockSize, block++) {
+    const scale = absmax[block]!;
+    const end = Math.min(start + blockSize, codes.length);
+    for (let i = start; i < end; i++) out[i] = table[codes[i]!]! * scale;
+  }
   return out;
 }

@@ -103,7 +103,7 @@ test("gemm rejects arrays too short for the shape, on every backend", () => {
   }
 });
 
-test("codebook encoding is bit-identical on every backend (zero blocks, partial blocks, values on the thresholds)", (t) => {
+test("codebook encoding and decoding are bit-identical on every backend (zero blocks, partial blocks, values on the thresholds)", (t) => {
   const random = mulberry32(23);
   const n = 64 * 300 + 37;
   const values = gaussianArray(n, random);
@@ -132,8 +132,58 @@ test("codebook encoding is bit-identical on every backend (zero blocks, partial 
       assert.deepEqual(got.scales, expected.scales, `${kind}${bits} absmax on ${backend.name}`);
       assert.deepEqual(dequantized, reference, `${kind}${bits} dequantized on ${backend.name}`);
     }
+    for (const backend of backends) {
+      // Decoding (codes in and out of backend memory) gives back exactly what the encoder wrote.
+      const codes = backend.allocate(Math.ceil(n / 4), false);
+      const codeBytes = new Uint8Array(codes.buffer, codes.byteOffset, n);
+      codeBytes.set(expected.codes);
+      for (const [label, source] of [["codes in backend memory", codeBytes], ["codes elsewhere", expected.codes]] as const) {
+        const decoded = new Float32Array(n).fill(7);
+        quantizer.decode({ ...expected, codes: source }, 1, n, decoded, backend);
+        assert.deepEqual(decoded, reference, `${kind}${bits} decoded on ${backend.name}, ${label}`);
+      }
+      backend.release(codes);
+    }
   }
-  t.diagnostic(`${n} values incl. ${thresholds.length * 3} on/around the NF4 midpoints: identical codes on ${backends.map((b) => b.name).join(", ")}`);
+  t.diagnostic(`${n} values incl. ${thresholds.length * 3} on/around the NF4 midpoints: identical codes and decodings on ${backends.map((b) => b.name).join(", ")}`);
+});
+
+test("residual encoding (W − Q and Σ of its squares in the encoding pass) on every backend, in place too", (t) => {
+  const random = mulberry32(37);
+  // Long enough for the threaded backend to split it; odd, so the last block is partial.
+  const n = (1 << 16) + 64 * 5 + 19;
+  const minuend = gaussianArray(n, random);
+  const target = gaussianArray(n, random);
+  target.fill(0, 640, 704); // an all-zero block
+  target[1000] = NaN; // gets the reference's code, so its residual is finite
+  let worst = 0;
+  for (const [kind, bits] of [["nf", 4], ["nf", 2], ["nf", 8], ["bnb-nf4", 4]] as const) {
+    const quantizer = createQuantizer({ kind, bits });
+    const q = new Float32Array(n);
+    const expected = quantizer.encode(target, 1, n, q, tsBackend);
+    const residual = Float32Array.from(minuend, (w, i) => Math.fround(w - q[i]!));
+    let expectedSum = 0;
+    for (const r of residual) expectedSum += r * r;
+    for (const backend of backends) {
+      for (const inPlace of [false, true]) {
+        const values = backend.allocate(n, false);
+        values.set(target);
+        const weight = backend.allocate(n, false);
+        weight.set(minuend);
+        const out = inPlace ? values : backend.allocate(n, false);
+        const { encoded, residualSquared } = quantizer.encodeResidual(values, 1, n, weight, out, backend);
+        const label = `${kind}${bits} on ${backend.name}${inPlace ? " in place" : ""}`;
+        assert.deepEqual(encoded.codes, expected.codes, `${label}: codes`);
+        assert.deepEqual(encoded.scales, expected.scales, `${label}: absmax`);
+        assert.deepEqual(out, residual, `${label}: residual`);
+        assert.ok(Math.abs(residualSquared - expectedSum) <= 1e-12 * expectedSum, `${label}: Σr² ${residualSquared} vs ${expectedSum}`);
+        worst = Math.max(worst, Math.abs(residualSquared - expectedSum) / expectedSum);
+        for (const array of new Set([values, weight, out])) backend.release(array);
+      }
+    }
+  }
+  assert.throws(() => createQuantizer().encodeResidual(target, 1, n, minuend, minuend), /cannot overwrite its minuend/);
+  t.diagnostic(`residuals bit-identical on ${backends.map((b) => b.name).join(", ")}; max relative Δ of Σr² ${worst.toExponential(1)}`);
 });
 
 test("sumOfSquares: float64 sum of squares on every backend, split across threads, non-finite on NaN/Inf", () => {

@@ -1,6 +1,6 @@
 import type { GemmCall, KernelBackend } from "./backend.js";
 import { checkGemm } from "./check-gemm.js";
-import { quantizeBlocks } from "./codebook.js";
+import { checkDecodeCall, checkResidualCall, dequantizeBlocks, quantizeBlocks } from "./codebook.js";
 
 /**
  * The reference backend: plain TypeScript, float64 accumulation, no tricks. Every other backend is
@@ -10,7 +10,22 @@ export const tsBackend: KernelBackend = {
   name: "ts",
   allocate: (length) => new Float32Array(length),
   release: () => {},
-  encodeCodebook: ({ values, spec, codes, absmax, dequantized }) => quantizeBlocks(values, spec, codes, absmax, dequantized),
+  encodeCodebook({ values, spec, codes, absmax, dequantized, residualOf }) {
+    checkResidualCall(values.length, dequantized, residualOf);
+    quantizeBlocks(values, spec, codes, absmax, dequantized);
+    if (!residualOf) return 0;
+    let sum = 0;
+    for (let i = 0; i < values.length; i++) {
+      const d = Math.fround(residualOf[i]! - dequantized![i]!);
+      dequantized![i] = d;
+      sum += d * d;
+    }
+    return sum;
+  },
+  decodeCodebook(call) {
+    checkDecodeCall(call);
+    dequantizeBlocks(call.codes, call.absmax, call.table, call.blockSize, call.out);
+  },
   subtract(a, b, out) {
     let sum = 0;
     for (let i = 0; i < a.length; i++) {

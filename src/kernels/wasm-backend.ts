@@ -1,7 +1,7 @@
 import { BackendUnavailableError, ShapeError } from "../errors.js";
-import type { CodebookCall, GemmCall, KernelBackend } from "./backend.js";
+import type { CodebookCall, DecodeCall, GemmCall, KernelBackend } from "./backend.js";
 import { checkGemm } from "./check-gemm.js";
-import type { CodebookSpec } from "./codebook.js";
+import { checkDecodeCall, checkResidualCall, type CodebookSpec } from "./codebook.js";
 import { KERNELS_WASM_BASE64 } from "./simd-kernels-bytes.js";
 
 /**
@@ -26,8 +26,9 @@ export interface KernelExports {
     values: number, n: number, blockSize: number,
     table: number, below: number, inside: number,
     thresholds: number, thresholdCount: number,
-    peft: number, zeroCode: number, codes: number, absmax: number, deq: number,
-  ): void;
+    peft: number, zeroCode: number, codes: number, absmax: number, deq: number, minuend: number,
+  ): number;
+  decodeCodebook(codes: number, n: number, blockSize: number, table: number, absmax: number, out: number): void;
   subtract(a: number, b: number, out: number, n: number): number;
   /** Benchmark probe: 96·iterations flops in registers only (see bench/gemm-throughput.ts). */
   simdCeiling(iterations: number): number;
@@ -56,20 +57,28 @@ export interface EncodeArgs {
   /** thresholdCount = 0 selects the scalar path (tables of more than MAX_VECTOR_CODES codes). */
   thresholds: number; thresholdCount: number;
   peft: number; zeroCode: number; codes: number; absmax: number; deq: number;
+  /** 0, or where the residual's minuend is (deq then receives minuend − Q). */
+  minuend: number;
 }
 
 /** Tables up to this many codes are encoded four values per step by SIMD threshold counting. */
 export const MAX_VECTOR_CODES = 16;
+
+/** Pointer-level arguments of one codebook decoding. */
+export interface DecodeArgs {
+  codes: number; n: number; blockSize: number; table: number; absmax: number; out: number;
+}
 
 /** Pointer-level arguments of one subtraction (out = 0: sum only; b = 0: b is all zeros, Σa²). */
 export interface SubtractArgs {
   a: number; b: number; out: number; n: number;
 }
 
-/** One kernel invocation on resolved pointers; `subtract` jobs return their sum of squares. */
+/** One kernel invocation on resolved pointers; `subtract` and residual `encode` jobs return their sum of squares. */
 export type KernelJob =
   | { kind: "gemm"; args: GemmArgs }
   | { kind: "encode"; args: EncodeArgs }
+  | { kind: "decode"; args: DecodeArgs }
   | { kind: "subtract"; args: SubtractArgs };
 
 export interface WasmBackend extends KernelBackend {
@@ -89,7 +98,11 @@ export function runKernelJob(kernel: KernelExports, job: KernelJob): number {
     }
     case "encode": {
       const e = job.args;
-      kernel.encodeCodebook(e.values, e.n, e.blockSize, e.table, e.below, e.inside, e.thresholds, e.thresholdCount, e.peft, e.zeroCode, e.codes, e.absmax, e.deq);
+      return kernel.encodeCodebook(e.values, e.n, e.blockSize, e.table, e.below, e.inside, e.thresholds, e.thresholdCount, e.peft, e.zeroCode, e.codes, e.absmax, e.deq, e.minuend);
+    }
+    case "decode": {
+      const d = job.args;
+      kernel.decodeCodebook(d.codes, d.n, d.blockSize, d.table, d.absmax, d.out);
       return 0;
     }
     case "subtract":
@@ -168,12 +181,13 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
     allocate: (length, zeroed) => heap.allocate(length, zeroed),
     release: (array) => heap.release(array),
     runJob: (job) => runKernelJob(kernel, job),
-    encodeCodebook({ values, spec, codes, absmax, dequantized }: CodebookCall) {
+    encodeCodebook({ values, spec, codes, absmax, dequantized, residualOf }: CodebookCall) {
       const n = values.length;
       const blocks = Math.ceil(n / spec.blockSize);
       if (codes.length < n || absmax.length < blocks || (dequantized && dequantized.length < n)) {
         throw new ShapeError(`encodeCodebook: outputs too short for ${n} values`);
       }
+      checkResidualCall(n, dequantized, residualOf);
       const scratch: Float32Array[] = [];
       try {
         const input = stage(scratch, values, n, true);
@@ -183,9 +197,11 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
         if (codeFloats) scratch.push(codeFloats);
         const absmaxOut = heap.allocate(blocks);
         scratch.push(absmaxOut);
-        const deq = dequantized ? stage(scratch, dequantized, n, false) : undefined;
+        // In place (dequantized = values) stays in place: the staged input is the output too.
+        const deq = dequantized === values ? input : dequantized ? stage(scratch, dequantized, n, false) : undefined;
+        const minuend = residualOf === values ? input : residualOf ? stage(scratch, residualOf, n, true) : undefined;
         const pointers = pointersOf(spec);
-        backend.runJob({
+        const residualSquared = backend.runJob({
           kind: "encode",
           args: {
           values: input.byteOffset, n, blockSize: spec.blockSize,
@@ -193,11 +209,40 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
           thresholds: pointers.thresholds, thresholdCount: spec.table.length <= MAX_VECTOR_CODES ? spec.lookup.thresholds.length : 0,
           peft: spec.selection === "peft" ? 1 : 0, zeroCode: spec.zeroBlockCode,
           codes: codeFloats ? codeFloats.byteOffset : codes.byteOffset, absmax: absmaxOut.byteOffset, deq: deq ? deq.byteOffset : 0,
+          minuend: minuend ? minuend.byteOffset : 0,
           },
         });
         if (codeFloats) codes.set(new Uint8Array(codeFloats.buffer, codeFloats.byteOffset, n));
         absmax.set(absmaxOut.subarray(0, blocks));
         if (dequantized && deq !== dequantized) dequantized.set(deq!.subarray(0, n));
+        return residualSquared;
+      } finally {
+        for (const array of scratch) heap.release(array);
+      }
+    },
+    decodeCodebook(call: DecodeCall) {
+      checkDecodeCall(call);
+      const n = call.codes.length;
+      const scratch: Float32Array[] = [];
+      try {
+        const codes = heap.owns(call.codes) ? call.codes : undefined;
+        let codesAt = codes?.byteOffset;
+        if (codesAt === undefined) {
+          const local = heap.allocate(Math.ceil(n / 4), false);
+          scratch.push(local);
+          new Uint8Array(local.buffer, local.byteOffset, n).set(call.codes);
+          codesAt = local.byteOffset;
+        }
+        const blocks = Math.ceil(n / call.blockSize);
+        const out = stage(scratch, call.out, n, false);
+        backend.runJob({
+          kind: "decode",
+          args: {
+            codes: codesAt, n, blockSize: call.blockSize, table: stage(scratch, call.table, call.table.length, true).byteOffset,
+            absmax: stage(scratch, call.absmax, blocks, true).byteOffset, out: out.byteOffset,
+          },
+        });
+        if (out !== call.out) call.out.set(out.subarray(0, n));
       } finally {
         for (const array of scratch) heap.release(array);
       }

@@ -58,9 +58,10 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   const { rank, quantizer, backend, adapterDivisor } = settings;
   const started = Date.now();
 
-  // Working set, all in backend memory so no kernel copies: W, two Q buffers (current and best,
-  // swapped rather than copied) and one buffer holding W − Q for the SVD, then W − B·A, the next
-  // quantization target.
+  // Working set, all in backend memory so no kernel copies: W and one buffer holding W − B·A (the
+  // quantization target), overwritten in place by W − Q for the SVD. Q itself is never held: the
+  // quantizer writes W − Q straight from the codes, and the returned Q is decoded from the chosen
+  // iterate's codes at the end (two float32 matrices fewer than keeping current and best Q).
   // (Each is overwritten whole before it is read, so none needs clearing.)
   const weightCopy = backend.allocate(m * n, false);
   weightCopy.set(w);
@@ -72,12 +73,10 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
     assertFinite(weight, settings.name);
   }
   const weightNorm = Math.sqrt(weightSquared) || 1;
-  let current = backend.allocate(m * n, false);
   const swapsBest = settings.iterations > 1 && settings.keepBest;
-  let best = swapsBest ? backend.allocate(m * n, false) : current;
   const residual = backend.allocate(m * n, false);
-  // Codes (one byte per weight) live in backend memory too, current and best swapped like Q:
-  // the kernel writes them in place and only the returned iterate's are copied out, once.
+  // Codes (one byte per weight) live in backend memory too, current and best swapped rather than
+  // copied: the kernel writes them in place and only the returned iterate's are copied out, once.
   const codeStorage = [backend.allocate(Math.ceil((m * n) / 4), false)];
   if (swapsBest) codeStorage.push(backend.allocate(Math.ceil((m * n) / 4), false));
   const bytesOf = (storage: Float32Array) => new Uint8Array(storage.buffer, storage.byteOffset, m * n);
@@ -90,8 +89,7 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   try {
     for (let t = 1; t <= settings.iterations; t++) {
       const target = t === 1 ? weightCopy : residual;
-      const encoded = quantizer.encode(target, m, n, current, backend, currentCodes);
-      const quantSquared = backend.subtract(weightCopy, current, residual);
+      const { encoded, residualSquared: quantSquared } = quantizer.encodeResidual(target, m, n, weightCopy, residual, backend, currentCodes);
       const quantError = Math.sqrt(quantSquared) / weightNorm;
       const svd = truncatedSvd(
         { rows: m, cols: n, data: residual },
@@ -121,19 +119,18 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
       settings.onIteration?.({ iteration: t, iterations: settings.iterations, quantError, error, elapsedMs: Date.now() - started });
       if (!chosen || !settings.keepBest || error < chosen.error) {
         chosen = { encoded, a, b, iteration: t, error };
-        if (best !== current) {
-          [best, current] = [current, best];
-          [bestCodes, currentCodes] = [currentCodes, bestCodes];
-        }
+        if (bestCodes !== currentCodes) [bestCodes, currentCodes] = [currentCodes, bestCodes];
       }
     }
-    // The chosen codes leave backend memory before it is released.
+    // Q of the chosen iterate, decoded on the backend into the (now free) residual buffer and copied
+    // out with one bulk set(): element-wise reads of shared memory are slower. Its codes leave
+    // backend memory the same way before it is released.
+    quantizer.decode(chosen!.encoded, m, n, residual, backend);
+    dequantized = settings.output ?? new Float32Array(m * n);
+    dequantized.set(residual);
     chosen!.encoded = { ...chosen!.encoded, codes: chosen!.encoded.codes.slice() };
-    // set() rather than the copy constructor: element-wise reads of shared memory are slower.
-    dequantized = settings.output ?? new Float32Array(best.length);
-    dequantized.set(best);
   } finally {
-    for (const buffer of new Set([weightCopy, current, best, residual, ...codeStorage])) backend.release(buffer);
+    for (const buffer of [weightCopy, residual, ...codeStorage]) backend.release(buffer);
   }
   const result = chosen!;
   if (adapterDivisor !== 1) {

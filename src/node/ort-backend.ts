@@ -144,6 +144,7 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
     allocate: (length, zeroed) => base.allocate(length, zeroed),
     release: (array) => base.release(array),
     encodeCodebook: (call) => base.encodeCodebook(call),
+    decodeCodebook: (call) => base.decodeCodebook(call),
     subtract: (a, b, out) => base.subtract(a, b, out),
     sumOfSquares: (a) => base.sumOfSquares(a),
     withReadOnly<T>(array: Float32Array, body: () => T): T {

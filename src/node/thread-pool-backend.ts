@@ -87,7 +87,14 @@ function splitJob(job: KernelJob, parts: number): KernelJob[] {
       const e = job.args;
       return ranges(e.n, e.blockSize).map(([start, size]) => ({
         kind: "encode" as const,
-        args: { ...e, values: e.values + 4 * start, n: size, codes: e.codes + start, absmax: e.absmax + (4 * start) / e.blockSize, deq: e.deq === 0 ? 0 : e.deq + 4 * start },
+        args: { ...e, values: e.values + 4 * start, n: size, codes: e.codes + start, absmax: e.absmax + (4 * start) / e.blockSize, deq: e.deq === 0 ? 0 : e.deq + 4 * start, minuend: e.minuend === 0 ? 0 : e.minuend + 4 * start },
+      }));
+    }
+    case "decode": {
+      const d = job.args;
+      return ranges(d.n, d.blockSize).map(([start, size]) => ({
+        kind: "decode" as const,
+        args: { ...d, codes: d.codes + start, n: size, absmax: d.absmax + (4 * start) / d.blockSize, out: d.out + 4 * start },
       }));
     }
     case "subtract": {

@@ -23,7 +23,10 @@ export function quantizeInt8Rows(values: Float32Array, rows: number, cols: numbe
 }
 
 export function dequantizeInt8Rows(codes: Int8Array, scales: Float32Array, cols: number, out: Float32Array): Float32Array {
-  for (let i = 0; i < codes.length; i++) out[i] = Math.fround(Math.fround(codes[i]! * scales[(i / cols) | 0]!) * INV_127);
+  for (let start = 0, row = 0; start < codes.length; start += cols, row++) {
+    const scale = scales[row]!;
+    for (let i = start; i < Math.min(start + cols, codes.length); i++) out[i] = Math.fround(codes[i]! * scale) * INV_127;
+  }
   return out;
 }
 

@@ -94,6 +94,17 @@ test("every quantizer: round trip, partial last block, byte accounting", () => {
     const fake = new Float32Array(data.length);
     quantizer.encode(data, weight.rows, weight.cols, fake);
     assert.deepEqual(fake, deq, `${quantizer.name}: encode's dequantized output equals dequantize(quantize)`);
+    const encoded = quantizer.encode(data, weight.rows, weight.cols);
+    assert.deepEqual(quantizer.decode(encoded, weight.rows, weight.cols, new Float32Array(data.length)), deq, `${quantizer.name}: decode`);
+    // The residual form, in place over a copy of the input: minuend − Q and Σ of its squares.
+    const minuend = data.map((x) => x * 1.5);
+    const residual = Float32Array.from(data);
+    const { encoded: again, residualSquared } = quantizer.encodeResidual(residual, weight.rows, weight.cols, minuend, residual);
+    assert.deepEqual(again.codes, encoded.codes, `${quantizer.name}: encodeResidual codes`);
+    const expected = minuend.map((w, i) => w - deq[i]!);
+    assert.deepEqual(residual, expected, `${quantizer.name}: encodeResidual writes minuend − Q`);
+    const expectedSum = expected.reduce((sum, r) => sum + r * r, 0);
+    assert.ok(Math.abs(residualSquared - expectedSum) <= 1e-12 * expectedSum, `${quantizer.name}: Σr² ${residualSquared} vs ${expectedSum}`);
     const relative = frobeniusDistance(deq, data) / frobeniusNorm(data);
     const bound = { 2: 0.6, 3: 0.3, 4: 0.15, 8: 0.02 }[bits]!;
     assert.ok(relative < bound, `${quantizer.name}: relative error ${relative}`);

@@ -92,6 +92,14 @@ export interface Quantizer {
    * LoftQ passes buffers in the backend's memory so the kernel writes them in place.
    */
   encode(values: Float32Array, rows: number, cols: number, dequantized?: Float32Array, backend?: KernelBackend, codes?: Uint8Array): Encoded;
+  /**
+   * `encode`, but what it writes is the residual `minuend − dequantize(quantize(values))`, into
+   * `residual` (which may be `values`, not `minuend`), and it also returns Σ residual² (float64):
+   * LoftQ's Q and W − Q without holding Q. Codebook quantizers do it in the encoding pass itself.
+   */
+  encodeResidual(values: Float32Array, rows: number, cols: number, minuend: Float32Array, residual: Float32Array, backend?: KernelBackend, codes?: Uint8Array): { encoded: Encoded; residualSquared: number };
+  /** dequantize(quantize(·)) from an encoding into `out`, bit-identical to what `encode` writes. */
+  decode(encoded: Encoded, rows: number, cols: number, out: Float32Array, backend?: KernelBackend): Float32Array;
   /** Packs an encoding into the storage format. */
   pack(encoded: Encoded, rows: number, cols: number): QuantizedMatrix;
 }
@@ -134,7 +142,9 @@ export function createQuantizer(options: QuantizerOptions = {}): Quantizer {
     // bnb pads an odd trailing nibble with the code of 0.0.
     padCode: isBnb ? table.indexOf(0) : 0,
     encodeBlocks: (values, codes, absmax, dequantized, backend) =>
-      (backend ?? getBackend()).encodeCodebook({ values, spec, codes, absmax, ...(dequantized ? { dequantized } : {}) }),
+      void (backend ?? getBackend()).encodeCodebook({ values, spec, codes, absmax, ...(dequantized ? { dequantized } : {}) }),
+    encodeResidualBlocks: (values, codes, absmax, minuend, residual, backend) =>
+      (backend ?? getBackend()).encodeCodebook({ values, spec, codes, absmax, dequantized: residual, residualOf: minuend }),
   });
 }
 
@@ -148,6 +158,8 @@ interface BlockQuantizerParts {
   padCode: number;
   useDoubleQuant: boolean;
   encodeBlocks(values: Float32Array, codes: Uint8Array, absmax: Float32Array, dequantized: Float32Array | undefined, backend: KernelBackend | undefined): void;
+  /** The fused residual form (codebook kernels); without it, encodeBlocks then a subtraction. */
+  encodeResidualBlocks?(values: Float32Array, codes: Uint8Array, absmax: Float32Array, minuend: Float32Array, residual: Float32Array, backend: KernelBackend | undefined): number;
 }
 
 function blockQuantizer(parts: BlockQuantizerParts): Quantizer {
@@ -170,6 +182,19 @@ function blockQuantizer(parts: BlockQuantizerParts): Quantizer {
       const scales = doubleDequantize(doubleQuant);
       if (dequantized) dequantizeBlocks(codes, scales, table, blockSize, dequantized);
       return { codes, scales, doubleQuant };
+    },
+    encodeResidual(values, rows, cols, minuend, residual, backend, codesOut) {
+      checkResidual(values.length, minuend, residual);
+      if (useDoubleQuant || !parts.encodeResidualBlocks) return residualBySubtraction(quantizer, values, rows, cols, minuend, residual, backend, codesOut);
+      if (codesOut && codesOut.length < values.length) throw new ShapeError(`encode: ${codesOut.length} code bytes for ${values.length} values`);
+      const codes = codesOut ? codesOut.subarray(0, values.length) : new Uint8Array(values.length);
+      const absmax = new Float32Array(Math.ceil(values.length / blockSize));
+      const residualSquared = parts.encodeResidualBlocks(values, codes, absmax, minuend, residual, backend);
+      return { encoded: { codes, scales: absmax }, residualSquared };
+    },
+    decode(encoded, _rows, _cols, out, backend) {
+      (backend ?? getBackend()).decodeCodebook({ codes: encoded.codes, absmax: encoded.scales, table, blockSize, out });
+      return out;
     },
     pack(encoded, rows, cols) {
       return finish({ kind, bits, rows, cols }, blockSize, bitOrder, packCodes(encoded.codes, bits, bitOrder, padCode), encoded.scales, table, encoded.doubleQuant);
@@ -197,6 +222,11 @@ function int8Quantizer(): Quantizer {
       quantizeInt8Rows(values, rows, cols, codes, scales, dequantized);
       return { codes: new Uint8Array(codes.buffer), scales };
     },
+    encodeResidual(values, rows, cols, minuend, residual, backend) {
+      checkResidual(values.length, minuend, residual);
+      return residualBySubtraction(quantizer, values, rows, cols, minuend, residual, backend);
+    },
+    decode: (encoded, _rows, cols, out) => dequantizeInt8Rows(new Int8Array(encoded.codes.buffer, encoded.codes.byteOffset, encoded.codes.length), encoded.scales, cols, out),
     pack: (encoded, rows, cols) => finish({ kind: "int8", bits: 8, rows, cols }, cols, "lsb-first", encoded.codes, encoded.scales, new Float32Array(0)),
     quantize: (weight) => quantizer.pack(quantizer.encode(weight.data, weight.rows, weight.cols), weight.rows, weight.cols),
     dequantize(q, out) {
@@ -206,6 +236,20 @@ function int8Quantizer(): Quantizer {
     },
   };
   return quantizer;
+}
+
+function checkResidual(n: number, minuend: Float32Array, residual: Float32Array): void {
+  if (minuend.length !== n || residual.length !== n) throw new ShapeError(`encodeResidual: ${n} values, ${minuend.length} in the minuend, ${residual.length} in the residual`);
+  if (minuend === residual) throw new ShapeError("encodeResidual: the residual cannot overwrite its minuend");
+}
+
+/** encodeResidual for quantizers without a fused kernel: Q into `residual`, then minuend − Q in place. */
+function residualBySubtraction(
+  quantizer: Quantizer, values: Float32Array, rows: number, cols: number, minuend: Float32Array, residual: Float32Array,
+  backend: KernelBackend | undefined, codes?: Uint8Array,
+): { encoded: Encoded; residualSquared: number } {
+  const encoded = quantizer.encode(values, rows, cols, residual, backend, codes);
+  return { encoded, residualSquared: (backend ?? getBackend()).subtract(minuend, residual, residual) };
 }
 
 function finish(
