@@ -323,6 +323,40 @@ export function decodeCodebook(codes: usize, n: i32, blockSize: i32, table: usiz
 }
 
 // ---------------------------------------------------------------------------------------------
+// Transpose: out (cols×rows, contiguous) = the rows×cols block at a (row stride lda)ᵀ, 4×4 tiles
+// transposed in registers. A caller copying a large matrix out transposed takes it in column strips
+// whose transposes are contiguous rows of the result (see src/node/ort-backend.ts).
+
+export function transpose(a: usize, rows: i32, cols: i32, lda: i32, out: usize): void {
+  const rowBytes = (<usize>lda) << 2;
+  const outRow = (<usize>rows) << 2;
+  let i: i32 = 0;
+  for (; i + 4 <= rows; i += 4) {
+    const source = a + (<usize>i) * rowBytes;
+    const target = out + ((<usize>i) << 2);
+    let j: i32 = 0;
+    for (; j + 4 <= cols; j += 4) {
+      const at = source + ((<usize>j) << 2);
+      const x0 = v128.load(at); const x1 = v128.load(at + rowBytes);
+      const x2 = v128.load(at + 2 * rowBytes); const x3 = v128.load(at + 3 * rowBytes);
+      const t0 = v128.shuffle<f32>(x0, x1, 0, 4, 1, 5); const t1 = v128.shuffle<f32>(x0, x1, 2, 6, 3, 7);
+      const t2 = v128.shuffle<f32>(x2, x3, 0, 4, 1, 5); const t3 = v128.shuffle<f32>(x2, x3, 2, 6, 3, 7);
+      const d = target + (<usize>j) * outRow;
+      v128.store(d, v128.shuffle<f32>(t0, t2, 0, 1, 4, 5));
+      v128.store(d + outRow, v128.shuffle<f32>(t0, t2, 2, 3, 6, 7));
+      v128.store(d + 2 * outRow, v128.shuffle<f32>(t1, t3, 0, 1, 4, 5));
+      v128.store(d + 3 * outRow, v128.shuffle<f32>(t1, t3, 2, 3, 6, 7));
+    }
+    for (; j < cols; j++) {
+      for (let r: i32 = 0; r < 4; r++) store<f32>(target + (<usize>j) * outRow + ((<usize>r) << 2), load<f32>(source + (<usize>r) * rowBytes + ((<usize>j) << 2)));
+    }
+  }
+  for (; i < rows; i++) {
+    for (let j: i32 = 0; j < cols; j++) store<f32>(out + (<usize>j) * outRow + ((<usize>i) << 2), load<f32>(a + (<usize>i) * rowBytes + ((<usize>j) << 2)));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Element-wise pass of the LoftQ loop, the sum of squares accumulated in f64.
 
 /**

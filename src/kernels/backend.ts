@@ -54,6 +54,22 @@ export interface DecodeCall {
   out: Float32Array;
 }
 
+/** out (cols×rows, contiguous) = Aᵀ for the rows×cols matrix A stored at `a` with row stride `lda`. */
+export interface TransposeCall {
+  a: Float32Array;
+  rows: number;
+  cols: number;
+  /** Row stride of A (≥ cols): a column strip of a wider matrix is `a.subarray(j0)` with its width. */
+  lda: number;
+  out: Float32Array;
+}
+
+/** What a read-only scope will do with its array, so a backend can prepare for it. */
+export interface ReadOnlyUsage {
+  /** How many products will read the array transposed (transA). */
+  transposedProducts?: number;
+}
+
 export interface KernelBackend {
   /** Short stable name: "ts", "wasm", "wasm-threads", ... */
   readonly name: string;
@@ -70,6 +86,7 @@ export interface KernelBackend {
   /** Returns Σ residual² when `residualOf` is given, else 0. */
   encodeCodebook(call: CodebookCall): number;
   decodeCodebook(call: DecodeCall): void;
+  transpose(call: TransposeCall): void;
   /** out[i] = a[i] − b[i] when `out` is given; returns Σ(a[i] − b[i])², accumulated in float64. */
   subtract(a: Float32Array, b: Float32Array, out?: Float32Array): number;
   /** Σ a[i]², accumulated in float64; NaN or ±Inf anywhere makes it non-finite. */
@@ -79,5 +96,5 @@ export interface KernelBackend {
    * every pass of a truncated SVD reads). Backends that must copy operands into their own memory
    * (ort) copy it once for the whole scope instead of once per product.
    */
-  withReadOnly?<T>(array: Float32Array, body: () => T): T;
+  withReadOnly?<T>(array: Float32Array, body: () => T, usage?: ReadOnlyUsage): T;
 }

@@ -1,5 +1,16 @@
 import { ShapeError } from "../errors.js";
-import type { GemmCall } from "./backend.js";
+import type { GemmCall, TransposeCall } from "./backend.js";
+
+/** Validates a transpose call's sizes. */
+export function checkTranspose({ a, rows, cols, lda, out }: TransposeCall): void {
+  for (const [name, v] of [["rows", rows], ["cols", cols], ["lda", lda]] as const) {
+    if (!Number.isInteger(v) || v < 0) throw new ShapeError(`transpose: ${name} must be a non-negative integer, got ${v}`);
+  }
+  if (lda < cols) throw new ShapeError(`transpose: row stride ${lda} is below the width ${cols}`);
+  const needed = rows === 0 || cols === 0 ? 0 : (rows - 1) * lda + cols;
+  if (a.length < needed) throw new ShapeError(`transpose: A needs ${needed} values, has ${a.length}`);
+  if (out.length < rows * cols) throw new ShapeError(`transpose: out needs ${rows * cols} values, has ${out.length}`);
+}
 
 /** Validates the sizes of a gemm call; shared by every backend so they fail identically. */
 export function checkGemm({ m, n, k, a, b, c, cIn }: GemmCall): void {

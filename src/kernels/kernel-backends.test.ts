@@ -4,7 +4,7 @@ import type { KernelBackend } from "./backend.js";
 import { tsBackend } from "./ts-backend.js";
 import { createWasmBackend, wasmSimdSupported } from "./wasm-backend.js";
 import { createThreadedBackend } from "../node/thread-pool-backend.js";
-import { createOrtBackend, ortInstalled } from "../node/ort-backend.js";
+import { createOrtBackend, ortInstalled, TRANSPOSE_STRIP_FLOATS, TRANSPOSED_COPY_MIN_PRODUCTS } from "../node/ort-backend.js";
 import { gaussianArray, mulberry32 } from "../linalg/random.js";
 import { createQuantizer } from "../quant/quantizer.js";
 import { midpoints, normalFloatTable } from "../quant/tables.js";
@@ -69,6 +69,15 @@ test("ort: products inside withReadOnly read one copy of the operand; after the 
   });
   a[0] = 100; // outside the scope the backend must not serve a stale copy
   assert.ok(maxDiff(product(ort!, false), product(tsBackend, false)) < 1e-3);
+  // Announcing enough transposed products gets A a private transposed copy (made in two column strips
+  // here, 700 columns of 600 rows): the same products, and nothing stale after the scope either.
+  assert.ok(TRANSPOSE_STRIP_FLOATS / m < k, "the copy takes more than one strip");
+  for (const value of [1, -3]) {
+    a[1] = value;
+    ort!.withReadOnly!(a, () => {
+      for (const transA of [true, false, true]) assert.ok(maxDiff(product(ort!, transA), product(tsBackend, transA)) < 1e-3);
+    }, { transposedProducts: TRANSPOSED_COPY_MIN_PRODUCTS });
+  }
   threaded!.release(a);
 });
 
@@ -184,6 +193,32 @@ test("residual encoding (W − Q and Σ of its squares in the encoding pass) on 
   }
   assert.throws(() => createQuantizer().encodeResidual(target, 1, n, minuend, minuend), /cannot overwrite its minuend/);
   t.diagnostic(`residuals bit-identical on ${backends.map((b) => b.name).join(", ")}; max relative Δ of Σr² ${worst.toExponential(1)}`);
+});
+
+test("transpose of a strided block (a column strip of a wider matrix) on every backend", (t) => {
+  const random = mulberry32(41);
+  // Odd sizes for the scalar edges, one large enough for the threaded backend to split.
+  for (const [rows, cols, lda, offset] of [[1, 1, 1, 0], [5, 3, 7, 2], [33, 18, 40, 5], [1000, 70, 300, 101], [0, 4, 4, 0]] as const) {
+    const a = gaussianArray(rows * lda + offset, random);
+    const expected = new Float32Array(rows * cols);
+    tsBackend.transpose({ a: a.subarray(offset), rows, cols, lda, out: expected });
+    for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) assert.equal(expected[j * rows + i], a[offset + i * lda + j]);
+    for (const backend of backends.slice(1)) {
+      const out = new Float32Array(rows * cols).fill(NaN);
+      backend.transpose({ a: a.subarray(offset), rows, cols, lda, out });
+      assert.deepEqual(out, expected, `${rows}×${cols} (lda ${lda}) on ${backend.name}`);
+      // In backend memory too (no staging copies), as the ort backend calls it.
+      const inside = backend.allocate(a.length, false);
+      inside.set(a);
+      const outInside = backend.allocate(rows * cols);
+      backend.transpose({ a: inside.subarray(offset), rows, cols, lda, out: outInside });
+      assert.deepEqual(outInside, expected, `${rows}×${cols} in backend memory on ${backend.name}`);
+      backend.release(inside);
+      backend.release(outInside);
+    }
+  }
+  assert.throws(() => tsBackend.transpose({ a: new Float32Array(10), rows: 3, cols: 4, lda: 3, out: new Float32Array(12) }), /row stride/);
+  t.diagnostic(`exact on ${backends.map((b) => b.name).join(", ")}`);
 });
 
 test("sumOfSquares: float64 sum of squares on every backend, split across threads, non-finite on NaN/Inf", () => {

@@ -1,5 +1,5 @@
 import type { GemmCall, KernelBackend } from "./backend.js";
-import { checkGemm } from "./check-gemm.js";
+import { checkGemm, checkTranspose } from "./check-gemm.js";
 import { checkDecodeCall, checkResidualCall, dequantizeBlocks, quantizeBlocks } from "./codebook.js";
 
 /**
@@ -25,6 +25,11 @@ export const tsBackend: KernelBackend = {
   decodeCodebook(call) {
     checkDecodeCall(call);
     dequantizeBlocks(call.codes, call.absmax, call.table, call.blockSize, call.out);
+  },
+  transpose(call) {
+    checkTranspose(call);
+    const { a, rows, cols, lda, out } = call;
+    for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = a[i * lda + j]!;
   },
   subtract(a, b, out) {
     let sum = 0;

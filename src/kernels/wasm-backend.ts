@@ -1,6 +1,6 @@
 import { BackendUnavailableError, ShapeError } from "../errors.js";
-import type { CodebookCall, DecodeCall, GemmCall, KernelBackend } from "./backend.js";
-import { checkGemm } from "./check-gemm.js";
+import type { CodebookCall, DecodeCall, GemmCall, KernelBackend, TransposeCall } from "./backend.js";
+import { checkGemm, checkTranspose } from "./check-gemm.js";
 import { checkDecodeCall, checkResidualCall, type CodebookSpec } from "./codebook.js";
 import { KERNELS_WASM_BASE64 } from "./simd-kernels-bytes.js";
 
@@ -29,6 +29,7 @@ export interface KernelExports {
     peft: number, zeroCode: number, codes: number, absmax: number, deq: number, minuend: number,
   ): number;
   decodeCodebook(codes: number, n: number, blockSize: number, table: number, absmax: number, out: number): void;
+  transpose(a: number, rows: number, cols: number, lda: number, out: number): void;
   subtract(a: number, b: number, out: number, n: number): number;
   /** Benchmark probe: 96·iterations flops in registers only (see bench/gemm-throughput.ts). */
   simdCeiling(iterations: number): number;
@@ -69,6 +70,11 @@ export interface DecodeArgs {
   codes: number; n: number; blockSize: number; table: number; absmax: number; out: number;
 }
 
+/** Pointer-level arguments of one transpose (out is cols×rows). */
+export interface TransposeArgs {
+  a: number; rows: number; cols: number; lda: number; out: number;
+}
+
 /** Pointer-level arguments of one subtraction (out = 0: sum only; b = 0: b is all zeros, Σa²). */
 export interface SubtractArgs {
   a: number; b: number; out: number; n: number;
@@ -79,6 +85,7 @@ export type KernelJob =
   | { kind: "gemm"; args: GemmArgs }
   | { kind: "encode"; args: EncodeArgs }
   | { kind: "decode"; args: DecodeArgs }
+  | { kind: "transpose"; args: TransposeArgs }
   | { kind: "subtract"; args: SubtractArgs };
 
 export interface WasmBackend extends KernelBackend {
@@ -103,6 +110,11 @@ export function runKernelJob(kernel: KernelExports, job: KernelJob): number {
     case "decode": {
       const d = job.args;
       kernel.decodeCodebook(d.codes, d.n, d.blockSize, d.table, d.absmax, d.out);
+      return 0;
+    }
+    case "transpose": {
+      const t = job.args;
+      kernel.transpose(t.a, t.rows, t.cols, t.lda, t.out);
       return 0;
     }
     case "subtract":
@@ -243,6 +255,20 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
           },
         });
         if (out !== call.out) call.out.set(out.subarray(0, n));
+      } finally {
+        for (const array of scratch) heap.release(array);
+      }
+    },
+    transpose(call: TransposeCall) {
+      checkTranspose(call);
+      const { rows, cols, lda } = call;
+      if (rows === 0 || cols === 0) return;
+      const scratch: Float32Array[] = [];
+      try {
+        const a = stage(scratch, call.a, (rows - 1) * lda + cols, true);
+        const out = stage(scratch, call.out, rows * cols, false);
+        backend.runJob({ kind: "transpose", args: { a: a.byteOffset, rows, cols, lda, out: out.byteOffset } });
+        if (out !== call.out) call.out.set(out.subarray(0, rows * cols));
       } finally {
         for (const array of scratch) heap.release(array);
       }

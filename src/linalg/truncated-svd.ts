@@ -141,7 +141,7 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
   };
   try {
     // Every pass reads M and nothing writes it: backends that copy operands may copy it once.
-    return backend.withReadOnly ? backend.withReadOnly(data, run) : run();
+    return backend.withReadOnly ? backend.withReadOnly(data, run, { transposedProducts: blocks }) : run();
   } finally {
     for (const buffer of [omega, ...basis, ...projected]) backend.release(buffer);
   }

@@ -3,7 +3,7 @@ import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { BackendUnavailableError } from "../errors.js";
-import type { GemmCall, KernelBackend } from "../kernels/backend.js";
+import type { GemmCall, KernelBackend, ReadOnlyUsage } from "../kernels/backend.js";
 import { checkGemm } from "../kernels/check-gemm.js";
 import { matmulModel } from "./onnx-matmul-model.js";
 
@@ -22,7 +22,8 @@ import { matmulModel } from "./onnx-matmul-model.js";
  *   `withReadOnly` scope instead of once per product.
  *
  * MatMul has no transposes: Aᵀ·B with A the large operand runs as (Bᵀ·A)ᵀ with only the thin
- * operand and the thin result transposed; alpha and beta are applied on the way out.
+ * operand and the thin result transposed, or, in a read-only scope that announced enough transposed
+ * products, as MatMul on a private copy of Aᵀ made once; alpha and beta are applied on the way out.
  */
 export const ORT_MIN_FLOPS = 1 << 24;
 /** Below this inner dimension MatMul is slower than the WebAssembly kernel (e.g. W − B·A at r = 16). */
@@ -34,6 +35,18 @@ export const ORT_MIN_INNER = 128;
  */
 export const ORT_MIN_OUTER = 256;
 export const ORT_SUPPORTED_MAJOR = 1;
+/**
+ * Transposed products (Aᵀ·B) a read-only scope must announce before its operand gets a private
+ * transposed copy. MatMul has no transA, and (Bᵀ·A)ᵀ makes MLAS re-pack all of A for each product:
+ * on 4096² it takes ~20 ms at 16 columns and ~35 ms at 64, against ~8 and ~28 ms for MatMul on an
+ * explicit Aᵀ, while making the copy takes ~45 ms: worth it for a first SVD's six products (4096²
+ * r = 16: 191 → 128–148 ms for its twelve; 11008×4096: 555 → 376–407 ms), not for a warm one's two.
+ */
+export const TRANSPOSED_COPY_MIN_PRODUCTS = 5;
+/** Floats per column strip of a transposed copy (1 MiB: the strip stays in cache until copied out). */
+export const TRANSPOSE_STRIP_FLOATS = 1 << 18;
+/** Private buffers kept for later scopes: an operand and its transpose. */
+export const POOL_BUFFERS = 2;
 
 interface NativeTensorClass {
   new (type: "float32", data: Float32Array, dims: number[]): unknown;
@@ -115,22 +128,42 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
     );
     return y;
   };
-  // Private copies of operands the caller promised not to change (see withReadOnly). Their memory
+  // Private copies of operands the caller promised not to change (see withReadOnly): the operand
+  // as it is and, when the scope announced enough transposed products, its transpose. Their memory
   // is kept between scopes: a fresh 64 MiB array costs ~50 ms of page faults, a copy into a
-  // reused one ~10 ms. The pool holds at most the largest read-only operand seen so far.
-  const readOnly = new Map<Float32Array, Float32Array | undefined>();
+  // reused one ~15 ms. The pool holds the POOL_BUFFERS largest.
+  const readOnly = new Map<Float32Array, { copy?: Float32Array; transposed?: Float32Array; transposedProducts: number }>();
   let pool: Float32Array[] = [];
-  const ordinary = (array: Float32Array, length: number): Float32Array => {
-    if (readOnly.has(array)) {
-      let copy = readOnly.get(array);
-      if (!copy) {
-        const reused = pool.findIndex((buffer) => buffer.length >= length);
-        const storage = reused >= 0 ? pool.splice(reused, 1)[0]! : new Float32Array(length);
-        copy = storage.subarray(0, length);
-        copy.set(array.subarray(0, length));
-        readOnly.set(array, copy);
+  const takeBuffer = (length: number): Float32Array => {
+    const reused = pool.findIndex((buffer) => buffer.length >= length);
+    return (reused >= 0 ? pool.splice(reused, 1)[0]! : new Float32Array(length)).subarray(0, length);
+  };
+  /** Aᵀ (cols×rows) in ordinary memory for A (rows×cols) in the base backend's memory. */
+  const transposedCopy = (shared: Float32Array, rows: number, cols: number): Float32Array => {
+    // Column strips of A transpose (on every thread) into contiguous rows of Aᵀ in a small scratch,
+    // each then copied out with one set().
+    const width = Math.min(cols, Math.max(4, Math.floor(TRANSPOSE_STRIP_FLOATS / rows / 4) * 4));
+    const out = takeBuffer(rows * cols);
+    const strip = base.allocate(width * rows, false);
+    try {
+      for (let j0 = 0; j0 < cols; j0 += width) {
+        const w = Math.min(width, cols - j0);
+        base.transpose({ a: shared.subarray(j0), rows, cols: w, lda: cols, out: strip });
+        out.set(strip.subarray(0, w * rows), j0 * rows);
       }
-      return copy;
+    } finally {
+      base.release(strip);
+    }
+    return out;
+  };
+  const ordinary = (array: Float32Array, length: number): Float32Array => {
+    const scope = readOnly.get(array);
+    if (scope) {
+      if (!scope.copy) {
+        scope.copy = takeBuffer(length);
+        scope.copy.set(array.subarray(0, length));
+      }
+      return scope.copy;
     }
     if (!(array.buffer instanceof SharedArrayBuffer) && array.length === length) return array;
     const copy = new Float32Array(length);
@@ -145,17 +178,19 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
     release: (array) => base.release(array),
     encodeCodebook: (call) => base.encodeCodebook(call),
     decodeCodebook: (call) => base.decodeCodebook(call),
+    transpose: (call) => base.transpose(call),
     subtract: (a, b, out) => base.subtract(a, b, out),
     sumOfSquares: (a) => base.sumOfSquares(a),
-    withReadOnly<T>(array: Float32Array, body: () => T): T {
+    withReadOnly<T>(array: Float32Array, body: () => T, usage?: ReadOnlyUsage): T {
       if (readOnly.has(array)) return body();
-      readOnly.set(array, undefined);
+      readOnly.set(array, { transposedProducts: usage?.transposedProducts ?? 0 });
       try {
         return body();
       } finally {
-        const copy = readOnly.get(array);
+        const { copy, transposed } = readOnly.get(array)!;
         readOnly.delete(array);
-        if (copy) pool = [new Float32Array(copy.buffer), ...pool].sort((x, y) => y.length - x.length).slice(0, 1);
+        const returned = [copy, transposed].filter((buffer) => buffer !== undefined).map((buffer) => new Float32Array(buffer.buffer));
+        pool = [...returned, ...pool].sort((x, y) => y.length - x.length).slice(0, POOL_BUFFERS);
       }
     },
     gemm(call: GemmCall) {
@@ -171,8 +206,15 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
       if (!transA) {
         product = matmul(ordinary(call.a, m * k), m, k, b, n);
       } else {
-        // A stored k×m: Aᵀ·B = (Bᵀ·A)ᵀ, with Bᵀ (n×k) and the n×m product the thin ones when n is small.
-        product = transpose(matmul(transpose(b, k, n), n, k, ordinary(call.a, k * m), m), n, m);
+        const scope = readOnly.get(call.a);
+        if (scope && scope.transposedProducts >= TRANSPOSED_COPY_MIN_PRODUCTS && call.a.buffer instanceof SharedArrayBuffer) {
+          // MatMul on an explicit Aᵀ: (Bᵀ·A)ᵀ below makes MLAS re-pack all of A for every product.
+          scope.transposed ??= transposedCopy(call.a, k, m);
+          product = matmul(scope.transposed, m, k, b, n);
+        } else {
+          // A stored k×m: Aᵀ·B = (Bᵀ·A)ᵀ, with Bᵀ (n×k) and the n×m product the thin ones when n is small.
+          product = transpose(matmul(transpose(b, k, n), n, k, ordinary(call.a, k * m), m), n, m);
+        }
       }
       if (alpha === 1 && beta === 0) c.set(product);
       else if (beta === 0) for (let i = 0; i < m * n; i++) c[i] = alpha * product[i]!;

@@ -59,7 +59,14 @@ export function createThreadedBackend(threads = availableParallelism()): Threade
 }
 
 function workOf(job: KernelJob): number {
-  return job.kind === "gemm" ? 2 * job.args.m * job.args.n * job.args.k : 16 * job.args.n;
+  switch (job.kind) {
+    case "gemm":
+      return 2 * job.args.m * job.args.n * job.args.k;
+    case "transpose":
+      return 16 * job.args.rows * job.args.cols;
+    default:
+      return 16 * job.args.n;
+  }
 }
 
 /** Cuts a job into at most `parts` independent shares. */
@@ -95,6 +102,14 @@ function splitJob(job: KernelJob, parts: number): KernelJob[] {
       return ranges(d.n, d.blockSize).map(([start, size]) => ({
         kind: "decode" as const,
         args: { ...d, codes: d.codes + start, n: size, absmax: d.absmax + (4 * start) / d.blockSize, out: d.out + 4 * start },
+      }));
+    }
+    case "transpose": {
+      // By columns of A: each share writes its own rows of the result.
+      const t = job.args;
+      return ranges(t.cols, 4).map(([start, size]) => ({
+        kind: "transpose" as const,
+        args: { ...t, a: t.a + 4 * start, cols: size, out: t.out + 4 * start * t.rows },
       }));
     }
     case "subtract": {
