@@ -1,10 +1,11 @@
+import { existsSync } from "node:fs";
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import type { KernelBackend } from "./backend.js";
 import { tsBackend } from "./ts-backend.js";
 import { createWasmBackend, wasmSimdSupported } from "./wasm-backend.js";
 import { createThreadedBackend } from "../node/thread-pool-backend.js";
-import { createOrtBackend, ortInstalled, TRANSPOSE_STRIP_FLOATS, TRANSPOSED_COPY_MIN_PRODUCTS } from "../node/ort-backend.js";
+import { createOrtBackend, ORT_TELEMETRY_VARIABLE, ortInstalled, TRANSPOSE_STRIP_FLOATS, TRANSPOSED_COPY_MIN_PRODUCTS } from "../node/ort-backend.js";
 import { gaussianArray, mulberry32 } from "../linalg/random.js";
 import { createQuantizer } from "../quant/quantizer.js";
 import { midpoints, normalFloatTable } from "../quant/tables.js";
@@ -79,6 +80,9 @@ test("ort: products inside withReadOnly read one copy of the operand; after the 
     }, { transposedProducts: TRANSPOSED_COPY_MIN_PRODUCTS });
   }
   threaded!.release(a);
+  // onnxruntime's telemetry stays off: its client would have left this file behind.
+  assert.equal(process.env[ORT_TELEMETRY_VARIABLE], "1");
+  assert.ok(!existsSync(`/tmp/mat-debug-${process.pid}.log`), "onnxruntime telemetry started");
 });
 
 test("gemm with cIn: C = alpha·A·B + beta·cIn on every backend, cIn untouched, C's old contents ignored", (t) => {

@@ -35,6 +35,8 @@ export const ORT_MIN_INNER = 128;
  */
 export const ORT_MIN_OUTER = 256;
 export const ORT_SUPPORTED_MAJOR = 1;
+/** The environment variable that keeps onnxruntime's telemetry off (see loadOrt). */
+export const ORT_TELEMETRY_VARIABLE = "ORT_DISABLE_TELEMETRY";
 /**
  * Transposed products (Aᵀ·B) a read-only scope must announce before its operand gets a private
  * transposed copy. MatMul has no transA, and (Bᵀ·A)ᵀ makes MLAS re-pack all of A for each product:
@@ -80,6 +82,11 @@ export function ortInstalled(): boolean {
 
 function loadOrt(): OrtModules {
   if (!ortInstalled()) throw new BackendUnavailableError("onnxruntime-node is not installed (it is an optional dependency: npm install onnxruntime-node)");
+  // onnxruntime-node 1.30's Linux library starts Microsoft's 1DS telemetry client when its
+  // environment is created (with a collector URL built in; it also leaves an empty
+  // /tmp/mat-debug-<pid>.log behind per process). A tool that reads private weights should not report
+  // anywhere: off unless the user set ORT_DISABLE_TELEMETRY themselves.
+  process.env[ORT_TELEMETRY_VARIABLE] ??= "1";
   try {
     const version = (require("onnxruntime-node/package.json") as { version: string }).version;
     if (Number(version.split(".")[0]) !== ORT_SUPPORTED_MAJOR) throw new Error(`version ${version} is not supported (need ${ORT_SUPPORTED_MAJOR}.x)`);
