@@ -216,6 +216,7 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
         const scope = readOnly.get(call.a);
         if (scope && scope.transposedProducts >= TRANSPOSED_COPY_MIN_PRODUCTS && call.a.buffer instanceof SharedArrayBuffer) {
           // MatMul on an explicit Aᵀ: (Bᵀ·A)ᵀ below makes MLAS re-pack all of A for every product.
+          // (Shared memory here is the base backend's, whose transpose kernel reads it in place.)
           scope.transposed ??= transposedCopy(call.a, k, m);
           product = matmul(scope.transposed, m, k, b, n);
         } else {
