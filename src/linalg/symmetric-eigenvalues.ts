@@ -85,20 +85,22 @@ function solveShiftedTridiagonal(d: Float64Array, e: Float64Array, lambda: numbe
   for (let i = 0; i < n - 1; i++) upper1[i] = e[i]!;
   const tiny = 1e-300;
   // Row i currently holds (sub = e[i-1] at column i−1 before elimination).
-  const sub = Float64Array.from({ length: n }, (_, i) => (i > 0 ? e[i - 1]! : 0));
+  const sub = new Float64Array(n);
+  for (let i = 1; i < n; i++) sub[i] = e[i - 1]!;
   for (let i = 0; i < n - 1; i++) {
     // Eliminate sub[i+1] using rows i and i+1, pivoting if row i+1 has the larger leading entry.
     if (Math.abs(sub[i + 1]!) > Math.abs(diag[i]!)) {
-      // Swap rows i and i+1 (row i+1: [sub, diag, upper1] at columns i, i+1, i+2).
-      const rowI = [diag[i]!, upper1[i]!, upper2[i]!, rhs[i]!];
+      // Swap rows i and i+1 (row i+1: [sub, diag, upper1] at columns i, i+1, i+2). Row i has no
+      // entry beyond column i+2 and row i+1's upper2 is still 0, so it takes row i's.
+      const [diagI, upper1I, upper2I, rhsI] = [diag[i]!, upper1[i]!, upper2[i]!, rhs[i]!];
       diag[i] = sub[i + 1]!;
       upper1[i] = diag[i + 1]!;
       upper2[i] = upper1[i + 1]!;
       rhs[i] = rhs[i + 1]!;
-      sub[i + 1] = rowI[0]!;
-      diag[i + 1] = rowI[1]!;
-      upper1[i + 1] = rowI[2]!;
-      rhs[i + 1] = rowI[3]!;
+      sub[i + 1] = diagI;
+      diag[i + 1] = upper1I;
+      upper1[i + 1] = upper2I;
+      rhs[i + 1] = rhsI;
     }
     const pivot = Math.abs(diag[i]!) < tiny ? tiny : diag[i]!;
     diag[i] = pivot;
@@ -143,20 +145,29 @@ function tridiagonalize(a: Float64Array, n: number, d: Float64Array, e: Float64A
     for (let i = k + 1; i < n; i++) v[i]! /= vNorm;
     if (reflectors) reflectors[k] = v.slice(k + 1, n);
     // Trailing block A22 ← H A22 H with H = I − 2vvᵀ: p = A22 v, q = p − (vᵀp) v, A22 −= 2(vqᵀ + qvᵀ).
-    let vp = 0;
+    // Only the lower triangle is read and updated (A22 stays symmetric; everything later reads
+    // columns below the diagonal): half the work, with rows walked contiguously — each stored
+    // element a_ij (j < i) adds to p_i and, standing in for a_ji, to p_j.
+    p.fill(0, k + 1, n);
     for (let i = k + 1; i < n; i++) {
-      let sum = 0;
       const row = i * n;
-      for (let j = k + 1; j < n; j++) sum += a[row + j]! * v[j]!;
-      p[i] = sum;
-      vp += v[i]! * sum;
+      const vi = v[i]!;
+      let sum = a[row + i]! * vi;
+      for (let j = k + 1; j < i; j++) {
+        const aij = a[row + j]!;
+        sum += aij * v[j]!;
+        p[j]! += aij * vi;
+      }
+      p[i]! += sum;
     }
+    let vp = 0;
+    for (let i = k + 1; i < n; i++) vp += v[i]! * p[i]!;
     for (let i = k + 1; i < n; i++) p[i]! -= vp * v[i]!;
     for (let i = k + 1; i < n; i++) {
       const row = i * n;
       const vi = v[i]!;
       const qi = p[i]!;
-      for (let j = k + 1; j < n; j++) a[row + j]! -= 2 * (vi * p[j]! + qi * v[j]!);
+      for (let j = k + 1; j <= i; j++) a[row + j]! -= 2 * (vi * p[j]! + qi * v[j]!);
     }
   }
   if (n >= 2) {
