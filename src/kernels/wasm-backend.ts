@@ -237,8 +237,8 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
       const n = call.codes.length;
       const scratch: Float32Array[] = [];
       try {
-        const codes = heap.owns(call.codes) ? call.codes : undefined;
-        let codesAt = codes?.byteOffset;
+        // Codes already in this memory (LoftQ's) are read in place.
+        let codesAt = heap.owns(call.codes) ? call.codes.byteOffset : undefined;
         if (codesAt === undefined) {
           const local = heap.allocate(Math.ceil(n / 4), false);
           scratch.push(local);

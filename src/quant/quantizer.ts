@@ -164,15 +164,18 @@ interface BlockQuantizerParts {
 
 function blockQuantizer(parts: BlockQuantizerParts): Quantizer {
   const { kind, bits, blockSize, name, table, bitOrder, padCode, useDoubleQuant } = parts;
+  /** One code per value (the caller's array when given) and one absmax per block. */
+  const encodingBuffers = (count: number, codesOut: Uint8Array | undefined) => {
+    if (codesOut && codesOut.length < count) throw new ShapeError(`encode: ${codesOut.length} code bytes for ${count} values`);
+    return { codes: codesOut ? codesOut.subarray(0, count) : new Uint8Array(count), absmax: new Float32Array(Math.ceil(count / blockSize)) };
+  };
   const quantizer: Quantizer = {
     kind,
     bits,
     blockSize,
     name,
     encode(values, _rows, _cols, dequantized, backend, codesOut) {
-      if (codesOut && codesOut.length < values.length) throw new ShapeError(`encode: ${codesOut.length} code bytes for ${values.length} values`);
-      const codes = codesOut ? codesOut.subarray(0, values.length) : new Uint8Array(values.length);
-      const absmax = new Float32Array(Math.ceil(values.length / blockSize));
+      const { codes, absmax } = encodingBuffers(values.length, codesOut);
       if (!useDoubleQuant) {
         parts.encodeBlocks(values, codes, absmax, dequantized, backend);
         return { codes, scales: absmax };
@@ -186,9 +189,7 @@ function blockQuantizer(parts: BlockQuantizerParts): Quantizer {
     encodeResidual(values, rows, cols, minuend, residual, backend, codesOut) {
       checkResidual(values.length, minuend, residual);
       if (useDoubleQuant || !parts.encodeResidualBlocks) return residualBySubtraction(quantizer, values, rows, cols, minuend, residual, backend, codesOut);
-      if (codesOut && codesOut.length < values.length) throw new ShapeError(`encode: ${codesOut.length} code bytes for ${values.length} values`);
-      const codes = codesOut ? codesOut.subarray(0, values.length) : new Uint8Array(values.length);
-      const absmax = new Float32Array(Math.ceil(values.length / blockSize));
+      const { codes, absmax } = encodingBuffers(values.length, codesOut);
       const residualSquared = parts.encodeResidualBlocks(values, codes, absmax, minuend, residual, backend);
       return { encoded: { codes, scales: absmax }, residualSquared };
     },
