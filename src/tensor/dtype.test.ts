@@ -81,4 +81,14 @@ test("bulk bf16/f16 encode and decode agree with the scalar conversions on every
     assert.equal(toBf16[2 * i]! | (toBf16[2 * i + 1]! << 8), float32ToBf16(values[i]!), `bf16 encode ${values[i]}`);
     assert.equal(toF16[2 * i]! | (toF16[2 * i + 1]! << 8), float32ToF16(values[i]!), `f16 encode ${values[i]}`);
   }
+  // The bf16 fast path (two per 32-bit store) against the same bytes at any output alignment, odd
+  // counts, and the edges: the largest finite floats (round to ±Inf), infinities, NaNs, ±0.
+  const edges = [0x7f7fffff, 0xff7fffff, 0x7f800000, 0xff800000, 0x7fc00001, 0xff800001, 0x80000000, 0, 0x3f808000, 0x3f818000];
+  const mixed = Float32Array.from([...edges.map(bitsToFloat32), ...values.subarray(0, 1001)]);
+  const expected = new Uint8Array(2 * mixed.length);
+  mixed.forEach((v, i) => ((expected[2 * i] = float32ToBf16(v) & 0xff), (expected[2 * i + 1] = float32ToBf16(v) >>> 8)));
+  for (const offset of [0, 1, 2, 3]) {
+    const storage = new Uint8Array(2 * mixed.length + offset + 4);
+    assert.deepEqual(encodeHalf(mixed, "bf16", storage.subarray(offset, offset + 2 * mixed.length)), expected, `bf16 at byte offset ${offset}`);
+  }
 });
