@@ -283,11 +283,7 @@ function encodeVectors(
     const bytes = i8x16.narrow_i16x8_u(halves, halves);
     v128.store32_lane(codes + <usize>j, bytes, 0);
     if (deq != 0) {
-      let q = f32x4.splat(load<f32>(table + ((<usize>i32x4.extract_lane(code, 0)) << 2)));
-      q = f32x4.replace_lane(q, 1, load<f32>(table + ((<usize>i32x4.extract_lane(code, 1)) << 2)));
-      q = f32x4.replace_lane(q, 2, load<f32>(table + ((<usize>i32x4.extract_lane(code, 2)) << 2)));
-      q = f32x4.replace_lane(q, 3, load<f32>(table + ((<usize>i32x4.extract_lane(code, 3)) << 2)));
-      q = f32x4.mul(q, peakV);
+      let q = f32x4.mul(lookup4(table, i32x4.extract_lane(code, 0), i32x4.extract_lane(code, 1), i32x4.extract_lane(code, 2), i32x4.extract_lane(code, 3)), peakV);
       if (minuend != 0) {
         // The residual minuend − Q and its square, in f64 like the subtract kernel.
         q = f32x4.sub(v128.load(minuend + ((<usize>j) << 2)), q);
@@ -302,6 +298,14 @@ function encodeVectors(
   return j;
 }
 
+/** table[c0], …, table[c3] in one vector (there is no gather instruction). */
+@inline function lookup4(table: usize, c0: i32, c1: i32, c2: i32, c3: i32): v128 {
+  let q = f32x4.splat(load<f32>(table + ((<usize>c0) << 2)));
+  q = f32x4.replace_lane(q, 1, load<f32>(table + ((<usize>c1) << 2)));
+  q = f32x4.replace_lane(q, 2, load<f32>(table + ((<usize>c2) << 2)));
+  return f32x4.replace_lane(q, 3, load<f32>(table + ((<usize>c3) << 2)));
+}
+
 /** The inverse: out[j] = table[codes[j]] · absmax[j / blockSize], four values per step. */
 export function decodeCodebook(codes: usize, n: i32, blockSize: i32, table: usize, absmax: usize, out: usize): void {
   let block: i32 = 0;
@@ -312,10 +316,7 @@ export function decodeCodebook(codes: usize, n: i32, blockSize: i32, table: usiz
     let j = start;
     for (; j + 4 <= end; j += 4) {
       const c = codes + <usize>j;
-      let q = f32x4.splat(load<f32>(table + ((<usize>load<u8>(c)) << 2)));
-      q = f32x4.replace_lane(q, 1, load<f32>(table + ((<usize>load<u8>(c, 1)) << 2)));
-      q = f32x4.replace_lane(q, 2, load<f32>(table + ((<usize>load<u8>(c, 2)) << 2)));
-      q = f32x4.replace_lane(q, 3, load<f32>(table + ((<usize>load<u8>(c, 3)) << 2)));
+      const q = lookup4(table, <i32>load<u8>(c), <i32>load<u8>(c, 1), <i32>load<u8>(c, 2), <i32>load<u8>(c, 3));
       v128.store(out + ((<usize>j) << 2), f32x4.mul(q, scaleV));
     }
     for (; j < end; j++) store<f32>(out + ((<usize>j) << 2), load<f32>(table + ((<usize>load<u8>(codes + <usize>j)) << 2)) * scale);

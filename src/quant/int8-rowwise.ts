@@ -25,7 +25,8 @@ export function quantizeInt8Rows(values: Float32Array, rows: number, cols: numbe
 export function dequantizeInt8Rows(codes: Int8Array, scales: Float32Array, cols: number, out: Float32Array): Float32Array {
   for (let start = 0, row = 0; start < codes.length; start += cols, row++) {
     const scale = scales[row]!;
-    for (let i = start; i < Math.min(start + cols, codes.length); i++) out[i] = Math.fround(codes[i]! * scale) * INV_127;
+    const end = Math.min(start + cols, codes.length);
+    for (let i = start; i < end; i++) out[i] = Math.fround(codes[i]! * scale) * INV_127;
   }
   return out;
 }

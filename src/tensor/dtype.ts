@@ -23,12 +23,7 @@ export function bf16ToFloat32(bits: number): number {
 
 /** float32 value → bfloat16 bits, round-to-nearest-even. */
 export function float32ToBf16(value: number): number {
-  const bits = float32ToBits(value);
-  if ((bits & 0x7f800000) === 0x7f800000 && (bits & 0x007fffff) !== 0) {
-    return ((bits >>> 16) | 0x0040) & 0xffff; // keep the sign, force a quiet-NaN payload bit
-  }
-  const lsb = (bits >>> 16) & 1;
-  return ((bits + 0x7fff + lsb) >>> 16) & 0xffff;
+  return bf16Bits(float32ToBits(value) | 0);
 }
 
 /** float16 bits (uint16) → float32 value, subnormals included. */
@@ -116,7 +111,10 @@ export function encodeHalf(values: Float32Array, kind: "f16" | "bf16", out: Uint
   return out;
 }
 
-/** float32ToBf16 on the float's bits as an int32 (same rule: quiet NaNs keep their sign, else RNE). */
+/**
+ * bf16 bits of the float32 whose bits are `b` (as an int32): a NaN keeps its sign and gets a quiet
+ * payload bit; everything else rounds to nearest even (the largest finite values round to ±Inf).
+ */
 function bf16Bits(b: number): number {
   if ((b & 0x7f800000) === 0x7f800000 && (b & 0x007fffff) !== 0) return ((b >>> 16) | 0x0040) & 0xffff;
   return ((b + 0x7fff + ((b >>> 16) & 1)) | 0) >>> 16;
