@@ -2,6 +2,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameS
 import { join, resolve } from "node:path";
 import { InvalidArgumentError, LoftqError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
+import { getBackend } from "../kernels/registry.js";
 import { loftq } from "../loftq/loftq.js";
 import type { IterationErrors } from "../loftq/loftq.js";
 import type { QuantizerKind } from "../quant/quantizer.js";
@@ -242,14 +243,26 @@ function planTargets(checkpoint: Checkpoint, settings: Settings): TargetMatrix[]
 /** Runs LoftQ on every target not yet in the store, one at a time, saving each as it finishes. */
 function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[], store: string, settings: Settings, options: QuantizeCheckpointOptions): MatrixReport[] {
   const reports: MatrixReport[] = [];
+  const backend = typeof options.backend === "object" ? options.backend : getBackend(options.backend);
   // Q and its 16-bit bytes go through two buffers sized for the largest target and reused for every
   // matrix (W through the prefetcher's two slots): fresh arrays of that size cost more in page
-  // faults than decoding or encoding them.
+  // faults than decoding or encoding them. W's slots and Q's buffer lie in backend memory where the
+  // backend's memory is shared: LoftQ then reads W and writes Q in place (two copies fewer per matrix).
   const largest = Math.max(0, ...targets.map((t) => t.rows * t.cols));
+  const fromBackend: Float32Array[] = [];
+  const largestBuffer = (shared: boolean): Float32Array => {
+    const buffer = backend.allocate(largest, false);
+    if (!shared || buffer.buffer instanceof SharedArrayBuffer) {
+      fromBackend.push(buffer);
+      return buffer;
+    }
+    backend.release(buffer);
+    return new Float32Array(new SharedArrayBuffer(4 * largest));
+  };
   let buffers: { q: Float32Array; bytes: Uint8Array } | undefined;
   // The next weight is read and widened on a worker thread while LoftQ runs on this one.
   const pending = targets.filter((t) => !hasMatrix(store, t.module));
-  const prefetcher = pending.length > 1 ? createTensorPrefetcher(largest) : undefined;
+  const prefetcher = pending.length > 1 ? createTensorPrefetcher(largest, [largestBuffer(true), largestBuffer(true)]) : undefined;
   const readOf = (target: TargetMatrix): TensorRead => {
     const info = checkpoint.tensors.find((t) => t.name === target.tensor)!;
     const file = checkpoint.files.get(info.shard)!;
@@ -275,7 +288,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
         return;
       }
       const info = checkpoint.tensors.find((t) => t.name === target.tensor)!;
-      buffers ??= { q: new Float32Array(largest), bytes: new Uint8Array(2 * largest) };
+      buffers ??= { q: largestBuffer(false), bytes: new Uint8Array(2 * largest) };
       const size = target.rows * target.cols;
       const stored = nextWeight();
       const asStored: Matrix = { rows: info.shape[0]!, cols: info.shape[1]!, data: stored };
@@ -293,7 +306,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
         output: buffers.q.subarray(0, size),
         ...(settings.loraAlpha !== null ? { loraAlpha: settings.loraAlpha } : {}),
         ...(settings.upstreamScaling ? { upstreamScaling: true } : {}),
-        ...(options.backend !== undefined ? { backend: options.backend } : {}),
+        backend,
         onIteration: (r) =>
           options.onEvent?.({ type: "iteration", index, total, module: target.module, iteration: r.iteration, iterations: r.iterations, quantError: r.quantError, error: r.error }),
       });
@@ -317,6 +330,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
     });
   } finally {
     prefetcher?.close();
+    for (const buffer of fromBackend) backend.release(buffer);
   }
   return reports;
 }

@@ -7,7 +7,7 @@ import { parentPort, workerData, type MessagePort } from "node:worker_threads";
 import { decodeHalf } from "../tensor/dtype.js";
 import { SLOT_STATE, type TensorRead } from "./tensor-prefetcher.js";
 
-const { slots, status, errors } = workerData as { slots: SharedArrayBuffer[]; status: Int32Array; errors: MessagePort };
+const { slots, status, errors } = workerData as { slots: Array<{ buffer: SharedArrayBuffer; byteOffset: number }>; status: Int32Array; errors: MessagePort };
 const descriptors = new Map<string, number>();
 
 function readExactly(fd: number, out: Uint8Array, position: number): void {
@@ -26,12 +26,12 @@ parentPort!.on("message", (job: (TensorRead & { slot: number }) | { close: true 
   try {
     let fd = descriptors.get(job.path);
     if (fd === undefined) descriptors.set(job.path, (fd = openSync(job.path, "r")));
-    const buffer = slots[job.slot]!;
-    const out = new Float32Array(buffer, 0, job.count);
+    const { buffer, byteOffset } = slots[job.slot]!;
+    const out = new Float32Array(buffer, byteOffset, job.count);
     if (job.dtype === "F32") {
-      readExactly(fd, new Uint8Array(buffer, 0, 4 * job.count), job.position);
+      readExactly(fd, new Uint8Array(buffer, byteOffset, 4 * job.count), job.position);
     } else {
-      const halves = new Uint8Array(buffer, 2 * job.count, 2 * job.count);
+      const halves = new Uint8Array(buffer, byteOffset + 2 * job.count, 2 * job.count);
       readExactly(fd, halves, job.position);
       decodeHalf(halves, job.dtype === "F16" ? "f16" : "bf16", out);
     }

@@ -6,7 +6,9 @@ import { LoftqError } from "../errors.js";
  * LoftQ on the current one: `request` starts a read into one of two shared slots, `take` waits
  * for it (usually already done) and returns a float32 view of the slot. Only the two most recent
  * requests are kept: a slot is reused by the request after next, so a view from `take` is valid
- * until then. Synchronous for the caller (Atomics.wait), like the kernels.
+ * until then. Synchronous for the caller (Atomics.wait), like the kernels. The slots may be the
+ * caller's (e.g. arrays in the kernel backend's shared memory, so LoftQ reads W where the worker
+ * wrote it instead of copying it there).
  */
 export interface TensorRead {
   /** File and absolute byte position of the tensor's data. */
@@ -19,6 +21,7 @@ export interface TensorRead {
 export interface TensorPrefetcher {
   request(read: TensorRead): void;
   take(): Float32Array;
+  /** Waits for reads in flight (the slots are free when it returns) and stops the worker. */
   close(): void;
 }
 
@@ -27,12 +30,21 @@ const SLOTS = 2;
 export const SLOT_STATE = { pending: 0, ready: 1, failed: 2 } as const;
 const { pending: PENDING, failed: FAILED } = SLOT_STATE;
 
-export function createTensorPrefetcher(largestCount: number): TensorPrefetcher {
-  const slots = Array.from({ length: SLOTS }, () => new SharedArrayBuffer(4 * Math.max(1, largestCount)));
+/**
+ * `slots`, when given: SLOTS arrays of at least `largestCount` floats over SharedArrayBuffers, which
+ * the caller keeps alive (and does not touch) until close(); by default the prefetcher makes its own.
+ */
+export function createTensorPrefetcher(largestCount: number, slots?: readonly Float32Array[]): TensorPrefetcher {
+  if (slots && (slots.length !== SLOTS || slots.some((slot) => !(slot.buffer instanceof SharedArrayBuffer) || slot.length < largestCount))) {
+    throw new LoftqError("INVALID_ARGUMENT", `the prefetcher needs ${SLOTS} slots of at least ${largestCount} floats over SharedArrayBuffers`);
+  }
+  const views = slots ?? Array.from({ length: SLOTS }, () => new Float32Array(new SharedArrayBuffer(4 * Math.max(1, largestCount))));
+  // What the worker needs to rebuild each view: the shared buffer and where the slot lies in it.
+  const placements = views.map((view) => ({ buffer: view.buffer as SharedArrayBuffer, byteOffset: view.byteOffset }));
   const status = new Int32Array(new SharedArrayBuffer(4 * SLOTS));
   const { port1: errors, port2: workerErrors } = new MessageChannel();
   const worker = new Worker(new URL("./tensor-prefetch-worker.js", import.meta.url), {
-    workerData: { slots, status, errors: workerErrors },
+    workerData: { slots: placements, status, errors: workerErrors },
     transferList: [workerErrors as MessagePort],
   });
   worker.unref();
@@ -56,9 +68,13 @@ export function createTensorPrefetcher(largestCount: number): TensorPrefetcher {
         const message = (receiveMessageOnPort(errors)?.message as { error?: string } | undefined)?.error;
         throw new LoftqError("PARSE_ERROR", `reading a tensor ahead failed: ${message ?? "unknown error"}`);
       }
-      return new Float32Array(slots[next.slot]!, 0, next.count);
+      return views[next.slot]!.subarray(0, next.count);
     },
     close() {
+      // Reads still in flight finish first: the slots may be the caller's memory, reused after this.
+      for (const { slot } of queue.splice(0)) {
+        while (Atomics.load(status, slot) === PENDING) Atomics.wait(status, slot, PENDING);
+      }
       // The worker closes its file descriptors and exits by itself.
       worker.postMessage({ close: true });
       errors.close();

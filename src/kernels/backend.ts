@@ -82,6 +82,12 @@ export interface KernelBackend {
   allocate(length: number, zeroed?: boolean): Float32Array;
   /** Returns an array from `allocate` to the backend. Using it afterwards is undefined. */
   release(array: Float32Array): void;
+  /**
+   * Optional: whether the kernels read and write `array` in place, with no copy into backend memory
+   * (true for arrays from `allocate`). Lets a caller skip a copy of its own, e.g. LoftQ's private copy
+   * of W when the caller already put W in backend memory. Absent means false.
+   */
+  holds?(array: ArrayBufferView): boolean;
   gemm(call: GemmCall): void;
   /** Returns Σ residual² when `residualOf` is given, else 0. */
   encodeCodebook(call: CodebookCall): number;

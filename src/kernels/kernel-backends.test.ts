@@ -5,7 +5,7 @@ import type { KernelBackend } from "./backend.js";
 import { tsBackend } from "./ts-backend.js";
 import { createWasmBackend, wasmSimdSupported } from "./wasm-backend.js";
 import { createThreadedBackend } from "../node/thread-pool-backend.js";
-import { createOrtBackend, ORT_TELEMETRY_VARIABLE, ortInstalled, TRANSPOSE_STRIP_FLOATS, TRANSPOSED_COPY_MIN_PRODUCTS } from "../node/ort-backend.js";
+import { createOrtBackend, ORT_TELEMETRY_VARIABLE, ortInstalled, TRANSPOSE_STRIP_COLUMNS, TRANSPOSED_COPY_MIN_PRODUCTS } from "../node/ort-backend.js";
 import { gaussianArray, mulberry32 } from "../linalg/random.js";
 import { createQuantizer } from "../quant/quantizer.js";
 import { midpoints, normalFloatTable } from "../quant/tables.js";
@@ -70,9 +70,10 @@ test("ort: products inside withReadOnly read one copy of the operand; after the 
   });
   a[0] = 100; // outside the scope the backend must not serve a stale copy
   assert.ok(maxDiff(product(ort!, false), product(tsBackend, false)) < 1e-3);
-  // Announcing enough transposed products gets A a private transposed copy (made in two column strips
-  // here, 700 columns of 600 rows): the same products, and nothing stale after the scope either.
-  assert.ok(TRANSPOSE_STRIP_FLOATS / m < k, "the copy takes more than one strip");
+  // Announcing enough transposed products gets A a private transposed copy (made in three column
+  // strips here, 700 columns of 600 rows, the last one narrower): the same products, and nothing
+  // stale after the scope either.
+  assert.ok(TRANSPOSE_STRIP_COLUMNS < k && k % TRANSPOSE_STRIP_COLUMNS !== 0, "the copy takes several strips, the last one partial");
   for (const value of [1, -3]) {
     a[1] = value;
     ort!.withReadOnly!(a, () => {

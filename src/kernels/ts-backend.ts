@@ -10,6 +10,8 @@ export const tsBackend: KernelBackend = {
   name: "ts",
   allocate: (length) => new Float32Array(length),
   release: () => {},
+  // Plain arrays are this backend's memory.
+  holds: () => true,
   encodeCodebook({ values, spec, codes, absmax, dequantized, residualOf }) {
     checkResidualCall(values.length, dequantized, residualOf);
     quantizeBlocks(values, spec, codes, absmax, dequantized);

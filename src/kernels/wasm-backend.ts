@@ -192,6 +192,7 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
     module,
     allocate: (length, zeroed) => heap.allocate(length, zeroed),
     release: (array) => heap.release(array),
+    holds: (array) => heap.owns(array),
     runJob: (job) => runKernelJob(kernel, job),
     encodeCodebook({ values, spec, codes, absmax, dequantized, residualOf }: CodebookCall) {
       const n = values.length;

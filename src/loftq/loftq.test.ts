@@ -5,6 +5,8 @@ import { qloraInit } from "./qlora-init.js";
 import { matrix, frobeniusDistance, frobeniusNorm } from "../tensor/matrix.js";
 import { llmLikeWeight } from "../synthetic/llm-like-weight.js";
 import { tsBackend } from "../kernels/ts-backend.js";
+import { createWasmBackend, wasmSimdSupported } from "../kernels/wasm-backend.js";
+import type { KernelBackend } from "../kernels/backend.js";
 import { NonFiniteError, ShapeError, InvalidArgumentError } from "../errors.js";
 
 const weight = llmLikeWeight(96, 160, { seed: 5 });
@@ -33,6 +35,29 @@ test("output: Q is written into the caller's array (reused across matrices); a w
   assert.equal(result.dequantized.data, output);
   assert.deepEqual(output, loftq(weight, { bits: 4, rank: 8, iterations: 2 }).dequantized.data);
   assert.throws(() => loftq(weight, { rank: 8, output: new Float32Array(10) }), ShapeError);
+});
+
+test("W and Q in backend memory are used in place: no copy of W, Q decoded into the output, same bytes", () => {
+  const backends: KernelBackend[] = [tsBackend, ...(wasmSimdSupported() ? [createWasmBackend()] : [])];
+  for (const backend of backends) {
+    // Counts the matrix-sized buffers loftq takes from the backend.
+    let matrixBuffers = 0;
+    const counting: KernelBackend = { ...backend, allocate: (length, zeroed) => ((matrixBuffers += length === 96 * 160 ? 1 : 0), backend.allocate(length, zeroed)) };
+    const options = { bits: 4, rank: 8, iterations: 3, backend: counting };
+    const plain = loftq(weight, options);
+    const held = counting.allocate(96 * 160, false);
+    held.set(weight.data);
+    const output = counting.allocate(96 * 160, false);
+    matrixBuffers = 0;
+    const inPlace = loftq({ rows: 96, cols: 160, data: held }, { ...options, output });
+    assert.equal(matrixBuffers, 1, `${backend.name}: the residual is the only matrix-sized buffer (W is not copied)`);
+    assert.equal(inPlace.dequantized.data, output);
+    assert.deepEqual(output, plain.dequantized.data, backend.name);
+    assert.deepEqual([inPlace.loraA.data, inPlace.loraB.data, inPlace.history], [plain.loraA.data, plain.loraB.data, plain.history]);
+    assert.deepEqual(held, weight.data, `${backend.name}: W is unchanged`);
+    backend.release(held);
+    backend.release(output);
+  }
 });
 
 test("loraAlpha compensation: scaling·B·A equals the uncompensated B·A; upstreamScaling leaves it alone", () => {

@@ -62,23 +62,29 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   // quantization target), overwritten in place by W − Q for the SVD. Q itself is never held: the
   // quantizer writes W − Q straight from the codes, and the returned Q is decoded from the chosen
   // iterate's codes at the end (two float32 matrices fewer than keeping current and best Q).
-  // (Each is overwritten whole before it is read, so none needs clearing.)
-  const weightCopy = backend.allocate(m * n, false);
-  weightCopy.set(w);
+  // (Each is overwritten whole before it is read, so none needs clearing.) W is only ever read: when
+  // the caller's array already lies in backend memory (the CLI's prefetcher reads weights straight
+  // into it), it is used as it is instead of copied (~12 ms per 4096² matrix).
+  const weightInPlace = backend.holds?.(w) ?? false;
+  const weightOnBackend = weightInPlace ? w : backend.allocate(m * n, false);
+  if (!weightInPlace) weightOnBackend.set(w);
+  const ownBuffers = weightInPlace ? [] : [weightOnBackend];
   // ‖W‖ on the backend (a JS pass over a 4096² weight costs ~40 ms); a non-finite sum means a NaN
   // or infinity somewhere, and only then is its position looked up, before any other work.
-  const weightSquared = backend.sumOfSquares(weightCopy);
+  const weightSquared = backend.sumOfSquares(weightOnBackend);
   if (!Number.isFinite(weightSquared)) {
-    backend.release(weightCopy);
+    for (const buffer of ownBuffers) backend.release(buffer);
     assertFinite(weight, settings.name);
   }
   const weightNorm = Math.sqrt(weightSquared) || 1;
   const swapsBest = settings.iterations > 1 && settings.keepBest;
   const residual = backend.allocate(m * n, false);
+  ownBuffers.push(residual);
   // Codes (one byte per weight) live in backend memory too, current and best swapped rather than
   // copied: the kernel writes them in place and only the returned iterate's are copied out, once.
   const codeStorage = [backend.allocate(Math.ceil((m * n) / 4), false)];
   if (swapsBest) codeStorage.push(backend.allocate(Math.ceil((m * n) / 4), false));
+  ownBuffers.push(...codeStorage);
   const bytesOf = (storage: Float32Array) => new Uint8Array(storage.buffer, storage.byteOffset, m * n);
   let currentCodes = bytesOf(codeStorage[0]!);
   let bestCodes = swapsBest ? bytesOf(codeStorage[1]!) : currentCodes;
@@ -88,8 +94,8 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   let dequantized: Float32Array;
   try {
     for (let t = 1; t <= settings.iterations; t++) {
-      const target = t === 1 ? weightCopy : residual;
-      const { encoded, residualSquared: quantSquared } = quantizer.encodeResidual(target, m, n, weightCopy, residual, backend, currentCodes);
+      const target = t === 1 ? weightOnBackend : residual;
+      const { encoded, residualSquared: quantSquared } = quantizer.encodeResidual(target, m, n, weightOnBackend, residual, backend, currentCodes);
       const quantError = Math.sqrt(quantSquared) / weightNorm;
       const svd = truncatedSvd(
         { rows: m, cols: n, data: residual },
@@ -113,7 +119,7 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
       if (t < settings.iterations) {
         // The next quantization target: W − B·A (exact SVD product, before any scaling compensation),
         // written over the residual straight from W (cIn) rather than copying W there first.
-        backend.gemm({ transA: false, transB: false, m, n, k: rank, alpha: -1, a: b, b: a, beta: 1, c: residual, cIn: weightCopy });
+        backend.gemm({ transA: false, transB: false, m, n, k: rank, alpha: -1, a: b, b: a, beta: 1, c: residual, cIn: weightOnBackend });
       }
       history.push({ quantError, error });
       settings.onIteration?.({ iteration: t, iterations: settings.iterations, quantError, error, elapsedMs: Date.now() - started });
@@ -122,15 +128,19 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
         if (bestCodes !== currentCodes) [bestCodes, currentCodes] = [currentCodes, bestCodes];
       }
     }
-    // Q of the chosen iterate, decoded on the backend into the (now free) residual buffer and copied
-    // out with one bulk set(): element-wise reads of shared memory are slower. Its codes leave
-    // backend memory the same way before it is released.
-    quantizer.decode(chosen!.encoded, m, n, residual, backend);
+    // Q of the chosen iterate, decoded on the backend: straight into the output when the backend
+    // writes that in place, else into the (now free) residual buffer and copied out with one bulk
+    // set(). Its codes leave backend memory before it is released.
     dequantized = settings.output ?? new Float32Array(m * n);
-    dequantized.set(residual);
+    if (backend.holds?.(dequantized)) {
+      quantizer.decode(chosen!.encoded, m, n, dequantized, backend);
+    } else {
+      quantizer.decode(chosen!.encoded, m, n, residual, backend);
+      dequantized.set(residual);
+    }
     chosen!.encoded = { ...chosen!.encoded, codes: chosen!.encoded.codes.slice() };
   } finally {
-    for (const buffer of [weightCopy, residual, ...codeStorage]) backend.release(buffer);
+    for (const buffer of ownBuffers) backend.release(buffer);
   }
   const result = chosen!;
   if (adapterDivisor !== 1) {
