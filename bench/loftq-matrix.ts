@@ -3,14 +3,15 @@
  * matrices over bits × rank × iterations, side by side with the PyTorch reference measured on this
  * machine class (PEFT v0.18.1, CPU, full SVD, 2 threads). Timings are steady state: an untimed warm-up
  * run per shape comes first (the first LoftQ call of a process costs ~0.4 s more), then the median of
- * `--repeat` runs.
+ * `--repeat` runs. W and Q lie in the backend's memory, as in the CLI's pipeline (its prefetcher reads
+ * weights there); `--arrays plain` passes ordinary arrays instead, which LoftQ copies in and out.
  *
  *   node dist/bench/loftq-matrix.js [--sizes 4096x4096,4096x11008] [--bits 2,4,8] [--ranks 16,64]
- *                                   [--iters 1,5] [--backend NAME] [--repeat 3] [--json FILE]
+ *                                   [--iters 1,5] [--backend NAME] [--arrays backend|plain]
+ *                                   [--repeat 3] [--json FILE]
  */
 import { writeFileSync } from "node:fs";
-import { loftq, qloraInit } from "../src/node/index.js";
-import { activeBackendName } from "../src/node/index.js";
+import { activeBackendName, getBackend, loftq, qloraInit } from "../src/node/index.js";
 import { llmLikeWeight } from "../src/synthetic/llm-like-weight.js";
 
 /** Reference runs: seconds, and errors where measured (‖W−Q‖ of the Q-only start, ‖W−Q−BA‖ of LoftQ). */
@@ -34,6 +35,8 @@ const bitsList = list(argument("bits", "2,4,8")).map(Number);
 const ranks = list(argument("ranks", "16,64")).map(Number);
 const iterationsList = list(argument("iters", "1,5")).map(Number);
 const backend = argument("backend", activeBackendName());
+const arrays = argument("arrays", "backend");
+if (arrays !== "backend" && arrays !== "plain") throw new Error(`--arrays must be backend or plain, got ${arrays}`);
 const jsonPath = argument("json", "");
 const repeat = Number(argument("repeat", "3"));
 
@@ -43,6 +46,8 @@ interface Row {
   rank: number;
   iterations: number;
   backend: string;
+  /** Where W and Q lie: the backend's memory (as in the CLI) or ordinary arrays. */
+  arrays: string;
   seconds: number;
   quantError: number;
   error: number;
@@ -52,14 +57,18 @@ interface Row {
 }
 const results: Row[] = [];
 const table: string[][] = [["matrix", "bits", "r", "T", "time", "ref time", "speed-up", "‖W−Q‖", "‖W−Q−BA‖", "ref ‖W−Q−BA‖", "iter"]];
-console.log(`backend ${backend}; LLM-like matrices (Gaussian + decaying rank-32 part + 8 outlier columns)\n`);
+console.log(`backend ${backend}, W and Q in ${arrays === "backend" ? "backend memory" : "ordinary arrays"}; LLM-like matrices (Gaussian + decaying rank-32 part + 8 outlier columns)\n`);
+const kernels = getBackend(backend);
+const inPlace = (length: number) => (arrays === "backend" ? kernels.allocate(length, false) : new Float32Array(length));
 for (const [rows, cols] of sizes) {
-  const weight = llmLikeWeight(rows, cols, { seed: 1 });
+  const generated = llmLikeWeight(rows, cols, { seed: 1 });
+  const weight = { rows, cols, data: inPlace(rows * cols) };
+  weight.data.set(generated.data);
   // Steady-state timings: one untimed run per shape first pays the one-time costs (JIT tier-up,
   // onnxruntime's load, growing the kernel heap), which a whole-model run pays once, not per matrix.
   // Q goes into one caller-owned buffer, as in the CLI's pipeline: a fresh 64 MiB array per call
   // would add its page faults (~50 ms) to every timing.
-  const output = new Float32Array(rows * cols);
+  const output = inPlace(rows * cols);
   loftq(weight, { bits: bitsList[0], rank: ranks[0], iterations: 1, backend, output });
   for (const bits of bitsList) {
     const quantError = qloraInit(weight, { bits }).history[0]!.quantError;
@@ -78,7 +87,7 @@ for (const [rows, cols] of sizes) {
         const key = `${rows}x${cols} b${bits} r${rank} T${iterations}`;
         const reference = REFERENCE[key];
         results.push({
-          size: `${rows}x${cols}`, bits, rank, iterations, backend, seconds, quantError, error: best.error,
+          size: `${rows}x${cols}`, bits, rank, iterations, backend, arrays, seconds, quantError, error: best.error,
           selectedIteration: result.selectedIteration, peakRssBytes: process.resourceUsage().maxRSS * 1024,
           ...(reference ? { reference } : {}),
         });
@@ -92,6 +101,7 @@ for (const [rows, cols] of sizes) {
       }
     }
   }
+  if (arrays === "backend") for (const buffer of [weight.data, output]) kernels.release(buffer);
 }
 console.log("");
 const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
