@@ -400,6 +400,138 @@ export function subtract(a: usize, b: usize, out: usize, n: i32): f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The symmetric eigensolver's O(n³) steps in float64 (reference: src/kernels/tridiagonal.ts, same
+// arithmetic), two lanes per f64x2 step over the contiguous loops. Only the order of additions in
+// each row's A22·v sum differs from the reference (two partial sums); applyReflectors is identical.
+
+/** Householder tridiagonalisation of the lower triangle of a (n×n f64); p: n f64 of scratch. */
+export function tridiagonalize(a: usize, n: i32, d: usize, e: usize, reflectors: usize, p: usize): void {
+  const rowBytes = (<usize>n) << 3;
+  memory.fill(reflectors, 0, (<usize>n) * rowBytes);
+  for (let k: i32 = 0; k < n - 2; k++) {
+    const column = (<usize>k) << 3;
+    let norm: f64 = 0;
+    for (let i = k + 1; i < n; i++) {
+      const x = load<f64>(a + (<usize>i) * rowBytes + column);
+      norm += x * x;
+    }
+    norm = sqrt<f64>(norm);
+    store<f64>(d + column, load<f64>(a + (<usize>k) * rowBytes + column));
+    if (norm == 0) {
+      store<f64>(e + column, 0);
+      continue;
+    }
+    const alpha: f64 = load<f64>(a + (<usize>(k + 1)) * rowBytes + column) > 0 ? -norm : norm;
+    const v = reflectors + (<usize>k) * rowBytes;
+    const first = (<usize>(k + 1)) << 3;
+    const tail = (<usize>(n - k - 1)) << 3;
+    let vNorm: f64 = 0;
+    for (let i = k + 1; i < n; i++) {
+      const value = load<f64>(a + (<usize>i) * rowBytes + column) - (i == k + 1 ? alpha : 0);
+      store<f64>(v + ((<usize>i) << 3), value);
+      vNorm += value * value;
+    }
+    vNorm = sqrt<f64>(vNorm);
+    store<f64>(e + column, alpha);
+    if (vNorm == 0) {
+      memory.fill(v + first, 0, tail);
+      continue;
+    }
+    for (let i = k + 1; i < n; i++) store<f64>(v + ((<usize>i) << 3), load<f64>(v + ((<usize>i) << 3)) / vNorm);
+    // p = A22·v from the lower triangle: each a_ij (j < i) adds to p_i and, for a_ji, to p_j.
+    memory.fill(p + first, 0, tail);
+    for (let i = k + 1; i < n; i++) {
+      const row = a + (<usize>i) * rowBytes;
+      const vi = load<f64>(v + ((<usize>i) << 3));
+      const viV = f64x2.splat(vi);
+      let sumV = f64x2.splat(0);
+      let j = k + 1;
+      for (; j + 2 <= i; j += 2) {
+        const at = (<usize>j) << 3;
+        const aij = v128.load(row + at);
+        sumV = f64x2.add(sumV, f64x2.mul(aij, v128.load(v + at)));
+        v128.store(p + at, f64x2.add(v128.load(p + at), f64x2.mul(aij, viV)));
+      }
+      let sum = load<f64>(row + ((<usize>i) << 3)) * vi + (f64x2.extract_lane(sumV, 0) + f64x2.extract_lane(sumV, 1));
+      for (; j < i; j++) {
+        const at = (<usize>j) << 3;
+        const aij = load<f64>(row + at);
+        sum += aij * load<f64>(v + at);
+        store<f64>(p + at, load<f64>(p + at) + aij * vi);
+      }
+      store<f64>(p + ((<usize>i) << 3), load<f64>(p + ((<usize>i) << 3)) + sum);
+    }
+    let vp: f64 = 0;
+    for (let i = k + 1; i < n; i++) vp += load<f64>(v + ((<usize>i) << 3)) * load<f64>(p + ((<usize>i) << 3));
+    for (let i = k + 1; i < n; i++) {
+      const at = (<usize>i) << 3;
+      store<f64>(p + at, load<f64>(p + at) - vp * load<f64>(v + at));
+    }
+    // A22 −= 2(v·qᵀ + q·vᵀ) on the lower triangle (q = p now). 2·(x + y) = 2x + 2y exactly.
+    for (let i = k + 1; i < n; i++) {
+      const row = a + (<usize>i) * rowBytes;
+      const vi2 = 2 * load<f64>(v + ((<usize>i) << 3));
+      const qi2 = 2 * load<f64>(p + ((<usize>i) << 3));
+      const vi2V = f64x2.splat(vi2);
+      const qi2V = f64x2.splat(qi2);
+      let j = k + 1;
+      for (; j + 2 <= i + 1; j += 2) {
+        const at = (<usize>j) << 3;
+        const update = f64x2.add(f64x2.mul(vi2V, v128.load(p + at)), f64x2.mul(qi2V, v128.load(v + at)));
+        v128.store(row + at, f64x2.sub(v128.load(row + at), update));
+      }
+      for (; j <= i; j++) {
+        const at = (<usize>j) << 3;
+        store<f64>(row + at, load<f64>(row + at) - (vi2 * load<f64>(p + at) + qi2 * load<f64>(v + at)));
+      }
+    }
+  }
+  if (n >= 2) {
+    store<f64>(d + ((<usize>(n - 2)) << 3), load<f64>(a + (<usize>(n - 2)) * rowBytes + ((<usize>(n - 2)) << 3)));
+    store<f64>(e + ((<usize>(n - 2)) << 3), load<f64>(a + (<usize>(n - 1)) * rowBytes + ((<usize>(n - 2)) << 3)));
+  }
+  if (n >= 1) store<f64>(d + ((<usize>(n - 1)) << 3), load<f64>(a + (<usize>(n - 1)) * rowBytes + ((<usize>(n - 1)) << 3)));
+}
+
+/** x (n×count f64, row-major) ← H_0·…·H_{n−3}·x, the last reflector first; dots: count f64 of scratch. */
+export function applyReflectors(reflectors: usize, n: i32, x: usize, count: i32, dots: usize): void {
+  const rowBytes = (<usize>n) << 3;
+  const xRow = (<usize>count) << 3;
+  for (let k = n - 3; k >= 0; k--) {
+    const v = reflectors + (<usize>k) * rowBytes;
+    memory.fill(dots, 0, xRow);
+    for (let i = k + 1; i < n; i++) {
+      const vi = load<f64>(v + ((<usize>i) << 3));
+      const viV = f64x2.splat(vi);
+      const row = x + (<usize>i) * xRow;
+      let j: i32 = 0;
+      for (; j + 2 <= count; j += 2) {
+        const at = (<usize>j) << 3;
+        v128.store(dots + at, f64x2.add(v128.load(dots + at), f64x2.mul(viV, v128.load(row + at))));
+      }
+      for (; j < count; j++) {
+        const at = (<usize>j) << 3;
+        store<f64>(dots + at, load<f64>(dots + at) + vi * load<f64>(row + at));
+      }
+    }
+    for (let i = k + 1; i < n; i++) {
+      const scaled = 2 * load<f64>(v + ((<usize>i) << 3));
+      const scaledV = f64x2.splat(scaled);
+      const row = x + (<usize>i) * xRow;
+      let j: i32 = 0;
+      for (; j + 2 <= count; j += 2) {
+        const at = (<usize>j) << 3;
+        v128.store(row + at, f64x2.sub(v128.load(row + at), f64x2.mul(scaledV, v128.load(dots + at))));
+      }
+      for (; j < count; j++) {
+        const at = (<usize>j) << 3;
+        store<f64>(row + at, load<f64>(row + at) - scaled * load<f64>(dots + at));
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Benchmark probe (not used by the library): the SIMD ceiling of this runtime on this CPU.
 
 /**

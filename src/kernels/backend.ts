@@ -64,6 +64,28 @@ export interface TransposeCall {
   out: Float32Array;
 }
 
+/**
+ * Householder reduction of a symmetric float64 matrix to tridiagonal form (the symmetric
+ * eigensolver's O(n³) step; see kernels/tridiagonal.ts for the exact arithmetic).
+ */
+export interface TridiagonalizeCall {
+  /** n×n row-major; only the lower triangle is read. Overwritten (scratch). */
+  a: Float64Array;
+  n: number;
+  /** Out: the diagonal (n values) and the sub-diagonal (n − 1). */
+  d: Float64Array;
+  e: Float64Array;
+  /** Out (n×n): reflector k's unit vector in row k, columns k + 1…n − 1; zero elsewhere. */
+  reflectors: Float64Array;
+}
+/** x ← H_0·H_1·…·H_{n−3}·x for every column of x, with the reflectors of a TridiagonalizeCall. */
+export interface ReflectorsCall {
+  reflectors: Float64Array;
+  n: number;
+  /** n×count, row-major (one vector per column), transformed in place. */
+  x: Float64Array;
+  count: number;
+}
 /** What a read-only scope will do with its array, so a backend can prepare for it. */
 export interface ReadOnlyUsage {
   /** How many products will read the array transposed (transA). */
@@ -97,6 +119,8 @@ export interface KernelBackend {
   subtract(a: Float32Array, b: Float32Array, out?: Float32Array): number;
   /** Σ a[i]², accumulated in float64; NaN or ±Inf anywhere makes it non-finite. */
   sumOfSquares(a: Float32Array): number;
+  tridiagonalize(call: TridiagonalizeCall): void;
+  applyReflectors(call: ReflectorsCall): void;
   /**
    * Optional: runs `body`, during which the caller promises not to modify `array` (e.g. the matrix
    * every pass of a truncated SVD reads). Backends that must copy operands into their own memory

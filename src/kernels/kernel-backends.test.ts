@@ -226,6 +226,51 @@ test("transpose of a strided block (a column strip of a wider matrix) on every b
   t.diagnostic(`exact on ${backends.map((b) => b.name).join(", ")}`);
 });
 
+test("tridiagonalize and applyReflectors (the eigensolver's float64 steps) on every backend", (t) => {
+  const random = mulberry32(43);
+  let worst = 0;
+  // Sizes around the two-lane loops' edges, a Rayleigh–Ritz-sized one, and a matrix whose first
+  // column is zero below the diagonal (the reduction skips that reflector). The lanes add in another
+  // order, and later reflectors amplify early rounding differences: tolerances, not equality.
+  for (const n of [0, 1, 2, 3, 4, 5, 17, 64, 101]) {
+    for (const zeroColumn of n > 3 ? [false, true] : [false]) {
+      const b = gaussianArray(n * (n + 3), random);
+      const a = new Float64Array(n * n);
+      for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) {
+        let sum = 0;
+        for (let p = 0; p < n + 3; p++) sum += b[i * (n + 3) + p]! * b[j * (n + 3) + p]!;
+        a[i * n + j] = a[j * n + i] = sum;
+      }
+      if (zeroColumn) for (let i = 1; i < n; i++) a[i * n] = a[i] = 0;
+      const run = (backend: KernelBackend) => {
+        const out = { a: Float64Array.from(a), n, d: new Float64Array(n), e: new Float64Array(Math.max(n - 1, 0)), reflectors: new Float64Array(n * n).fill(NaN) };
+        backend.tridiagonalize(out);
+        return out;
+      };
+      const expected = run(tsBackend);
+      const scale = Math.max(1, ...expected.d.map(Math.abs));
+      const count = Math.min(n, 7);
+      const vectors = Float64Array.from(gaussianArray(n * count, random));
+      const mapped = Float64Array.from(vectors);
+      tsBackend.applyReflectors({ reflectors: expected.reflectors, n, x: mapped, count });
+      for (const backend of backends.slice(1)) {
+        const got = run(backend);
+        for (const [name, x, y, tolerance] of [["d", got.d, expected.d, 1e-11 * scale], ["e", got.e, expected.e, 1e-11 * scale], ["reflectors", got.reflectors, expected.reflectors, 1e-9]] as const) {
+          const difference = x.reduce((max, value, i) => Math.max(max, Math.abs(value - y[i]!)), 0);
+          worst = Math.max(worst, difference / (name === "reflectors" ? 1 : scale));
+          assert.ok(difference <= tolerance, `${name} of n = ${n}${zeroColumn ? " (zero column)" : ""} on ${backend.name}: ${difference}`);
+        }
+        // The same reflectors give the same vectors, bit for bit (the additions are in the same order).
+        const x = Float64Array.from(vectors);
+        backend.applyReflectors({ reflectors: expected.reflectors, n, x, count });
+        assert.deepEqual(x, mapped, `applyReflectors n = ${n} on ${backend.name}`);
+      }
+    }
+  }
+  assert.throws(() => tsBackend.tridiagonalize({ a: new Float64Array(3), n: 2, d: new Float64Array(2), e: new Float64Array(1), reflectors: new Float64Array(4) }), /too short/);
+  t.diagnostic(`max relative |Δ| of the reduction against the reference: ${worst.toExponential(2)}`);
+});
+
 test("sumOfSquares: float64 sum of squares on every backend, split across threads, non-finite on NaN/Inf", () => {
   // Long enough for the threaded backend to split it (PARALLEL_MIN_WORK), odd for the scalar tail.
   const a = gaussianArray((1 << 17) + 3, mulberry32(31));

@@ -1,6 +1,7 @@
 import type { GemmCall, KernelBackend } from "./backend.js";
 import { checkGemm, checkTranspose } from "./check-gemm.js";
 import { checkDecodeCall, checkResidualCall, dequantizeBlocks, quantizeBlocks } from "./codebook.js";
+import { applyReflectorsReference, tridiagonalizeReference } from "./tridiagonal.js";
 
 /**
  * The reference backend: plain TypeScript, float64 accumulation, no tricks. Every other backend is
@@ -42,6 +43,8 @@ export const tsBackend: KernelBackend = {
     }
     return sum;
   },
+  tridiagonalize: tridiagonalizeReference,
+  applyReflectors: applyReflectorsReference,
   sumOfSquares(a) {
     let sum = 0;
     for (let i = 0; i < a.length; i++) sum += a[i]! * a[i]!;

@@ -1,7 +1,8 @@
 import { BackendUnavailableError, ShapeError } from "../errors.js";
-import type { CodebookCall, DecodeCall, GemmCall, KernelBackend, TransposeCall } from "./backend.js";
+import type { CodebookCall, DecodeCall, GemmCall, KernelBackend, ReflectorsCall, TransposeCall, TridiagonalizeCall } from "./backend.js";
 import { checkGemm, checkTranspose } from "./check-gemm.js";
 import { checkDecodeCall, checkResidualCall, type CodebookSpec } from "./codebook.js";
+import { checkReflectorsCall, checkTridiagonalizeCall } from "./tridiagonal.js";
 import { KERNELS_WASM_BASE64 } from "./simd-kernels-bytes.js";
 
 /**
@@ -31,6 +32,8 @@ export interface KernelExports {
   decodeCodebook(codes: number, n: number, blockSize: number, table: number, absmax: number, out: number): void;
   transpose(a: number, rows: number, cols: number, lda: number, out: number): void;
   subtract(a: number, b: number, out: number, n: number): number;
+  tridiagonalize(a: number, n: number, d: number, e: number, reflectors: number, p: number): void;
+  applyReflectors(reflectors: number, n: number, x: number, count: number, dots: number): void;
   /** Benchmark probe: 96·iterations flops in registers only (see bench/gemm-throughput.ts). */
   simdCeiling(iterations: number): number;
 }
@@ -80,13 +83,26 @@ export interface SubtractArgs {
   a: number; b: number; out: number; n: number;
 }
 
-/** One kernel invocation on resolved pointers; `subtract` and residual `encode` jobs return their sum of squares. */
+/** Pointer-level arguments of the eigensolver steps (float64; p and dots are scratch). */
+export interface TridiagonalizeArgs {
+  a: number; n: number; d: number; e: number; reflectors: number; p: number;
+}
+export interface ReflectorsArgs {
+  reflectors: number; n: number; x: number; count: number; dots: number;
+}
+
+/**
+ * One kernel invocation on resolved pointers; `subtract` and residual `encode` jobs return their sum
+ * of squares. The eigensolver steps are sequential (a few ms at the sizes LoftQ meets) and never split.
+ */
 export type KernelJob =
   | { kind: "gemm"; args: GemmArgs }
   | { kind: "encode"; args: EncodeArgs }
   | { kind: "decode"; args: DecodeArgs }
   | { kind: "transpose"; args: TransposeArgs }
-  | { kind: "subtract"; args: SubtractArgs };
+  | { kind: "subtract"; args: SubtractArgs }
+  | { kind: "tridiagonalize"; args: TridiagonalizeArgs }
+  | { kind: "reflect"; args: ReflectorsArgs };
 
 export interface WasmBackend extends KernelBackend {
   readonly memory: WebAssembly.Memory;
@@ -119,6 +135,16 @@ export function runKernelJob(kernel: KernelExports, job: KernelJob): number {
     }
     case "subtract":
       return kernel.subtract(job.args.a, job.args.b, job.args.out, job.args.n);
+    case "tridiagonalize": {
+      const t = job.args;
+      kernel.tridiagonalize(t.a, t.n, t.d, t.e, t.reflectors, t.p);
+      return 0;
+    }
+    case "reflect": {
+      const r = job.args;
+      kernel.applyReflectors(r.reflectors, r.n, r.x, r.count, r.dots);
+      return 0;
+    }
   }
 }
 
@@ -184,6 +210,15 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
     if (copy) local.set(array.subarray(0, length));
     scratch.push(local);
     return local;
+  };
+
+  /** A float64 working copy of `array` (first `length` values, or zeros) in the memory. */
+  const stage64 = (scratch: Float32Array[], array: Float64Array | undefined, length: number) => {
+    const local = heap.allocate(2 * Math.max(length, 1), array === undefined);
+    scratch.push(local);
+    const view = new Float64Array(local.buffer, local.byteOffset, length);
+    if (array) view.set(array.subarray(0, length));
+    return view;
   };
 
   const backend: WasmBackend = {
@@ -286,6 +321,40 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
         });
         if (out && target !== out) out.set(target!);
         return sum;
+      } finally {
+        for (const array of scratch) heap.release(array);
+      }
+    },
+    tridiagonalize(call: TridiagonalizeCall) {
+      checkTridiagonalizeCall(call);
+      const { n } = call;
+      const scratch: Float32Array[] = [];
+      try {
+        // Float64 arrays are always copied in and out: they are small (n ≤ a few hundred here).
+        const a = stage64(scratch, call.a, n * n);
+        const d = stage64(scratch, undefined, n);
+        const e = stage64(scratch, undefined, Math.max(n - 1, 0));
+        const reflectors = stage64(scratch, undefined, n * n);
+        const p = stage64(scratch, undefined, n);
+        backend.runJob({ kind: "tridiagonalize", args: { a: a.byteOffset, n, d: d.byteOffset, e: e.byteOffset, reflectors: reflectors.byteOffset, p: p.byteOffset } });
+        call.a.set(a);
+        call.d.set(d);
+        call.e.set(e);
+        call.reflectors.set(reflectors);
+      } finally {
+        for (const array of scratch) heap.release(array);
+      }
+    },
+    applyReflectors(call: ReflectorsCall) {
+      checkReflectorsCall(call);
+      const { n, count } = call;
+      const scratch: Float32Array[] = [];
+      try {
+        const reflectors = stage64(scratch, call.reflectors, n * n);
+        const x = stage64(scratch, call.x, n * count);
+        const dots = stage64(scratch, undefined, count);
+        backend.runJob({ kind: "reflect", args: { reflectors: reflectors.byteOffset, n, x: x.byteOffset, count, dots: dots.byteOffset } });
+        call.x.set(x);
       } finally {
         for (const array of scratch) heap.release(array);
       }

@@ -11,6 +11,7 @@ import { createQuantizer } from "../quant/quantizer.js";
 import { llmLikeWeight } from "../synthetic/llm-like-weight.js";
 import { frobeniusNorm, type Matrix } from "../tensor/matrix.js";
 import { tsBackend } from "../kernels/ts-backend.js";
+import { createWasmBackend, wasmSimdSupported } from "../kernels/wasm-backend.js";
 
 function randomMatrix(rows: number, cols: number, seed: number): Float32Array {
   return gaussianArray(rows * cols, mulberry32(seed));
@@ -91,6 +92,17 @@ test("tridiagonal eigen solver agrees with Jacobi singular values; top eigenvect
   const eigen = symmetricEigenvalues(gram, cols);
   assert.ok(Math.abs(eigen[0]! - reference[0]! ** 2) < 1e-9 * eigen[0]!);
   const { values, vectors } = topEigenpairs(gram, cols, 5);
+  // Orthonormal vectors, and the WebAssembly kernels give the same pairs.
+  for (let j = 0; j < 5; j++) for (let l = 0; l <= j; l++) {
+    let dot = 0;
+    for (let i = 0; i < cols; i++) dot += vectors[i * 5 + j]! * vectors[i * 5 + l]!;
+    assert.ok(Math.abs(dot - (j === l ? 1 : 0)) < 1e-12, `v${j}·v${l} = ${dot}`);
+  }
+  if (wasmSimdSupported()) {
+    const wasm = topEigenpairs(gram, cols, 5, createWasmBackend());
+    for (let j = 0; j < 5; j++) assert.ok(Math.abs(wasm.values[j]! - values[j]!) < 1e-12 * values[0]!);
+    assert.ok(wasm.vectors.every((v, i) => Math.abs(v - vectors[i]!) < 1e-9), "same eigenvectors (signs included)");
+  }
   for (let j = 0; j < 5; j++) {
     let residual = 0;
     for (let i = 0; i < cols; i++) {

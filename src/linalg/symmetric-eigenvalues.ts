@@ -1,13 +1,13 @@
+import type { KernelBackend } from "../kernels/backend.js";
+import { tsBackend } from "../kernels/ts-backend.js";
+
 /**
  * All eigenvalues of a dense symmetric matrix (float64): Householder reduction to tridiagonal form,
  * then implicit QR steps with Wilkinson shifts. O(n³) with a small constant and no eigenvectors:
  * the exact reference for singular values (via the Gram matrix) on matrices too large for Jacobi.
  */
-export function symmetricEigenvalues(matrix: Float64Array, n: number): Float64Array {
-  const a = Float64Array.from(matrix);
-  const d = new Float64Array(n);
-  const e = new Float64Array(Math.max(n - 1, 0));
-  tridiagonalize(a, n, d, e);
+export function symmetricEigenvalues(matrix: Float64Array, n: number, backend: KernelBackend = tsBackend): Float64Array {
+  const { d, e } = tridiagonal(matrix, n, backend);
   tridiagonalQr(d, e);
   return d.sort((x, y) => y - x);
 }
@@ -16,47 +16,47 @@ export function symmetricEigenvalues(matrix: Float64Array, n: number): Float64Ar
  * The `count` largest eigenvalues (descending) and their unit eigenvectors (n×count, row-major):
  * eigenvalues from the tridiagonal QR, vectors by inverse iteration on the tridiagonal matrix
  * (O(n) per solve), re-orthogonalised against each other and mapped back through the reflectors.
+ * The two O(n³) steps (the reduction and the mapping back) are backend kernels, float64 on every
+ * backend; the reference backend is the default.
  */
-export function topEigenpairs(matrix: Float64Array, n: number, count: number): { values: Float64Array; vectors: Float64Array } {
-  const a = Float64Array.from(matrix);
-  const d = new Float64Array(n);
-  const e = new Float64Array(Math.max(n - 1, 0));
-  const reflectors: Array<Float64Array | undefined> = [];
-  tridiagonalize(a, n, d, e, reflectors);
+export function topEigenpairs(matrix: Float64Array, n: number, count: number, backend: KernelBackend = tsBackend): { values: Float64Array; vectors: Float64Array } {
+  const { d, e, reflectors } = tridiagonal(matrix, n, backend);
   const diagonal = Float64Array.from(d);
   const offDiagonal = Float64Array.from(e);
   tridiagonalQr(d, e);
   const values = d.sort((x, y) => y - x).slice(0, count);
   const scale = Math.max(Math.abs(values[0] ?? 0), Number.MIN_VALUE);
-  const found: Float64Array[] = [];
-  for (let i = 0; i < count; i++) {
-    // Shift a hair off the eigenvalue so the factorisation stays non-singular.
-    const x = inverseIteration(diagonal, offDiagonal, values[i]! + scale * 1e-14 * (i + 1), found);
-    found.push(x);
-  }
   const vectors = new Float64Array(n * count);
-  found.forEach((x, j) => {
-    // y = H_0 H_1 … H_{n−3} x: apply the reflectors from the last to the first.
-    for (let k = reflectors.length - 1; k >= 0; k--) {
-      const v = reflectors[k];
-      if (!v) continue;
-      let dot = 0;
-      for (let i = 0; i < v.length; i++) dot += v[i]! * x[k + 1 + i]!;
-      dot *= 2;
-      for (let i = 0; i < v.length; i++) x[k + 1 + i]! -= dot * v[i]!;
-    }
+  const found: Float64Array[] = [];
+  const lu = new ShiftedTridiagonalLu(diagonal, offDiagonal);
+  for (let j = 0; j < count; j++) {
+    // Shift a hair off the eigenvalue so the factorisation stays non-singular.
+    const x = inverseIteration(lu, values[j]! + scale * 1e-14 * (j + 1), found);
+    found.push(x);
     for (let i = 0; i < n; i++) vectors[i * count + j] = x[i]!;
-  });
+  }
+  // y = H_0 H_1 … H_{n−3} x for every vector at once.
+  backend.applyReflectors({ reflectors, n, x: vectors, count });
   return { values, vectors };
 }
 
-/** Solves (T − λI)x = b a few times (LU with partial pivoting), orthogonal to `previous`. */
-function inverseIteration(d: Float64Array, e: Float64Array, lambda: number, previous: Float64Array[]): Float64Array {
-  const n = d.length;
-  let x: Float64Array = new Float64Array(n);
+/** The tridiagonal form (d, e) of a symmetric matrix and its reflectors; `matrix` is not modified. */
+function tridiagonal(matrix: Float64Array, n: number, backend: KernelBackend) {
+  const d = new Float64Array(n);
+  const e = new Float64Array(Math.max(n - 1, 0));
+  const reflectors = new Float64Array(n * n);
+  backend.tridiagonalize({ a: Float64Array.from(matrix.subarray(0, n * n)), n, d, e, reflectors });
+  return { d, e, reflectors };
+}
+
+/** Solves (T − λI)x = b a few times (one LU, four solves), orthogonal to `previous`. */
+function inverseIteration(lu: ShiftedTridiagonalLu, lambda: number, previous: Float64Array[]): Float64Array {
+  const n = lu.size;
+  lu.factor(lambda);
+  const x = new Float64Array(n);
   for (let i = 0; i < n; i++) x[i] = 1 + ((i * 7919) % 13) / 13; // deterministic, generic start
   for (let round = 0; round < 4; round++) {
-    x = solveShiftedTridiagonal(d, e, lambda, x);
+    lu.solve(x);
     for (const p of previous) {
       let dot = 0;
       for (let i = 0; i < n; i++) dot += p[i]! * x[i]!;
@@ -72,109 +72,83 @@ function inverseIteration(d: Float64Array, e: Float64Array, lambda: number, prev
 
 /**
  * Gaussian elimination with partial pivoting on the tridiagonal T − λI (the fill-in stays within
- * a second super-diagonal). Previous eigenvectors are kept in the tridiagonal basis, so
- * orthogonalising there is the same as in the original one (the reflectors are orthogonal).
+ * a second super-diagonal), factored once per shift and replayed on each right-hand side. Previous
+ * eigenvectors are kept in the tridiagonal basis, so orthogonalising there is the same as in the
+ * original one (the reflectors are orthogonal).
  */
-function solveShiftedTridiagonal(d: Float64Array, e: Float64Array, lambda: number, b: Float64Array): Float64Array {
-  const n = d.length;
-  const diag = new Float64Array(n);
-  const upper1 = new Float64Array(n);
-  const upper2 = new Float64Array(n);
-  const rhs = Float64Array.from(b);
-  for (let i = 0; i < n; i++) diag[i] = d[i]! - lambda;
-  for (let i = 0; i < n - 1; i++) upper1[i] = e[i]!;
-  const tiny = 1e-300;
-  // Row i currently holds (sub = e[i-1] at column i−1 before elimination).
-  const sub = new Float64Array(n);
-  for (let i = 1; i < n; i++) sub[i] = e[i - 1]!;
-  for (let i = 0; i < n - 1; i++) {
-    // Eliminate sub[i+1] using rows i and i+1, pivoting if row i+1 has the larger leading entry.
-    if (Math.abs(sub[i + 1]!) > Math.abs(diag[i]!)) {
-      // Swap rows i and i+1 (row i+1: [sub, diag, upper1] at columns i, i+1, i+2). Row i has no
-      // entry beyond column i+2 and row i+1's upper2 is still 0, so it takes row i's.
-      const [diagI, upper1I, upper2I, rhsI] = [diag[i]!, upper1[i]!, upper2[i]!, rhs[i]!];
-      diag[i] = sub[i + 1]!;
-      upper1[i] = diag[i + 1]!;
-      upper2[i] = upper1[i + 1]!;
-      rhs[i] = rhs[i + 1]!;
-      sub[i + 1] = diagI;
-      diag[i + 1] = upper1I;
-      upper1[i + 1] = upper2I;
-      rhs[i + 1] = rhsI;
-    }
-    const pivot = Math.abs(diag[i]!) < tiny ? tiny : diag[i]!;
-    diag[i] = pivot;
-    const factor = sub[i + 1]! / pivot;
-    diag[i + 1]! -= factor * upper1[i]!;
-    upper1[i + 1]! -= factor * upper2[i]!;
-    rhs[i + 1]! -= factor * rhs[i]!;
-    sub[i + 1] = 0;
-  }
-  if (Math.abs(diag[n - 1]!) < tiny) diag[n - 1] = tiny;
-  const x = new Float64Array(n);
-  for (let i = n - 1; i >= 0; i--) {
-    let value = rhs[i]!;
-    if (i + 1 < n) value -= upper1[i]! * x[i + 1]!;
-    if (i + 2 < n) value -= upper2[i]! * x[i + 2]!;
-    x[i] = value / diag[i]!;
-  }
-  return x;
-}
+class ShiftedTridiagonalLu {
+  private readonly diag: Float64Array;
+  private readonly upper1: Float64Array;
+  private readonly upper2: Float64Array;
+  /** Row i + 1 −= factors[i] · row i, after rows i and i + 1 were swapped where swapped[i]. */
+  private readonly factors: Float64Array;
+  private readonly swapped: Uint8Array;
 
-function tridiagonalize(a: Float64Array, n: number, d: Float64Array, e: Float64Array, reflectors?: Array<Float64Array | undefined>): void {
-  const v = new Float64Array(n);
-  const p = new Float64Array(n);
-  for (let k = 0; k < n - 2; k++) {
-    let norm = 0;
-    for (let i = k + 1; i < n; i++) norm += a[i * n + k]! * a[i * n + k]!;
-    norm = Math.sqrt(norm);
-    d[k] = a[k * n + k]!;
-    if (norm === 0) {
-      e[k] = 0;
-      continue;
-    }
-    const alpha = a[(k + 1) * n + k]! > 0 ? -norm : norm;
-    let vNorm = 0;
-    for (let i = k + 1; i < n; i++) {
-      v[i] = a[i * n + k]! - (i === k + 1 ? alpha : 0);
-      vNorm += v[i]! * v[i]!;
-    }
-    vNorm = Math.sqrt(vNorm);
-    e[k] = alpha;
-    if (vNorm === 0) continue;
-    for (let i = k + 1; i < n; i++) v[i]! /= vNorm;
-    if (reflectors) reflectors[k] = v.slice(k + 1, n);
-    // Trailing block A22 ← H A22 H with H = I − 2vvᵀ: p = A22 v, q = p − (vᵀp) v, A22 −= 2(vqᵀ + qvᵀ).
-    // Only the lower triangle is read and updated (A22 stays symmetric; everything later reads
-    // columns below the diagonal): half the work, with rows walked contiguously — each stored
-    // element a_ij (j < i) adds to p_i and, standing in for a_ji, to p_j.
-    p.fill(0, k + 1, n);
-    for (let i = k + 1; i < n; i++) {
-      const row = i * n;
-      const vi = v[i]!;
-      let sum = a[row + i]! * vi;
-      for (let j = k + 1; j < i; j++) {
-        const aij = a[row + j]!;
-        sum += aij * v[j]!;
-        p[j]! += aij * vi;
+  constructor(private readonly d: Float64Array, private readonly e: Float64Array) {
+    const n = d.length;
+    this.diag = new Float64Array(n);
+    this.upper1 = new Float64Array(n);
+    this.upper2 = new Float64Array(n);
+    this.factors = new Float64Array(n);
+    this.swapped = new Uint8Array(n);
+  }
+
+  get size(): number {
+    return this.d.length;
+  }
+
+  factor(lambda: number): void {
+    const { d, e, diag, upper1, upper2, factors, swapped } = this;
+    const n = d.length;
+    for (let i = 0; i < n; i++) diag[i] = d[i]! - lambda;
+    for (let i = 0; i < n - 1; i++) upper1[i] = e[i]!;
+    upper1[n - 1] = 0;
+    upper2.fill(0);
+    const tiny = 1e-300;
+    for (let i = 0; i < n - 1; i++) {
+      // Row i + 1 holds e[i] at column i before its elimination.
+      let sub = e[i]!;
+      swapped[i] = Math.abs(sub) > Math.abs(diag[i]!) ? 1 : 0;
+      if (swapped[i]) {
+        // Swap rows i and i+1 (row i+1: [sub, diag, upper1] at columns i, i+1, i+2). Row i has no
+        // entry beyond column i+2 and row i+1's upper2 is still 0, so it takes row i's.
+        const [diagI, upper1I, upper2I] = [diag[i]!, upper1[i]!, upper2[i]!];
+        diag[i] = sub;
+        upper1[i] = diag[i + 1]!;
+        upper2[i] = upper1[i + 1]!;
+        sub = diagI;
+        diag[i + 1] = upper1I;
+        upper1[i + 1] = upper2I;
       }
-      p[i]! += sum;
+      const pivot = Math.abs(diag[i]!) < tiny ? tiny : diag[i]!;
+      diag[i] = pivot;
+      const factor = sub / pivot;
+      factors[i] = factor;
+      diag[i + 1]! -= factor * upper1[i]!;
+      upper1[i + 1]! -= factor * upper2[i]!;
     }
-    let vp = 0;
-    for (let i = k + 1; i < n; i++) vp += v[i]! * p[i]!;
-    for (let i = k + 1; i < n; i++) p[i]! -= vp * v[i]!;
-    for (let i = k + 1; i < n; i++) {
-      const row = i * n;
-      const vi = v[i]!;
-      const qi = p[i]!;
-      for (let j = k + 1; j <= i; j++) a[row + j]! -= 2 * (vi * p[j]! + qi * v[j]!);
+    if (n > 0 && Math.abs(diag[n - 1]!) < tiny) diag[n - 1] = tiny;
+  }
+
+  /** x ← (T − λI)⁻¹ x in place. */
+  solve(x: Float64Array): void {
+    const { diag, upper1, upper2, factors, swapped } = this;
+    const n = diag.length;
+    for (let i = 0; i < n - 1; i++) {
+      if (swapped[i]) {
+        const xi = x[i]!;
+        x[i] = x[i + 1]!;
+        x[i + 1] = xi;
+      }
+      x[i + 1]! -= factors[i]! * x[i]!;
+    }
+    for (let i = n - 1; i >= 0; i--) {
+      let value = x[i]!;
+      if (i + 1 < n) value -= upper1[i]! * x[i + 1]!;
+      if (i + 2 < n) value -= upper2[i]! * x[i + 2]!;
+      x[i] = value / diag[i]!;
     }
   }
-  if (n >= 2) {
-    d[n - 2] = a[(n - 2) * n + n - 2]!;
-    e[n - 2] = a[(n - 1) * n + n - 2]!;
-  }
-  if (n >= 1) d[n - 1] = a[(n - 1) * n + n - 1]!;
 }
 
 /** Implicit symmetric QR on (d, e) in place; d ends up holding the eigenvalues. */
@@ -199,7 +173,9 @@ function tridiagonalQr(d: Float64Array, e: Float64Array): void {
     let x = d[low]! - shift;
     let z = e[low]!;
     for (let k = low; k < high; k++) {
-      const r = Math.hypot(x, z);
+      // √(x² + z²) directly (Math.hypot is several times slower), unless the squares overflow or underflow.
+      let r = Math.sqrt(x * x + z * z);
+      if (!(r > 1e-150 && r < 1e150)) r = Math.hypot(x, z);
       const c = r === 0 ? 1 : x / r;
       const s = r === 0 ? 0 : -z / r;
       if (k > low) e[k - 1] = r;

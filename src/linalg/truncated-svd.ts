@@ -116,7 +116,7 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
         }
       }
     }
-    const { values, vectors } = topEigenpairs(gram, width, k);
+    const { values, vectors } = topEigenpairs(gram, width, k, backend);
     const s = values.map((lambda) => Math.sqrt(Math.max(lambda, 0)));
     // U = Q·Ub (m×r) and V = Bᵀ·Ub·S⁻¹ (n×k, the first r returned, all k kept as the warm start).
     const u = new Float32Array(m * rank);

@@ -194,6 +194,8 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
     transpose: (call) => base.transpose(call),
     subtract: (a, b, out) => base.subtract(a, b, out),
     sumOfSquares: (a) => base.sumOfSquares(a),
+    tridiagonalize: (call) => base.tridiagonalize(call),
+    applyReflectors: (call) => base.applyReflectors(call),
     withReadOnly<T>(array: Float32Array, body: () => T, usage?: ReadOnlyUsage): T {
       if (readOnly.has(array)) return body();
       readOnly.set(array, { transposedProducts: usage?.transposedProducts ?? 0 });

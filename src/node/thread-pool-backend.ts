@@ -64,6 +64,9 @@ function workOf(job: KernelJob): number {
       return 2 * job.args.m * job.args.n * job.args.k;
     case "transpose":
       return 16 * job.args.rows * job.args.cols;
+    case "tridiagonalize":
+    case "reflect":
+      return 0; // sequential kernels: they run on the calling thread
     default:
       return 16 * job.args.n;
   }
@@ -119,5 +122,8 @@ function splitJob(job: KernelJob, parts: number): KernelJob[] {
         args: { a: d.a + 4 * start, b: d.b === 0 ? 0 : d.b + 4 * start, out: d.out === 0 ? 0 : d.out + 4 * start, n: size },
       }));
     }
+    case "tridiagonalize":
+    case "reflect":
+      return [job];
   }
 }
