@@ -1,0 +1,83 @@
+/**
+ * Paired A/B of two builds (not a test): both builds' `loftq` load into one process and alternate run
+ * by run on the same LLM-like matrix, so each pair sees the same machine conditions. This machine class
+ * drifts by ±20 % within minutes; the per-pair time ratio is far steadier than medians taken minutes
+ * apart. Prints, per case, both medians and the median of the new/old ratios, with each build's error.
+ *
+ *   node dist/bench/paired-ab.js --old /path/to/old/dist [--new dist] [--size 4096x4096]
+ *                                [--cases 4:16:1,4:16:5,2:64:5] [--pairs 7] [--json FILE]
+ *
+ * (Build the old commit in a worktree: git worktree add /tmp/old REV; link node_modules; npm run build.)
+ * W and Q lie in the new build's backend memory when its backend can hold them, as in the CLI; the old
+ * build gets ordinary arrays (older builds copy W in and Q out either way).
+ */
+import { writeFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import type { LoftqResult } from "../src/loftq/loftq.js";
+import type { LoftqOptions } from "../src/loftq/options.js";
+import type { KernelBackend } from "../src/kernels/backend.js";
+import type { Matrix } from "../src/tensor/matrix.js";
+import { llmLikeWeight } from "../src/synthetic/llm-like-weight.js";
+
+interface Build {
+  loftq(weight: Matrix, options: LoftqOptions): LoftqResult;
+  getBackend(): KernelBackend;
+}
+
+function argument(name: string, fallback: string): string {
+  const index = process.argv.indexOf(`--${name}`);
+  return index >= 0 && process.argv[index + 1] ? process.argv[index + 1]! : fallback;
+}
+
+const load = async (dist: string) => (await import(pathToFileURL(resolve(dist, "src/node/index.js")).href)) as Build;
+const oldDist = argument("old", "");
+if (!oldDist) throw new Error("--old DIST (the other build's dist folder) is required");
+const older = await load(oldDist);
+const newer = await load(argument("new", resolve(import.meta.dirname ?? ".", "..")));
+const [rows, cols] = argument("size", "4096x4096").split("x").map(Number) as [number, number];
+const cases = argument("cases", "4:16:1,4:16:5,2:64:5").split(",").map((c) => c.split(":").map(Number) as [number, number, number]);
+const pairs = Number(argument("pairs", "7"));
+const jsonPath = argument("json", "");
+
+const generated = llmLikeWeight(rows, cols, { seed: 1 });
+const backend = newer.getBackend();
+const inBackend = (length: number) => backend.allocate(length, false);
+const newWeight: Matrix = { rows, cols, data: inBackend(rows * cols) };
+newWeight.data.set(generated.data);
+const newOutput = inBackend(rows * cols);
+const oldOutput = new Float32Array(rows * cols);
+const median = (values: number[]) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)]!;
+
+const rowsOut: Array<Record<string, number | string>> = [];
+for (const [bits, rank, iterations] of cases) {
+  const runOld = (t: number) => older.loftq(generated, { bits, rank, iterations: t, output: oldOutput });
+  const runNew = (t: number) => newer.loftq(newWeight, { bits, rank, iterations: t, output: newOutput });
+  runOld(1);
+  runNew(1);
+  const times = { old: [] as number[], new: [] as number[] };
+  const errors = { old: 0, new: 0 };
+  const ratios: number[] = [];
+  for (let pair = 0; pair < pairs; pair++) {
+    // Alternate which build goes first, so neither always runs right after the other's allocations.
+    for (const which of pair % 2 === 0 ? (["old", "new"] as const) : (["new", "old"] as const)) {
+      const started = performance.now();
+      const result = which === "old" ? runOld(iterations) : runNew(iterations);
+      times[which].push(performance.now() - started);
+      errors[which] = result.history[result.selectedIteration - 1]!.error;
+    }
+    ratios.push(times.new[pair]! / times.old[pair]!);
+  }
+  const row = {
+    case: `${rows}x${cols} b${bits} r${rank} T${iterations}`,
+    oldMs: median(times.old), newMs: median(times.new), ratio: median(ratios), minRatio: Math.min(...ratios), maxRatio: Math.max(...ratios),
+    oldError: errors.old, newError: errors.new,
+  };
+  rowsOut.push(row);
+  console.log(
+    `${row.case}: old ${row.oldMs.toFixed(0)} ms, new ${row.newMs.toFixed(0)} ms (medians of ${pairs}); new/old per pair: median ${row.ratio.toFixed(3)}` +
+      ` (${row.minRatio.toFixed(2)}–${row.maxRatio.toFixed(2)}); error ${row.oldError.toFixed(5)} / ${row.newError.toFixed(5)}`,
+  );
+}
+if (jsonPath) writeFileSync(jsonPath, JSON.stringify({ date: new Date().toISOString(), old: oldDist, pairs, runs: rowsOut }, null, 2) + "\n");
+process.exit(0);
