@@ -7,10 +7,11 @@
  * ceiling of one WebAssembly thread (register-only multiply-adds) and the wasm backend's share of
  * it, and the fastest backend's share of the machine's estimated fp32 peak (bench/machine-peak.ts).
  */
+import "../src/cli/relaxed-simd-setup.js"; // first: relaxed SIMD on before any kernel backend exists
 import { writeFileSync } from "node:fs";
 import type { KernelBackend } from "../src/kernels/backend.js";
 import { tsBackend } from "../src/kernels/ts-backend.js";
-import { createWasmBackend, instantiateKernels, kernelModule } from "../src/kernels/wasm-backend.js";
+import { createWasmBackend, instantiateKernels, kernelModule, relaxedSimdSupported } from "../src/kernels/wasm-backend.js";
 import { createThreadedBackend } from "../src/node/thread-pool-backend.js";
 import { createOrtBackend, ortInstalled } from "../src/node/ort-backend.js";
 import { gaussianArray, mulberry32 } from "../src/linalg/random.js";
@@ -41,7 +42,10 @@ export function wasmCeilingGflops(): number {
 
 if (process.argv[1]?.endsWith("bench/gemm-throughput.js")) {
   const threaded = createThreadedBackend();
-  const backends: KernelBackend[] = [tsBackend, createWasmBackend(), threaded, ...(ortInstalled() ? [createOrtBackend(threaded)] : [])];
+  // "wasm": the baseline-SIMD build (what the ceiling column compares), "wasm-relaxed": the build with
+  // the fused multiply-add; wasm-threads runs the relaxed one where the runtime has it.
+  const single = [createWasmBackend("wasm", "simd"), ...(relaxedSimdSupported() ? [createWasmBackend("wasm-relaxed", "relaxed-simd")] : [])];
+  const backends: KernelBackend[] = [tsBackend, ...single, threaded, ...(ortInstalled() ? [createOrtBackend(threaded)] : [])];
   const random = mulberry32(1);
   const ceiling = wasmCeilingGflops();
   const peak = estimatePeak();

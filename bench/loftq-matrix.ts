@@ -10,6 +10,7 @@
  *                                   [--iters 1,5] [--backend NAME] [--arrays backend|plain]
  *                                   [--repeat 3] [--json FILE]
  */
+import "../src/cli/relaxed-simd-setup.js"; // first: relaxed SIMD on before any kernel backend exists
 import { writeFileSync } from "node:fs";
 import { activeBackendName, getBackend, loftq, qloraInit } from "../src/node/index.js";
 import { llmLikeWeight } from "../src/synthetic/llm-like-weight.js";

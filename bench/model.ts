@@ -8,6 +8,7 @@
  *   node dist/bench/model.js [--layers 32] [--runs nf4-r16-t1,nf4-r16-t5,nf2-r64-t5] [--dir DIR]
  *                            [--json bench/results/model.json] [--hidden 4096 --intermediate 11008 --vocab 32000]
  */
+import "../src/cli/relaxed-simd-setup.js"; // first: relaxed SIMD on before any kernel backend exists
 import { describePeak, estimatePeak } from "./machine-peak.js";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";

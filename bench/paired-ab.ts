@@ -11,6 +11,7 @@
  * W and Q lie in the new build's backend memory when its backend can hold them, as in the CLI; the old
  * build gets ordinary arrays (older builds copy W in and Q out either way).
  */
+import "../src/cli/relaxed-simd-setup.js"; // first: relaxed SIMD on before any kernel backend exists
 import { writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";

@@ -3,6 +3,7 @@
  * The `loftq` command. Only this layer prints. Exit codes: 0 success, 1 failure (bad or missing
  * input, non-finite weights, output exists, disk full), 2 usage error.
  */
+import "./relaxed-simd-setup.js"; // first: before ../node/index.js creates the kernel backends
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { renderReportHtml, type ReportMatrix } from "../report/html-report.js";

@@ -1,9 +1,10 @@
+import "../cli/relaxed-simd-setup.js"; // first: this suite covers the relaxed-SIMD kernels too (Node 20: V8 flag)
 import { existsSync } from "node:fs";
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import type { KernelBackend } from "./backend.js";
 import { tsBackend } from "./ts-backend.js";
-import { createWasmBackend, wasmSimdSupported } from "./wasm-backend.js";
+import { createWasmBackend, relaxedSimdSupported, wasmSimdSupported, type WasmBackend } from "./wasm-backend.js";
 import { createThreadedBackend } from "../node/thread-pool-backend.js";
 import { createOrtBackend, ORT_TELEMETRY_VARIABLE, ortInstalled, TRANSPOSE_STRIP_COLUMNS, TRANSPOSED_COPY_MIN_PRODUCTS } from "../node/ort-backend.js";
 import { gaussianArray, mulberry32 } from "../linalg/random.js";
@@ -11,11 +12,24 @@ import { createQuantizer } from "../quant/quantizer.js";
 import { midpoints, normalFloatTable } from "../quant/tables.js";
 import { ulpsAway } from "../../test/helpers/float32-steps.js";
 
-/** One suite over every backend, each compared with the plain-TS reference (max |Δ| printed). */
+/**
+ * One suite over every backend, each compared with the plain-TS reference (max |Δ| printed): both
+ * WebAssembly builds (baseline SIMD and relaxed SIMD) on one thread, the threaded one (relaxed where the
+ * runtime has it) and onnxruntime on top of it.
+ */
 const threaded = wasmSimdSupported() ? createThreadedBackend(2) : undefined;
 after(() => threaded?.terminate());
 const ort = threaded && ortInstalled() ? createOrtBackend(threaded, 2) : undefined;
-const backends: KernelBackend[] = [tsBackend, ...(threaded ? [createWasmBackend(), threaded] : []), ...(ort ? [ort] : [])];
+const singleThreaded: WasmBackend[] = threaded
+  ? [createWasmBackend("wasm", "simd"), ...(relaxedSimdSupported() ? [createWasmBackend("wasm-relaxed", "relaxed-simd")] : [])]
+  : [];
+const backends: KernelBackend[] = [tsBackend, ...singleThreaded, ...(threaded ? [threaded] : []), ...(ort ? [ort] : [])];
+
+test("both WebAssembly builds are covered: relaxed SIMD validates here (Node 20 after the V8 flag)", { skip: threaded ? false : "no WebAssembly SIMD" }, () => {
+  assert.ok(relaxedSimdSupported());
+  assert.deepEqual(singleThreaded.map((backend) => backend.variant), ["simd", "relaxed-simd"]);
+  assert.equal((threaded as unknown as WasmBackend).variant, "relaxed-simd");
+});
 
 const SHAPES: Array<[number, number, number]> = [
   [0, 3, 4], [3, 0, 4], [2, 3, 0], [1, 1, 1], [3, 5, 7], [17, 33, 9], [64, 64, 64], [130, 70, 50], [5, 700, 300], [2000, 24, 1500], [300, 400, 500],

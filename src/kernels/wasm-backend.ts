@@ -3,7 +3,7 @@ import type { CodebookCall, DecodeCall, GemmCall, KernelBackend, ReflectorsCall,
 import { checkGemm, checkTranspose } from "./check-gemm.js";
 import { checkDecodeCall, checkResidualCall, type CodebookSpec } from "./codebook.js";
 import { checkReflectorsCall, checkTridiagonalizeCall } from "./tridiagonal.js";
-import { KERNELS_WASM_BASE64 } from "./simd-kernels-bytes.js";
+import { KERNELS_RELAXED_WASM_BASE64, KERNELS_WASM_BASE64 } from "./simd-kernels-bytes.js";
 
 /**
  * The WebAssembly SIMD backend (runs in browsers too): the kernels of assembly/simd-kernels.ts over a
@@ -107,6 +107,7 @@ export type KernelJob =
 export interface WasmBackend extends KernelBackend {
   readonly memory: WebAssembly.Memory;
   readonly module: WebAssembly.Module;
+  readonly variant: KernelVariant;
   /** Runs a job on this thread; the threaded backend overrides it to share the work. */
   runJob(job: KernelJob): number;
 }
@@ -148,16 +149,30 @@ export function runKernelJob(kernel: KernelExports, job: KernelJob): number {
   }
 }
 
-let compiled: WebAssembly.Module | undefined;
+/**
+ * The kernels are built twice: "simd" (baseline WebAssembly SIMD) and "relaxed-simd", whose gemm tile
+ * uses relaxed SIMD's fused multiply-add (results differ from "simd" in the last bits of the float32
+ * products; on one machine either is deterministic). Relaxed SIMD is on by default from Node 22; Node 20
+ * validates it only with --experimental-wasm-relaxed-simd (the CLI sets it: src/node/relaxed-simd.ts).
+ */
+export type KernelVariant = "simd" | "relaxed-simd";
 
-export function kernelModule(): WebAssembly.Module {
-  if (!compiled) {
-    const binary = atob(KERNELS_WASM_BASE64);
-    const bytes = new Uint8Array(binary.length);
-    for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-    compiled = new WebAssembly.Module(bytes);
+const compiled = new Map<KernelVariant, WebAssembly.Module>();
+
+function moduleBytes(variant: KernelVariant): Uint8Array {
+  const binary = atob(variant === "relaxed-simd" ? KERNELS_RELAXED_WASM_BASE64 : KERNELS_WASM_BASE64);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+export function kernelModule(variant: KernelVariant = "simd"): WebAssembly.Module {
+  let module = compiled.get(variant);
+  if (!module) {
+    module = new WebAssembly.Module(moduleBytes(variant));
+    compiled.set(variant, module);
   }
-  return compiled;
+  return module;
 }
 
 /** Whether this runtime can compile the SIMD kernel and create shared memory. */
@@ -171,14 +186,30 @@ export function wasmSimdSupported(): boolean {
   }
 }
 
+/** Whether this runtime compiles the relaxed-SIMD build (a refusal is not cached: a flag may turn it on). */
+export function relaxedSimdSupported(): boolean {
+  try {
+    kernelModule("relaxed-simd");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The variant new backends use: relaxed SIMD where the runtime has it. */
+export function defaultKernelVariant(): KernelVariant {
+  return relaxedSimdSupported() ? "relaxed-simd" : "simd";
+}
+
 export function instantiateKernels(module: WebAssembly.Module, memory: WebAssembly.Memory): KernelExports {
   return new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as KernelExports;
 }
 
 
-export function createWasmBackend(name = "wasm"): WasmBackend {
+export function createWasmBackend(name = "wasm", variant: KernelVariant = defaultKernelVariant()): WasmBackend {
   if (!wasmSimdSupported()) throw new BackendUnavailableError("WebAssembly SIMD with shared memory is not available in this runtime");
-  const module = kernelModule();
+  if (variant === "relaxed-simd" && !relaxedSimdSupported()) throw new BackendUnavailableError("this runtime does not validate WebAssembly relaxed SIMD (Node 20: --experimental-wasm-relaxed-simd)");
+  const module = kernelModule(variant);
   const memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared: true });
   const kernel = instantiateKernels(module, memory);
   const heap = new Heap(memory);
@@ -225,6 +256,7 @@ export function createWasmBackend(name = "wasm"): WasmBackend {
     name,
     memory,
     module,
+    variant,
     allocate: (length, zeroed) => heap.allocate(length, zeroed),
     release: (array) => heap.release(array),
     holds: (array) => heap.owns(array),

@@ -19,6 +19,7 @@ export { saveTinyLlama, loadTinyLlama, loadLoftqForFineTuning } from "../io/tiny
 export { brownCorpus, sotuAddresses } from "../io/text-corpora.js";
 export { createThreadedBackend, type ThreadedBackend } from "./thread-pool-backend.js";
 export { createOrtBackend, ortInstalled, type OrtBackend } from "./ort-backend.js";
+export { enableRelaxedSimd, RELAXED_SIMD_FLAG } from "./relaxed-simd.js";
 
 if (wasmSimdSupported()) {
   const threaded = createThreadedBackend();

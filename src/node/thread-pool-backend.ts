@@ -1,6 +1,6 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import { createWasmBackend, GEMM_SCRATCH_BYTES, MAX_GEMM_SHARES, type KernelJob, type WasmBackend } from "../kernels/wasm-backend.js";
+import { createWasmBackend, defaultKernelVariant, GEMM_SCRATCH_BYTES, MAX_GEMM_SHARES, type KernelJob, type KernelVariant, type WasmBackend } from "../kernels/wasm-backend.js";
 import { CONTROL, MAX_WORKERS, readResult, writeJob } from "./kernel-control.js";
 
 /**
@@ -18,8 +18,9 @@ export interface ThreadedBackend extends WasmBackend {
   terminate(): void;
 }
 
-export function createThreadedBackend(threads = availableParallelism()): ThreadedBackend {
-  const base = createWasmBackend("wasm-threads");
+export function createThreadedBackend(threads = availableParallelism(), variant: KernelVariant = defaultKernelVariant()): ThreadedBackend {
+  // The workers instantiate the same compiled module, so they run the same variant.
+  const base = createWasmBackend("wasm-threads", variant);
   const workerCount = Math.max(0, Math.min(threads - 1, MAX_WORKERS, MAX_GEMM_SHARES - 1));
   const control = new Int32Array(base.memory.buffer, 0, CONTROL.words);
   const workers = Array.from({ length: workerCount }, (_, slot) => {
