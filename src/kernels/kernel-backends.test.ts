@@ -1,4 +1,3 @@
-import "../cli/relaxed-simd-setup.js"; // first: this suite covers the relaxed-SIMD kernels too (Node 20: V8 flag)
 import { existsSync } from "node:fs";
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
@@ -6,6 +5,7 @@ import type { KernelBackend } from "./backend.js";
 import { tsBackend } from "./ts-backend.js";
 import { createWasmBackend, relaxedSimdSupported, wasmSimdSupported, type WasmBackend } from "./wasm-backend.js";
 import { createThreadedBackend } from "../node/thread-pool-backend.js";
+import { enableRelaxedSimd } from "../node/relaxed-simd.js";
 import { createOrtBackend, ORT_TELEMETRY_VARIABLE, ortInstalled, TRANSPOSE_STRIP_COLUMNS, TRANSPOSED_COPY_MIN_PRODUCTS } from "../node/ort-backend.js";
 import { gaussianArray, mulberry32 } from "../linalg/random.js";
 import { createQuantizer } from "../quant/quantizer.js";
@@ -17,6 +17,8 @@ import { ulpsAway } from "../../test/helpers/float32-steps.js";
  * WebAssembly builds (baseline SIMD and relaxed SIMD) on one thread, the threaded one (relaxed where the
  * runtime has it) and onnxruntime on top of it.
  */
+// This suite covers the relaxed-SIMD build too (on Node 20 that takes V8's flag), before any backend exists.
+enableRelaxedSimd();
 const threaded = wasmSimdSupported() ? createThreadedBackend(2) : undefined;
 after(() => threaded?.terminate());
 const ort = threaded && ortInstalled() ? createOrtBackend(threaded, 2) : undefined;
