@@ -410,6 +410,37 @@ export function subtract(a: usize, b: usize, out: usize, n: i32): f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// float32 → bfloat16 (reference: bf16Bits in src/tensor/dtype.ts): round to nearest even on the bits,
+// a NaN keeps its sign and gets the quiet bit. Eight values per step, narrowed to u16 and stored at once.
+
+export function encodeBf16(values: usize, n: i32, out: usize): void {
+  const one = i32x4.splat(1);
+  const bias = i32x4.splat(0x7fff);
+  const magnitude = i32x4.splat(0x7fffffff);
+  const infinity = i32x4.splat(0x7f800000);
+  const quiet = i32x4.splat(0x0040);
+  let i: i32 = 0;
+  for (; i + 8 <= n; i += 8) {
+    const at = values + ((<usize>i) << 2);
+    const low = bf16Lanes(v128.load(at), one, bias, magnitude, infinity, quiet);
+    const high = bf16Lanes(v128.load(at, 16), one, bias, magnitude, infinity, quiet);
+    v128.store(out + ((<usize>i) << 1), i16x8.narrow_i32x4_u(low, high));
+  }
+  for (; i < n; i++) {
+    const b = load<i32>(values + ((<usize>i) << 2));
+    const half: i32 = (b & 0x7fffffff) > 0x7f800000 ? ((b >>> 16) | 0x0040) & 0xffff : ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16);
+    store<u16>(out + ((<usize>i) << 1), <u16>half);
+  }
+}
+
+/** Four lanes of float32 bits → bf16 bits (in the low 16 bits of each i32 lane). */
+@inline function bf16Lanes(b: v128, one: v128, bias: v128, magnitude: v128, infinity: v128, quiet: v128): v128 {
+  const rounded = i32x4.shr_u(i32x4.add(i32x4.add(b, bias), v128.and(i32x4.shr_u(b, 16), one)), 16);
+  const nan = i32x4.gt_s(v128.and(b, magnitude), infinity);
+  return v128.bitselect(v128.or(i32x4.shr_u(b, 16), quiet), rounded, nan);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The symmetric eigensolver's O(n³) steps in float64 (reference: src/kernels/tridiagonal.ts, same
 // arithmetic), two lanes per f64x2 step over the contiguous loops. Only the order of additions in
 // each row's A22·v sum differs from the reference (two partial sums); applyReflectors is identical.

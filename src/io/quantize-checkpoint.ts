@@ -259,6 +259,12 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
     backend.release(buffer);
     return new Float32Array(new SharedArrayBuffer(4 * largest));
   };
+  /** 2 bytes per value, in backend memory too: the bf16 encoding kernel writes it in place. */
+  const halfBytesBuffer = (): Uint8Array => {
+    const floats = backend.allocate(Math.ceil(largest / 2), false);
+    fromBackend.push(floats);
+    return new Uint8Array(floats.buffer, floats.byteOffset, 2 * largest);
+  };
   let buffers: { q: Float32Array; bytes: Uint8Array } | undefined;
   // The next weight is read and widened on a worker thread while LoftQ runs on this one.
   const pending = targets.filter((t) => !hasMatrix(store, t.module));
@@ -288,7 +294,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
         return;
       }
       const info = checkpoint.tensors.find((t) => t.name === target.tensor)!;
-      buffers ??= { q: largestBuffer(false), bytes: new Uint8Array(2 * largest) };
+      buffers ??= { q: largestBuffer(false), bytes: halfBytesBuffer() };
       const size = target.rows * target.cols;
       const stored = nextWeight();
       const asStored: Matrix = { rows: info.shape[0]!, cols: info.shape[1]!, data: stored };
@@ -324,7 +330,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
       };
       const q = target.transposed ? transpose(result.dequantized).data : result.dequantized.data;
       const qDtype = settings.dtype ?? info.dtype;
-      saveMatrix(store, target.module, qDtype, info.shape, { q: encodeFloats(q, qDtype, buffers.bytes.subarray(0, 2 * size)), a: result.loraA, b: result.loraB, report });
+      saveMatrix(store, target.module, qDtype, info.shape, { q: encodeFloats(q, qDtype, buffers.bytes.subarray(0, 2 * size), backend), a: result.loraA, b: result.loraB, report });
       reports.push(report);
       options.onEvent?.({ type: "matrix-done", index, total, report });
     });
@@ -360,11 +366,19 @@ function assemble(checkpoint: Checkpoint, targets: readonly TargetMatrix[], stor
   return reports;
 }
 
-/** The bytes of `values` in `dtype`; 16-bit encodings go into `scratch` (2 bytes per value). */
-function encodeFloats(values: Float32Array, dtype: string, scratch: Uint8Array): Uint8Array {
+/**
+ * The bytes of `values` in `dtype`; 16-bit encodings go into `scratch` (2 bytes per value). bf16 (what
+ * Llama-family checkpoints store) is a backend kernel: ~0.1 s instead of ~0.7 s of main-thread JS per
+ * 7B block.
+ */
+function encodeFloats(values: Float32Array, dtype: string, scratch: Uint8Array, backend: KernelBackend): Uint8Array {
   if (dtype === "F32") return float32Bytes(values);
   if (dtype === "F16") return encodeHalf(values, "f16", scratch);
-  if (dtype === "BF16") return encodeHalf(values, "bf16", scratch);
+  if (dtype === "BF16") {
+    // Uint16 words are little-endian here, as the safetensors bytes must be (the float32 views assume it too).
+    backend.encodeBf16(values, new Uint16Array(scratch.buffer, scratch.byteOffset, values.length));
+    return scratch.subarray(0, 2 * values.length);
+  }
   throw new InvalidArgumentError(`cannot write a quantized weight as ${dtype}`);
 }
 

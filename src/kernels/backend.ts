@@ -119,6 +119,8 @@ export interface KernelBackend {
   subtract(a: Float32Array, b: Float32Array, out?: Float32Array): number;
   /** Σ a[i]², accumulated in float64; NaN or ±Inf anywhere makes it non-finite. */
   sumOfSquares(a: Float32Array): number;
+  /** out[i] = the bfloat16 bits of values[i] (round to nearest even; NaN quietened, sign kept). */
+  encodeBf16(values: Float32Array, out: Uint16Array): void;
   tridiagonalize(call: TridiagonalizeCall): void;
   applyReflectors(call: ReflectorsCall): void;
   /**

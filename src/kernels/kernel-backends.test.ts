@@ -11,6 +11,7 @@ import { gaussianArray, mulberry32 } from "../linalg/random.js";
 import { createQuantizer } from "../quant/quantizer.js";
 import { midpoints, normalFloatTable } from "../quant/tables.js";
 import { ulpsAway } from "../../test/helpers/float32-steps.js";
+import { encodeHalf } from "../tensor/dtype.js";
 
 /**
  * One suite over every backend, each compared with the plain-TS reference (max |Δ| printed): both
@@ -240,6 +241,35 @@ test("transpose of a strided block (a column strip of a wider matrix) on every b
   }
   assert.throws(() => tsBackend.transpose({ a: new Float32Array(10), rows: 3, cols: 4, lda: 3, out: new Float32Array(12) }), /row stride/);
   t.diagnostic(`exact on ${backends.map((b) => b.name).join(", ")}`);
+});
+
+test("encodeBf16: bit-identical to the scalar conversion on every backend, every bf16 and the rounding edges", (t) => {
+  // Every upper half (all signs, exponents, NaN and Inf patterns) with the lower halves that decide the
+  // rounding: exact, just below and at the tie, just above it, all ones. Odd count: the scalar tail too.
+  const lowers = [0x0000, 0x7fff, 0x8000, 0x8001, 0xffff, 0x1234];
+  const bits = new Int32Array(65536 * lowers.length + 3);
+  for (let upper = 0; upper < 65536; upper++) for (let l = 0; l < lowers.length; l++) bits[upper * lowers.length + l] = (upper << 16) | lowers[l]!;
+  const values = new Float32Array(bits.buffer);
+  const expected = new Uint16Array(new Uint8Array(encodeHalf(values, "bf16")).buffer);
+  for (const backend of backends) {
+    for (const inside of [false, true]) {
+      const input = inside ? backend.allocate(values.length, false) : values;
+      if (inside) input.set(values);
+      const outFloats = inside ? backend.allocate(Math.ceil(values.length / 2) + 1, false) : undefined;
+      // Inside backend memory, at an odd 16-bit offset too (a staged copy then).
+      for (const shift of inside ? [0, 1] : [0]) {
+        const out = outFloats ? new Uint16Array(outFloats.buffer, outFloats.byteOffset + 2 * shift, values.length) : new Uint16Array(values.length);
+        backend.encodeBf16(input, out);
+        assert.deepEqual(out, expected, `${backend.name}${inside ? ` in backend memory, offset ${shift}` : ""}`);
+      }
+      if (inside) {
+        backend.release(input);
+        backend.release(outFloats!);
+      }
+    }
+  }
+  assert.throws(() => tsBackend.encodeBf16(new Float32Array(4), new Uint16Array(3)), /outputs/);
+  t.diagnostic(`${values.length} values bit-identical on ${backends.map((b) => b.name).join(", ")}`);
 });
 
 test("tridiagonalize and applyReflectors (the eigensolver's float64 steps) on every backend", (t) => {

@@ -1,3 +1,5 @@
+import { ShapeError } from "../errors.js";
+import { bf16Bits } from "../tensor/dtype.js";
 import type { GemmCall, KernelBackend } from "./backend.js";
 import { checkGemm, checkTranspose } from "./check-gemm.js";
 import { checkDecodeCall, checkResidualCall, dequantizeBlocks, quantizeBlocks } from "./codebook.js";
@@ -42,6 +44,11 @@ export const tsBackend: KernelBackend = {
       sum += d * d;
     }
     return sum;
+  },
+  encodeBf16(values, out) {
+    if (out.length < values.length) throw new ShapeError(`encodeBf16: ${out.length} outputs for ${values.length} values`);
+    const bits = new Int32Array(values.buffer, values.byteOffset, values.length);
+    for (let i = 0; i < values.length; i++) out[i] = bf16Bits(bits[i]!);
   },
   tridiagonalize: tridiagonalizeReference,
   applyReflectors: applyReflectorsReference,

@@ -32,6 +32,7 @@ export interface KernelExports {
   decodeCodebook(codes: number, n: number, blockSize: number, table: number, absmax: number, out: number): void;
   transpose(a: number, rows: number, cols: number, lda: number, out: number): void;
   subtract(a: number, b: number, out: number, n: number): number;
+  encodeBf16(values: number, n: number, out: number): void;
   tridiagonalize(a: number, n: number, d: number, e: number, reflectors: number, p: number): void;
   applyReflectors(reflectors: number, n: number, x: number, count: number, dots: number): void;
   /** Benchmark probe: 96·iterations flops in registers only (see bench/gemm-throughput.ts). */
@@ -83,6 +84,11 @@ export interface SubtractArgs {
   a: number; b: number; out: number; n: number;
 }
 
+/** Pointer-level arguments of one float32 → bfloat16 encoding (out: n u16). */
+export interface Bf16Args {
+  values: number; n: number; out: number;
+}
+
 /** Pointer-level arguments of the eigensolver steps (float64; p and dots are scratch). */
 export interface TridiagonalizeArgs {
   a: number; n: number; d: number; e: number; reflectors: number; p: number;
@@ -101,6 +107,7 @@ export type KernelJob =
   | { kind: "decode"; args: DecodeArgs }
   | { kind: "transpose"; args: TransposeArgs }
   | { kind: "subtract"; args: SubtractArgs }
+  | { kind: "bf16"; args: Bf16Args }
   | { kind: "tridiagonalize"; args: TridiagonalizeArgs }
   | { kind: "reflect"; args: ReflectorsArgs };
 
@@ -136,6 +143,9 @@ export function runKernelJob(kernel: KernelExports, job: KernelJob): number {
     }
     case "subtract":
       return kernel.subtract(job.args.a, job.args.b, job.args.out, job.args.n);
+    case "bf16":
+      kernel.encodeBf16(job.args.values, job.args.n, job.args.out);
+      return 0;
     case "tridiagonalize": {
       const t = job.args;
       kernel.tridiagonalize(t.a, t.n, t.d, t.e, t.reflectors, t.p);
@@ -353,6 +363,23 @@ export function createWasmBackend(name = "wasm", variant: KernelVariant = defaul
         });
         if (out && target !== out) out.set(target!);
         return sum;
+      } finally {
+        for (const array of scratch) heap.release(array);
+      }
+    },
+    encodeBf16(values: Float32Array, out: Uint16Array) {
+      const n = values.length;
+      if (out.length < n) throw new ShapeError(`encodeBf16: ${out.length} outputs for ${n} values`);
+      if (n === 0) return;
+      const scratch: Float32Array[] = [];
+      try {
+        const input = stage(scratch, values, n, true);
+        // The output in place when it lies in this memory (the CLI's byte buffer does), else staged.
+        const inPlace = heap.owns(out) && out.byteOffset % 2 === 0;
+        const staged = inPlace ? undefined : heap.allocate(Math.ceil(n / 2), false);
+        if (staged) scratch.push(staged);
+        backend.runJob({ kind: "bf16", args: { values: input.byteOffset, n, out: staged ? staged.byteOffset : out.byteOffset } });
+        if (staged) out.set(new Uint16Array(staged.buffer, staged.byteOffset, n));
       } finally {
         for (const array of scratch) heap.release(array);
       }

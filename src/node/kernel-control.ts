@@ -10,13 +10,14 @@ import { CONTROL_BYTES } from "../kernels/wasm-backend.js";
 export const CONTROL = { words: 16, generation: 0, done: 1, ready: 2 } as const;
 const SLOT_OFFSET = 64;
 
-const KINDS = ["gemm", "encode", "decode", "transpose", "subtract", "tridiagonalize", "reflect"] as const;
+const KINDS = ["gemm", "encode", "decode", "transpose", "subtract", "bf16", "tridiagonalize", "reflect"] as const;
 const FIELDS = {
   gemm: ["m", "n", "k", "alpha", "a", "aRowStride", "aColStride", "b", "ldb", "beta", "c", "ldc", "cIn", "scratch"],
   encode: ["values", "n", "blockSize", "table", "below", "inside", "thresholds", "thresholdCount", "peft", "zeroCode", "codes", "absmax", "deq", "minuend"],
   decode: ["codes", "n", "blockSize", "table", "absmax", "out"],
   transpose: ["a", "rows", "cols", "lda", "out"],
   subtract: ["a", "b", "out", "n"],
+  bf16: ["values", "n", "out"],
   tridiagonalize: ["a", "n", "d", "e", "reflectors", "p"],
   reflect: ["reflectors", "n", "x", "count", "dots"],
 } as const;

@@ -194,6 +194,7 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
     transpose: (call) => base.transpose(call),
     subtract: (a, b, out) => base.subtract(a, b, out),
     sumOfSquares: (a) => base.sumOfSquares(a),
+    encodeBf16: (values, out) => base.encodeBf16(values, out),
     tridiagonalize: (call) => base.tridiagonalize(call),
     applyReflectors: (call) => base.applyReflectors(call),
     withReadOnly<T>(array: Float32Array, body: () => T, usage?: ReadOnlyUsage): T {

@@ -123,6 +123,10 @@ function splitJob(job: KernelJob, parts: number): KernelJob[] {
         args: { a: d.a + 4 * start, b: d.b === 0 ? 0 : d.b + 4 * start, out: d.out === 0 ? 0 : d.out + 4 * start, n: size },
       }));
     }
+    case "bf16": {
+      const h = job.args;
+      return ranges(h.n, 8).map(([start, size]) => ({ kind: "bf16" as const, args: { values: h.values + 4 * start, n: size, out: h.out + 2 * start } }));
+    }
     case "tridiagonalize":
     case "reflect":
       return [job];
