@@ -91,17 +91,18 @@ function scaleC(m: i32, n: i32, beta: f32, c: usize, ldc: i32, cIn: usize): void
   v128.store(at, out);
 }
 
-/** One 4×8 tile of C over K rows [p0, p1), B read from a packed panel (8 floats per row). */
 /**
  * a·b + c for the gemm's register tile. The module is built twice (scripts/compile-wasm.mjs): with
  * baseline SIMD this is a multiply and an add; with relaxed SIMD a fused multiply-add where the CPU
- * has one (~12 % off NF2 r = 64 T = 5, whose thin products and W − B·A are compute-bound here).
+ * has one (10–20 % off the thin products and W − B·A, which are compute-bound here). The tile's edge
+ * paths (row1x4, scalarCell) keep the multiply and add: they are deterministic either way.
  */
 @inline function madd(a: v128, b: v128, c: v128): v128 {
   if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
   return f32x4.add(c, f32x4.mul(a, b));
 }
 
+/** One 4×8 tile of C over K rows [p0, p1), B read from a packed panel (8 floats per row). */
 function tile4x8(
   i: i32, j: i32, p0: i32, p1: i32, alpha: f32,
   a: usize, rs: i32, cs: i32, panel: usize, beta: f32, c: usize, ldc: i32, from: usize,

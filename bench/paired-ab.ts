@@ -35,7 +35,8 @@ const load = async (dist: string) => (await import(pathToFileURL(resolve(dist, "
 const oldDist = argument("old", "");
 if (!oldDist) throw new Error("--old DIST (the other build's dist folder) is required");
 const older = await load(oldDist);
-const newer = await load(argument("new", resolve(import.meta.dirname ?? ".", "..")));
+// Default: this build (dist/bench/.. is dist).
+const newer = await load(argument("new", resolve(import.meta.dirname, "..")));
 const [rows, cols] = argument("size", "4096x4096").split("x").map(Number) as [number, number];
 const cases = argument("cases", "4:16:1,4:16:5,2:64:5").split(",").map((c) => c.split(":").map(Number) as [number, number, number]);
 const pairs = Number(argument("pairs", "7"));
@@ -48,7 +49,11 @@ const newWeight: Matrix = { rows, cols, data: inBackend(rows * cols) };
 newWeight.data.set(generated.data);
 const newOutput = inBackend(rows * cols);
 const oldOutput = new Float32Array(rows * cols);
-const median = (values: number[]) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)]!;
+const median = (values: number[]) => {
+  const sorted = [...values].sort((x, y) => x - y);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
 
 const rowsOut: Array<Record<string, number | string>> = [];
 for (const [bits, rank, iterations] of cases) {

@@ -8,7 +8,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { buildTinyLlama } from "../../examples/tiny-llama.js";
-import { quantizeCheckpoint, mergeFragments, OutputExistsError, ADAPTER_DIR, REPORT_FILE } from "./quantize-checkpoint.js";
+import { quantizeCheckpoint, mergeFragments, OutputExistsError, ADAPTER_DIR, REPORT_FILE, pipelineBuffersInBackend } from "./quantize-checkpoint.js";
 import { openCheckpoint } from "./checkpoint.js";
 import { SafetensorsFile } from "./safetensors-file.js";
 import { writeSafetensorsFile } from "./safetensors-writer.js";
@@ -86,6 +86,13 @@ test("end to end: every output reloads, Q + (α/r)·B·A matches W as reported, 
   assert.ok(existsSync(join(out, "config.json")) && existsSync(join(out, "generation_config.json")));
   assert.equal(JSON.parse(readFileSync(join(out, REPORT_FILE), "utf8")).matrices.length, 14);
   for (const [file, hash] of hashes) assert.equal(sha256(join(model, file)), hash, `input ${file} unchanged`);
+});
+
+test("the pipeline's buffers go into the (≤ 4 GiB) WebAssembly memory for 7B–13B matrices, not for 70B ones", () => {
+  assert.ok(pipelineBuffersInBackend(11008 * 4096), "Llama-2-7B MLP");
+  assert.ok(pipelineBuffersInBackend(13824 * 5120), "Llama-2-13B MLP");
+  assert.ok(pipelineBuffersInBackend(14336 * 4096), "Llama-3-8B MLP");
+  assert.ok(!pipelineBuffersInBackend(28672 * 8192), "Llama-2/3-70B MLP: LoftQ's own working set needs the room");
 });
 
 test("a non-empty --out is refused without force, replaced with it; nothing partial is left", () => {

@@ -240,35 +240,49 @@ function planTargets(checkpoint: Checkpoint, settings: Settings): TargetMatrix[]
   return targets;
 }
 
+/**
+ * Bytes per value of the largest target that the pipeline's own buffers take (two prefetch slots and
+ * Q in float32, Q's 16-bit bytes), and how many of those may go into backend memory. The WebAssembly
+ * backends share one memory of at most 4 GiB with LoftQ's working set (~6 more bytes per value), so a
+ * 70B model's 28672×8192 matrices keep these buffers outside it, as before (LoftQ then copies W in and
+ * Q out), while 7B–13B models get them in place.
+ */
+export const PIPELINE_BYTES_PER_VALUE = 14;
+export const PIPELINE_BACKEND_BUDGET_BYTES = 2 ** 31;
+
+/** Whether the pipeline's buffers for a largest target of `values` values go into backend memory. */
+export function pipelineBuffersInBackend(values: number): boolean {
+  return values * PIPELINE_BYTES_PER_VALUE <= PIPELINE_BACKEND_BUDGET_BYTES;
+}
+
 /** Runs LoftQ on every target not yet in the store, one at a time, saving each as it finishes. */
 function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[], store: string, settings: Settings, options: QuantizeCheckpointOptions): MatrixReport[] {
   const reports: MatrixReport[] = [];
+  const pending = targets.filter((t) => !hasMatrix(store, t.module));
+  if (pending.length === 0) return targets.map((target, index) => reportStored(store, target, index, targets.length, options));
   const backend = typeof options.backend === "object" ? options.backend : getBackend(options.backend);
   // Q and its 16-bit bytes go through two buffers sized for the largest target and reused for every
   // matrix (W through the prefetcher's two slots): fresh arrays of that size cost more in page
-  // faults than decoding or encoding them. W's slots and Q's buffer lie in backend memory where the
-  // backend's memory is shared: LoftQ then reads W and writes Q in place (two copies fewer per matrix).
+  // faults than decoding or encoding them. Where the backend's memory is shared and has room, they lie
+  // there: LoftQ then reads W and writes Q in place (two copies fewer per matrix), and the bf16
+  // encoding kernel writes the bytes in place.
   const largest = Math.max(0, ...targets.map((t) => t.rows * t.cols));
+  const inBackend = pipelineBuffersInBackend(largest);
   const fromBackend: Float32Array[] = [];
-  const largestBuffer = (shared: boolean): Float32Array => {
-    const buffer = backend.allocate(largest, false);
-    if (!shared || buffer.buffer instanceof SharedArrayBuffer) {
-      fromBackend.push(buffer);
-      return buffer;
+  /** `floats` values in backend memory when it is shared (and `inBackend`), else in a fresh SharedArrayBuffer. */
+  const sharedBuffer = (floats: number): Float32Array => {
+    if (inBackend) {
+      const buffer = backend.allocate(floats, false);
+      if (buffer.buffer instanceof SharedArrayBuffer) {
+        fromBackend.push(buffer);
+        return buffer;
+      }
+      backend.release(buffer);
     }
-    backend.release(buffer);
-    return new Float32Array(new SharedArrayBuffer(4 * largest));
-  };
-  /** 2 bytes per value, in backend memory too: the bf16 encoding kernel writes it in place. */
-  const halfBytesBuffer = (): Uint8Array => {
-    const floats = backend.allocate(Math.ceil(largest / 2), false);
-    fromBackend.push(floats);
-    return new Uint8Array(floats.buffer, floats.byteOffset, 2 * largest);
+    return new Float32Array(new SharedArrayBuffer(4 * Math.max(1, floats)));
   };
   let buffers: { q: Float32Array; bytes: Uint8Array } | undefined;
-  // The next weight is read and widened on a worker thread while LoftQ runs on this one.
-  const pending = targets.filter((t) => !hasMatrix(store, t.module));
-  const prefetcher = pending.length > 1 ? createTensorPrefetcher(largest, [largestBuffer(true), largestBuffer(true)]) : undefined;
+  let prefetcher: ReturnType<typeof createTensorPrefetcher> | undefined;
   const readOf = (target: TargetMatrix): TensorRead => {
     const info = checkpoint.tensors.find((t) => t.name === target.tensor)!;
     const file = checkpoint.files.get(info.shard)!;
@@ -284,17 +298,21 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
     if (requested < pending.length) prefetcher.request(readOf(pending[requested++]!));
     return prefetcher.take();
   };
+  let slotsFree = true;
   try {
+    // The next weight is read and widened on a worker thread while LoftQ runs on this one.
+    if (pending.length > 1) prefetcher = createTensorPrefetcher(largest, [sharedBuffer(largest), sharedBuffer(largest)]);
     targets.forEach((target, index) => {
       const total = targets.length;
       if (hasMatrix(store, target.module)) {
-        const report = loadFactors(store, target.module).report;
-        reports.push(report);
-        options.onEvent?.({ type: "matrix-done", index, total, report });
+        reports.push(reportStored(store, target, index, total, options));
         return;
       }
       const info = checkpoint.tensors.find((t) => t.name === target.tensor)!;
-      buffers ??= { q: largestBuffer(false), bytes: halfBytesBuffer() };
+      if (!buffers) {
+        const halves = sharedBuffer(Math.ceil(largest / 2));
+        buffers = { q: sharedBuffer(largest), bytes: new Uint8Array(halves.buffer, halves.byteOffset, 2 * largest) };
+      }
       const size = target.rows * target.cols;
       const stored = nextWeight();
       const asStored: Matrix = { rows: info.shape[0]!, cols: info.shape[1]!, data: stored };
@@ -335,10 +353,18 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
       options.onEvent?.({ type: "matrix-done", index, total, report });
     });
   } finally {
-    prefetcher?.close();
-    for (const buffer of fromBackend) backend.release(buffer);
+    if (prefetcher) slotsFree = prefetcher.close();
+    // A slot a stuck read may still write into stays out of the backend's free list.
+    if (slotsFree) for (const buffer of fromBackend) backend.release(buffer);
   }
   return reports;
+}
+
+/** The report of a matrix already in the store (a resumed run), announced as done. */
+function reportStored(store: string, target: TargetMatrix, index: number, total: number, options: QuantizeCheckpointOptions): MatrixReport {
+  const report = loadFactors(store, target.module).report;
+  options.onEvent?.({ type: "matrix-done", index, total, report });
+  return report;
 }
 
 /** Writes the backbone shards, index, copied files, adapter, report and manifest into `dir`. */
@@ -375,6 +401,7 @@ function encodeFloats(values: Float32Array, dtype: string, scratch: Uint8Array, 
   if (dtype === "F32") return float32Bytes(values);
   if (dtype === "F16") return encodeHalf(values, "f16", scratch);
   if (dtype === "BF16") {
+    if (!backend.encodeBf16) return encodeHalf(values, "bf16", scratch);
     // Uint16 words are little-endian here, as the safetensors bytes must be (the float32 views assume it too).
     backend.encodeBf16(values, new Uint16Array(scratch.buffer, scratch.byteOffset, values.length));
     return scratch.subarray(0, 2 * values.length);

@@ -67,9 +67,10 @@ test("prefetcher: reads into the caller's slots (views into one larger shared bu
     // Nothing outside the two slots was written.
     for (const [start, end] of [[0, 100], [700, 1000], [1600, 2000]] as const) assert.ok(shared.subarray(start, end).every((v) => v === -1));
   } finally {
-    prefetcher.close();
+    assert.equal(prefetcher.close(), true, "nothing in flight: the slots are free");
     rmSync(dir, { recursive: true, force: true });
   }
-  assert.throws(() => createTensorPrefetcher(600, [new Float32Array(600), new Float32Array(600)]), /SharedArrayBuffers/);
+  assert.throws(() => createTensorPrefetcher(600, [new Float32Array(600), new Float32Array(600)]), /slots over SharedArrayBuffers/);
   assert.throws(() => createTensorPrefetcher(600, [shared.subarray(0, 599), shared.subarray(600, 1200)]), /at least 600 floats/);
+  assert.throws(() => createTensorPrefetcher(600, [shared.subarray(0, 600), shared.subarray(599, 1199)]), /overlap/);
 });

@@ -21,11 +21,17 @@ export interface TensorRead {
 export interface TensorPrefetcher {
   request(read: TensorRead): void;
   take(): Float32Array;
-  /** Waits for reads in flight (the slots are free when it returns) and stops the worker. */
-  close(): void;
+  /**
+   * Waits for reads in flight (up to CLOSE_WAIT_MS) and stops the worker. Returns whether the slots
+   * are free: false only when a read did not finish in time (a dead or stuck worker), in which case
+   * the caller must not reuse the slots' memory.
+   */
+  close(): boolean;
 }
 
 const SLOTS = 2;
+/** How long close() waits for a read in flight (a whole tensor from a slow disk) before giving up on it. */
+export const CLOSE_WAIT_MS = 120_000;
 /** Slot states in the shared status array. */
 export const SLOT_STATE = { pending: 0, ready: 1, failed: 2 } as const;
 const { pending: PENDING, failed: FAILED } = SLOT_STATE;
@@ -35,8 +41,15 @@ const { pending: PENDING, failed: FAILED } = SLOT_STATE;
  * the caller keeps alive (and does not touch) until close(); by default the prefetcher makes its own.
  */
 export function createTensorPrefetcher(largestCount: number, slots?: readonly Float32Array[]): TensorPrefetcher {
-  if (slots && (slots.length !== SLOTS || slots.some((slot) => !(slot.buffer instanceof SharedArrayBuffer) || slot.length < largestCount))) {
-    throw new LoftqError("INVALID_ARGUMENT", `the prefetcher needs ${SLOTS} slots of at least ${largestCount} floats over SharedArrayBuffers`);
+  if (slots) {
+    if (slots.length !== SLOTS || slots.some((slot) => !(slot.buffer instanceof SharedArrayBuffer))) {
+      throw new LoftqError("INVALID_ARGUMENT", `the prefetcher needs ${SLOTS} slots over SharedArrayBuffers`);
+    }
+    if (slots.some((slot) => slot.length < largestCount)) throw new LoftqError("INVALID_ARGUMENT", `each prefetch slot needs at least ${largestCount} floats`);
+    const [a, b] = slots as [Float32Array, Float32Array];
+    if (a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength) {
+      throw new LoftqError("INVALID_ARGUMENT", "the two prefetch slots overlap");
+    }
   }
   const views = slots ?? Array.from({ length: SLOTS }, () => new Float32Array(new SharedArrayBuffer(4 * Math.max(1, largestCount))));
   // What the worker needs to rebuild each view: the shared buffer and where the slot lies in it.
@@ -72,12 +85,16 @@ export function createTensorPrefetcher(largestCount: number, slots?: readonly Fl
     },
     close() {
       // Reads still in flight finish first: the slots may be the caller's memory, reused after this.
+      let free = true;
+      const deadline = Date.now() + CLOSE_WAIT_MS;
       for (const { slot } of queue.splice(0)) {
-        while (Atomics.load(status, slot) === PENDING) Atomics.wait(status, slot, PENDING);
+        while (Atomics.load(status, slot) === PENDING && Date.now() < deadline) Atomics.wait(status, slot, PENDING, deadline - Date.now());
+        if (Atomics.load(status, slot) === PENDING) free = false;
       }
       // The worker closes its file descriptors and exits by itself.
       worker.postMessage({ close: true });
       errors.close();
+      return free;
     },
   };
 }

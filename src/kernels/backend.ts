@@ -69,14 +69,17 @@ export interface TransposeCall {
  * eigensolver's O(n³) step; see kernels/tridiagonal.ts for the exact arithmetic).
  */
 export interface TridiagonalizeCall {
-  /** n×n row-major; only the lower triangle is read. Overwritten (scratch). */
+  /** n×n row-major; only the lower triangle is read. Its contents afterwards are unspecified (scratch). */
   a: Float64Array;
   n: number;
   /** Out: the diagonal (n values) and the sub-diagonal (n − 1). */
   d: Float64Array;
   e: Float64Array;
-  /** Out (n×n): reflector k's unit vector in row k, columns k + 1…n − 1; zero elsewhere. */
-  reflectors: Float64Array;
+  /**
+   * Out (n×n): reflector k's unit vector in row k, columns k + 1…n − 1; zero elsewhere. Omit it when
+   * only the eigenvalues are wanted.
+   */
+  reflectors?: Float64Array;
 }
 /** x ← H_0·H_1·…·H_{n−3}·x for every column of x, with the reflectors of a TridiagonalizeCall. */
 export interface ReflectorsCall {
@@ -119,10 +122,14 @@ export interface KernelBackend {
   subtract(a: Float32Array, b: Float32Array, out?: Float32Array): number;
   /** Σ a[i]², accumulated in float64; NaN or ±Inf anywhere makes it non-finite. */
   sumOfSquares(a: Float32Array): number;
-  /** out[i] = the bfloat16 bits of values[i] (round to nearest even; NaN quietened, sign kept). */
-  encodeBf16(values: Float32Array, out: Uint16Array): void;
-  tridiagonalize(call: TridiagonalizeCall): void;
-  applyReflectors(call: ReflectorsCall): void;
+  /**
+   * Optional kernels (a backend written before them still works: callers fall back to the plain-TS
+   * reference). out[i] = the bfloat16 bits of values[i] (round to nearest even; NaN quietened, sign kept).
+   */
+  encodeBf16?(values: Float32Array, out: Uint16Array): void;
+  /** The symmetric eigensolver's O(n³) steps, float64 (references in kernels/tridiagonal.ts). */
+  tridiagonalize?(call: TridiagonalizeCall): void;
+  applyReflectors?(call: ReflectorsCall): void;
   /**
    * Optional: runs `body`, during which the caller promises not to modify `array` (e.g. the matrix
    * every pass of a truncated SVD reads). Backends that must copy operands into their own memory

@@ -3,7 +3,7 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import type { KernelBackend } from "./backend.js";
 import { tsBackend } from "./ts-backend.js";
-import { createWasmBackend, relaxedSimdSupported, wasmSimdSupported, type WasmBackend } from "./wasm-backend.js";
+import { createWasmBackend, defaultKernelVariant, KERNEL_VARIANT_VARIABLE, relaxedSimdSupported, wasmSimdSupported, type WasmBackend } from "./wasm-backend.js";
 import { createThreadedBackend } from "../node/thread-pool-backend.js";
 import { enableRelaxedSimd } from "../node/relaxed-simd.js";
 import { createOrtBackend, ORT_TELEMETRY_VARIABLE, ortInstalled, TRANSPOSE_STRIP_COLUMNS, TRANSPOSED_COPY_MIN_PRODUCTS } from "../node/ort-backend.js";
@@ -28,10 +28,21 @@ const singleThreaded: WasmBackend[] = threaded
   : [];
 const backends: KernelBackend[] = [tsBackend, ...singleThreaded, ...(threaded ? [threaded] : []), ...(ort ? [ort] : [])];
 
-test("both WebAssembly builds are covered: relaxed SIMD validates here (Node 20 after the V8 flag)", { skip: threaded ? false : "no WebAssembly SIMD" }, () => {
+test("both WebAssembly builds are covered: relaxed SIMD validates here (Node 20 after the V8 flag); LOFTQ_WASM_KERNELS=simd opts out", { skip: threaded ? false : "no WebAssembly SIMD" }, () => {
   assert.ok(relaxedSimdSupported());
   assert.deepEqual(singleThreaded.map((backend) => backend.variant), ["simd", "relaxed-simd"]);
   assert.equal((threaded as unknown as WasmBackend).variant, "relaxed-simd");
+  const before = process.env[KERNEL_VARIANT_VARIABLE];
+  try {
+    process.env[KERNEL_VARIANT_VARIABLE] = "simd";
+    assert.equal(defaultKernelVariant(), "simd");
+    assert.equal(createWasmBackend().variant, "simd");
+    delete process.env[KERNEL_VARIANT_VARIABLE];
+    assert.equal(defaultKernelVariant(), "relaxed-simd");
+  } finally {
+    if (before === undefined) delete process.env[KERNEL_VARIANT_VARIABLE];
+    else process.env[KERNEL_VARIANT_VARIABLE] = before;
+  }
 });
 
 const SHAPES: Array<[number, number, number]> = [
@@ -256,10 +267,10 @@ test("encodeBf16: bit-identical to the scalar conversion on every backend, every
       const input = inside ? backend.allocate(values.length, false) : values;
       if (inside) input.set(values);
       const outFloats = inside ? backend.allocate(Math.ceil(values.length / 2) + 1, false) : undefined;
-      // Inside backend memory, at an odd 16-bit offset too (a staged copy then).
+      // Inside backend memory, at a 2-byte (not 4-byte aligned) offset too.
       for (const shift of inside ? [0, 1] : [0]) {
         const out = outFloats ? new Uint16Array(outFloats.buffer, outFloats.byteOffset + 2 * shift, values.length) : new Uint16Array(values.length);
-        backend.encodeBf16(input, out);
+        backend.encodeBf16!(input, out);
         assert.deepEqual(out, expected, `${backend.name}${inside ? ` in backend memory, offset ${shift}` : ""}`);
       }
       if (inside) {
@@ -268,7 +279,20 @@ test("encodeBf16: bit-identical to the scalar conversion on every backend, every
       }
     }
   }
-  assert.throws(() => tsBackend.encodeBf16(new Float32Array(4), new Uint16Array(3)), /outputs/);
+  // Short arrays at every offset: the kernel's scalar tail (and the threaded split's last share) on the
+  // rounding edges and NaN payloads.
+  const edgeValues = new Float32Array(new Int32Array([0x3f808000, 0x3f818000, 0x3f807fff, 0x7f7fffff, 0x80808000 | 0, 0x7fa00001, 0xffa00001 | 0, 0x00008000, 0x7f800000]).buffer);
+  const edgeExpected = new Uint16Array(new Uint8Array(encodeHalf(edgeValues, "bf16")).buffer);
+  for (const backend of backends) {
+    for (let start = 0; start < 4; start++) {
+      for (let length = 1; start + length <= edgeValues.length; length++) {
+        const out = new Uint16Array(length);
+        backend.encodeBf16!(edgeValues.subarray(start, start + length), out);
+        assert.deepEqual(out, edgeExpected.subarray(start, start + length), `${backend.name}: ${length} values from ${start}`);
+      }
+    }
+  }
+  assert.throws(() => tsBackend.encodeBf16!(new Float32Array(4), new Uint16Array(3)), /outputs/);
   t.diagnostic(`${values.length} values bit-identical on ${backends.map((b) => b.name).join(", ")}`);
 });
 
@@ -290,15 +314,19 @@ test("tridiagonalize and applyReflectors (the eigensolver's float64 steps) on ev
       if (zeroColumn) for (let i = 1; i < n; i++) a[i * n] = a[i] = 0;
       const run = (backend: KernelBackend) => {
         const out = { a: Float64Array.from(a), n, d: new Float64Array(n), e: new Float64Array(Math.max(n - 1, 0)), reflectors: new Float64Array(n * n).fill(NaN) };
-        backend.tridiagonalize(out);
+        backend.tridiagonalize!(out);
         return out;
       };
       const expected = run(tsBackend);
+      // Eigenvalues only (no reflectors kept): the same tridiagonal form.
+      const bare = { a: Float64Array.from(a), n, d: new Float64Array(n), e: new Float64Array(Math.max(n - 1, 0)) };
+      tsBackend.tridiagonalize!(bare);
+      assert.deepEqual([bare.d, bare.e], [expected.d, expected.e]);
       const scale = Math.max(1, ...expected.d.map(Math.abs));
       const count = Math.min(n, 7);
       const vectors = Float64Array.from(gaussianArray(n * count, random));
       const mapped = Float64Array.from(vectors);
-      tsBackend.applyReflectors({ reflectors: expected.reflectors, n, x: mapped, count });
+      tsBackend.applyReflectors!({ reflectors: expected.reflectors!, n, x: mapped, count });
       for (const backend of backends.slice(1)) {
         const got = run(backend);
         for (const [name, x, y, tolerance] of [["d", got.d, expected.d, 1e-11 * scale], ["e", got.e, expected.e, 1e-11 * scale], ["reflectors", got.reflectors, expected.reflectors, 1e-9]] as const) {
@@ -308,12 +336,12 @@ test("tridiagonalize and applyReflectors (the eigensolver's float64 steps) on ev
         }
         // The same reflectors give the same vectors, bit for bit (the additions are in the same order).
         const x = Float64Array.from(vectors);
-        backend.applyReflectors({ reflectors: expected.reflectors, n, x, count });
+        backend.applyReflectors!({ reflectors: expected.reflectors!, n, x, count });
         assert.deepEqual(x, mapped, `applyReflectors n = ${n} on ${backend.name}`);
       }
     }
   }
-  assert.throws(() => tsBackend.tridiagonalize({ a: new Float64Array(3), n: 2, d: new Float64Array(2), e: new Float64Array(1), reflectors: new Float64Array(4) }), /too short/);
+  assert.throws(() => tsBackend.tridiagonalize!({ a: new Float64Array(3), n: 2, d: new Float64Array(2), e: new Float64Array(1), reflectors: new Float64Array(4) }), /too short/);
   t.diagnostic(`max relative |Δ| of the reduction against the reference: ${worst.toExponential(2)}`);
 });
 

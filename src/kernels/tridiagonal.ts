@@ -8,7 +8,7 @@ import type { ReflectorsCall, TridiagonalizeCall } from "./backend.js";
  */
 
 export function checkTridiagonalizeCall({ a, n, d, e, reflectors }: TridiagonalizeCall): void {
-  if (!Number.isInteger(n) || n < 0 || a.length < n * n || d.length < n || e.length < Math.max(n - 1, 0) || reflectors.length < n * n) {
+  if (!Number.isInteger(n) || n < 0 || a.length < n * n || d.length < n || e.length < Math.max(n - 1, 0) || (reflectors && reflectors.length < n * n)) {
     throw new ShapeError(`tridiagonalize: arrays too short for n = ${n}`);
   }
 }
@@ -26,8 +26,11 @@ export function checkReflectorsCall({ reflectors, n, x, count }: ReflectorsCall)
  */
 export function tridiagonalizeReference(call: TridiagonalizeCall): void {
   checkTridiagonalizeCall(call);
-  const { a, n, d, e, reflectors } = call;
-  reflectors.fill(0, 0, n * n);
+  const { a, n, d, e } = call;
+  // Without an output for them, every reflector goes through one row of scratch.
+  const keep = call.reflectors !== undefined;
+  const reflectors = call.reflectors ?? new Float64Array(n);
+  if (keep) reflectors.fill(0, 0, n * n);
   const p = new Float64Array(n);
   for (let k = 0; k < n - 2; k++) {
     let norm = 0;
@@ -40,7 +43,7 @@ export function tridiagonalizeReference(call: TridiagonalizeCall): void {
     }
     const alpha = a[(k + 1) * n + k]! > 0 ? -norm : norm;
     // v (unit) in row k of `reflectors`, columns k+1…n−1.
-    const v = k * n;
+    const v = keep ? k * n : 0;
     let vNorm = 0;
     for (let i = k + 1; i < n; i++) {
       const value = a[i * n + k]! - (i === k + 1 ? alpha : 0);

@@ -1,5 +1,6 @@
 import type { KernelBackend } from "../kernels/backend.js";
 import { tsBackend } from "../kernels/ts-backend.js";
+import { applyReflectorsReference, tridiagonalizeReference } from "../kernels/tridiagonal.js";
 
 /**
  * All eigenvalues of a dense symmetric matrix (float64): Householder reduction to tridiagonal form,
@@ -7,7 +8,7 @@ import { tsBackend } from "../kernels/ts-backend.js";
  * the exact reference for singular values (via the Gram matrix) on matrices too large for Jacobi.
  */
 export function symmetricEigenvalues(matrix: Float64Array, n: number, backend: KernelBackend = tsBackend): Float64Array {
-  const { d, e } = tridiagonal(matrix, n, backend);
+  const { d, e } = tridiagonal(matrix, n, backend, false);
   tridiagonalQr(d, e);
   return d.sort((x, y) => y - x);
 }
@@ -20,7 +21,7 @@ export function symmetricEigenvalues(matrix: Float64Array, n: number, backend: K
  * backend; the reference backend is the default.
  */
 export function topEigenpairs(matrix: Float64Array, n: number, count: number, backend: KernelBackend = tsBackend): { values: Float64Array; vectors: Float64Array } {
-  const { d, e, reflectors } = tridiagonal(matrix, n, backend);
+  const { d, e, reflectors } = tridiagonal(matrix, n, backend, true);
   const diagonal = Float64Array.from(d);
   const offDiagonal = Float64Array.from(e);
   tridiagonalQr(d, e);
@@ -36,16 +37,23 @@ export function topEigenpairs(matrix: Float64Array, n: number, count: number, ba
     for (let i = 0; i < n; i++) vectors[i * count + j] = x[i]!;
   }
   // y = H_0 H_1 … H_{n−3} x for every vector at once.
-  backend.applyReflectors({ reflectors, n, x: vectors, count });
+  const call = { reflectors: reflectors!, n, x: vectors, count };
+  if (backend.applyReflectors) backend.applyReflectors(call);
+  else applyReflectorsReference(call);
   return { values, vectors };
 }
 
-/** The tridiagonal form (d, e) of a symmetric matrix and its reflectors; `matrix` is not modified. */
-function tridiagonal(matrix: Float64Array, n: number, backend: KernelBackend) {
+/**
+ * The tridiagonal form (d, e) of a symmetric matrix and, when asked for, its reflectors (n×n);
+ * `matrix` is not modified. Backends without the kernel get the reference.
+ */
+function tridiagonal(matrix: Float64Array, n: number, backend: KernelBackend, withReflectors: boolean) {
   const d = new Float64Array(n);
   const e = new Float64Array(Math.max(n - 1, 0));
-  const reflectors = new Float64Array(n * n);
-  backend.tridiagonalize({ a: Float64Array.from(matrix.subarray(0, n * n)), n, d, e, reflectors });
+  const reflectors = withReflectors ? new Float64Array(n * n) : undefined;
+  const call = { a: Float64Array.from(matrix.subarray(0, n * n)), n, d, e, ...(reflectors ? { reflectors } : {}) };
+  if (backend.tridiagonalize) backend.tridiagonalize(call);
+  else tridiagonalizeReference(call);
   return { d, e, reflectors };
 }
 

@@ -40,18 +40,25 @@ test("output: Q is written into the caller's array (reused across matrices); a w
 test("W and Q in backend memory are used in place: no copy of W, Q decoded into the output, same bytes", () => {
   const backends: KernelBackend[] = [tsBackend, ...(wasmSimdSupported() ? [createWasmBackend()] : [])];
   for (const backend of backends) {
-    // Counts the matrix-sized buffers loftq takes from the backend.
+    // Counts the matrix-sized buffers loftq takes from the backend, and records where Q is decoded.
     let matrixBuffers = 0;
-    const counting: KernelBackend = { ...backend, allocate: (length, zeroed) => ((matrixBuffers += length === 96 * 160 ? 1 : 0), backend.allocate(length, zeroed)) };
+    const decodedInto: Float32Array[] = [];
+    const counting: KernelBackend = {
+      ...backend,
+      allocate: (length, zeroed) => ((matrixBuffers += length === 96 * 160 ? 1 : 0), backend.allocate(length, zeroed)),
+      decodeCodebook: (call) => (decodedInto.push(call.out), backend.decodeCodebook(call)),
+    };
     const options = { bits: 4, rank: 8, iterations: 3, backend: counting };
     const plain = loftq(weight, options);
     const held = counting.allocate(96 * 160, false);
     held.set(weight.data);
     const output = counting.allocate(96 * 160, false);
     matrixBuffers = 0;
+    decodedInto.length = 0;
     const inPlace = loftq({ rows: 96, cols: 160, data: held }, { ...options, output });
     assert.equal(matrixBuffers, 1, `${backend.name}: the residual is the only matrix-sized buffer (W is not copied)`);
     assert.equal(inPlace.dequantized.data, output);
+    assert.deepEqual(decodedInto, [output], `${backend.name}: Q decoded straight into the output`);
     assert.deepEqual(output, plain.dequantized.data, backend.name);
     assert.deepEqual([inPlace.loraA.data, inPlace.loraB.data, inPlace.history], [plain.loraA.data, plain.loraB.data, plain.history]);
     assert.deepEqual(held, weight.data, `${backend.name}: W is unchanged`);

@@ -18,6 +18,7 @@ const FIELDS = {
   transpose: ["a", "rows", "cols", "lda", "out"],
   subtract: ["a", "b", "out", "n"],
   bf16: ["values", "n", "out"],
+  // Never sent to workers (the pool runs them on the calling thread), listed so every job kind encodes.
   tridiagonalize: ["a", "n", "d", "e", "reflectors", "p"],
   reflect: ["reflectors", "n", "x", "count", "dots"],
 } as const;

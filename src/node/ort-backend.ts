@@ -46,7 +46,7 @@ export const ORT_TELEMETRY_VARIABLE = "ORT_DISABLE_TELEMETRY";
  */
 export const TRANSPOSED_COPY_MIN_PRODUCTS = 5;
 /**
- * Columns per strip of a transposed copy. Each thread reads its half of a strip's width from every
+ * Columns per strip of a transposed copy. Each thread reads its share of a strip's width from every
  * row, so narrow strips read short runs: 256 columns (4 MiB of scratch at 4096 rows) took the copy of
  * a 4096² matrix from ~27 to ~19 ms and of a 4096×11008 one from ~70 to ~55 ms against 1 MiB strips
  * (64 and 20 columns).
@@ -194,9 +194,9 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
     transpose: (call) => base.transpose(call),
     subtract: (a, b, out) => base.subtract(a, b, out),
     sumOfSquares: (a) => base.sumOfSquares(a),
-    encodeBf16: (values, out) => base.encodeBf16(values, out),
-    tridiagonalize: (call) => base.tridiagonalize(call),
-    applyReflectors: (call) => base.applyReflectors(call),
+    ...(base.encodeBf16 ? { encodeBf16: base.encodeBf16.bind(base) } : {}),
+    ...(base.tridiagonalize ? { tridiagonalize: base.tridiagonalize.bind(base) } : {}),
+    ...(base.applyReflectors ? { applyReflectors: base.applyReflectors.bind(base) } : {}),
     withReadOnly<T>(array: Float32Array, body: () => T, usage?: ReadOnlyUsage): T {
       if (readOnly.has(array)) return body();
       readOnly.set(array, { transposedProducts: usage?.transposedProducts ?? 0 });

@@ -5,7 +5,8 @@ import { CONTROL, MAX_WORKERS, readResult, writeJob } from "./kernel-control.js"
 
 /**
  * The WebAssembly kernels on every core. Each job is cut into one share per thread (gemm: rows of
- * C, or columns when C is short and wide; encode: whole blocks; subtract: ranges); the calling
+ * C, or columns when C is short and wide; encode/decode: whole blocks; transpose: columns; subtract and
+ * bf16: ranges; the eigensolver steps are not split); the calling
  * thread runs the first share itself and then blocks in Atomics.wait until the workers are done,
  * so every kernel stays synchronous. Workers share the backend's memory: nothing is copied
  * between threads. Small jobs skip the handoff.
