@@ -541,35 +541,24 @@ export function applyReflectors(reflectors: usize, n: i32, x: usize, count: i32,
   const xRow = (<usize>count) << 3;
   for (let k = n - 3; k >= 0; k--) {
     const v = reflectors + (<usize>k) * rowBytes;
+    // dots = vᵀ·x, then x −= 2·v·dotsᵀ (adding −(2vᵢ)·dots is exactly subtracting (2vᵢ)·dots).
     memory.fill(dots, 0, xRow);
-    for (let i = k + 1; i < n; i++) {
-      const vi = load<f64>(v + ((<usize>i) << 3));
-      const viV = f64x2.splat(vi);
-      const row = x + (<usize>i) * xRow;
-      let j: i32 = 0;
-      for (; j + 2 <= count; j += 2) {
-        const at = (<usize>j) << 3;
-        v128.store(dots + at, f64x2.add(v128.load(dots + at), f64x2.mul(viV, v128.load(row + at))));
-      }
-      for (; j < count; j++) {
-        const at = (<usize>j) << 3;
-        store<f64>(dots + at, load<f64>(dots + at) + vi * load<f64>(row + at));
-      }
-    }
-    for (let i = k + 1; i < n; i++) {
-      const scaled = 2 * load<f64>(v + ((<usize>i) << 3));
-      const scaledV = f64x2.splat(scaled);
-      const row = x + (<usize>i) * xRow;
-      let j: i32 = 0;
-      for (; j + 2 <= count; j += 2) {
-        const at = (<usize>j) << 3;
-        v128.store(row + at, f64x2.sub(v128.load(row + at), f64x2.mul(scaledV, v128.load(dots + at))));
-      }
-      for (; j < count; j++) {
-        const at = (<usize>j) << 3;
-        store<f64>(row + at, load<f64>(row + at) - scaled * load<f64>(dots + at));
-      }
-    }
+    for (let i = k + 1; i < n; i++) axpy(dots, x + (<usize>i) * xRow, load<f64>(v + ((<usize>i) << 3)), count);
+    for (let i = k + 1; i < n; i++) axpy(x + (<usize>i) * xRow, dots, -2 * load<f64>(v + ((<usize>i) << 3)), count);
+  }
+}
+
+/** y ← y + alpha·x over `count` f64 values, two lanes per step. */
+@inline function axpy(y: usize, x: usize, alpha: f64, count: i32): void {
+  const alphaV = f64x2.splat(alpha);
+  let j: i32 = 0;
+  for (; j + 2 <= count; j += 2) {
+    const at = (<usize>j) << 3;
+    v128.store(y + at, f64x2.add(v128.load(y + at), f64x2.mul(alphaV, v128.load(x + at))));
+  }
+  for (; j < count; j++) {
+    const at = (<usize>j) << 3;
+    store<f64>(y + at, load<f64>(y + at) + alpha * load<f64>(x + at));
   }
 }
 
