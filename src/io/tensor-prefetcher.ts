@@ -32,6 +32,11 @@ export interface TensorPrefetcher {
 const SLOTS = 2;
 /** How long close() waits for a read in flight (a whole tensor from a slow disk) before giving up on it. */
 export const CLOSE_WAIT_MS = 120_000;
+/**
+ * How long take() waits for its tensor before reporting the reader as stuck (a 70B model's largest
+ * tensor is ~0.5 GB: minutes only on a very slow disk), instead of hanging if its thread died.
+ */
+export const TAKE_WAIT_MS = 600_000;
 /** Slot states in the shared status array. */
 export const SLOT_STATE = { pending: 0, ready: 1, failed: 2 } as const;
 const { pending: PENDING, failed: FAILED } = SLOT_STATE;
@@ -76,7 +81,13 @@ export function createTensorPrefetcher(largestCount: number, slots?: readonly Fl
     take() {
       const next = queue.shift();
       if (!next) throw new LoftqError("INVALID_ARGUMENT", "nothing was requested");
-      while (Atomics.load(status, next.slot) === PENDING) Atomics.wait(status, next.slot, PENDING);
+      const deadline = Date.now() + TAKE_WAIT_MS;
+      while (Atomics.load(status, next.slot) === PENDING && Date.now() < deadline) Atomics.wait(status, next.slot, PENDING, deadline - Date.now());
+      if (Atomics.load(status, next.slot) === PENDING) {
+        // Still in flight: close() must not free this slot either.
+        queue.unshift(next);
+        throw new LoftqError("PARSE_ERROR", `reading a tensor ahead took over ${TAKE_WAIT_MS / 60_000} minutes: the reader thread is stuck or gone`);
+      }
       if (Atomics.load(status, next.slot) === FAILED) {
         const message = (receiveMessageOnPort(errors)?.message as { error?: string } | undefined)?.error;
         throw new LoftqError("PARSE_ERROR", `reading a tensor ahead failed: ${message ?? "unknown error"}`);
