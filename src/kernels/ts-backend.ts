@@ -1,5 +1,5 @@
 import { ShapeError } from "../errors.js";
-import { bf16Bits } from "../tensor/dtype.js";
+import { encodeHalf } from "../tensor/dtype.js";
 import type { GemmCall, KernelBackend } from "./backend.js";
 import { checkGemm, checkTranspose } from "./check-gemm.js";
 import { checkDecodeCall, checkResidualCall, dequantizeBlocks, quantizeBlocks } from "./codebook.js";
@@ -47,8 +47,8 @@ export const tsBackend: KernelBackend = {
   },
   encodeBf16(values, out) {
     if (out.length < values.length) throw new ShapeError(`encodeBf16: ${out.length} outputs for ${values.length} values`);
-    const bits = new Int32Array(values.buffer, values.byteOffset, values.length);
-    for (let i = 0; i < values.length; i++) out[i] = bf16Bits(bits[i]!);
+    // The bulk encoder of the dtype layer, writing the words' little-endian bytes.
+    encodeHalf(values, "bf16", new Uint8Array(out.buffer, out.byteOffset, 2 * values.length));
   },
   tridiagonalize: tridiagonalizeReference,
   applyReflectors: applyReflectorsReference,

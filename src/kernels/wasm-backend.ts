@@ -262,6 +262,20 @@ export function createWasmBackend(name = "wasm", variant: KernelVariant = defaul
     return local;
   };
 
+  /**
+   * The byte address of an integer array (codes, bf16 output) for a kernel: the array itself when it
+   * lives in the memory, else a scratch copy (filled when `copyIn`); `copyBack` then returns what the
+   * kernel wrote to the caller's array.
+   */
+  const stageView = (scratch: Float32Array[], view: Uint8Array | Uint16Array, copyIn: boolean) => {
+    if (heap.owns(view)) return { at: view.byteOffset, copyBack: () => {} };
+    const local = heap.allocate(Math.ceil(view.byteLength / 4), false);
+    scratch.push(local);
+    const mirror = view instanceof Uint16Array ? new Uint16Array(local.buffer, local.byteOffset, view.length) : new Uint8Array(local.buffer, local.byteOffset, view.length);
+    if (copyIn) mirror.set(view);
+    return { at: local.byteOffset, copyBack: () => view.set(mirror) };
+  };
+
   /** A float64 working copy of `array` (first `length` values, or zeros) in the memory. */
   const stage64 = (scratch: Float32Array[], array: Float64Array | undefined, length: number) => {
     const local = heap.allocate(2 * Math.max(length, 1), array === undefined);
@@ -291,9 +305,7 @@ export function createWasmBackend(name = "wasm", variant: KernelVariant = defaul
       try {
         const input = stage(scratch, values, n, true);
         // Codes already in this memory (LoftQ keeps its code buffers here) are written in place.
-        const codesInPlace = heap.owns(codes);
-        const codeFloats = codesInPlace ? undefined : heap.allocate(Math.ceil(n / 4));
-        if (codeFloats) scratch.push(codeFloats);
+        const codesOut = stageView(scratch, codes.subarray(0, n), false);
         const absmaxOut = heap.allocate(blocks);
         scratch.push(absmaxOut);
         // In place (dequantized = values) stays in place: the staged input is the output too.
@@ -307,11 +319,11 @@ export function createWasmBackend(name = "wasm", variant: KernelVariant = defaul
           table: pointers.table, below: pointers.below, inside: pointers.inside,
           thresholds: pointers.thresholds, thresholdCount: spec.table.length <= MAX_VECTOR_CODES ? spec.lookup.thresholds.length : 0,
           peft: spec.selection === "peft" ? 1 : 0, zeroCode: spec.zeroBlockCode,
-          codes: codeFloats ? codeFloats.byteOffset : codes.byteOffset, absmax: absmaxOut.byteOffset, deq: deq ? deq.byteOffset : 0,
+          codes: codesOut.at, absmax: absmaxOut.byteOffset, deq: deq ? deq.byteOffset : 0,
           minuend: minuend ? minuend.byteOffset : 0,
           },
         });
-        if (codeFloats) codes.set(new Uint8Array(codeFloats.buffer, codeFloats.byteOffset, n));
+        codesOut.copyBack();
         absmax.set(absmaxOut.subarray(0, blocks));
         if (dequantized && deq !== dequantized) dequantized.set(deq!.subarray(0, n));
         return residualSquared;
@@ -325,13 +337,7 @@ export function createWasmBackend(name = "wasm", variant: KernelVariant = defaul
       const scratch: Float32Array[] = [];
       try {
         // Codes already in this memory (LoftQ's) are read in place.
-        let codesAt = heap.owns(call.codes) ? call.codes.byteOffset : undefined;
-        if (codesAt === undefined) {
-          const local = heap.allocate(Math.ceil(n / 4), false);
-          scratch.push(local);
-          new Uint8Array(local.buffer, local.byteOffset, n).set(call.codes);
-          codesAt = local.byteOffset;
-        }
+        const codesAt = stageView(scratch, call.codes, true).at;
         const blocks = Math.ceil(n / call.blockSize);
         const out = stage(scratch, call.out, n, false);
         backend.runJob({
@@ -384,10 +390,9 @@ export function createWasmBackend(name = "wasm", variant: KernelVariant = defaul
       try {
         const input = stage(scratch, values, n, true);
         // The output in place when it lies in this memory (the CLI's byte buffer does), else staged.
-        const staged = heap.owns(out) ? undefined : heap.allocate(Math.ceil(n / 2), false);
-        if (staged) scratch.push(staged);
-        backend.runJob({ kind: "bf16", args: { values: input.byteOffset, n, out: staged ? staged.byteOffset : out.byteOffset } });
-        if (staged) out.set(new Uint16Array(staged.buffer, staged.byteOffset, n));
+        const output = stageView(scratch, out.subarray(0, n), false);
+        backend.runJob({ kind: "bf16", args: { values: input.byteOffset, n, out: output.at } });
+        output.copyBack();
       } finally {
         for (const array of scratch) heap.release(array);
       }

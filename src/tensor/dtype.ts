@@ -115,7 +115,7 @@ export function encodeHalf(values: Float32Array, kind: "f16" | "bf16", out: Uint
  * bf16 bits of the float32 whose bits are `b` (as an int32): a NaN keeps its sign and gets a quiet
  * payload bit; everything else rounds to nearest even (the largest finite values round to ±Inf).
  */
-export function bf16Bits(b: number): number {
+function bf16Bits(b: number): number {
   if ((b & 0x7f800000) === 0x7f800000 && (b & 0x007fffff) !== 0) return ((b >>> 16) | 0x0040) & 0xffff;
   return ((b + 0x7fff + ((b >>> 16) & 1)) | 0) >>> 16;
 }
