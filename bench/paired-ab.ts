@@ -8,8 +8,8 @@
  *                                [--cases 4:16:1,4:16:5,2:64:5] [--pairs 7] [--json FILE]
  *
  * (Build the old commit in a worktree: git worktree add /tmp/old REV; link node_modules; npm run build.)
- * W and Q lie in the new build's backend memory when its backend can hold them, as in the CLI; the old
- * build gets ordinary arrays (older builds copy W in and Q out either way).
+ * W and Q lie in each build's backend memory when its backend uses such arrays in place (`holds`), as in
+ * the CLI; builds from before `holds` get ordinary arrays (they copy W in and Q out either way).
  */
 import "../src/cli/relaxed-simd-setup.js"; // first: relaxed SIMD on before any kernel backend exists
 import { writeFileSync } from "node:fs";
@@ -43,12 +43,16 @@ const pairs = Number(argument("pairs", "7"));
 const jsonPath = argument("json", "");
 
 const generated = llmLikeWeight(rows, cols, { seed: 1 });
-const backend = newer.getBackend();
-const inBackend = (length: number) => backend.allocate(length, false);
-const newWeight: Matrix = { rows, cols, data: inBackend(rows * cols) };
-newWeight.data.set(generated.data);
-const newOutput = inBackend(rows * cols);
-const oldOutput = new Float32Array(rows * cols);
+/** W and an output array in the build's backend memory when that backend uses such arrays in place. */
+const arraysFor = (build: Build) => {
+  const backend = build.getBackend();
+  if (!backend.holds) return { weight: generated, output: new Float32Array(rows * cols) };
+  const weight: Matrix = { rows, cols, data: backend.allocate(rows * cols, false) };
+  weight.data.set(generated.data);
+  return { weight, output: backend.allocate(rows * cols, false) };
+};
+const oldArrays = arraysFor(older);
+const newArrays = arraysFor(newer);
 const median = (values: number[]) => {
   const sorted = [...values].sort((x, y) => x - y);
   const middle = Math.floor(sorted.length / 2);
@@ -57,8 +61,8 @@ const median = (values: number[]) => {
 
 const rowsOut: Array<Record<string, number | string>> = [];
 for (const [bits, rank, iterations] of cases) {
-  const runOld = (t: number) => older.loftq(generated, { bits, rank, iterations: t, output: oldOutput });
-  const runNew = (t: number) => newer.loftq(newWeight, { bits, rank, iterations: t, output: newOutput });
+  const runOld = (t: number) => older.loftq(oldArrays.weight, { bits, rank, iterations: t, output: oldArrays.output });
+  const runNew = (t: number) => newer.loftq(newArrays.weight, { bits, rank, iterations: t, output: newArrays.output });
   runOld(1);
   runNew(1);
   const times = { old: [] as number[], new: [] as number[] };
