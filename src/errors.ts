@@ -6,6 +6,7 @@ export type LoftqErrorCode =
   | "INVALID_ARGUMENT"
   | "SHAPE_MISMATCH"
   | "NON_FINITE"
+  | "OUT_OF_RANGE"
   | "UNSUPPORTED"
   | "BACKEND_UNAVAILABLE"
   | "PARSE_ERROR";
@@ -46,6 +47,17 @@ export class NonFiniteError extends LoftqError {
     this.row = row;
     this.col = col;
     this.value = value;
+  }
+}
+
+/**
+ * Finite input whose values the computation cannot represent: a weight beyond float16's range for
+ * LLM.int8, or one so close to float32's limit that W − Q or W − B·A overflows.
+ */
+export class OutOfRangeError extends LoftqError {
+  constructor(message: string) {
+    super("OUT_OF_RANGE", message);
+    this.name = "OutOfRangeError";
   }
 }
 

@@ -20,7 +20,7 @@ export type { KernelBackend, GemmCall } from "./kernels/backend.js";
 export { tsBackend } from "./kernels/ts-backend.js";
 export { createWasmBackend, wasmSimdSupported } from "./kernels/wasm-backend.js";
 
-export { LoftqError, InvalidArgumentError, ShapeError, NonFiniteError, BackendUnavailableError } from "./errors.js";
+export { LoftqError, InvalidArgumentError, ShapeError, NonFiniteError, OutOfRangeError, BackendUnavailableError } from "./errors.js";
 export { Linear } from "./nn/linear.js";
 export { QuantLinear } from "./nn/quant-linear.js";
 export { LoraLinear, requantizeMerged, type LoraOptions } from "./nn/lora-linear.js";

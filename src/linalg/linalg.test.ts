@@ -138,6 +138,47 @@ test("truncated SVD is reproducible for a seed and validates the rank", () => {
   assert.deepEqual(run().u, run().u);
   assert.throws(() => truncatedSvd({ rows: 60, cols: 70, data }, { rank: 61 }), { name: "InvalidArgumentError" });
   assert.throws(() => truncatedSvd({ rows: 60, cols: 70, data }, { rank: 0 }), /rank/);
+  const bad: Array<[Partial<Parameters<typeof truncatedSvd>[1]>, RegExp]> = [
+    [{ oversample: -5 }, /oversample must be a non-negative integer/],
+    [{ oversample: 1.5 }, /oversample/],
+    [{ powerIterations: -1 }, /powerIterations must be a non-negative integer/],
+    [{ powerIterations: NaN }, /powerIterations/],
+    [{ method: "bogus" as "auto" }, /method must be one of/],
+    [{ start: new Float32Array(7) }, /start must be an n×k' Float32Array/],
+  ];
+  for (const [options, message] of bad) assert.throws(() => truncatedSvd({ rows: 60, cols: 70, data }, { rank: 5, ...options }), message);
+  assert.throws(() => truncatedSvd({ rows: 60, cols: 70, data: new Float32Array(100) }, { rank: 5 }), { name: "ShapeError" });
+  const nan = data.slice();
+  nan[75] = NaN;
+  for (const method of ["randomized", "exact"] as const) {
+    assert.throws(() => truncatedSvd({ rows: 60, cols: 70, data: nan }, { rank: 5, method, backend: tsBackend }), { name: "NonFiniteError", message: /row 1, column 5/ });
+  }
+});
+
+test("truncated SVD of a rank-deficient or zero matrix: orthonormal factors, zero singular values", () => {
+  const [m, n, r] = [300, 280, 8];
+  const random = mulberry32(3);
+  const left = gaussianArray(m * 3, random), right = gaussianArray(3 * n, random);
+  const rankThree = new Float32Array(m * n);
+  tsBackend.gemm({ transA: false, transB: false, m, n, k: 3, alpha: 1, a: left, b: right, beta: 0, c: rankThree });
+  for (const [label, data] of [["rank 3", rankThree], ["zero", new Float32Array(m * n)]] as const) {
+    for (const method of ["randomized", "exact"] as const) {
+      const svd = truncatedSvd({ rows: m, cols: n, data }, { rank: r, method, backend: tsBackend });
+      for (const [side, factor, rows] of [["U", svd.u, m], ["V", svd.v, n]] as const) {
+        let worst = 0;
+        for (let a = 0; a < r; a++) {
+          for (let b = 0; b < r; b++) {
+            let dot = 0;
+            for (let i = 0; i < rows; i++) dot += factor[i * r + a]! * factor[i * r + b]!;
+            worst = Math.max(worst, Math.abs(dot - (a === b ? 1 : 0)));
+          }
+        }
+        assert.ok(worst < 1e-4, `${label} ${method}: ${side} orthonormal to ${worst}`);
+      }
+      const zeros = Array.from(svd.s).filter((sigma) => sigma === 0).length;
+      assert.equal(zeros, label === "zero" ? r : r - 3, `${label} ${method}: zero singular values`);
+    }
+  }
 });
 
 test("orthonormalizeBlock: orthonormal to float32 precision for well- and ill-conditioned blocks, same span", (t) => {

@@ -1,11 +1,12 @@
-import { InvalidArgumentError } from "../errors.js";
+import { InvalidArgumentError, ShapeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
-import type { Matrix } from "../tensor/matrix.js";
+import { assertFinite, checkMatrix, type Matrix } from "../tensor/matrix.js";
 import { exactTruncatedSvd } from "./exact-truncated-svd.js";
 import { orthonormalizeBlock } from "./block-orthonormalize.js";
 import { topEigenpairs } from "./symmetric-eigenvalues.js";
 import { gaussian, mulberry32 } from "./random.js";
+import { completeOrthonormalColumns, zeroSingularValues } from "./orthonormal-completion.js";
 import { applySignConvention } from "./sign-convention.js";
 
 /**
@@ -50,18 +51,45 @@ export interface TruncatedSvd {
 /** Krylov depth: measured within 0.05% of the Eckart–Young optimum on NF2/NF4 LoftQ residuals. */
 export const DEFAULT_POWER_ITERATIONS = 4;
 export const EXACT_SVD_MAX_DIM = 256;
+export const SVD_METHODS: readonly NonNullable<TruncatedSvdOptions["method"]>[] = ["auto", "exact", "randomized"];
 
 export const DEFAULT_OVERSAMPLE = 8;
+/**
+ * Singular values up to 2^±PROJECTION_SAFE_EXPONENT need no scaling of the projected blocks (their
+ * float32 squares stay normal); beyond it they are scaled to order one.
+ */
+export const PROJECTION_SAFE_EXPONENT = 40;
+
+/**
+ * log2 of the power of two the projected blocks are divided by: 0 while the first block's RMS column
+ * norm (≈ the size of the leading singular values) lies within 2^±PROJECTION_SAFE_EXPONENT.
+ */
+function projectionScaleExponent(firstBlockSquares: number, k: number): number {
+  const size = Math.sqrt(firstBlockSquares / k);
+  if (!(size > 0) || !Number.isFinite(size)) return 0;
+  const exponent = Math.round(Math.log2(size));
+  return Math.abs(exponent) <= PROJECTION_SAFE_EXPONENT ? 0 : exponent;
+}
 
 export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): TruncatedSvd {
+  checkMatrix(matrix, "truncatedSvd: matrix");
   const { rows: m, cols: n, data } = matrix;
   const rank = options.rank;
   if (!Number.isInteger(rank) || rank < 1 || rank > Math.min(m, n)) {
     throw new InvalidArgumentError(`rank must be an integer in 1..${Math.min(m, n)} for a ${m}×${n} matrix, got ${rank}`);
   }
   const method = options.method ?? "auto";
-  const k = rank + (options.oversample ?? DEFAULT_OVERSAMPLE);
+  if (!SVD_METHODS.includes(method)) throw new InvalidArgumentError(`method must be one of ${SVD_METHODS.join(", ")}, got ${String(method)}`);
+  const oversample = options.oversample ?? DEFAULT_OVERSAMPLE;
+  if (!Number.isInteger(oversample) || oversample < 0) throw new InvalidArgumentError(`oversample must be a non-negative integer, got ${oversample}`);
+  const k = rank + oversample;
   const powerIterations = options.powerIterations ?? DEFAULT_POWER_ITERATIONS;
+  if (!Number.isInteger(powerIterations) || powerIterations < 0) {
+    throw new InvalidArgumentError(`powerIterations must be a non-negative integer, got ${powerIterations}`);
+  }
+  if (options.start !== undefined && (!(options.start instanceof Float32Array) || options.start.length === 0 || options.start.length % n !== 0)) {
+    throw new ShapeError(`start must be an n×k' Float32Array (a positive multiple of n = ${n} values)`);
+  }
   const blocks = powerIterations + 1;
   // A Krylov basis as wide as the matrix is no cheaper than the exact path, and no more accurate.
   const krylovCoversAll = k * blocks >= Math.min(m, n);
@@ -89,14 +117,20 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
       for (let j = 0; j < startCols; j++) omega[i * k + j] = options.start![i * startStride + j]!;
       for (let j = startCols; j < k; j++) omega[i * k + j] = gaussian(random);
     }
-    const multiply = (transA: boolean, out: Float32Array, block: Float32Array) =>
-      backend.gemm({ transA, transB: false, m: transA ? n : m, n: k, k: transA ? m : n, alpha: 1, a: data, b: block, beta: 0, c: out });
+    const multiply = (transA: boolean, out: Float32Array, block: Float32Array, alpha = 1) =>
+      backend.gemm({ transA, transB: false, m: transA ? n : m, n: k, k: transA ? m : n, alpha, a: data, b: block, beta: 0, c: out });
     // Krylov blocks Q_b, each orthonormal to all earlier ones; P_b = Mᵀ·Q_b is both the next
     // block's seed and, for the Rayleigh–Ritz step, the b-th column block of Bᵀ = Mᵀ·Q.
     multiply(false, basis[0]!, omega);
+    // P's entries are of the size of M's singular values, and the Rayleigh–Ritz Gram matrix of their
+    // squares is formed in float32: it would overflow above σ ≈ 1.8e19 and underflow below ≈ 1e-19.
+    // Far outside that range (never for real weights) P is kept scaled by a power of two, exactly,
+    // and the singular values scaled back at the end; inside it nothing changes.
+    const scaleExponent = projectionScaleExponent(backend.sumOfSquares(basis[0]!), k);
+    const projectionScale = 2 ** -scaleExponent;
     orthonormalizeBlock(basis[0]!, m, k, [], backend);
     for (let b = 0; b < blocks; b++) {
-      multiply(true, projected[b]!, basis[b]!);
+      multiply(true, projected[b]!, basis[b]!, projectionScale);
       if (b + 1 < blocks) {
         multiply(false, basis[b + 1]!, projected[b]!);
         orthonormalizeBlock(basis[b + 1]!, m, k, basis.slice(0, b + 1), backend);
@@ -117,6 +151,9 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
       }
     }
     const { values, vectors } = topEigenpairs(gram, width, k, backend);
+    // NaN or ±Inf in M (not scanned for up front: a pass over M per call) poisons the projections.
+    if (values.some((lambda) => !Number.isFinite(lambda))) assertFinite(matrix, "truncatedSvd: matrix");
+    // Singular values of the scaled projection (what the factors below are built from).
     const s = values.map((lambda) => Math.sqrt(Math.max(lambda, 0)));
     // U = Q·Ub (m×r) and V = Bᵀ·Ub·S⁻¹ (n×k, the first r returned, all k kept as the warm start).
     const u = new Float32Array(m * rank);
@@ -136,8 +173,14 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
     }
     const v = new Float32Array(n * rank);
     for (let i = 0; i < n; i++) for (let j = 0; j < rank; j++) v[i * rank + j] = subspace[i * k + j]!;
+    // A matrix of rank below r has zero singular values, whose V columns (Bᵀ·u/σ) are noise or zero,
+    // and so are U's when the Krylov basis itself collapsed (M = 0).
+    const zero = zeroSingularValues(s, rank);
+    for (const j of zero) s[j] = 0;
+    completeOrthonormalColumns(u, m, rank, rank, zero);
+    completeOrthonormalColumns(v, n, rank, rank, zero);
     applySignConvention(u, v, m, rank, rank);
-    return { u, s: s.slice(0, rank), v, rank, subspace };
+    return { u, s: s.slice(0, rank).map((sigma) => sigma * 2 ** scaleExponent), v, rank, subspace };
   };
   try {
     // Every pass reads M and nothing writes it: backends that copy operands may copy it once.

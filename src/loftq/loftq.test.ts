@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { loftq } from "./loftq.js";
 import { qloraInit } from "./qlora-init.js";
-import { matrix, frobeniusDistance, frobeniusNorm } from "../tensor/matrix.js";
+import { matrix, frobeniusDistance, frobeniusNorm, type Matrix } from "../tensor/matrix.js";
 import { llmLikeWeight } from "../synthetic/llm-like-weight.js";
 import { tsBackend } from "../kernels/ts-backend.js";
 import { createWasmBackend, wasmSimdSupported } from "../kernels/wasm-backend.js";
@@ -97,8 +97,14 @@ test("same seed, same bytes; the randomized path too", () => {
   assert.deepEqual(x.quantized.packed, y.quantized.packed);
 });
 
-test("qloraInit: Q only, B = 0, A bounded by 1/√in", () => {
-  const result = qloraInit(weight, { bits: 4, rank: 8 });
+test("qloraInit: Q only, B = 0, A bounded by 1/√in; output and backend used as in loftq", () => {
+  const output = new Float32Array(96 * 160);
+  const calls: string[] = [];
+  const spy: KernelBackend = { ...tsBackend, name: "spy", encodeCodebook: (call) => (calls.push("encode"), tsBackend.encodeCodebook(call)) };
+  const result = qloraInit(weight, { bits: 4, rank: 8, output, backend: spy });
+  assert.equal(result.dequantized.data, output);
+  assert.deepEqual(calls, ["encode"]);
+  assert.deepEqual(output, loftq(weight, { bits: 4, rank: 8 }).dequantized.data);
   assert.ok(result.loraB.data.every((v) => v === 0));
   assert.ok(result.loraA.data.every((v) => Math.abs(v) <= 1 / Math.sqrt(160)));
   assert.equal(result.history[0]!.error, result.history[0]!.quantError);
@@ -131,6 +137,30 @@ test("bad input: typed errors, up front", () => {
   assert.throws(() => loftq(weight, { iterations: 0 }), /iterations/);
   assert.throws(() => loftq(weight, { loraAlpha: -1 }), /loraAlpha/);
   assert.throws(() => loftq(weight, { backend: "cuda" }), { name: "BackendUnavailableError" });
+  // Options coerced silently before: a fractional or 33-bit seed gave seed 0's bytes.
+  for (const seed of [0.7, -1, 2 ** 32, NaN]) assert.throws(() => loftq(weight, { seed }), /seed must be an integer in 0..4294967295/);
+  assert.throws(() => loftq(weight, { svd: "bogus" as "auto" }), /svd must be one of auto, exact, randomized/);
+  assert.throws(() => loftq(weight, { output: new Float64Array(96 * 160) as unknown as Float32Array }), /output must be a Float32Array/);
+  assert.throws(() => loftq(weight, { blockSize: 2 ** 31 }), /blockSize must be an integer in 1..16777216/);
+  assert.throws(() => loftq(null as unknown as Matrix), ShapeError);
+  assert.throws(() => loftq(weight, null as unknown as object), InvalidArgumentError);
+});
+
+test("extreme magnitudes: the same relative result at any scale, a typed error where float32 overflows", () => {
+  // 300×300 takes the randomized SVD, whose Rayleigh–Ritz Gram matrix is float32: unscaled it overflowed
+  // (NaN adapters) above ~1e19 and lost the adapters' contribution below ~1e-19.
+  const base = llmLikeWeight(300, 300, { seed: 7 });
+  const reference = loftq(base, { rank: 8, iterations: 2 }).history;
+  for (const scale of [2 ** -80, 2 ** 70]) {
+    const scaled = matrix(300, 300, base.data.map((x) => x * scale));
+    const history = loftq(scaled, { rank: 8, iterations: 2 }).history;
+    for (const [i, entry] of history.entries()) {
+      assert.ok(Math.abs(entry.error - reference[i]!.error) <= 1e-6 * reference[i]!.error, `scale 2^${Math.log2(scale)}: ${entry.error} vs ${reference[i]!.error}`);
+    }
+  }
+  // Values near float32's largest: W − B·A overflows in iteration 2.
+  const huge = matrix(64, 64, base.data.subarray(0, 4096).map((x, i) => (i % 3 === 0 ? Math.sign(x) * 3.4e38 : x * 1e37)));
+  assert.throws(() => loftq(huge, { rank: 8, iterations: 2, keepBest: false }), { name: "OutOfRangeError", message: /overflows float32 in iteration/ });
 });
 
 test('the package root exports loftq and qloraInit ("import { loftq, qloraInit } from \\"loftq\\"")', async () => {

@@ -1,3 +1,4 @@
+import { OutOfRangeError } from "../errors.js";
 import type { QuantizedMatrix, Encoded } from "../quant/quantizer.js";
 import { assertFinite, type Matrix } from "../tensor/matrix.js";
 import { truncatedSvd } from "../linalg/truncated-svd.js";
@@ -96,6 +97,10 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
     for (let t = 1; t <= settings.iterations; t++) {
       const target = t === 1 ? weightOnBackend : residual;
       const { encoded, residualSquared: quantSquared } = quantizer.encodeResidual(target, m, n, weightOnBackend, residual, backend, currentCodes);
+      // W is finite (checked above), so only float32 overflow of W − B·A or W − Q gets here.
+      if (!Number.isFinite(quantSquared)) {
+        throw new OutOfRangeError(`${settings.name}: ${t === 1 ? "W − Q" : "W − B·A"} overflows float32 in iteration ${t} (values within a factor of ~2 of float32's largest); scale the weight down`);
+      }
       const quantError = Math.sqrt(quantSquared) / weightNorm;
       const svd = truncatedSvd(
         { rows: m, cols: n, data: residual },

@@ -2,7 +2,8 @@ import { InvalidArgumentError, ShapeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
 import { createQuantizer, type Quantizer, type QuantizerKind } from "../quant/quantizer.js";
-import type { Matrix } from "../tensor/matrix.js";
+import { checkMatrix, type Matrix } from "../tensor/matrix.js";
+import { SVD_METHODS } from "../linalg/truncated-svd.js";
 
 export interface IterationReport {
   /** 1-based. */
@@ -85,6 +86,8 @@ export const DEFAULT_RANK = 16;
 export const DEFAULT_BITS = 4;
 /** Krylov depth of LoftQ's first SVD (the `powerIterations` default); see FIRST_SVD_OVERSAMPLE. */
 export const FIRST_SVD_POWER_ITERATIONS = 5;
+/** Seeds are 32-bit (mulberry32's state). */
+export const MAX_SEED = 0xffffffff;
 
 /**
  * Validates the weight's shape and every option up front, so nothing fails half-way. The weight's
@@ -92,8 +95,9 @@ export const FIRST_SVD_POWER_ITERATIONS = 5;
  * before any other work.
  */
 export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions): ResolvedLoftqOptions {
+  if (options === null || typeof options !== "object") throw new InvalidArgumentError(`options must be an object, got ${options === null ? "null" : typeof options}`);
   const what = options.name ?? "weight";
-  checkWeightShape(weight, what);
+  checkMatrix(weight, what);
   const rank = options.rank ?? DEFAULT_RANK;
   const maxRank = Math.min(weight.rows, weight.cols);
   if (!Number.isInteger(rank) || rank < 1 || rank > maxRank) {
@@ -117,32 +121,28 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions): Reso
   const powerIterations = options.powerIterations ?? FIRST_SVD_POWER_ITERATIONS;
   if (!Number.isInteger(powerIterations) || powerIterations < 0) throw new InvalidArgumentError(`powerIterations must be a non-negative integer, got ${powerIterations}`);
   const backend = typeof options.backend === "string" || options.backend === undefined ? getBackend(options.backend) : options.backend;
-  if (options.output && options.output.length !== weight.rows * weight.cols) {
-    throw new ShapeError(`output has ${options.output.length} values, Q needs ${weight.rows * weight.cols}`);
+  if (options.output !== undefined) {
+    if (!(options.output instanceof Float32Array)) throw new ShapeError("output must be a Float32Array");
+    if (options.output.length !== weight.rows * weight.cols) throw new ShapeError(`output has ${options.output.length} values, Q needs ${weight.rows * weight.cols}`);
   }
+  const seed = options.seed ?? 0;
+  // The generator takes a 32-bit state: anything else would be truncated into another seed silently.
+  if (!Number.isInteger(seed) || seed < 0 || seed > MAX_SEED) throw new InvalidArgumentError(`seed must be an integer in 0..${MAX_SEED}, got ${seed}`);
+  const svd = options.svd ?? "auto";
+  if (!SVD_METHODS.includes(svd)) throw new InvalidArgumentError(`svd must be one of ${SVD_METHODS.join(", ")}, got ${String(svd)}`);
   return {
     name: what,
     rank,
     iterations,
     quantizer,
-    seed: options.seed ?? 0,
+    seed,
     keepBest: options.keepBest ?? true,
     adapterDivisor: options.upstreamScaling ? 1 : Math.sqrt(scaling),
     scaling,
     powerIterations,
-    svd: options.svd ?? "auto",
+    svd,
     backend,
     ...(options.onIteration ? { onIteration: options.onIteration } : {}),
     ...(options.output ? { output: options.output } : {}),
   };
-}
-
-function checkWeightShape(weight: Matrix, what: string): void {
-  const { rows, cols, data } = weight;
-  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) {
-    throw new ShapeError(`${what}: dimensions must be non-negative integers, got ${rows}×${cols}`);
-  }
-  if (rows === 0 || cols === 0) throw new ShapeError(`${what} is empty (${rows}×${cols})`);
-  if (!(data instanceof Float32Array)) throw new ShapeError(`${what}: data must be a Float32Array`);
-  if (data.length !== rows * cols) throw new ShapeError(`${what}: a ${rows}×${cols} matrix needs ${rows * cols} values, got ${data.length}`);
 }

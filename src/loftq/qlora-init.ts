@@ -1,4 +1,4 @@
-import { finiteFrobeniusNorm, frobeniusDistance, type Matrix } from "../tensor/matrix.js";
+import { assertFinite, type Matrix } from "../tensor/matrix.js";
 import { mulberry32 } from "../linalg/random.js";
 import type { LoftqResult } from "./loftq.js";
 import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
@@ -6,15 +6,20 @@ import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
 /**
  * The QLoRA baseline in LoftQ's result shape: Q = dequant(quant(W)), B = 0 and A drawn as PEFT
  * draws it (Kaiming-uniform with a = √5, i.e. U(−1/√in, 1/√in)), so the adapter starts at zero
- * and the model starts from Q. Takes the same options as `loftq` (iterations are ignored).
+ * and the model starts from Q. Takes the same options as `loftq` (iterations are ignored; `output`
+ * and `backend` are used as there).
  */
 export function qloraInit(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   const settings = resolveLoftqOptions(weight, { ...options, iterations: 1 });
   const { rows: m, cols: n, data: w } = weight;
-  const weightNorm = finiteFrobeniusNorm(weight, settings.name);
-  const dequantized = new Float32Array(m * n);
-  const encoded = settings.quantizer.encode(w, m, n, dequantized);
-  const quantError = frobeniusDistance(w, dequantized) / (weightNorm || 1);
+  const { backend } = settings;
+  // Passes over W on the chosen backend, as loftq makes them; a non-finite sum means a NaN or
+  // infinity somewhere, whose position is looked up before any other work.
+  const weightSquared = backend.sumOfSquares(w);
+  if (!Number.isFinite(weightSquared)) assertFinite(weight, settings.name);
+  const dequantized = settings.output ?? new Float32Array(m * n);
+  const encoded = settings.quantizer.encode(w, m, n, dequantized, backend);
+  const quantError = Math.sqrt(backend.subtract(w, dequantized)) / (Math.sqrt(weightSquared) || 1);
   const random = mulberry32(settings.seed);
   const bound = 1 / Math.sqrt(n);
   const a = Float32Array.from({ length: settings.rank * n }, () => (2 * random() - 1) * bound);

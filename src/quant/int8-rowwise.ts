@@ -1,3 +1,4 @@
+import { OutOfRangeError } from "../errors.js";
 import { f16ToFloat32, float32ToF16 } from "../tensor/dtype.js";
 
 /**
@@ -6,12 +7,21 @@ import { f16ToFloat32, float32ToF16 } from "../tensor/dtype.js";
  * q = round_half_even(x · fl32(127 / SCB)); dequantization is (q · SCB) · fl32(1/127).
  */
 export const INV_127 = Math.fround(1 / 127);
+/** The largest finite float16. */
+export const F16_MAX = 65504;
 
 export function quantizeInt8Rows(values: Float32Array, rows: number, cols: number, codes: Int8Array, scales: Float32Array, dequantized?: Float32Array): void {
   for (let r = 0; r < rows; r++) {
     const start = r * cols;
     let max = 0;
-    for (let j = 0; j < cols; j++) max = Math.max(max, Math.abs(toHalf(values[start + j]!)));
+    for (let j = 0; j < cols; j++) {
+      const half = toHalf(values[start + j]!);
+      // bitsandbytes would get an infinite scale and NaN codes for the whole row.
+      if (half === Infinity || half === -Infinity) {
+        throw new OutOfRangeError(`int8: value ${values[start + j]} at row ${r}, column ${j} is outside float16's range (±${F16_MAX}), which LLM.int8 rounds rows to first`);
+      }
+      max = Math.max(max, Math.abs(half));
+    }
     scales[r] = max;
     const factor = Math.fround(127 / max);
     for (let j = 0; j < cols; j++) {

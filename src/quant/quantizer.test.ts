@@ -144,4 +144,19 @@ test("bad options are typed errors", () => {
   assert.throws(() => createQuantizer({ kind: "nf", doubleQuant: true }), /doubleQuant/);
   assert.throws(() => createQuantizer({ blockSize: 0 }), /blockSize/);
   assert.throws(() => createQuantizer({ kind: "nf4" as QuantizerKind }), /unknown quantizer/);
+  // The kernels do 32-bit block arithmetic: 2^31 wrapped around before this limit.
+  assert.throws(() => createQuantizer({ blockSize: 2 ** 31 }), /blockSize must be an integer in 1..16777216/);
+});
+
+test("quantize() checks its matrix: shape, NaN/Inf by position; int8 refuses values beyond float16", () => {
+  for (const kind of ["nf", "bnb-nf4", "int8"] as const) {
+    const quantizer = createQuantizer({ kind });
+    assert.throws(() => quantizer.quantize({ rows: 4, cols: 16, data: new Float32Array(63) }), { name: "ShapeError", message: /needs 64 values, got 63/ });
+    const nan = matrix(4, 16, new Float32Array(64));
+    nan.data[21] = NaN;
+    assert.throws(() => quantizer.quantize(nan), { name: "NonFiniteError", message: /row 1, column 5/ });
+  }
+  const big = matrix(2, 8, new Float32Array(16).fill(1));
+  big.data[11] = 1e6;
+  assert.throws(() => createQuantizer({ kind: "int8" }).quantize(big), { name: "OutOfRangeError", message: /row 1, column 3 is outside float16's range/ });
 });

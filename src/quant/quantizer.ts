@@ -1,5 +1,5 @@
 import { InvalidArgumentError, ShapeError } from "../errors.js";
-import type { Matrix } from "../tensor/matrix.js";
+import { assertFinite, checkMatrix, type Matrix } from "../tensor/matrix.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { argminThresholds, buildThresholdLookup, dequantizeBlocks, type CodebookSpec } from "../kernels/codebook.js";
 import { getBackend } from "../kernels/registry.js";
@@ -23,6 +23,11 @@ export type QuantizerKind = "nf" | "nf-sym" | "uniform" | "bnb-nf4" | "bnb-fp4" 
 export const QUANTIZER_KINDS: readonly QuantizerKind[] = ["nf", "nf-sym", "uniform", "bnb-nf4", "bnb-fp4", "int8"];
 
 export const DEFAULT_BLOCK_SIZE = 64;
+/**
+ * Largest block size: far beyond any format's (bitsandbytes stops at 4096), and small enough that the
+ * kernels' 32-bit block arithmetic (block start + size) cannot overflow.
+ */
+export const MAX_BLOCK_SIZE = 1 << 24;
 const SUPPORTED_BITS: Record<QuantizerKind, readonly number[]> = {
   nf: [2, 3, 4, 8],
   "nf-sym": [2, 3, 4],
@@ -114,7 +119,9 @@ export function createQuantizer(options: QuantizerOptions = {}): Quantizer {
     throw new InvalidArgumentError(`quantizer "${kind}" supports bits ${SUPPORTED_BITS[kind].join(", ")}, got ${bits}`);
   }
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
-  if (!Number.isInteger(blockSize) || blockSize < 1) throw new InvalidArgumentError(`blockSize must be a positive integer, got ${blockSize}`);
+  if (!Number.isInteger(blockSize) || blockSize < 1 || blockSize > MAX_BLOCK_SIZE) {
+    throw new InvalidArgumentError(`blockSize must be an integer in 1..${MAX_BLOCK_SIZE}, got ${blockSize}`);
+  }
   const isBnb = kind === "bnb-nf4" || kind === "bnb-fp4";
   if (isBnb && !BNB_BLOCK_SIZES.includes(blockSize)) {
     throw new InvalidArgumentError(`bitsandbytes 4-bit block size must be one of ${BNB_BLOCK_SIZES.join(", ")}, got ${blockSize}`);
@@ -200,7 +207,10 @@ function blockQuantizer(parts: BlockQuantizerParts): Quantizer {
     pack(encoded, rows, cols) {
       return finish({ kind, bits, rows, cols }, blockSize, bitOrder, packCodes(encoded.codes, bits, bitOrder, padCode), encoded.scales, table, encoded.doubleQuant);
     },
-    quantize: (weight) => quantizer.pack(quantizer.encode(weight.data, weight.rows, weight.cols), weight.rows, weight.cols),
+    quantize(weight) {
+      checkQuantizeInput(weight, name);
+      return quantizer.pack(quantizer.encode(weight.data, weight.rows, weight.cols), weight.rows, weight.cols);
+    },
     dequantize(q, out) {
       checkQuantized(q, kind, bits);
       const codes = unpackCodes(q.packed, bits, q.rows * q.cols, q.bitOrder);
@@ -229,7 +239,10 @@ function int8Quantizer(): Quantizer {
     },
     decode: (encoded, _rows, cols, out) => dequantizeInt8Rows(new Int8Array(encoded.codes.buffer, encoded.codes.byteOffset, encoded.codes.length), encoded.scales, cols, out),
     pack: (encoded, rows, cols) => finish({ kind: "int8", bits: 8, rows, cols }, cols, "lsb-first", encoded.codes, encoded.scales, new Float32Array(0)),
-    quantize: (weight) => quantizer.pack(quantizer.encode(weight.data, weight.rows, weight.cols), weight.rows, weight.cols),
+    quantize(weight) {
+      checkQuantizeInput(weight, "int8-rowwise");
+      return quantizer.pack(quantizer.encode(weight.data, weight.rows, weight.cols), weight.rows, weight.cols);
+    },
     dequantize(q, out) {
       checkQuantized(q, "int8", 8);
       const codes = new Int8Array(q.packed.buffer, q.packed.byteOffset, q.packed.length);
@@ -237,6 +250,15 @@ function int8Quantizer(): Quantizer {
     },
   };
   return quantizer;
+}
+
+/**
+ * `quantize` takes whole matrices from users: shape first, then one pass on the default backend whose
+ * non-finite sum means a NaN or infinity somewhere (named by position), as LoftQ checks its weights.
+ */
+function checkQuantizeInput(weight: Matrix, name: string): void {
+  checkMatrix(weight, `${name}: weight`);
+  if (!Number.isFinite(getBackend().sumOfSquares(weight.data))) assertFinite(weight, `${name}: weight`);
 }
 
 function checkResidual(n: number, minuend: Float32Array, residual: Float32Array): void {

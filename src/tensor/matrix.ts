@@ -20,6 +20,21 @@ export function matrix(rows: number, cols: number, data?: Float32Array | ArrayLi
   return { rows, cols, data: values };
 }
 
+/**
+ * Throws a ShapeError unless `m` is a non-empty Matrix whose Float32Array holds exactly rows·cols
+ * values (what every quantizer and LoftQ entry point requires before touching the data).
+ */
+export function checkMatrix(m: Matrix, what = "matrix"): void {
+  if (m === null || typeof m !== "object") throw new ShapeError(`${what} must be a Matrix { rows, cols, data }, got ${m === null ? "null" : typeof m}`);
+  const { rows, cols, data } = m;
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) {
+    throw new ShapeError(`${what}: dimensions must be non-negative integers, got ${rows}×${cols}`);
+  }
+  if (rows === 0 || cols === 0) throw new ShapeError(`${what} is empty (${rows}×${cols})`);
+  if (!(data instanceof Float32Array)) throw new ShapeError(`${what}: data must be a Float32Array`);
+  if (data.length !== rows * cols) throw new ShapeError(`${what}: a ${rows}×${cols} matrix needs ${rows * cols} values, got ${data.length}`);
+}
+
 /** Throws a NonFiniteError naming the first NaN/±Inf element. */
 export function assertFinite(m: Matrix, what = "matrix"): void {
   const { data, cols } = m;
@@ -28,16 +43,6 @@ export function assertFinite(m: Matrix, what = "matrix"): void {
     // v - v is NaN exactly for NaN and ±Inf, and is cheaper than two comparisons.
     if (v - v !== 0) throw new NonFiniteError(what, Math.floor(i / cols), i % cols, v);
   }
-}
-
-/**
- * ‖m‖_F in float64, throwing a NonFiniteError naming the first NaN/±Inf. One pass: a NaN or
- * infinity makes the sum non-finite, and only then is the position looked up.
- */
-export function finiteFrobeniusNorm(m: Matrix, what = "matrix"): number {
-  const norm = frobeniusNorm(m.data);
-  if (!Number.isFinite(norm)) assertFinite(m, what);
-  return norm;
 }
 
 /** Frobenius norm, accumulated in float64 (eight partial sums: one would wait on each add's latency). */

@@ -1,0 +1,56 @@
+/**
+ * Relative size below which a singular value counts as zero: float32 data leaves the singular values
+ * of an exactly rank-deficient matrix at ~1e-7 of the largest, and the vectors computed for them as
+ * (data · other vector) / σ are then noise, not unit vectors.
+ */
+export const ZERO_SINGULAR_VALUE = 2 ** -20;
+
+/**
+ * Replaces the listed columns of `x` (rows×stride, row-major; the first `columns` columns used) by
+ * unit vectors orthogonal to every other used column and to each other: the singular vectors of zero
+ * singular values, which any orthonormal completion represents equally well. Deterministic: candidates
+ * are the coordinate vectors e₀, e₁, … in order, each orthogonalised twice (classical Gram–Schmidt, float64)
+ * and taken when at least half of it survives.
+ */
+export function completeOrthonormalColumns(x: Float32Array | Float64Array, rows: number, stride: number, columns: number, replace: readonly number[]): void {
+  if (replace.length === 0) return;
+  const replaced = new Set(replace);
+  const kept: Float64Array[] = [];
+  for (let j = 0; j < columns; j++) {
+    if (replaced.has(j)) continue;
+    const column = new Float64Array(rows);
+    for (let i = 0; i < rows; i++) column[i] = x[i * stride + j]!;
+    kept.push(column);
+  }
+  let candidate = 0;
+  for (const j of replace) {
+    for (; candidate < rows; candidate++) {
+      const vector = new Float64Array(rows);
+      vector[candidate] = 1;
+      for (let round = 0; round < 2; round++) {
+        for (const basis of kept) {
+          let dot = 0;
+          for (let i = 0; i < rows; i++) dot += basis[i]! * vector[i]!;
+          for (let i = 0; i < rows; i++) vector[i]! -= dot * basis[i]!;
+        }
+      }
+      let norm = 0;
+      for (let i = 0; i < rows; i++) norm += vector[i]! * vector[i]!;
+      norm = Math.sqrt(norm);
+      if (norm < 0.5) continue;
+      for (let i = 0; i < rows; i++) vector[i]! /= norm;
+      kept.push(vector);
+      for (let i = 0; i < rows; i++) x[i * stride + j] = vector[i]!;
+      candidate++;
+      break;
+    }
+  }
+}
+
+/** Indices of the singular values that count as zero (see ZERO_SINGULAR_VALUE). */
+export function zeroSingularValues(s: ArrayLike<number>, count: number): number[] {
+  const largest = s[0] ?? 0;
+  const zero: number[] = [];
+  for (let j = 0; j < count; j++) if (!(s[j]! > largest * ZERO_SINGULAR_VALUE)) zero.push(j);
+  return zero;
+}
