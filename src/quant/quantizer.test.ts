@@ -159,4 +159,7 @@ test("quantize() checks its matrix: shape, NaN/Inf by position; int8 refuses val
   const big = matrix(2, 8, new Float32Array(16).fill(1));
   big.data[11] = 1e6;
   assert.throws(() => createQuantizer({ kind: "int8" }).quantize(big), { name: "OutOfRangeError", message: /row 1, column 3 is outside float16's range/ });
+  // Double quantization: absmax values at float32's largest, one small block pulling the offset down.
+  const nearMax = matrix(256, 64, Float32Array.from({ length: 256 * 64 }, (_, i) => (i < 64 ? 1 : 3.4028234663852886e38) * (i % 64 === 0 ? 1 : 0.5)));
+  assert.throws(() => createQuantizer({ kind: "bnb-nf4", doubleQuant: true }).quantize(nearMax), { name: "OutOfRangeError", message: /double-quantized absmax of block \d+ overflows/ });
 });

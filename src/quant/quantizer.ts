@@ -1,4 +1,4 @@
-import { InvalidArgumentError, ShapeError } from "../errors.js";
+import { InvalidArgumentError, OutOfRangeError, ShapeError } from "../errors.js";
 import { assertFinite, checkMatrix, type Matrix } from "../tensor/matrix.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { argminThresholds, buildThresholdLookup, dequantizeBlocks, type CodebookSpec } from "../kernels/codebook.js";
@@ -190,6 +190,9 @@ function blockQuantizer(parts: BlockQuantizerParts): Quantizer {
       parts.encodeBlocks(values, codes, absmax, undefined, backend);
       const doubleQuant = doubleQuantize(absmax);
       const scales = doubleDequantize(doubleQuant);
+      // map·nestedAbsmax + offset can round past float32's largest when the absmax values reach it.
+      const overflow = scales.findIndex((scale) => !Number.isFinite(scale));
+      if (overflow >= 0) throw new OutOfRangeError(`${name}: the double-quantized absmax of block ${overflow} overflows float32 (absmax ${absmax[overflow]}): scale the weight down`);
       if (dequantized) dequantizeBlocks(codes, scales, table, blockSize, dequantized);
       return { codes, scales, doubleQuant };
     },
