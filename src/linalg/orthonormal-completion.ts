@@ -27,13 +27,7 @@ export function completeOrthonormalColumns(x: Float32Array | Float64Array, rows:
     for (; candidate < rows; candidate++) {
       const vector = new Float64Array(rows);
       vector[candidate] = 1;
-      for (let round = 0; round < 2; round++) {
-        for (const basis of kept) {
-          let dot = 0;
-          for (let i = 0; i < rows; i++) dot += basis[i]! * vector[i]!;
-          for (let i = 0; i < rows; i++) vector[i]! -= dot * basis[i]!;
-        }
-      }
+      for (let round = 0; round < 2; round++) subtractProjections(vector, kept);
       let norm = 0;
       for (let i = 0; i < rows; i++) norm += vector[i]! * vector[i]!;
       norm = Math.sqrt(norm);
@@ -53,4 +47,14 @@ export function zeroSingularValues(s: ArrayLike<number>, count: number): number[
   const zero: number[] = [];
   for (let j = 0; j < count; j++) if (!(s[j]! > largest * ZERO_SINGULAR_VALUE)) zero.push(j);
   return zero;
+}
+
+/** x ← x − Σ (bᵀx)·b over the unit vectors b, one after another (one classical Gram–Schmidt sweep). */
+export function subtractProjections(x: Float64Array, basis: readonly Float64Array[]): void {
+  const n = x.length;
+  for (const b of basis) {
+    let dot = 0;
+    for (let i = 0; i < n; i++) dot += b[i]! * x[i]!;
+    for (let i = 0; i < n; i++) x[i]! -= dot * b[i]!;
+  }
 }

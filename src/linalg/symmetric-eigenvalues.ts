@@ -1,6 +1,7 @@
 import type { KernelBackend } from "../kernels/backend.js";
 import { tsBackend } from "../kernels/ts-backend.js";
 import { applyReflectorsReference, tridiagonalizeReference } from "../kernels/tridiagonal.js";
+import { subtractProjections } from "./orthonormal-completion.js";
 
 /**
  * All eigenvalues of a dense symmetric matrix (float64): Householder reduction to tridiagonal form,
@@ -65,11 +66,7 @@ function inverseIteration(lu: ShiftedTridiagonalLu, lambda: number, previous: Fl
   for (let i = 0; i < n; i++) x[i] = 1 + ((i * 7919) % 13) / 13; // deterministic, generic start
   for (let round = 0; round < 4; round++) {
     lu.solve(x);
-    for (const p of previous) {
-      let dot = 0;
-      for (let i = 0; i < n; i++) dot += p[i]! * x[i]!;
-      for (let i = 0; i < n; i++) x[i]! -= dot * p[i]!;
-    }
+    subtractProjections(x, previous);
     let norm = 0;
     for (let i = 0; i < n; i++) norm += x[i]! * x[i]!;
     norm = Math.sqrt(norm) || 1;
