@@ -4,11 +4,11 @@
  * input, non-finite weights, output exists, disk full), 2 usage error.
  */
 import "./relaxed-simd-setup.js"; // first: before ../node/index.js creates the kernel backends
-import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { renderReportHtml, type ReportMatrix } from "../report/html-report.js";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { LoftqError } from "../errors.js";
+import { InvalidArgumentError, LoftqError } from "../errors.js";
 import { SafetensorsFile } from "../io/safetensors-file.js";
 import { openCheckpoint } from "../io/checkpoint.js";
 import { mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
@@ -183,9 +183,19 @@ function main(argv: string[]): number {
     return 0;
   }
   if (command === "report") {
-    const report = JSON.parse(readFileSync(join(path, REPORT_FILE), "utf8")) as { matrices: ReportMatrix[] };
+    const reportPath = join(path, REPORT_FILE);
+    let report: { matrices?: unknown };
+    try {
+      report = JSON.parse(readFileSync(reportPath, "utf8")) as { matrices?: unknown };
+    } catch (error) {
+      if (error instanceof SyntaxError) throw new InvalidArgumentError(`${reportPath} is not valid JSON (${error.message})`);
+      throw error;
+    }
+    if (typeof report !== "object" || report === null || !Array.isArray(report.matrices)) throw new InvalidArgumentError(`${reportPath} has no "matrices" list: not a loftq report`);
     const target = values.out ?? join(path, "loftq_report.html");
-    writeFileSync(target, renderReportHtml(report.matrices, `LoftQ report: ${basename(resolve(path))}`));
+    // A temporary name first: an interrupted write leaves no half page behind.
+    writeFileSync(`${target}.partial`, renderReportHtml(report.matrices as ReportMatrix[], `LoftQ report: ${basename(resolve(path))}`));
+    renameSync(`${target}.partial`, target);
     if (!values.quiet) console.log(`wrote ${target}`);
     return 0;
   }
@@ -254,7 +264,8 @@ try {
   if (error instanceof UsageError || (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS"))) {
     console.error(`loftq: ${(error as Error).message}\n(see loftq --help)`);
     process.exitCode = 2;
-  } else if (error instanceof LoftqError || code === "ENOENT" || code === "EACCES" || code === "ENOSPC") {
+  } else if (error instanceof LoftqError || (typeof code === "string" && typeof (error as NodeJS.ErrnoException).syscall === "string")) {
+    // Typed errors and the operating system's (ENOENT, EACCES, ENOSPC, ENAMETOOLONG, EISDIR, …): a message, no stack.
     console.error(`\nloftq: ${(error as Error).message}`);
     process.exitCode = 1;
   } else {

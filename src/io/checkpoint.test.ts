@@ -57,6 +57,16 @@ test("readFloat32 into a caller's array (16-bit data widened in place) equals th
   });
 });
 
+test("an index whose weight_map is empty or an array is a CheckpointError", () => {
+  withDir((dir) => {
+    shard(dir, "model.safetensors", ["a"]);
+    for (const [map, message] of [["{}", /lists no tensors/], ["[]", /no "weight_map" object/]] as const) {
+      writeFileSync(join(dir, "model.safetensors.index.json"), `{"weight_map":${map}}`);
+      assert.throws(() => openCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && message.test(e.message));
+    }
+  });
+});
+
 test("hostile indexes: shard names outside the directory, mismatches with the shards, missing files", () => {
   for (const [name, build, pattern] of [
     ["path traversal", (dir: string) => index(dir, { a: "../model.safetensors" }), /not a plain \*\.safetensors file name/],

@@ -60,9 +60,10 @@ export function openCheckpoint(dir: string): Checkpoint {
   let weightMap: Record<string, string> | undefined;
   if (existsSync(indexPath)) {
     const index = readJsonFile(indexPath) as { weight_map?: unknown };
-    if (typeof index !== "object" || index === null || typeof index.weight_map !== "object" || index.weight_map === null) {
+    if (typeof index !== "object" || index === null || typeof index.weight_map !== "object" || index.weight_map === null || Array.isArray(index.weight_map)) {
       throw new CheckpointError(`${indexPath}: no "weight_map" object`);
     }
+    if (Object.keys(index.weight_map).length === 0) throw new CheckpointError(`${indexPath}: its "weight_map" lists no tensors`);
     weightMap = index.weight_map as Record<string, string>;
     shardNames = [];
     for (const [tensor, shard] of Object.entries(weightMap)) {

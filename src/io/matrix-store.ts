@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { LoftqError } from "../errors.js";
 import type { Matrix } from "../tensor/matrix.js";
@@ -44,6 +44,23 @@ export function saveMatrix(store: string, module: string, qDtype: string, qShape
 
 export function hasMatrix(store: string, module: string): boolean {
   return existsSync(fileOf(store, module));
+}
+
+/**
+ * Whether a readable entry for `module` is in the store; an unreadable one (store files skip the
+ * fsync, so a power cut can leave one empty or cut short) is removed, to be computed again.
+ */
+export function keepIfReadable(store: string, module: string): boolean {
+  const path = fileOf(store, module);
+  if (!existsSync(path)) return false;
+  try {
+    SafetensorsFile.open(path).close();
+    return true;
+  } catch (error) {
+    if (!(error instanceof LoftqError)) throw error;
+    rmSync(path, { force: true });
+    return false;
+  }
 }
 
 export function loadMatrix(store: string, module: string): StoredMatrix {

@@ -1,6 +1,6 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync, writeFileSync, mkdirSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, existsSync, symlinkSync, utimesSync, writeFileSync, mkdirSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -106,6 +106,69 @@ test("a non-empty --out is refused without force, replaced with it; nothing part
   assert.ok(!existsSync(`${out}.partial`));
 });
 
+test("--out (or its .partial) never is, contains or lies inside the input, symbolic links resolved", () => {
+  const parent = join(work, "parent");
+  const nested = join(parent, "model");
+  mkdirSync(parent);
+  cpSync(model, nested, { recursive: true });
+  const named = join(work, "named.partial");
+  cpSync(model, named, { recursive: true });
+  const link = join(work, "model-link");
+  symlinkSync(nested, link);
+  const refused = [
+    { input: nested, output: parent, force: true }, // removing --out would delete the model
+    { input: named, output: join(work, "named") }, // the .partial is the model
+    { input: link, output: nested, force: true }, // the same directory through a link
+    { input: nested, output: join(nested, "out") }, // written into the model
+  ];
+  for (const { input, output, force } of refused) {
+    assert.throws(() => quantizeCheckpoint({ input, output, rank: 4, target: "q_proj", ...(force ? { force } : {}) }), /must not be, contain or lie inside the input directory/);
+  }
+  for (const dir of [nested, named]) for (const file of readdirSync(model)) assert.equal(sha256(join(dir, file)), hashes.get(file), `${dir}/${file} untouched`);
+});
+
+test("a resume refuses a changed input; an unreadable stored matrix is computed again", async () => {
+  const cli = fileURLToPath(new URL("../cli/main.js", import.meta.url));
+  const copy = join(work, "resume-input");
+  cpSync(model, copy, { recursive: true });
+  const killedAfter = async (out: string, matrices: number) => {
+    const child = spawn(process.execPath, [cli, "quantize", copy, "--out", out, "--rank", "4", "--target", "q_proj,v_proj", "--json"], { stdio: ["ignore", "pipe", "pipe"] });
+    let finished = 0;
+    await new Promise<void>((resolvePromise) => {
+      createInterface({ input: child.stdout! }).on("line", (line) => {
+        if (JSON.parse(line).type === "matrix-done" && ++finished === matrices) child.kill("SIGKILL");
+      });
+      child.on("exit", () => resolvePromise());
+    });
+  };
+  const resume = (out: string) => spawnSync(process.execPath, [cli, "quantize", copy, "--out", out, "--rank", "4", "--target", "q_proj,v_proj", "--resume", "--json"], { encoding: "utf8" });
+  const corrupt = join(work, "resume-corrupt");
+  await killedAfter(corrupt, 3);
+  const store = join(`${corrupt}.partial`, ".loftq-matrices");
+  const stored = readdirSync(store).filter((f) => f.endsWith(".safetensors")); // 3, or 4 if the kill came late
+  writeFileSync(join(store, stored[0]!), ""); // what a power cut can leave
+  const resumed = resume(corrupt);
+  assert.equal(resumed.status, 0, resumed.stderr);
+  const computed = resumed.stdout.trim().split("\n").map((l) => JSON.parse(l)).filter((e) => e.type === "matrix-start").length;
+  assert.equal(computed, 4 - stored.length + 1, "the emptied matrix again, and those never finished");
+  const stale = join(work, "resume-stale");
+  await killedAfter(stale, 2);
+  const shardFile = join(copy, readdirSync(copy).find((f) => f.endsWith(".safetensors"))!);
+  utimesSync(shardFile, new Date(), new Date(Date.now() + 60_000)); // the weights were replaced meanwhile
+  const refused = resume(stale);
+  assert.equal(refused.status, 1);
+  assert.match(refused.stderr, /the input's files changed since/);
+});
+
+test("--dtype F16 refuses a Q beyond float16's range instead of writing infinities", () => {
+  const big = join(work, "big-values");
+  mkdirSync(big);
+  const values = Float32Array.from({ length: 32 * 32 }, (_, i) => Math.sin(i) * 1e5);
+  writeSafetensorsFile(join(big, "model.safetensors"), [{ name: "model.layers.0.self_attn.q_proj.weight", dtype: "F32", shape: [32, 32] }], { format: "pt" }, () => new Uint8Array(values.buffer));
+  assert.throws(() => quantizeCheckpoint({ input: big, output: join(work, "big-out"), rank: 4, dtype: "F16" }), { name: "OutOfRangeError", message: /beyond float16's range/ });
+  assert.ok(!existsSync(join(work, "big-out")));
+});
+
 test("NaN weights: an error naming the tensor, no output, no partial directory", () => {
   const broken = join(work, "broken");
   mkdirSync(broken);
@@ -134,6 +197,12 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
   assert.equal(run("quantize", model, "--out", join(work, "cli-out")).status, 1, "refuses to overwrite");
   assert.equal(run("quantize", model, "--bogus").status, 2);
   assert.equal(run("quantize", model, "--out", join(work, "y"), "--bits", "5").status, 1);
+  const notAReport = join(work, "not-a-report");
+  mkdirSync(notAReport);
+  writeFileSync(join(notAReport, REPORT_FILE), "{bad");
+  const report = run("report", notAReport);
+  assert.equal(report.status, 1);
+  assert.match(report.stderr, /loftq_report\.json is not valid JSON/);
   for (const command of ["quantize", "inspect", "matrix"]) {
     const help = run(command, "--help");
     assert.equal(help.status, 0);

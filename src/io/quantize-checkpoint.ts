@@ -1,6 +1,6 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { InvalidArgumentError, LoftqError } from "../errors.js";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, resolve, sep } from "node:path";
+import { InvalidArgumentError, LoftqError, OutOfRangeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
 import { loftq } from "../loftq/loftq.js";
@@ -8,13 +8,13 @@ import type { IterationErrors } from "../loftq/loftq.js";
 import type { QuantizerKind } from "../quant/quantizer.js";
 import { encodeHalf, float32Bytes } from "../tensor/dtype.js";
 import { transpose, type Matrix } from "../tensor/matrix.js";
-import { openCheckpoint, type Checkpoint } from "./checkpoint.js";
-import { hasMatrix, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
+import { INDEX_FILE, openCheckpoint, type Checkpoint } from "./checkpoint.js";
+import { hasMatrix, keepIfReadable, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
 import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
 import { BNB4_DIR, bnb4QuantizationConfig, bnb4Tensors, torchDtypeName } from "./bnb4-export.js";
 import { adapterConfig, formatAdapterConfig, loraTensorNames, taskTypeOf } from "./peft-adapter.js";
-import { upstreamOrder, writeSafetensorsFile, type PlannedTensor } from "./safetensors-writer.js";
+import { DiskFullError, upstreamOrder, writeSafetensorsFile, type PlannedTensor } from "./safetensors-writer.js";
 import { checkBitsOption, selectTargets, type TargetMatrix } from "./targets.js";
 
 /**
@@ -130,10 +130,10 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
   try {
     const targets = planTargets(checkpoint, settings);
     const mine = options.shard ? targets.filter((_, i) => i % options.shard!.count === options.shard!.index - 1) : targets;
-    const settingsText = JSON.stringify({ input, settings }, null, 2) + "\n";
+    const settingsText = JSON.stringify({ input, inputFiles: inputFingerprint(checkpoint), settings }, null, 2) + "\n";
     const resuming = options.resume === true && existsSync(join(partial, SETTINGS_FILE));
     if (resuming && readFileSync(join(partial, SETTINGS_FILE), "utf8") !== settingsText) {
-      throw new InvalidArgumentError(`${partial} was started with other settings or another input; run without --resume to start over`);
+      throw new InvalidArgumentError(`${partial} was started with other settings or another input, or the input's files changed since; run without --resume to start over`);
     }
     options.onEvent?.({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length });
     return removeOnError(partial, () => {
@@ -153,7 +153,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
         rmSync(join(partial, SETTINGS_FILE));
       }
       return publish(partial, output, reports, started, options.onEvent);
-    });
+    }, true);
   } finally {
     checkpoint.close();
   }
@@ -174,11 +174,14 @@ export function mergeFragments(options: { input: string; output: string; fragmen
     return readFileSync(path, "utf8");
   });
   if (new Set(fragmentSettings).size !== 1) throw new InvalidArgumentError("the fragments were made with different settings or inputs");
-  const recorded = JSON.parse(fragmentSettings[0]!) as { input: string; settings: ReturnType<typeof settingsOf> };
+  const recorded = JSON.parse(fragmentSettings[0]!) as { input: string; inputFiles: unknown; settings: ReturnType<typeof settingsOf> };
   if (recorded.input !== input) throw new InvalidArgumentError(`the fragments were made from ${recorded.input}, not ${input}`);
   const checkpoint = openCheckpoint(input);
   const partial = `${output}.partial`;
   try {
+    if (JSON.stringify(recorded.inputFiles) !== JSON.stringify(inputFingerprint(checkpoint))) {
+      throw new InvalidArgumentError(`the files of ${input} changed since the fragments were made; run the shards again`);
+    }
     return removeOnError(partial, () => mergeInto(checkpoint, partial, output, options.fragments, recorded.settings, started, options.onEvent));
   } finally {
     checkpoint.close();
@@ -196,11 +199,18 @@ function mergeInto(checkpoint: Checkpoint, partial: string, output: string, frag
   return publish(partial, output, reports, started, onEvent);
 }
 
-/** Runs `work`; an error removes the `.partial` (only a kill leaves one behind, to resume). */
-function removeOnError<T>(partial: string, work: () => T): T {
+/**
+ * Runs `work`; an error removes the `.partial` (only a kill leaves one behind, to resume), except a
+ * full disk when `resumable`: then the finished matrices stay for `--resume` once space is freed.
+ */
+function removeOnError<T>(partial: string, work: () => T, resumable = false): T {
   try {
     return work();
   } catch (error) {
+    if (resumable && error instanceof DiskFullError && existsSync(join(partial, SETTINGS_FILE))) {
+      const finished = existsSync(join(partial, STORE_DIR)) ? readdirSync(join(partial, STORE_DIR)).filter((f) => f.endsWith(".safetensors")).length : 0;
+      throw new DiskFullError(`${error.message}; the ${finished} finished matrices are kept in ${partial}: free space and rerun with --resume`);
+    }
     rmSync(partial, { recursive: true, force: true });
     throw error;
   }
@@ -208,10 +218,44 @@ function removeOnError<T>(partial: string, work: () => T): T {
 
 type Settings = ReturnType<typeof settingsOf>;
 
-/** Inputs are never written to, and a non-empty output is only replaced with `force`. */
+/**
+ * Size and modification time of every file the run reads (config, index, shards): a resume or a merge
+ * must not mix matrices computed from weights that have since been replaced.
+ */
+function inputFingerprint(checkpoint: Checkpoint): Array<{ file: string; bytes: number; modifiedMs: number }> {
+  const files = ["config.json", INDEX_FILE, ...checkpoint.shardNames].filter((file, i, all) => all.indexOf(file) === i);
+  return files.filter((file) => existsSync(join(checkpoint.dir, file))).map((file) => {
+    const stat = statSync(join(checkpoint.dir, file));
+    return { file, bytes: stat.size, modifiedMs: stat.mtimeMs };
+  });
+}
+
+/**
+ * Inputs are never written to, and a non-empty output is only replaced with `force`. The output and
+ * its `.partial` are both removed whole at some point, so neither may be, contain or lie inside the
+ * input directory, compared after resolving symbolic links (`--out ..` or a link to the output would
+ * otherwise delete the model being read).
+ */
 function checkOutput(input: string, output: string, force: boolean | undefined): void {
-  if (output === input) throw new InvalidArgumentError("--out must differ from the input directory (inputs are never modified)");
+  const inputReal = realPath(input);
+  for (const [what, path] of [["--out", realPath(output)], ["--out's .partial", realPath(`${output}.partial`)]] as const) {
+    if (path === inputReal || isInside(path, inputReal) || isInside(inputReal, path)) {
+      throw new InvalidArgumentError(`${what} (${path}) must not be, contain or lie inside the input directory ${inputReal} (inputs are never modified)`);
+    }
+  }
   if (existsSync(output) && (!statSync(output).isDirectory() || readdirSync(output).length > 0) && !force) throw new OutputExistsError(output);
+}
+
+/** The path with every existing ancestor's symbolic links resolved (the rest may not exist yet). */
+function realPath(path: string): string {
+  const absolute = resolve(path);
+  if (existsSync(absolute)) return realpathSync(absolute);
+  const parent = dirname(absolute);
+  return parent === absolute ? absolute : join(realPath(parent), basename(absolute));
+}
+
+function isInside(parent: string, path: string): boolean {
+  return path.startsWith(parent.endsWith(sep) ? parent : parent + sep);
 }
 
 /** The finished `.partial` takes the output's place in one rename. */
@@ -258,7 +302,7 @@ export function pipelineBuffersInBackend(values: number): boolean {
 /** Runs LoftQ on every target not yet in the store, one at a time, saving each as it finishes. */
 function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[], store: string, settings: Settings, options: QuantizeCheckpointOptions): MatrixReport[] {
   const reports: MatrixReport[] = [];
-  const pending = targets.filter((t) => !hasMatrix(store, t.module));
+  const pending = targets.filter((t) => !keepIfReadable(store, t.module));
   if (pending.length === 0) return targets.map((target, index) => reportStored(store, target, index, targets.length, options));
   const backend = typeof options.backend === "object" ? options.backend : getBackend(options.backend);
   // Q and its 16-bit bytes go through two buffers sized for the largest target and reused for every
@@ -348,7 +392,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
       };
       const q = target.transposed ? transpose(result.dequantized).data : result.dequantized.data;
       const qDtype = settings.dtype ?? info.dtype;
-      saveMatrix(store, target.module, qDtype, info.shape, { q: encodeFloats(q, qDtype, buffers.bytes.subarray(0, 2 * size), backend), a: result.loraA, b: result.loraB, report });
+      saveMatrix(store, target.module, qDtype, info.shape, { q: encodeFloats(q, qDtype, buffers.bytes.subarray(0, 2 * size), backend, target.tensor), a: result.loraA, b: result.loraB, report });
       reports.push(report);
       options.onEvent?.({ type: "matrix-done", index, total, report });
     });
@@ -397,9 +441,16 @@ function assemble(checkpoint: Checkpoint, targets: readonly TargetMatrix[], stor
  * Llama-family checkpoints store) is a backend kernel: ~0.1 s instead of ~0.7 s of main-thread JS per
  * 7B block.
  */
-function encodeFloats(values: Float32Array, dtype: string, scratch: Uint8Array, backend: KernelBackend): Uint8Array {
+/** Values from here up round to infinity in float16 (its largest is 65504; ties go to even, 65536). */
+export const F16_OVERFLOW = 65520;
+
+function encodeFloats(values: Float32Array, dtype: string, scratch: Uint8Array, backend: KernelBackend, what: string): Uint8Array {
   if (dtype === "F32") return float32Bytes(values);
-  if (dtype === "F16") return encodeHalf(values, "f16", scratch);
+  if (dtype === "F16") {
+    const beyond = values.findIndex((value) => Math.abs(value) >= F16_OVERFLOW);
+    if (beyond >= 0) throw new OutOfRangeError(`${what}: Q holds ${values[beyond]} (value ${beyond}), beyond float16's range (±65504); write it as BF16 or F32 (--dtype)`);
+    return encodeHalf(values, "f16", scratch);
+  }
   if (dtype === "BF16") {
     if (!backend.encodeBf16) return encodeHalf(values, "bf16", scratch);
     // Uint16 words are little-endian here, as the safetensors bytes must be (the float32 views assume it too).

@@ -22,6 +22,14 @@ export class OutputWriteError extends LoftqError {
   }
 }
 
+/** ENOSPC or EDQUOT while writing: worth retrying once space is freed. */
+export class DiskFullError extends OutputWriteError {
+  constructor(message: string) {
+    super(message);
+    this.name = "DiskFullError";
+  }
+}
+
 export function tensorByteLength(tensor: PlannedTensor): number {
   return tensor.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[tensor.dtype]!;
 }
@@ -40,7 +48,8 @@ function compareBytes(a: string, b: string): number {
 
 /** The header bytes (length prefix included) for tensors in the given order. */
 export function encodeHeader(tensors: readonly PlannedTensor[], metadata: Record<string, string>): Uint8Array {
-  const header: Record<string, unknown> = {};
+  // No prototype: a tensor called "__proto__" must become a key, not replace the object's prototype.
+  const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let offset = 0;
   for (const tensor of tensors) {
@@ -68,6 +77,7 @@ export function writeSafetensorsFile(
   const partial = `${path}.partial`;
   const fd = openSync(partial, "w");
   let written = 0;
+  let open = true;
   try {
     const write = (bytes: Uint8Array) => {
       for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done, bytes.length - done);
@@ -84,12 +94,14 @@ export function writeSafetensorsFile(
     // Durable by default (fsync before the rename); scratch files may skip it: a killed process
     // loses nothing that the page cache holds, only a power cut would.
     if (options.durable ?? true) fsyncSync(fd);
+    open = false;
     closeSync(fd);
   } catch (error) {
-    closeSync(fd);
+    // A failed close must not be retried: the second close's EBADF would hide the real error.
+    if (open) closeSync(fd);
     rmSync(partial, { force: true });
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ENOSPC" || code === "EDQUOT") throw new OutputWriteError(`${path}: the disk is full (after ${written} bytes); nothing was left behind`);
+    if (code === "ENOSPC" || code === "EDQUOT") throw new DiskFullError(`${path}: the disk is full (after ${written} bytes); this file was not left behind`);
     throw error;
   }
   renameSync(partial, path);

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseSafetensors, SafetensorsParseError } from "./safetensors.js";
 import { tensorByteLength, upstreamOrder, writeSafetensorsFile } from "./safetensors-writer.js";
+import { SafetensorsFile } from "./safetensors-file.js";
 
 /** Builds a file from a header object and a data section (no validation: that is the point). */
 function file(header: unknown, data = new Uint8Array(0), rawHeader?: string): Uint8Array {
@@ -46,6 +47,22 @@ test("hostile headers are typed parse errors naming the file and tensor", () => 
 test("duplicate tensor names are rejected (JSON.parse would silently keep the last)", () => {
   const raw = '{"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}';
   assert.throws(() => parseSafetensors(file(null, new Uint8Array(1), raw), "x.safetensors"), /duplicate/);
+});
+
+test('a tensor named "__proto__" is written as a key like any other (not as the header\'s prototype)', () => {
+  const dir = mkdtempSync(join(tmpdir(), "loftq-proto-"));
+  try {
+    const path = join(dir, "model.safetensors");
+    writeSafetensorsFile(path, [{ name: "__proto__", dtype: "U8", shape: [2] }, { name: "w", dtype: "U8", shape: [1] }], {}, (t) => new Uint8Array(t.name === "w" ? 1 : 2));
+    const file = SafetensorsFile.open(path);
+    try {
+      assert.deepEqual(file.tensors.map((t) => t.name).sort(), ["__proto__", "w"]);
+    } finally {
+      file.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("a failed write (full disk) leaves no file behind and says so", () => {

@@ -47,7 +47,7 @@ export function writeShards(
   produce: (tensor: PlannedTensor) => Uint8Array,
   withIndex: boolean,
 ): void {
-  const weightMap: Record<string, string> = {};
+  const weightMap: Record<string, string> = Object.create(null) as Record<string, string>; // "__proto__" is a tensor name too
   let totalSize = 0;
   for (const shard of shards) {
     const ordered = upstreamOrder(shard.tensors);
