@@ -73,7 +73,8 @@ test("hostile indexes: shard names outside the directory, mismatches with the sh
     ["absolute path", (dir: string) => index(dir, { a: "/etc/passwd" }), /not a plain/],
     ["not safetensors", (dir: string) => index(dir, { a: "model.bin" }), /not a plain/],
     ["listed but absent", (dir: string) => { shard(dir, "s1.safetensors", ["a"]); index(dir, { a: "s1.safetensors", ghost: "s1.safetensors" }); }, /"ghost" is listed but missing/],
-    ["in another shard than the index says", (dir: string) => { shard(dir, "s1.safetensors", ["a", "b"]); shard(dir, "s2.safetensors", ["c"]); index(dir, { a: "s1.safetensors", b: "s2.safetensors", c: "s2.safetensors" }); }, /"b" is in s1\.safetensors but the index says "s2\.safetensors"/],
+    ["in another shard than the index says", (dir: string) => { shard(dir, "s1.safetensors", ["a", "b"]); shard(dir, "s2.safetensors", ["c"]); index(dir, { a: "s1.safetensors", b: "s2.safetensors", c: "s2.safetensors" }); }, /"b" is in s1\.safetensors but the index maps it to s2\.safetensors/],
+    ["shard missing", (dir: string) => { shard(dir, "s1.safetensors", ["a"]); index(dir, { a: "s1.safetensors", b: "s2.safetensors" }); }, /shard s2\.safetensors, listed in the index, is missing/],
     ["no checkpoint at all", (_dir: string) => {}, /no model\.safetensors or model\.safetensors\.index\.json/],
     ["index without weight_map", (dir: string) => writeFileSync(join(dir, "model.safetensors.index.json"), "{}"), /no "weight_map"/],
   ] as const) {

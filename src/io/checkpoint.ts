@@ -82,12 +82,15 @@ export function openCheckpoint(dir: string): Checkpoint {
   const where = new Map<string, string>();
   try {
     for (const shard of shardNames) {
-      const file = SafetensorsFile.open(join(dir, shard));
+      const path = join(dir, shard);
+      if (!existsSync(path) || !statSync(path).isFile()) throw new CheckpointError(`${dir}: shard ${shard}${weightMap ? ", listed in the index," : ""} is missing or not a file`);
+      const file = SafetensorsFile.open(path);
       files.set(shard, file);
       for (const info of file.tensors) {
         if (where.has(info.name)) throw new CheckpointError(`${dir}: tensor "${info.name}" appears in both ${where.get(info.name)} and ${shard}`);
         if (weightMap && weightMap[info.name] !== shard) {
-          throw new CheckpointError(`${indexPath}: tensor "${info.name}" is in ${shard} but the index says ${JSON.stringify(weightMap[info.name])}`);
+          const listed = Object.hasOwn(weightMap, info.name) ? `maps it to ${weightMap[info.name]}` : "does not list it";
+          throw new CheckpointError(`${indexPath}: tensor "${info.name}" is in ${shard} but the index ${listed}`);
         }
         where.set(info.name, shard);
         tensors.push({ ...info, shard });

@@ -1,4 +1,5 @@
 import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { LoftqError } from "../errors.js";
 import type { Matrix } from "../tensor/matrix.js";
@@ -27,9 +28,16 @@ export interface StoredMatrix extends StoredFactors {
   q: Uint8Array;
 }
 
+/** Longest module name used as a file name as it is (file systems allow 255 bytes per name). */
+export const MAX_MODULE_FILE_NAME = 200;
+
+/**
+ * The module's own name when it makes a portable file name, else its SHA-256 (names with spaces,
+ * slashes or hundreds of characters are legal in a checkpoint and must not fail after the work).
+ */
 function fileOf(store: string, module: string): string {
-  if (!MODULE_NAME.test(module)) throw new LoftqError("INVALID_ARGUMENT", `module name "${module}" cannot name a file`);
-  return join(store, `${module}.safetensors`);
+  const name = MODULE_NAME.test(module) && module.length <= MAX_MODULE_FILE_NAME ? module : `sha256-${createHash("sha256").update(module).digest("hex")}`;
+  return join(store, `${name}.safetensors`);
 }
 
 export function saveMatrix(store: string, module: string, qDtype: string, qShape: readonly number[], result: StoredMatrix): void {

@@ -158,6 +158,28 @@ test("a resume refuses a changed input; an unreadable stored matrix is computed 
   const refused = resume(stale);
   assert.equal(refused.status, 1);
   assert.match(refused.stderr, /the input's files changed since/);
+  // Without --resume an interrupted run is not wiped silently: --force starts over.
+  const fresh = (...extra: string[]) => spawnSync(process.execPath, [cli, "quantize", copy, "--out", stale, "--rank", "4", "--target", "q_proj,v_proj", "--quiet", ...extra], { encoding: "utf8" });
+  const kept = fresh();
+  assert.equal(kept.status, 1);
+  assert.match(kept.stderr, /holds an interrupted run: pass --resume to continue it, or --force to start over/);
+  assert.equal(fresh("--force").status, 0);
+});
+
+test("module names that make poor file names are stored under a hash; a --bits-map width is checked before any work", () => {
+  const odd = join(work, "odd-names");
+  mkdirSync(odd);
+  const values = Float32Array.from({ length: 32 * 32 }, (_, i) => Math.sin(i) * 0.02);
+  const names = [`model.layers.0.${"x".repeat(300)}.weight`, "model.layers.0.some proj.weight"];
+  writeSafetensorsFile(join(odd, "model.safetensors"), names.map((name) => ({ name, dtype: "F32", shape: [32, 32] })), { format: "pt" }, () => new Uint8Array(values.buffer));
+  const result = quantizeCheckpoint({ input: odd, output: join(work, "odd-out"), rank: 4 });
+  assert.deepEqual(result.reports.map((r) => r.tensor).sort(), [...names].sort());
+  const started: string[] = [];
+  assert.throws(
+    () => quantizeCheckpoint({ input: odd, output: join(work, "odd-out-2"), rank: 4, bitsMap: "*some proj=5", onEvent: (e) => void (e.type === "matrix-start" && started.push(e.module)) }),
+    /supports bits 2, 3, 4, 8, got 5/,
+  );
+  assert.deepEqual(started, []);
 });
 
 test("--dtype F16 refuses a Q beyond float16's range instead of writing infinities", () => {

@@ -5,7 +5,7 @@ import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
 import { loftq } from "../loftq/loftq.js";
 import type { IterationErrors } from "../loftq/loftq.js";
-import type { QuantizerKind } from "../quant/quantizer.js";
+import { createQuantizer, type QuantizerKind } from "../quant/quantizer.js";
 import { encodeHalf, float32Bytes } from "../tensor/dtype.js";
 import { transpose, type Matrix } from "../tensor/matrix.js";
 import { INDEX_FILE, openCheckpoint, type Checkpoint } from "./checkpoint.js";
@@ -131,7 +131,11 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
     const targets = planTargets(checkpoint, settings);
     const mine = options.shard ? targets.filter((_, i) => i % options.shard!.count === options.shard!.index - 1) : targets;
     const settingsText = JSON.stringify({ input, inputFiles: inputFingerprint(checkpoint), settings }, null, 2) + "\n";
-    const resuming = options.resume === true && existsSync(join(partial, SETTINGS_FILE));
+    const interrupted = existsSync(join(partial, SETTINGS_FILE));
+    const resuming = options.resume === true && interrupted;
+    if (interrupted && !resuming && !options.force) {
+      throw new InvalidArgumentError(`${partial} holds an interrupted run: pass --resume to continue it, or --force to start over`);
+    }
     if (resuming && readFileSync(join(partial, SETTINGS_FILE), "utf8") !== settingsText) {
       throw new InvalidArgumentError(`${partial} was started with other settings or another input, or the input's files changed since; run without --resume to start over`);
     }
@@ -273,6 +277,9 @@ function planTargets(checkpoint: Checkpoint, settings: Settings): TargetMatrix[]
     ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}),
     ...(settings.mixed ? { mixed: true } : {}),
   });
+  // Every bit width the plan uses must exist for the quantizer before the first matrix is computed
+  // (a --bits-map rule "=5" with NF failed only when its first matrix came up).
+  for (const bits of new Set(targets.map((t) => t.bits))) createQuantizer({ kind: settings.quantizer, bits, blockSize: settings.blockSize });
   for (const t of targets) {
     if (!Number.isInteger(settings.rank) || settings.rank < 1 || settings.rank > Math.min(t.rows, t.cols)) {
       throw new InvalidArgumentError(`--rank ${settings.rank} does not fit ${t.module} (${t.rows}×${t.cols})`);

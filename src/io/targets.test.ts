@@ -40,3 +40,21 @@ test("mixed precision follows LoftQ (2.5 bits on 32 layers: layers 0–7 at 4 bi
   assert.equal(mapped[4]!.bits, 4);
   assert.throws(() => selectTargets(tensors, {}, { target: "nothing_here", bits: 4 }), /matches no/);
 });
+
+test("MoE routers and zero-size weights are skipped; a misspelt --target or an unused --bits-map pattern is an error", () => {
+  const moe = [
+    tensor("model.layers.0.mlp.gate.weight", [8, 64]),
+    tensor("model.layers.0.mlp.shared_expert_gate.weight", [1, 64]),
+    tensor("model.layers.0.block_sparse_moe.gate.weight", [8, 64]),
+    tensor("model.layers.0.mlp.gate_proj.weight", [128, 64]),
+    tensor("model.layers.0.mlp.experts.0.up_proj.weight", [128, 64]),
+    tensor("model.layers.0.self_attn.k_proj.weight", [0, 64]),
+  ];
+  assert.deepEqual(selectTargets(moe, { model_type: "qwen2_moe" }, { target: "all-linear", bits: 4 }).map((t) => t.module), [
+    "model.layers.0.mlp.gate_proj",
+    "model.layers.0.mlp.experts.0.up_proj",
+  ]);
+  const llama = [tensor("model.layers.0.self_attn.q_proj.weight", [64, 64]), tensor("model.layers.0.self_attn.v_proj.weight", [64, 64])];
+  assert.throws(() => selectTargets(llama, undefined, { target: "q_proj,qproj", bits: 4 }), /--target qproj matches no 2-D float weight/);
+  assert.throws(() => selectTargets(llama, undefined, { target: "all-linear", bits: 4, bitsMap: "*.mlp.*=2" }), /--bits-map pattern "\*\.mlp\.\*" matches no target module/);
+});

@@ -26,6 +26,12 @@ export interface TargetMatrix {
 
 const LAYER_INDEX = /\.(?:layers|layer|h|block|blocks)\.(\d+)\./;
 const NEVER_TARGET = /(?:^|\.)(?:embed\w*|wte|wpe|lm_head|shared|\w*norm\w*|ln_\w+|layernorm\w*|rotary\w*|relative_attention_bias)(?:\.|$)/i;
+/**
+ * Mixture-of-experts routers (Mixtral `block_sparse_moe.gate`, Qwen-MoE `mlp.gate` and
+ * `shared_expert_gate`, `router`): a few rows that pick experts, not a projection to adapt, and
+ * usually narrower than the rank. "all-linear" leaves them alone, as bitsandbytes users skip them.
+ */
+const ROUTER = /(?:^|\.)(?:gate|router|shared_expert_gate)$/;
 const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
 const CONV1D_MODEL_TYPES = new Set(["gpt2", "gpt_bigcode", "openai-gpt"]);
 
@@ -47,13 +53,17 @@ export function selectTargets(tensors: readonly CheckpointTensor[], config: Reco
   const layers = layerCount(config, tensors);
   const rules = parseBitsMap(options.bitsMap);
   const out: TargetMatrix[] = [];
+  const namesUsed = new Set<string>();
   for (const tensor of tensors) {
     if (!tensor.name.endsWith(".weight") || tensor.shape.length !== 2 || !FLOAT_DTYPES.has(tensor.dtype)) continue;
+    if (tensor.shape[0] === 0 || tensor.shape[1] === 0) continue; // nothing to quantize
     const module = tensor.name.slice(0, -".weight".length);
     const layerMatch = LAYER_INDEX.exec(`.${module}.`);
     if (explicit) {
-      if (!explicit.some((t) => module === t || module.endsWith(`.${t}`))) continue;
-    } else if (!layerMatch || NEVER_TARGET.test(module)) {
+      const named = explicit.filter((t) => module === t || module.endsWith(`.${t}`));
+      if (named.length === 0) continue;
+      for (const name of named) namesUsed.add(name);
+    } else if (!layerMatch || NEVER_TARGET.test(module) || ROUTER.test(module)) {
       continue;
     }
     const [first, second] = tensor.shape as [number, number];
@@ -70,6 +80,11 @@ export function selectTargets(tensors: readonly CheckpointTensor[], config: Reco
     });
   }
   if (out.length === 0) throw new InvalidArgumentError(`--target ${options.target} matches no 2-D float weight in this checkpoint`);
+  // A misspelt name would otherwise just leave its modules out.
+  const unused = explicit?.filter((name) => !namesUsed.has(name)) ?? [];
+  if (unused.length > 0) throw new InvalidArgumentError(`--target ${unused.join(", ")} ${unused.length === 1 ? "matches" : "match"} no 2-D float weight in this checkpoint`);
+  const unusedRules = rules.filter(([pattern]) => !out.some((t) => pattern.test(t.module)));
+  if (unusedRules.length > 0) throw new InvalidArgumentError(`--bits-map pattern ${unusedRules.map(([, , text]) => `"${text}"`).join(", ")} matches no target module`);
   return out;
 }
 
@@ -91,21 +106,24 @@ function layerCount(config: Record<string, unknown> | undefined, tensors: readon
  * first floor(L·(b − 2)/2) blocks are 4-bit, the rest 2-bit (L = number of blocks), so 2.5 bits
  * on 32 layers puts layers 0–7 at 4 bits.
  */
-function bitsFor(module: string, layer: number | undefined, bits: number, mixed: boolean, layers: number, rules: Array<[RegExp, number]>): number {
+function bitsFor(module: string, layer: number | undefined, bits: number, mixed: boolean, layers: number, rules: BitsRule[]): number {
   for (const [pattern, value] of rules) if (pattern.test(module)) return value;
   if (Number.isInteger(bits) && !mixed) return bits;
   const fourBitLayers = Math.floor((layers * (bits - 2)) / 2);
   return layer !== undefined && layer < fourBitLayers ? 4 : 2;
 }
 
-function parseBitsMap(spec: string | undefined): Array<[RegExp, number]> {
+/** A --bits-map rule: the compiled pattern, its bits, and the pattern as written. */
+type BitsRule = [RegExp, number, string];
+
+function parseBitsMap(spec: string | undefined): BitsRule[] {
   if (!spec) return [];
   return spec.split(",").map((rule) => {
     const [pattern, value] = rule.split("=").map((s) => s.trim());
     const bits = Number(value);
     if (!pattern || !Number.isInteger(bits)) throw new InvalidArgumentError(`--bits-map rule "${rule}" is not pattern=bits`);
     const regex = new RegExp(`^${pattern.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*")}$`);
-    return [regex, bits] as [RegExp, number];
+    return [regex, bits, pattern] as BitsRule;
   });
 }
 
