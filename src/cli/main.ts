@@ -127,7 +127,8 @@ function main(argv: string[]): number {
   }
   const number = (name: string, raw: string | undefined, fallback: number, integer = true) => {
     if (raw === undefined) return fallback;
-    const value = Number(raw);
+    // Number("") and Number(" ") are 0: an empty value is a usage error, not rank 0.
+    const value = raw.trim() === "" ? NaN : Number(raw);
     if (!Number.isFinite(value) || (integer && !Number.isInteger(value))) throw new UsageError(`--${name} must be ${integer ? "an integer" : "a number"}, got "${raw}"`);
     return value;
   };

@@ -218,6 +218,7 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
   assert.equal(run("quantize", join(work, "missing"), "--out", join(work, "x")).status, 1);
   assert.equal(run("quantize", model, "--out", join(work, "cli-out")).status, 1, "refuses to overwrite");
   assert.equal(run("quantize", model, "--bogus").status, 2);
+  assert.equal(run("quantize", model, "--out", join(work, "z"), "--rank", "").status, 2, "an empty --rank is not rank 0");
   assert.equal(run("quantize", model, "--out", join(work, "y"), "--bits", "5").status, 1);
   const notAReport = join(work, "not-a-report");
   mkdirSync(notAReport);

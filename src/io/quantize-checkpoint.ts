@@ -1,4 +1,4 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { InvalidArgumentError, LoftqError, OutOfRangeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
@@ -26,7 +26,7 @@ import { checkBitsOption, selectTargets, type TargetMatrix } from "./targets.js"
 export const ADAPTER_DIR = "loftq_init";
 export const REPORT_FILE = "loftq_report.json";
 export const MANIFEST_FILE = "loftq_manifest.json";
-const COPIED_FILE = /^(?:config|generation_config|tokenizer(?:_config)?|special_tokens_map|added_tokens|vocab|merges|preprocessor_config|chat_template)\.(?:json|txt|jinja)$|^tokenizer\.model$|^spiece\.model$/;
+const COPIED_FILE = /^(?:config|generation_config|tokenizer(?:_config)?|special_tokens_map|added_tokens|vocab|merges|preprocessor_config|processor_config|chat_template)\.(?:json|txt|jinja)$|^tokenizer\.model$|^spiece\.model$|^sentencepiece\.bpe\.model$|^[\w.-]+\.py$/;
 
 export type OutputDtype = "F32" | "F16" | "BF16";
 
@@ -250,6 +250,19 @@ function checkOutput(input: string, output: string, force: boolean | undefined):
   if (existsSync(output) && (!statSync(output).isDirectory() || readdirSync(output).length > 0) && !force) throw new OutputExistsError(output);
 }
 
+/** Makes a rename in `dir` durable (the shards were fsynced; the directory entry is not until this). */
+function syncDirectory(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, "r");
+    fsyncSync(fd);
+  } catch {
+    // Some platforms (Windows) cannot open or fsync a directory: the rename stands, only less durably.
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
 /** The path with every existing ancestor's symbolic links resolved (the rest may not exist yet). */
 function realPath(path: string): string {
   const absolute = resolve(path);
@@ -266,6 +279,7 @@ function isInside(parent: string, path: string): boolean {
 function publish(partial: string, output: string, reports: MatrixReport[], started: number, onEvent?: (event: PipelineEvent) => void): QuantizeCheckpointResult {
   rmSync(output, { recursive: true, force: true });
   renameSync(partial, output);
+  syncDirectory(dirname(output));
   onEvent?.({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: reports.length });
   return { output, reports };
 }

@@ -56,5 +56,6 @@ test("MoE routers and zero-size weights are skipped; a misspelt --target or an u
   ]);
   const llama = [tensor("model.layers.0.self_attn.q_proj.weight", [64, 64]), tensor("model.layers.0.self_attn.v_proj.weight", [64, 64])];
   assert.throws(() => selectTargets(llama, undefined, { target: "q_proj,qproj", bits: 4 }), /--target qproj matches no 2-D float weight/);
+  assert.throws(() => selectTargets([...llama, tensor("model.embed_tokens.weight", [100, 64])], undefined, { target: "embed_tokens", bits: 4 }), /is an embedding, and PEFT's LoftQ initialises Linear layers only/);
   assert.throws(() => selectTargets(llama, undefined, { target: "all-linear", bits: 4, bitsMap: "*.mlp.*=2" }), /--bits-map pattern "\*\.mlp\.\*" matches no target module/);
 });

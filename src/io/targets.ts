@@ -32,6 +32,8 @@ const NEVER_TARGET = /(?:^|\.)(?:embed\w*|wte|wpe|lm_head|shared|\w*norm\w*|ln_\
  * usually narrower than the rank. "all-linear" leaves them alone, as bitsandbytes users skip them.
  */
 const ROUTER = /(?:^|\.)(?:gate|router|shared_expert_gate)$/;
+/** Embedding tables: PEFT keeps their adapters as lora_embedding_A/B and its LoftQ init is Linear-only. */
+const EMBEDDING = /(?:^|\.)(?:embed\w*|wte|wpe|shared)$/i;
 const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
 const CONV1D_MODEL_TYPES = new Set(["gpt2", "gpt_bigcode", "openai-gpt"]);
 
@@ -62,6 +64,7 @@ export function selectTargets(tensors: readonly CheckpointTensor[], config: Reco
     if (explicit) {
       const named = explicit.filter((t) => module === t || module.endsWith(`.${t}`));
       if (named.length === 0) continue;
+      if (EMBEDDING.test(module)) throw new InvalidArgumentError(`--target ${named.join(", ")}: ${module} is an embedding, and PEFT's LoftQ initialises Linear layers only`);
       for (const name of named) namesUsed.add(name);
     } else if (!layerMatch || NEVER_TARGET.test(module) || ROUTER.test(module)) {
       continue;
