@@ -27,6 +27,8 @@ export function progressRenderer(mode: ProgressMode, write: (text: string) => vo
         started = Date.now();
         total = event.matrices;
         write(`${event.matrices} target matrices in ${event.shards} shard(s), ${event.tensors} tensors\n`);
+        // Not an error (one list can serve several architectures), but a typo looks the same.
+        for (const selector of event.unmatched) process.stderr.write(`warning: ${selector} matches nothing in this checkpoint\n`);
         break;
       case "iteration":
         if (mode === "tty") {

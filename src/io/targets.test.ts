@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { selectTargets } from "./targets.js";
+import { selectTargets, unmatchedSelectors } from "./targets.js";
 import type { CheckpointTensor } from "./checkpoint.js";
 
 const tensor = (name: string, shape: number[], dtype = "BF16"): CheckpointTensor => ({ name, shape, dtype, begin: 0, end: 0, shard: "model.safetensors" });
@@ -41,21 +41,26 @@ test("mixed precision follows LoftQ (2.5 bits on 32 layers: layers 0–7 at 4 bi
   assert.throws(() => selectTargets(tensors, {}, { target: "nothing_here", bits: 4 }), /matches no/);
 });
 
-test("MoE routers and zero-size weights are skipped; a misspelt --target or an unused --bits-map pattern is an error", () => {
+test("MoE routers and zero-size weights are skipped; unmatched --target names and --bits-map patterns are reported", () => {
   const moe = [
     tensor("model.layers.0.mlp.gate.weight", [8, 64]),
     tensor("model.layers.0.mlp.shared_expert_gate.weight", [1, 64]),
     tensor("model.layers.0.block_sparse_moe.gate.weight", [8, 64]),
+    tensor("transformer.blocks.0.ffn.router.layer.weight", [16, 64]),
     tensor("model.layers.0.mlp.gate_proj.weight", [128, 64]),
     tensor("model.layers.0.mlp.experts.0.up_proj.weight", [128, 64]),
     tensor("model.layers.0.self_attn.k_proj.weight", [0, 64]),
+    tensor("rwkv.blocks.0.attention.gate.weight", [512, 512]), // a projection named like a router
   ];
   assert.deepEqual(selectTargets(moe, { model_type: "qwen2_moe" }, { target: "all-linear", bits: 4 }).map((t) => t.module), [
     "model.layers.0.mlp.gate_proj",
     "model.layers.0.mlp.experts.0.up_proj",
+    "rwkv.blocks.0.attention.gate",
   ]);
   const llama = [tensor("model.layers.0.self_attn.q_proj.weight", [64, 64]), tensor("model.layers.0.self_attn.v_proj.weight", [64, 64])];
-  assert.throws(() => selectTargets(llama, undefined, { target: "q_proj,qproj", bits: 4 }), /--target qproj matches no 2-D float weight/);
+  const options = { target: "q_proj,qproj,qkv_proj", bits: 4, bitsMap: "*.mlp.*=2,*q_proj=8" };
+  assert.deepEqual(unmatchedSelectors(selectTargets(llama, undefined, options), options), ["--target qproj", "--target qkv_proj", "--bits-map *.mlp.*"]);
   assert.throws(() => selectTargets([...llama, tensor("model.embed_tokens.weight", [100, 64])], undefined, { target: "embed_tokens", bits: 4 }), /is an embedding, and PEFT's LoftQ initialises Linear layers only/);
-  assert.throws(() => selectTargets(llama, undefined, { target: "all-linear", bits: 4, bitsMap: "*.mlp.*=2" }), /--bits-map pattern "\*\.mlp\.\*" matches no target module/);
+  assert.throws(() => selectTargets([tensor("bert.embeddings.word_embeddings.weight", [100, 64])], undefined, { target: "word_embeddings", bits: 4 }), /is an embedding/);
+  assert.deepEqual(selectTargets([tensor("gpt_neox.layers.0.mlp.dense_h_to_4h.weight", [256, 64]), tensor("embed_out.weight", [100, 64])], undefined, { target: "embed_out", bits: 4 }).map((t) => t.module), ["embed_out"]);
 });

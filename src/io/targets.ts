@@ -28,12 +28,21 @@ const LAYER_INDEX = /\.(?:layers|layer|h|block|blocks)\.(\d+)\./;
 const NEVER_TARGET = /(?:^|\.)(?:embed\w*|wte|wpe|lm_head|shared|\w*norm\w*|ln_\w+|layernorm\w*|rotary\w*|relative_attention_bias)(?:\.|$)/i;
 /**
  * Mixture-of-experts routers (Mixtral `block_sparse_moe.gate`, Qwen-MoE `mlp.gate` and
- * `shared_expert_gate`, `router`): a few rows that pick experts, not a projection to adapt, and
- * usually narrower than the rank. "all-linear" leaves them alone, as bitsandbytes users skip them.
+ * `shared_expert_gate`, DBRX `ffn.router.layer`, JetMoE/GraniteMoE `router.layer`, Switch
+ * `router.classifier`, Hunyuan `mlp.gate.wg`): one row per expert, not a projection to adapt, and
+ * usually narrower than the rank. "all-linear" leaves them alone, as bitsandbytes users skip them. The
+ * name alone is not enough (RWKV's `attention.gate` is a full hidden×hidden projection): a router has at
+ * most MAX_ROUTER_ROWS outputs.
  */
-const ROUTER = /(?:^|\.)(?:gate|router|shared_expert_gate)$/;
-/** Embedding tables: PEFT keeps their adapters as lora_embedding_A/B and its LoftQ init is Linear-only. */
-const EMBEDDING = /(?:^|\.)(?:embed\w*|wte|wpe|shared)$/i;
+const ROUTER = /(?:^|\.)(?:gate|router|shared_expert_gate)(?:\.(?:layer|classifier|wg))?$/;
+export const MAX_ROUTER_ROWS = 256;
+/**
+ * Embedding tables, by their usual names (Llama `embed_tokens`, NeoX `embed_in`, GPT-2 `wte`/`wpe`, T5
+ * `shared`, BERT-style `word_/position_/token_type_embeddings`, CLIP `token_embedding`): PEFT keeps their
+ * adapters as lora_embedding_A/B and its LoftQ init is Linear-only. (`embed_out`, NeoX's LM head, and
+ * ALBERT's `embedding_hidden_mapping_in` are Linear layers.)
+ */
+const EMBEDDING = /(?:^|\.)(?:embed_tokens|embed_in|wte|wpe|shared|word_embeddings|position_embeddings|token_type_embeddings|token_embedding|embeddings)$/i;
 const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
 const CONV1D_MODEL_TYPES = new Set(["gpt2", "gpt_bigcode", "openai-gpt"]);
 
@@ -55,7 +64,6 @@ export function selectTargets(tensors: readonly CheckpointTensor[], config: Reco
   const layers = layerCount(config, tensors);
   const rules = parseBitsMap(options.bitsMap);
   const out: TargetMatrix[] = [];
-  const namesUsed = new Set<string>();
   for (const tensor of tensors) {
     if (!tensor.name.endsWith(".weight") || tensor.shape.length !== 2 || !FLOAT_DTYPES.has(tensor.dtype)) continue;
     if (tensor.shape[0] === 0 || tensor.shape[1] === 0) continue; // nothing to quantize
@@ -65,12 +73,12 @@ export function selectTargets(tensors: readonly CheckpointTensor[], config: Reco
       const named = explicit.filter((t) => module === t || module.endsWith(`.${t}`));
       if (named.length === 0) continue;
       if (EMBEDDING.test(module)) throw new InvalidArgumentError(`--target ${named.join(", ")}: ${module} is an embedding, and PEFT's LoftQ initialises Linear layers only`);
-      for (const name of named) namesUsed.add(name);
-    } else if (!layerMatch || NEVER_TARGET.test(module) || ROUTER.test(module)) {
+    } else if (!layerMatch || NEVER_TARGET.test(module)) {
       continue;
     }
     const [first, second] = tensor.shape as [number, number];
     const transposed = conv1d && /(?:^|\.)(?:c_attn|c_proj|c_fc|q_attn)$/.test(module);
+    if (!explicit && ROUTER.test(module) && (transposed ? second : first) <= MAX_ROUTER_ROWS) continue;
     const layer = layerMatch ? Number(layerMatch[1]) : undefined;
     out.push({
       tensor: tensor.name,
@@ -83,12 +91,24 @@ export function selectTargets(tensors: readonly CheckpointTensor[], config: Reco
     });
   }
   if (out.length === 0) throw new InvalidArgumentError(`--target ${options.target} matches no 2-D float weight in this checkpoint`);
-  // A misspelt name would otherwise just leave its modules out.
-  const unused = explicit?.filter((name) => !namesUsed.has(name)) ?? [];
-  if (unused.length > 0) throw new InvalidArgumentError(`--target ${unused.join(", ")} ${unused.length === 1 ? "matches" : "match"} no 2-D float weight in this checkpoint`);
-  const unusedRules = rules.filter(([pattern]) => !out.some((t) => pattern.test(t.module)));
-  if (unusedRules.length > 0) throw new InvalidArgumentError(`--bits-map pattern ${unusedRules.map(([, , text]) => `"${text}"`).join(", ")} matches no target module`);
   return out;
+}
+
+/**
+ * The --target names and --bits-map patterns that select nothing in this checkpoint: not an error (as in
+ * PEFT, one target list serves several architectures), but worth a warning, since a typo looks the same.
+ */
+export function unmatchedSelectors(targets: readonly TargetMatrix[], options: TargetOptions): string[] {
+  const unmatched: string[] = [];
+  if (options.target !== "all-linear") {
+    for (const name of options.target.split(",").map((s) => s.trim()).filter(Boolean)) {
+      if (!targets.some((t) => t.module === name || t.module.endsWith(`.${name}`))) unmatched.push(`--target ${name}`);
+    }
+  }
+  for (const [pattern, , text] of parseBitsMap(options.bitsMap)) {
+    if (!targets.some((t) => pattern.test(t.module))) unmatched.push(`--bits-map ${text}`);
+  }
+  return unmatched;
 }
 
 function layerCount(config: Record<string, unknown> | undefined, tensors: readonly CheckpointTensor[]): number {

@@ -1,5 +1,6 @@
-import { assertFinite, type Matrix } from "../tensor/matrix.js";
-import { completeOrthonormalColumns, zeroSingularValues } from "./orthonormal-completion.js";
+import type { Matrix } from "../tensor/matrix.js";
+import { completeNullSpace } from "./orthonormal-completion.js";
+import { checkSpectrum } from "./spectrum-check.js";
 import { applySignConvention } from "./sign-convention.js";
 import { topEigenpairs } from "./symmetric-eigenvalues.js";
 
@@ -35,8 +36,7 @@ export function exactTruncatedSvd(matrix: Matrix, rank: number): { u: Float32Arr
   }
   for (let i = 0; i < size; i++) for (let j = 0; j < i; j++) gram[j * size + i] = gram[i * size + j]!;
   const { values, vectors } = topEigenpairs(gram, size, rank);
-  // NaN or ±Inf in the matrix (not scanned for up front) poisons the Gram matrix: name its position.
-  if (values.some((lambda) => !Number.isFinite(lambda))) assertFinite(matrix, "truncatedSvd: matrix");
+  checkSpectrum(values, matrix);
   const s = values.map((lambda) => Math.sqrt(Math.max(lambda, 0)));
   // The other side's vectors: R·v/σ (or Rᵀ·u/σ), in float64.
   const otherSize = wide ? n : m;
@@ -52,10 +52,7 @@ export function exactTruncatedSvd(matrix: Matrix, rank: number): { u: Float32Arr
   }
   // Zero singular values (rank below r) leave those columns of the other side zero or noise, and
   // the eigenvectors of a zero eigenvalue shared by many need not come out orthogonal either.
-  const zero = zeroSingularValues(s, rank);
-  for (const j of zero) s[j] = 0;
-  completeOrthonormalColumns(vectors, size, rank, rank, zero);
-  completeOrthonormalColumns(other, otherSize, rank, rank, zero);
+  completeNullSpace(s, rank, [[vectors, size], [other, otherSize]]);
   const u = wide ? vectors : other;
   const v = wide ? other : vectors;
   applySignConvention(u, v, m, rank, rank);

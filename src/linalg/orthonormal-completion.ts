@@ -41,12 +41,17 @@ export function completeOrthonormalColumns(x: Float32Array | Float64Array, rows:
   }
 }
 
-/** Indices of the singular values that count as zero (see ZERO_SINGULAR_VALUE). */
-export function zeroSingularValues(s: ArrayLike<number>, count: number): number[] {
+/**
+ * Sets the singular values that count as zero (see ZERO_SINGULAR_VALUE) to 0 and replaces their
+ * columns in every factor (rows×count, row-major) by an orthonormal completion: a matrix of rank
+ * below r leaves them zero or noise.
+ */
+export function completeNullSpace(s: Float64Array, count: number, factors: ReadonlyArray<[Float32Array | Float64Array, number]>): void {
   const largest = s[0] ?? 0;
   const zero: number[] = [];
   for (let j = 0; j < count; j++) if (!(s[j]! > largest * ZERO_SINGULAR_VALUE)) zero.push(j);
-  return zero;
+  for (const j of zero) s[j] = 0;
+  for (const [x, rows] of factors) completeOrthonormalColumns(x, rows, count, count, zero);
 }
 
 /** x ← x − Σ (bᵀx)·b over the unit vectors b, one after another (one classical Gram–Schmidt sweep). */

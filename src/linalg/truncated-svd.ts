@@ -1,12 +1,13 @@
 import { InvalidArgumentError, ShapeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
-import { assertFinite, checkMatrix, type Matrix } from "../tensor/matrix.js";
+import { checkMatrix, type Matrix } from "../tensor/matrix.js";
 import { exactTruncatedSvd } from "./exact-truncated-svd.js";
 import { orthonormalizeBlock } from "./block-orthonormalize.js";
 import { topEigenpairs } from "./symmetric-eigenvalues.js";
 import { gaussian, mulberry32 } from "./random.js";
-import { completeOrthonormalColumns, zeroSingularValues } from "./orthonormal-completion.js";
+import { completeNullSpace } from "./orthonormal-completion.js";
+import { checkSpectrum } from "./spectrum-check.js";
 import { applySignConvention } from "./sign-convention.js";
 
 /**
@@ -151,8 +152,7 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
       }
     }
     const { values, vectors } = topEigenpairs(gram, width, k, backend);
-    // NaN or ±Inf in M (not scanned for up front: a pass over M per call) poisons the projections.
-    if (values.some((lambda) => !Number.isFinite(lambda))) assertFinite(matrix, "truncatedSvd: matrix");
+    checkSpectrum(values, matrix);
     // Singular values of the scaled projection (what the factors below are built from).
     const s = values.map((lambda) => Math.sqrt(Math.max(lambda, 0)));
     // U = Q·Ub (m×r) and V = Bᵀ·Ub·S⁻¹ (n×k, the first r returned, all k kept as the warm start).
@@ -173,12 +173,9 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
     }
     const v = new Float32Array(n * rank);
     for (let i = 0; i < n; i++) for (let j = 0; j < rank; j++) v[i * rank + j] = subspace[i * k + j]!;
-    // A matrix of rank below r has zero singular values, whose V columns (Bᵀ·u/σ) are noise or zero,
-    // and so are U's when the Krylov basis itself collapsed (M = 0).
-    const zero = zeroSingularValues(s, rank);
-    for (const j of zero) s[j] = 0;
-    completeOrthonormalColumns(u, m, rank, rank, zero);
-    completeOrthonormalColumns(v, n, rank, rank, zero);
+    // V's columns for zero singular values are Bᵀ·u/σ: noise or zero; U's too when the Krylov basis
+    // itself collapsed (M = 0).
+    completeNullSpace(s, rank, [[u, m], [v, n]]);
     applySignConvention(u, v, m, rank, rank);
     return { u, s: s.slice(0, rank).map((sigma) => sigma * 2 ** scaleExponent), v, rank, subspace };
   };

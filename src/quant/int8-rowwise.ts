@@ -1,5 +1,5 @@
 import { OutOfRangeError } from "../errors.js";
-import { f16ToFloat32, float32ToF16 } from "../tensor/dtype.js";
+import { F16_MAX, f16ToFloat32, float32ToF16 } from "../tensor/dtype.js";
 
 /**
  * LLM.int8 row-wise absmax quantization, bitsandbytes CPU semantics (`Int8Params` /
@@ -7,8 +7,6 @@ import { f16ToFloat32, float32ToF16 } from "../tensor/dtype.js";
  * q = round_half_even(x · fl32(127 / SCB)); dequantization is (q · SCB) · fl32(1/127).
  */
 export const INV_127 = Math.fround(1 / 127);
-/** The largest finite float16. */
-export const F16_MAX = 65504;
 
 export function quantizeInt8Rows(values: Float32Array, rows: number, cols: number, codes: Int8Array, scales: Float32Array, dequantized?: Float32Array): void {
   for (let r = 0; r < rows; r++) {

@@ -124,3 +124,8 @@ function bf16Bits(b: number): number {
 export function float32Bytes(values: Float32Array): Uint8Array {
   return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
 }
+
+/** The largest finite float16. */
+export const F16_MAX = 65504;
+/** Values from here up round to infinity in float16 (ties to even: 65520 lies halfway to 65536). */
+export const F16_OVERFLOW = 65520;
