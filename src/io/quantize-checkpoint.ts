@@ -1,9 +1,11 @@
-import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { basename, dirname, join, resolve, sep } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
+import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
+import { dirname, join, resolve } from "node:path";
 import { InvalidArgumentError, LoftqError, OutOfRangeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
 import { loftq } from "../loftq/loftq.js";
+import { MAX_SEED } from "../loftq/options.js";
 import type { IterationErrors } from "../loftq/loftq.js";
 import { createQuantizer, type QuantizerKind } from "../quant/quantizer.js";
 import { encodeHalf, F16_MAX, F16_OVERFLOW, float32Bytes } from "../tensor/dtype.js";
@@ -141,13 +143,13 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
       if (!resuming) {
         rmSync(partial, { recursive: true, force: true });
         mkdirSync(partial, { recursive: true });
-        writeFileSync(join(partial, SETTINGS_FILE), settingsText);
+        writeFileDurably(join(partial, SETTINGS_FILE), settingsText);
       }
       // A kill leaves a resumable .partial (finished matrices in its store); an error removes it.
       const store = join(partial, STORE_DIR);
       const reports = computeMatrices(checkpoint, mine, store, settings, options);
       if (options.shard) {
-        writeFileSync(join(partial, FRAGMENT_FILE), JSON.stringify({ shard: `${options.shard.index}/${options.shard.count}`, modules: mine.map((t) => t.module) }, null, 2) + "\n");
+        writeFileDurably(join(partial, FRAGMENT_FILE), JSON.stringify({ shard: `${options.shard.index}/${options.shard.count}`, modules: mine.map((t) => t.module) }, null, 2) + "\n");
       } else {
         assemble(checkpoint, targets, [store], partial, output, settings);
         rmSync(store, { recursive: true, force: true });
@@ -253,42 +255,40 @@ function inputFingerprint(checkpoint: Checkpoint): InputFile[] {
  * otherwise delete the model being read).
  */
 function checkOutput(input: string, output: string, force: boolean | undefined): void {
-  const inputReal = realPath(input);
-  for (const [what, path] of [["--out", realPath(output)], ["--out's .partial", realPath(`${output}.partial`)]] as const) {
-    if (path === inputReal || isInside(path, inputReal) || isInside(inputReal, path)) {
-      throw new InvalidArgumentError(`${what} (${path}) must not be, contain or lie inside the input directory ${inputReal} (inputs are never modified)`);
+  for (const [what, path] of [["--out", output], ["--out's .partial", `${output}.partial`]] as const) {
+    if (isOrLiesIn(path, input) || isOrLiesIn(input, path)) {
+      throw new InvalidArgumentError(`${what} (${path}) must not be, contain or lie inside the input directory ${input} (inputs are never modified)`);
     }
   }
   if (existsSync(output) && (!statSync(output).isDirectory() || readdirSync(output).length > 0) && !force) throw new OutputExistsError(output);
 }
 
-/** Makes a rename in `dir` durable (the shards were fsynced; the directory entry is not until this). */
-function syncDirectory(dir: string): void {
-  let fd: number | undefined;
-  try {
-    fd = openSync(dir, "r");
-    fsyncSync(fd);
-  } catch {
-    // Some platforms (Windows) cannot open or fsync a directory: the rename stands, only less durably.
-  } finally {
-    if (fd !== undefined) closeSync(fd);
+/**
+ * Whether `path` (which need not exist) is the directory `dir` or lies inside it. Compared by file
+ * identity (device and inode of `path`'s nearest existing ancestor and each one above it, links
+ * resolved), so symbolic links, bind mounts and case-insensitive file systems (`Model` and `model`)
+ * cannot disguise the input.
+ */
+function isOrLiesIn(path: string, dir: string): boolean {
+  if (!existsSync(dir)) return false;
+  const target = statSync(dir);
+  let current = resolve(path);
+  while (!existsSync(current)) {
+    const parent = dirname(current);
+    if (parent === current) return false;
+    current = parent;
   }
-}
-
-/** The path with every existing ancestor's symbolic links resolved (the rest may not exist yet). */
-function realPath(path: string): string {
-  const absolute = resolve(path);
-  if (existsSync(absolute)) return realpathSync(absolute);
-  const parent = dirname(absolute);
-  return parent === absolute ? absolute : join(realPath(parent), basename(absolute));
-}
-
-function isInside(parent: string, path: string): boolean {
-  return path.startsWith(parent.endsWith(sep) ? parent : parent + sep);
+  for (current = realpathSync(current); ; current = dirname(current)) {
+    const here = statSync(current);
+    if (here.dev === target.dev && here.ino === target.ino) return true;
+    if (dirname(current) === current) return false;
+  }
 }
 
 /** The finished `.partial` takes the output's place in one rename. */
 function publish(partial: string, output: string, reports: MatrixReport[], started: number, onEvent?: (event: PipelineEvent) => void): QuantizeCheckpointResult {
+  // Every file inside was fsynced; their directory entries too, then the rename itself.
+  for (const dir of [partial, ...readdirSync(partial, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(partial, e.name))]) syncDirectory(dir);
   rmSync(output, { recursive: true, force: true });
   renameSync(partial, output);
   syncDirectory(dirname(output));
@@ -303,6 +303,7 @@ function planTargets(checkpoint: Checkpoint, settings: Settings): TargetMatrix[]
     ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}),
     ...(settings.mixed ? { mixed: true } : {}),
   });
+  if (!Number.isInteger(settings.seed) || settings.seed < 0 || settings.seed > MAX_SEED) throw new InvalidArgumentError(`--seed must be an integer in 0..${MAX_SEED}, got ${settings.seed}`);
   // Every bit width the plan uses must exist for the quantizer before the first matrix is computed
   // (a --bits-map rule "=5" with NF failed only when its first matrix came up).
   for (const bits of new Set(targets.map((t) => t.bits))) createQuantizer({ kind: settings.quantizer, bits, blockSize: settings.blockSize });
@@ -457,15 +458,15 @@ function assemble(checkpoint: Checkpoint, targets: readonly TargetMatrix[], stor
     return target ? loadMatrix(storeOf(target.module), target.module).q : checkpoint.readBytes(tensor.name);
   }, checkpoint.sharded);
   for (const file of readdirSync(checkpoint.dir)) {
-    if (COPIED_FILE.test(file) && statSync(join(checkpoint.dir, file)).isFile()) copyFileSync(join(checkpoint.dir, file), join(dir, file));
+    if (COPIED_FILE.test(file) && statSync(join(checkpoint.dir, file)).isFile()) copyFileDurably(join(checkpoint.dir, file), join(dir, file));
   }
   if (settings.format === "bnb4") writeBnb4(checkpoint, byTensor, storeOf, join(dir, BNB4_DIR), settings);
   // Factors only (r·(m + n) floats each): every q of a 7B model at once would be ~13 GB.
   const matrices = targets.map((t) => ({ target: t, ...loadFactors(storeOf(t.module), t.module) }));
   writeAdapter(dir, output, matrices, settings, checkpoint.config);
   const reports = matrices.map((m) => m.report);
-  writeFileSync(join(dir, REPORT_FILE), JSON.stringify({ matrices: reports }, null, 2) + "\n");
-  writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(manifest(settings, checkpoint.dir, output, targets), null, 2) + "\n");
+  writeFileDurably(join(dir, REPORT_FILE), JSON.stringify({ matrices: reports }, null, 2) + "\n");
+  writeFileDurably(join(dir, MANIFEST_FILE), JSON.stringify(manifest(settings, checkpoint.dir, output, targets), null, 2) + "\n");
   return reports;
 }
 
@@ -519,10 +520,10 @@ function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, 
   }
   writeShards(dir, shards(), { ...checkpoint.metadata, format: "pt" }, (tensor) => checkpoint.readBytes(tensor.name), checkpoint.sharded);
   for (const file of readdirSync(checkpoint.dir)) {
-    if (COPIED_FILE.test(file) && file !== "config.json" && statSync(join(checkpoint.dir, file)).isFile()) copyFileSync(join(checkpoint.dir, file), join(dir, file));
+    if (COPIED_FILE.test(file) && file !== "config.json" && statSync(join(checkpoint.dir, file)).isFile()) copyFileDurably(join(checkpoint.dir, file), join(dir, file));
   }
   const config = { ...(checkpoint.config ?? {}), quantization_config: bnb4QuantizationConfig(computeDtype) };
-  writeFileSync(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
+  writeFileDurably(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
 }
 
 function writeAdapter(
@@ -546,7 +547,7 @@ function writeAdapter(
     fanInFanOut: matrices.some((m) => m.target.transposed),
     useRslora: false,
   });
-  writeFileSync(join(dir, ADAPTER_DIR, "adapter_config.json"), formatAdapterConfig(adapter));
+  writeFileDurably(join(dir, ADAPTER_DIR, "adapter_config.json"), formatAdapterConfig(adapter));
 }
 
 /** Settings and load recipe. No timestamps: a resumed or merged run writes the same bytes. */

@@ -153,6 +153,9 @@ test("truncated SVD is reproducible for a seed and validates the rank", () => {
   for (const method of ["randomized", "exact"] as const) {
     assert.throws(() => truncatedSvd({ rows: 60, cols: 70, data: nan }, { rank: 5, method, backend: tsBackend }), { name: "NonFiniteError", message: /row 1, column 5/ });
   }
+  // Finite, but the float32 Krylov products overflow: an error, not σ = 0.
+  const huge = randomMatrix(300, 280, 3).map((x) => Math.tanh(x) * 3e38);
+  assert.throws(() => truncatedSvd({ rows: 300, cols: 280, data: huge }, { rank: 5, method: "randomized", backend: tsBackend }), { name: "OutOfRangeError" });
 });
 
 test("truncated SVD of a rank-deficient or zero matrix: orthonormal factors, zero singular values", () => {

@@ -121,7 +121,7 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions): Reso
   const powerIterations = options.powerIterations ?? FIRST_SVD_POWER_ITERATIONS;
   if (!Number.isInteger(powerIterations) || powerIterations < 0) throw new InvalidArgumentError(`powerIterations must be a non-negative integer, got ${powerIterations}`);
   const backend = typeof options.backend === "string" || options.backend === undefined ? getBackend(options.backend) : options.backend;
-  if (options.output !== undefined) {
+  if (options.output !== undefined && options.output !== null) {
     if (!(options.output instanceof Float32Array)) throw new ShapeError("output must be a Float32Array");
     if (options.output.length !== weight.rows * weight.cols) throw new ShapeError(`output has ${options.output.length} values, Q needs ${weight.rows * weight.cols}`);
   }

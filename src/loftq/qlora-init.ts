@@ -1,3 +1,4 @@
+import { OutOfRangeError } from "../errors.js";
 import { assertFinite, type Matrix } from "../tensor/matrix.js";
 import { mulberry32 } from "../linalg/random.js";
 import type { LoftqResult } from "./loftq.js";
@@ -19,7 +20,10 @@ export function qloraInit(weight: Matrix, options: LoftqOptions = {}): LoftqResu
   if (!Number.isFinite(weightSquared)) assertFinite(weight, settings.name);
   const dequantized = settings.output ?? new Float32Array(m * n);
   const encoded = settings.quantizer.encode(w, m, n, dequantized, backend);
-  const quantError = Math.sqrt(backend.subtract(w, dequantized)) / (Math.sqrt(weightSquared) || 1);
+  const quantSquared = backend.subtract(w, dequantized);
+  // W is finite, so only float32 overflow of W − Q gets here (as in loftq).
+  if (!Number.isFinite(quantSquared)) throw new OutOfRangeError(`${settings.name}: W − Q overflows float32 (values within a factor of ~2 of float32's largest); scale the weight down`);
+  const quantError = Math.sqrt(quantSquared) / (Math.sqrt(weightSquared) || 1);
   const random = mulberry32(settings.seed);
   const bound = 1 / Math.sqrt(n);
   const a = Float32Array.from({ length: settings.rank * n }, () => (2 * random() - 1) * bound);

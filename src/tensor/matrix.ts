@@ -45,6 +45,16 @@ export function assertFinite(m: Matrix, what = "matrix"): void {
   }
 }
 
+/**
+ * ‖m‖_F in float64, throwing a NonFiniteError naming the first NaN/±Inf. One pass: a NaN or
+ * infinity makes the sum non-finite, and only then is the position looked up.
+ */
+export function finiteFrobeniusNorm(m: Matrix, what = "matrix"): number {
+  const norm = frobeniusNorm(m.data);
+  if (!Number.isFinite(norm)) assertFinite(m, what);
+  return norm;
+}
+
 /** Frobenius norm, accumulated in float64 (eight partial sums: one would wait on each add's latency). */
 export function frobeniusNorm(data: Float32Array): number {
   let s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;

@@ -1,0 +1,37 @@
+import { closeSync, copyFileSync, fsyncSync, openSync, writeFileSync } from "node:fs";
+
+/**
+ * Small output files (configs, reports, indexes) written and fsynced, so that once the output directory
+ * is renamed into place after a power cut it holds no empty files. The shards get the same from
+ * writeSafetensorsFile.
+ */
+export function writeFileDurably(path: string, data: string | Uint8Array): void {
+  writeFileSync(path, data);
+  syncPath(path);
+}
+
+export function copyFileDurably(from: string, to: string): void {
+  copyFileSync(from, to);
+  syncPath(to);
+}
+
+/**
+ * Makes the entries of a directory (files created or renamed in it) durable. Some platforms (Windows)
+ * cannot open or fsync a directory: there the entries stand, only less durably.
+ */
+export function syncDirectory(dir: string): void {
+  try {
+    syncPath(dir);
+  } catch {
+    // not supported here
+  }
+}
+
+function syncPath(path: string): void {
+  const fd = openSync(path, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
