@@ -1,5 +1,4 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
-import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
 import { dirname, join, resolve } from "node:path";
 import { InvalidArgumentError, LoftqError, OutOfRangeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
@@ -11,6 +10,7 @@ import { createQuantizer, type QuantizerKind } from "../quant/quantizer.js";
 import { encodeHalf, F16_MAX, F16_OVERFLOW, float32Bytes } from "../tensor/dtype.js";
 import { transpose, type Matrix } from "../tensor/matrix.js";
 import { INDEX_FILE, openCheckpoint, type Checkpoint } from "./checkpoint.js";
+import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
 import { hasMatrix, keepIfReadable, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
 import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
@@ -230,16 +230,17 @@ function removeOnError<T>(partial: string, work: () => T, resumable = false): T 
 
 type Settings = ReturnType<typeof settingsOf>;
 
-/**
- * Size and modification time of every file the run reads (config, index, shards): a resume or a merge
- * must not mix matrices computed from weights that have since been replaced.
- */
+/** One input file as a settings file records it. */
 interface InputFile {
   file: string;
   bytes: number;
   modifiedMs: number;
 }
 
+/**
+ * Size and modification time of every file the run reads (config, index, shards): a resume or a merge
+ * must not mix matrices computed from weights that have since been replaced.
+ */
 function inputFingerprint(checkpoint: Checkpoint): InputFile[] {
   const files = ["config.json", INDEX_FILE, ...checkpoint.shardNames].filter((file, i, all) => all.indexOf(file) === i);
   return files.filter((file) => existsSync(join(checkpoint.dir, file))).map((file) => {
@@ -251,8 +252,7 @@ function inputFingerprint(checkpoint: Checkpoint): InputFile[] {
 /**
  * Inputs are never written to, and a non-empty output is only replaced with `force`. The output and
  * its `.partial` are both removed whole at some point, so neither may be, contain or lie inside the
- * input directory, compared after resolving symbolic links (`--out ..` or a link to the output would
- * otherwise delete the model being read).
+ * input directory (`--out ..`, or a link to the output, would otherwise delete the model being read).
  */
 function checkOutput(input: string, output: string, force: boolean | undefined): void {
   for (const [what, path] of [["--out", output], ["--out's .partial", `${output}.partial`]] as const) {
