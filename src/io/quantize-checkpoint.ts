@@ -17,7 +17,7 @@ import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
 import { BNB4_DIR, bnb4QuantizationConfig, bnb4Tensors, torchDtypeName } from "./bnb4-export.js";
 import { adapterConfig, formatAdapterConfig, loraTensorNames, taskTypeOf } from "./peft-adapter.js";
 import { DiskFullError, upstreamOrder, writeSafetensorsFile, type PlannedTensor } from "./safetensors-writer.js";
-import { checkBitsOption, fourBitLayerWeights, selectTargets, unmatchedSelectors, type TargetMatrix } from "./targets.js";
+import { checkBitsOption, selectTargets, unmatchedSelectors, type TargetMatrix } from "./targets.js";
 
 /**
  * The model pipeline: a Hugging Face safetensors checkpoint in; out, the layout of the LoftQ hub
@@ -497,7 +497,6 @@ function encodeFloats(values: Float32Array, dtype: string, scratch: Uint8Array, 
 function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, storeOf: (module: string) => string, dir: string, settings: Settings): void {
   mkdirSync(dir, { recursive: true });
   let computeDtype = "float32";
-  const fourBitLayers = fourBitLayerWeights(checkpoint.tensors, checkpoint.config);
   // One shard at a time, so only that shard's 4-bit states are held in memory.
   function* shards(): Generator<ShardPlan> {
     for (const file of checkpoint.shardNames) {
@@ -505,20 +504,13 @@ function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, 
       const tensors: PlannedTensor[] = [];
       for (const t of checkpoint.files.get(file)!.tensors) {
         const target = byTensor.get(t.name);
-        const layer = fourBitLayers.get(t.name);
-        let states;
-        if (target) {
-          const dtype = settings.dtype ?? t.dtype;
-          computeDtype = torchDtypeName(dtype);
-          states = bnb4Tensors(target.module, loadMatrix(storeOf(target.module), target.module).q, dtype, t.shape, target.transposed);
-        } else if (layer) {
-          // A Linear LoftQ does not target: what load_in_4bit would make of it, plain NF4 of its weight.
-          states = bnb4Tensors(layer.module, checkpoint.readBytes(t.name), t.dtype, t.shape, layer.transposed);
-        } else {
+        if (!target) {
           tensors.push({ name: t.name, dtype: t.dtype, shape: t.shape });
           continue;
         }
-        for (const tensor of states) {
+        const dtype = settings.dtype ?? t.dtype;
+        computeDtype = torchDtypeName(dtype);
+        for (const tensor of bnb4Tensors(target.module, loadMatrix(storeOf(target.module), target.module).q, dtype, t.shape, target.transposed)) {
           tensors.push(tensor);
           quantized.set(tensor.name, tensor.bytes);
         }

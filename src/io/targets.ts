@@ -65,19 +65,30 @@ export function selectTargets(tensors: readonly CheckpointTensor[], config: Reco
   const rules = parseBitsMap(options.bitsMap);
   const out: TargetMatrix[] = [];
   for (const tensor of tensors) {
-    const weight = matrixWeight(tensor, conv1d);
-    if (!weight) continue;
-    const { module, rows } = weight;
+    if (!tensor.name.endsWith(".weight") || tensor.shape.length !== 2 || !FLOAT_DTYPES.has(tensor.dtype)) continue;
+    if (tensor.shape[0] === 0 || tensor.shape[1] === 0) continue; // nothing to quantize
+    const module = tensor.name.slice(0, -".weight".length);
     const layerMatch = LAYER_INDEX.exec(`.${module}.`);
     if (explicit) {
       const named = explicit.filter((t) => module === t || module.endsWith(`.${t}`));
       if (named.length === 0) continue;
       if (EMBEDDING.test(module)) throw new InvalidArgumentError(`--target ${named.join(", ")}: ${module} is an embedding, and PEFT's LoftQ initialises Linear layers only`);
-    } else if (!layerMatch || NEVER_TARGET.test(module) || (ROUTER.test(module) && rows <= MAX_ROUTER_ROWS)) {
+    } else if (!layerMatch || NEVER_TARGET.test(module)) {
       continue;
     }
+    const [first, second] = tensor.shape as [number, number];
+    const transposed = conv1d && /(?:^|\.)(?:c_attn|c_proj|c_fc|q_attn)$/.test(module);
+    if (!explicit && ROUTER.test(module) && (transposed ? second : first) <= MAX_ROUTER_ROWS) continue;
     const layer = layerMatch ? Number(layerMatch[1]) : undefined;
-    out.push({ tensor: tensor.name, ...weight, layer, bits: bitsFor(module, layer, options.bits, options.mixed ?? false, layers, rules) });
+    out.push({
+      tensor: tensor.name,
+      module,
+      transposed,
+      rows: transposed ? second : first,
+      cols: transposed ? first : second,
+      layer,
+      bits: bitsFor(module, layer, options.bits, options.mixed ?? false, layers, rules),
+    });
   }
   if (out.length === 0) throw new InvalidArgumentError(`--target ${options.target} matches no 2-D float weight in this checkpoint`);
   return out;
@@ -98,32 +109,6 @@ export function unmatchedSelectors(targets: readonly TargetMatrix[], options: Ta
     if (!targets.some((t) => pattern.test(t.module))) unmatched.push(`--bits-map ${text}`);
   }
   return unmatched;
-}
-
-/** A non-empty 2-D float `*.weight` as a matrix: its module, orientation and out × in shape. */
-function matrixWeight(tensor: CheckpointTensor, conv1d: boolean): Pick<TargetMatrix, "module" | "transposed" | "rows" | "cols"> | undefined {
-  if (!tensor.name.endsWith(".weight") || tensor.shape.length !== 2 || !FLOAT_DTYPES.has(tensor.dtype)) return undefined;
-  const [first, second] = tensor.shape as [number, number];
-  if (first === 0 || second === 0) return undefined; // nothing to quantize
-  const module = tensor.name.slice(0, -".weight".length);
-  const transposed = conv1d && /(?:^|\.)(?:c_attn|c_proj|c_fc|q_attn)$/.test(module);
-  return { module, transposed, rows: transposed ? second : first, cols: transposed ? first : second };
-}
-
-/**
- * The weights transformers turns into 4-bit layers when it loads a checkpoint with load_in_4bit: every
- * Linear (and GPT-2 Conv1D), recognised by name as every 2-D float weight that is not an embedding, a
- * norm, a position table or `lm_head` (which it keeps by default). A pre-quantized export must hold
- * all of them in 4-bit form, LoftQ targets or not.
- */
-export function fourBitLayerWeights(tensors: readonly CheckpointTensor[], config: Record<string, unknown> | undefined): Map<string, Pick<TargetMatrix, "module" | "transposed" | "rows" | "cols">> {
-  const conv1d = CONV1D_MODEL_TYPES.has(String(config?.model_type ?? ""));
-  const out = new Map<string, Pick<TargetMatrix, "module" | "transposed" | "rows" | "cols">>();
-  for (const tensor of tensors) {
-    const weight = matrixWeight(tensor, conv1d);
-    if (weight && !NEVER_TARGET.test(weight.module)) out.set(tensor.name, weight);
-  }
-  return out;
 }
 
 function layerCount(config: Record<string, unknown> | undefined, tensors: readonly CheckpointTensor[]): number {
