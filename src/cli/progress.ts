@@ -17,6 +17,11 @@ export function progressRenderer(mode: ProgressMode, write: (text: string) => vo
     return seconds < 60 ? `${seconds.toFixed(0)}s` : `${(seconds / 60).toFixed(1)}m`;
   };
   return (event) => {
+    // Not an error (one list can serve several architectures), but a typo looks the same: shown even
+    // with --quiet (on stderr), and as part of the event itself with --json.
+    if (event.type === "plan" && mode !== "json") {
+      for (const selector of event.unmatched) process.stderr.write(`warning: ${selector} matches nothing in this checkpoint\n`);
+    }
     if (mode === "quiet") return;
     if (mode === "json") {
       process.stdout.write(JSON.stringify(event) + "\n");
@@ -27,8 +32,6 @@ export function progressRenderer(mode: ProgressMode, write: (text: string) => vo
         started = Date.now();
         total = event.matrices;
         write(`${event.matrices} target matrices in ${event.shards} shard(s), ${event.tensors} tensors\n`);
-        // Not an error (one list can serve several architectures), but a typo looks the same.
-        for (const selector of event.unmatched) process.stderr.write(`warning: ${selector} matches nothing in this checkpoint\n`);
         break;
       case "iteration":
         if (mode === "tty") {

@@ -7,12 +7,12 @@ import { closeSync, copyFileSync, fsyncSync, openSync, writeFileSync } from "nod
  */
 export function writeFileDurably(path: string, data: string | Uint8Array): void {
   writeFileSync(path, data);
-  syncPath(path);
+  syncPath(path, "r+");
 }
 
 export function copyFileDurably(from: string, to: string): void {
   copyFileSync(from, to);
-  syncPath(to);
+  syncPath(to, "r+");
 }
 
 /**
@@ -21,14 +21,15 @@ export function copyFileDurably(from: string, to: string): void {
  */
 export function syncDirectory(dir: string): void {
   try {
-    syncPath(dir);
+    syncPath(dir, "r");
   } catch {
     // not supported here
   }
 }
 
-function syncPath(path: string): void {
-  const fd = openSync(path, "r");
+/** Files open "r+": Windows flushes only handles with write access (fsync on a read handle is EPERM there). */
+function syncPath(path: string, flags: "r" | "r+"): void {
+  const fd = openSync(path, flags);
   try {
     fsyncSync(fd);
   } finally {

@@ -152,10 +152,18 @@ test("a resume refuses a changed input; an unreadable stored matrix is computed 
   assert.equal(resumed.status, 0, resumed.stderr);
   const computed = resumed.stdout.trim().split("\n").map((l) => JSON.parse(l)).filter((e) => e.type === "matrix-start").length;
   assert.equal(computed, 14 - stored.length + 1, "the emptied matrix again, and those never finished");
+  const shardFile = join(copy, readdirSync(copy).find((f) => f.endsWith(".safetensors"))!);
+  // A copy of the same files (new modification times, as `cp` without -p gives) resumes...
+  const touched = join(work, "resume-touched");
+  await killedAfter(touched, 2);
+  utimesSync(shardFile, new Date(), new Date(Date.now() + 60_000));
+  assert.equal(resume(touched).status, 0);
+  // ...weights replaced meanwhile (same names and sizes: another revision) do not.
   const stale = join(work, "resume-stale");
   await killedAfter(stale, 2);
-  const shardFile = join(copy, readdirSync(copy).find((f) => f.endsWith(".safetensors"))!);
-  utimesSync(shardFile, new Date(), new Date(Date.now() + 60_000)); // the weights were replaced meanwhile
+  const bytes = readFileSync(shardFile);
+  bytes[bytes.length - 1] ^= 0x40;
+  writeFileSync(shardFile, bytes);
   const refused = resume(stale);
   assert.equal(refused.status, 1);
   assert.match(refused.stderr, /the input's files changed since/);
@@ -273,6 +281,19 @@ test("--shard 1/2 + 2/2 then merge: byte-identical to one run", () => {
   assert.throws(() => mergeFragments({ input: model, output: merged, fragments: fragments.slice(0, 1) }), /in no fragment/);
   mergeFragments({ input: model, output: merged, fragments });
   assert.deepEqual(snapshot(merged), snapshot(whole));
+  // Fragments of other weights under the same path and sizes (another revision) are refused.
+  const revised = join(work, "revised");
+  cpSync(model, revised, { recursive: true });
+  const revisedFragments = [1, 2].map((index) => {
+    const dir = join(work, `revised-fragment-${index}`);
+    quantizeCheckpoint({ ...settings, input: revised, output: dir, rank: 4, target: "q_proj", shard: { index, count: 2 } });
+    return dir;
+  });
+  const shardFile = join(revised, readdirSync(revised).find((f) => f.endsWith(".safetensors"))!);
+  const bytes = readFileSync(shardFile);
+  bytes[bytes.length - 1] ^= 0x40;
+  writeFileSync(shardFile, bytes);
+  assert.throws(() => mergeFragments({ input: revised, output: join(work, "revised-merged"), fragments: revisedFragments }), /differ from those the fragments were made from/);
 });
 
 test("--resume after kill -9: finished matrices are kept and the files equal an uninterrupted run's", async () => {

@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { dirname, join, resolve } from "node:path";
 import { InvalidArgumentError, LoftqError, OutOfRangeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
@@ -176,8 +177,7 @@ export function mergeFragments(options: { input: string; output: string; fragmen
     if (!existsSync(path) || !existsSync(join(dir, FRAGMENT_FILE))) throw new InvalidArgumentError(`${dir} is not a finished --shard fragment`);
     return readFileSync(path, "utf8");
   });
-  // Shards may run on machines with their own copy of the model: the same settings, and input files of
-  // the same sizes, but not the same modification times.
+  // Shards may run on machines with their own copy of the model: the same settings and input contents.
   const recordedAll = fragmentSettings.map((text) => JSON.parse(text) as { input: string; inputFiles?: InputFile[]; settings: Settings });
   if (new Set(recordedAll.map(({ input: from, settings }) => JSON.stringify({ from, settings }))).size !== 1) {
     throw new InvalidArgumentError("the fragments were made with different settings or inputs");
@@ -187,9 +187,9 @@ export function mergeFragments(options: { input: string; output: string; fragmen
   const checkpoint = openCheckpoint(input);
   const partial = `${output}.partial`;
   try {
-    const sizes = (files: InputFile[]) => JSON.stringify(files.map(({ file, bytes }) => [file, bytes]));
-    const current = sizes(inputFingerprint(checkpoint));
-    if (recordedAll.some((r) => r.inputFiles && sizes(r.inputFiles) !== current)) {
+    const current = JSON.stringify(inputFingerprint(checkpoint));
+    // (Fragments from before the fingerprint carry none.)
+    if (recordedAll.some((r) => r.inputFiles && JSON.stringify(r.inputFiles) !== current)) {
       throw new InvalidArgumentError(`the files of ${input} differ from those the fragments were made from; run the shards again`);
     }
     return removeOnError(partial, () => mergeInto(checkpoint, partial, output, options.fragments, recorded.settings, started, options.onEvent));
@@ -230,22 +230,44 @@ function removeOnError<T>(partial: string, work: () => T, resumable = false): T 
 
 type Settings = ReturnType<typeof settingsOf>;
 
-/** One input file as a settings file records it. */
+/** One input file as a settings file records it: its size and a digest of sampled content. */
 interface InputFile {
   file: string;
   bytes: number;
-  modifiedMs: number;
+  sample: string;
 }
 
+/** Content the input fingerprint reads per file: FINGERPRINT_SAMPLES pieces of FINGERPRINT_PIECE bytes. */
+export const FINGERPRINT_SAMPLES = 16;
+export const FINGERPRINT_PIECE = 64 * 1024;
+
 /**
- * Size and modification time of every file the run reads (config, index, shards): a resume or a merge
- * must not mix matrices computed from weights that have since been replaced.
+ * Every file the run reads (config, index, shards) by size and the SHA-256 of evenly spaced pieces of
+ * its content (all of it when small; ~1 MiB read per shard): a resume or a merge must not mix matrices
+ * computed from weights that have since been replaced (another revision or fine-tune has the same
+ * sizes), while a copy of the same files, on another machine or without preserved times, matches.
  */
 function inputFingerprint(checkpoint: Checkpoint): InputFile[] {
   const files = ["config.json", INDEX_FILE, ...checkpoint.shardNames].filter((file, i, all) => all.indexOf(file) === i);
   return files.filter((file) => existsSync(join(checkpoint.dir, file))).map((file) => {
-    const stat = statSync(join(checkpoint.dir, file));
-    return { file, bytes: stat.size, modifiedMs: stat.mtimeMs };
+    const path = join(checkpoint.dir, file);
+    const bytes = statSync(path).size;
+    const hash = createHash("sha256");
+    if (bytes <= FINGERPRINT_SAMPLES * FINGERPRINT_PIECE) {
+      hash.update(readFileSync(path));
+    } else {
+      const fd = openSync(path, "r");
+      try {
+        const piece = Buffer.alloc(FINGERPRINT_PIECE);
+        for (let k = 0; k < FINGERPRINT_SAMPLES; k++) {
+          const offset = Math.floor(((bytes - FINGERPRINT_PIECE) * k) / (FINGERPRINT_SAMPLES - 1));
+          hash.update(piece.subarray(0, readSync(fd, piece, 0, FINGERPRINT_PIECE, offset)));
+        }
+      } finally {
+        closeSync(fd);
+      }
+    }
+    return { file, bytes, sample: hash.digest("hex") };
   });
 }
 
@@ -287,7 +309,8 @@ function isOrLiesIn(path: string, dir: string): boolean {
 
 /** The finished `.partial` takes the output's place in one rename. */
 function publish(partial: string, output: string, reports: MatrixReport[], started: number, onEvent?: (event: PipelineEvent) => void): QuantizeCheckpointResult {
-  // Every file inside was fsynced; their directory entries too, then the rename itself.
+  // The files inside were fsynced (except a fragment's matrix store, scratch by design); their directory
+  // entries too, then the rename itself.
   for (const dir of [partial, ...readdirSync(partial, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(partial, e.name))]) syncDirectory(dir);
   rmSync(output, { recursive: true, force: true });
   renameSync(partial, output);
@@ -310,6 +333,9 @@ function planTargets(checkpoint: Checkpoint, settings: Settings): TargetMatrix[]
   for (const t of targets) {
     if (!Number.isInteger(settings.rank) || settings.rank < 1 || settings.rank > Math.min(t.rows, t.cols)) {
       throw new InvalidArgumentError(`--rank ${settings.rank} does not fit ${t.module} (${t.rows}×${t.cols})`);
+    }
+    if (settings.format === "bnb4" && /(?:^|\.)lm_head$/.test(t.module)) {
+      throw new InvalidArgumentError(`--format bnb4 cannot hold ${t.module} in 4 bits: transformers keeps lm_head unquantized when it loads the checkpoint`);
     }
     if (settings.format === "bnb4" && (t.bits !== 4 || !["nf", "bnb-nf4"].includes(settings.quantizer) || settings.blockSize !== 64)) {
       throw new InvalidArgumentError(`--format bnb4 needs every target at NF4 with block 64 (${t.module} is ${t.bits}-bit ${settings.quantizer}, block ${settings.blockSize}); 2/3/8-bit backbones stay fake-quantized`);

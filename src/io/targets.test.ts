@@ -57,6 +57,9 @@ test("MoE routers and zero-size weights are skipped; unmatched --target names an
     "model.layers.0.mlp.experts.0.up_proj",
     "rwkv.blocks.0.attention.gate",
   ]);
+  // Many experts (Kimi-K2: 384): the config's expert count identifies the router.
+  const kimi = [tensor("model.layers.1.mlp.gate.weight", [384, 64]), tensor("model.layers.1.mlp.experts.0.up_proj.weight", [128, 64])];
+  assert.deepEqual(selectTargets(kimi, { n_routed_experts: 384 }, { target: "all-linear", bits: 4 }).map((t) => t.module), ["model.layers.1.mlp.experts.0.up_proj"]);
   const llama = [tensor("model.layers.0.self_attn.q_proj.weight", [64, 64]), tensor("model.layers.0.self_attn.v_proj.weight", [64, 64])];
   const options = { target: "q_proj,qproj,qkv_proj", bits: 4, bitsMap: "*.mlp.*=2,*q_proj=8" };
   assert.deepEqual(unmatchedSelectors(selectTargets(llama, undefined, options), options), ["--target qproj", "--target qkv_proj", "--bits-map *.mlp.*"]);

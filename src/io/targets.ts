@@ -31,8 +31,8 @@ const NEVER_TARGET = /(?:^|\.)(?:embed\w*|wte|wpe|lm_head|shared|\w*norm\w*|ln_\
  * `shared_expert_gate`, DBRX `ffn.router.layer`, JetMoE/GraniteMoE `router.layer`, Switch
  * `router.classifier`, Hunyuan `mlp.gate.wg`): one row per expert, not a projection to adapt, and
  * usually narrower than the rank. "all-linear" leaves them alone, as bitsandbytes users skip them. The
- * name alone is not enough (RWKV's `attention.gate` is a full hidden×hidden projection): a router has at
- * most MAX_ROUTER_ROWS outputs.
+ * name alone is not enough (RWKV's `attention.gate` is a full hidden×hidden projection): a router has one
+ * output per expert (config.json's expert count) or, without one, at most MAX_ROUTER_ROWS outputs.
  */
 const ROUTER = /(?:^|\.)(?:gate|router|shared_expert_gate)(?:\.(?:layer|classifier|wg))?$/;
 export const MAX_ROUTER_ROWS = 256;
@@ -44,7 +44,8 @@ export const MAX_ROUTER_ROWS = 256;
  */
 const EMBEDDING = /(?:^|\.)(?:embed_tokens|embed_in|wte|wpe|shared|word_embeddings|position_embeddings|token_type_embeddings|token_embedding|embeddings)$/i;
 const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
-const CONV1D_MODEL_TYPES = new Set(["gpt2", "gpt_bigcode", "openai-gpt"]);
+// (GPTBigCode/StarCoder keeps GPT-2's module names but uses nn.Linear: not transposed.)
+const CONV1D_MODEL_TYPES = new Set(["gpt2", "openai-gpt"]);
 
 export interface TargetOptions {
   /** "all-linear" or a comma list of module suffixes / paths. */
@@ -62,6 +63,7 @@ export function selectTargets(tensors: readonly CheckpointTensor[], config: Reco
   if (explicit && explicit.length === 0) throw new InvalidArgumentError(`--target is empty`);
   const conv1d = CONV1D_MODEL_TYPES.has(String(config?.model_type ?? ""));
   const layers = layerCount(config, tensors);
+  const experts = expertCount(config);
   const rules = parseBitsMap(options.bitsMap);
   const out: TargetMatrix[] = [];
   for (const tensor of tensors) {
@@ -78,7 +80,8 @@ export function selectTargets(tensors: readonly CheckpointTensor[], config: Reco
     }
     const [first, second] = tensor.shape as [number, number];
     const transposed = conv1d && /(?:^|\.)(?:c_attn|c_proj|c_fc|q_attn)$/.test(module);
-    if (!explicit && ROUTER.test(module) && (transposed ? second : first) <= MAX_ROUTER_ROWS) continue;
+    const outputs = transposed ? second : first;
+    if (!explicit && ROUTER.test(module) && (outputs <= MAX_ROUTER_ROWS || outputs === experts)) continue;
     const layer = layerMatch ? Number(layerMatch[1]) : undefined;
     out.push({
       tensor: tensor.name,
@@ -109,6 +112,15 @@ export function unmatchedSelectors(targets: readonly TargetMatrix[], options: Ta
     if (!targets.some((t) => pattern.test(t.module))) unmatched.push(`--bits-map ${text}`);
   }
   return unmatched;
+}
+
+/** Routed experts per MoE layer from config.json (Mixtral, Qwen-MoE, DeepSeek/Kimi spell it differently). */
+function expertCount(config: Record<string, unknown> | undefined): number | undefined {
+  for (const key of ["num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"]) {
+    const value = config?.[key];
+    if (typeof value === "number" && Number.isInteger(value) && value > 0) return value;
+  }
+  return undefined;
 }
 
 function layerCount(config: Record<string, unknown> | undefined, tensors: readonly CheckpointTensor[]): number {
