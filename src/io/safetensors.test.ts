@@ -38,10 +38,27 @@ test("hostile headers are typed parse errors naming the file and tensor", () => 
     ["gap", file({ t: { dtype: "U8", shape: [1], data_offsets: [1, 2] } }, new Uint8Array(2)), /not contiguous/],
     ["trailing bytes", file({ t: { dtype: "U8", shape: [1], data_offsets: [0, 1] } }, new Uint8Array(2)), /tensors cover 1/],
     ["metadata not strings", file({ __metadata__: { a: 1 } }), /not a string/],
+    ["half-filled F4 byte", file({ t: { dtype: "F4", shape: [3], data_offsets: [0, 2] } }, new Uint8Array(2)), /3 values of F4 do not fill whole bytes/],
   ];
   for (const [name, bytes, pattern] of bad) {
     assert.throws(() => parseSafetensors(bytes, "model.safetensors"), (e: unknown) => e instanceof SafetensorsParseError && pattern.test(e.message) && e.message.startsWith("model.safetensors:"), name);
   }
+});
+
+test("every upstream dtype is sized, sub-byte ones packed (F4: two per byte, F6: four per three bytes)", () => {
+  const parsed = parseSafetensors(
+    file(
+      {
+        a: { dtype: "F4", shape: [2, 4], data_offsets: [0, 4] },
+        b: { dtype: "F6_E2M3", shape: [4], data_offsets: [4, 7] },
+        c: { dtype: "F8_E8M0", shape: [2], data_offsets: [7, 9] },
+        d: { dtype: "C64", shape: [1], data_offsets: [9, 17] },
+      },
+      new Uint8Array(17),
+    ),
+    "model.safetensors",
+  );
+  assert.deepEqual([...parsed.tensors.values()].map((t) => [t.name, t.end - t.begin]), [["a", 4], ["b", 3], ["c", 2], ["d", 8]]);
 });
 
 test("duplicate tensor names are rejected (JSON.parse would silently keep the last)", () => {

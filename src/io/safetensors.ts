@@ -10,8 +10,10 @@ import { decodeHalf } from "../tensor/dtype.js";
 export const MAX_HEADER_BYTES = 100_000_000;
 
 export const DTYPE_BYTES: Readonly<Record<string, number>> = {
-  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, I16: 2, U16: 2, F16: 2, BF16: 2,
-  I32: 4, U32: 4, F32: 4, F64: 8, I64: 8, U64: 8,
+  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1, F8_E8M0: 1, F8_E4M3FNUZ: 1, F8_E5M2FNUZ: 1, I16: 2, U16: 2, F16: 2, BF16: 2,
+  I32: 4, U32: 4, F32: 4, C64: 8, F64: 8, I64: 8, U64: 8,
+  // Sub-byte types are packed (upstream's bitsize / 8): a tensor must fill whole bytes.
+  F4: 0.5, F6_E2M3: 0.75, F6_E3M2: 0.75,
 };
 
 /** Ascending enum order of upstream's Dtype; writers sort tensors by it, descending. */
@@ -85,8 +87,10 @@ export function parseHeader(headerBytes: Uint8Array, dataLength: number, fileNam
       fail(`tensor "${name}": data_offsets must be two non-negative integers`);
     }
     const [begin, end] = offsets as [number, number];
-    const bytes = (shape as number[]).reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype as string]!;
-    if (!Number.isSafeInteger(bytes)) fail(`tensor "${name}": size overflows`);
+    const elements = (shape as number[]).reduce((a, b) => a * b, 1);
+    const bytes = elements * DTYPE_BYTES[dtype as string]!;
+    if (!Number.isFinite(bytes) || bytes > Number.MAX_SAFE_INTEGER) fail(`tensor "${name}": size overflows`);
+    if (!Number.isInteger(bytes)) fail(`tensor "${name}": ${elements} values of ${dtype} do not fill whole bytes`);
     if (end < begin || end > dataLength) fail(`tensor "${name}": data_offsets [${begin}, ${end}] outside the ${dataLength}-byte data section`);
     if (end - begin !== bytes) fail(`tensor "${name}": ${end - begin} bytes for shape [${(shape as number[]).join(", ")}] of ${dtype}`);
     tensors.push({ name, dtype: dtype as string, shape: shape as number[], begin, end });
