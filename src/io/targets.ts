@@ -59,7 +59,7 @@ export interface TargetOptions {
 }
 
 export function selectTargets(tensors: readonly CheckpointTensor[], config: Record<string, unknown> | undefined, options: TargetOptions): TargetMatrix[] {
-  const explicit = options.target === "all-linear" ? undefined : options.target.split(",").map((s) => s.trim()).filter(Boolean);
+  const explicit = explicitTargets(options.target);
   if (explicit && explicit.length === 0) throw new InvalidArgumentError(`--target is empty`);
   const conv1d = CONV1D_MODEL_TYPES.has(String(config?.model_type ?? ""));
   const layers = layerCount(config, tensors);
@@ -72,7 +72,7 @@ export function selectTargets(tensors: readonly CheckpointTensor[], config: Reco
     const module = tensor.name.slice(0, -".weight".length);
     const layerMatch = LAYER_INDEX.exec(`.${module}.`);
     if (explicit) {
-      const named = explicit.filter((t) => module === t || module.endsWith(`.${t}`));
+      const named = explicit.filter((name) => names(module, name));
       if (named.length === 0) continue;
       if (EMBEDDING.test(module)) throw new InvalidArgumentError(`--target ${named.join(", ")}: ${module} is an embedding, and PEFT's LoftQ initialises Linear layers only`);
     } else if (!layerMatch || NEVER_TARGET.test(module)) {
@@ -103,15 +103,23 @@ export function selectTargets(tensors: readonly CheckpointTensor[], config: Reco
  */
 export function unmatchedSelectors(targets: readonly TargetMatrix[], options: TargetOptions): string[] {
   const unmatched: string[] = [];
-  if (options.target !== "all-linear") {
-    for (const name of options.target.split(",").map((s) => s.trim()).filter(Boolean)) {
-      if (!targets.some((t) => t.module === name || t.module.endsWith(`.${name}`))) unmatched.push(`--target ${name}`);
-    }
+  for (const name of explicitTargets(options.target) ?? []) {
+    if (!targets.some((t) => names(t.module, name))) unmatched.push(`--target ${name}`);
   }
   for (const [pattern, , text] of parseBitsMap(options.bitsMap)) {
     if (!targets.some((t) => pattern.test(t.module))) unmatched.push(`--bits-map ${text}`);
   }
   return unmatched;
+}
+
+/** The module suffixes / paths of a comma-list --target; undefined for "all-linear". */
+function explicitTargets(target: string): string[] | undefined {
+  return target === "all-linear" ? undefined : target.split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+/** Whether a --target entry names the module: its full path or a suffix after a dot. */
+function names(module: string, name: string): boolean {
+  return module === name || module.endsWith(`.${name}`);
 }
 
 /** Routed experts per MoE layer from config.json (Mixtral, Qwen-MoE, DeepSeek/Kimi spell it differently). */

@@ -6,20 +6,20 @@
 export const ZERO_SINGULAR_VALUE = 2 ** -20;
 
 /**
- * Replaces the listed columns of `x` (rows×stride, row-major; the first `columns` columns used) by
- * unit vectors orthogonal to every other used column and to each other: the singular vectors of zero
+ * Replaces the listed columns of `x` (rows×columns, row-major) by unit vectors orthogonal to every other
+ * column and to each other: the singular vectors of zero
  * singular values, which any orthonormal completion represents equally well. Deterministic: candidates
  * are the coordinate vectors e₀, e₁, … in order, each orthogonalised twice (classical Gram–Schmidt, float64)
  * and taken when at least half of it survives.
  */
-export function completeOrthonormalColumns(x: Float32Array | Float64Array, rows: number, stride: number, columns: number, replace: readonly number[]): void {
+function completeOrthonormalColumns(x: Float32Array | Float64Array, rows: number, columns: number, replace: readonly number[]): void {
   if (replace.length === 0) return;
   const replaced = new Set(replace);
   const kept: Float64Array[] = [];
   for (let j = 0; j < columns; j++) {
     if (replaced.has(j)) continue;
     const column = new Float64Array(rows);
-    for (let i = 0; i < rows; i++) column[i] = x[i * stride + j]!;
+    for (let i = 0; i < rows; i++) column[i] = x[i * columns + j]!;
     kept.push(column);
   }
   let candidate = 0;
@@ -34,7 +34,7 @@ export function completeOrthonormalColumns(x: Float32Array | Float64Array, rows:
       if (norm < 0.5) continue;
       for (let i = 0; i < rows; i++) vector[i]! /= norm;
       kept.push(vector);
-      for (let i = 0; i < rows; i++) x[i * stride + j] = vector[i]!;
+      for (let i = 0; i < rows; i++) x[i * columns + j] = vector[i]!;
       candidate++;
       break;
     }
@@ -51,7 +51,7 @@ export function completeNullSpace(s: Float64Array, count: number, factors: Reado
   const zero: number[] = [];
   for (let j = 0; j < count; j++) if (!(s[j]! > largest * ZERO_SINGULAR_VALUE)) zero.push(j);
   for (const j of zero) s[j] = 0;
-  for (const [x, rows] of factors) completeOrthonormalColumns(x, rows, count, count, zero);
+  for (const [x, rows] of factors) completeOrthonormalColumns(x, rows, count, zero);
 }
 
 /** x ← x − Σ (bᵀx)·b over the unit vectors b, one after another (one classical Gram–Schmidt sweep). */
