@@ -7,12 +7,17 @@ import { closeSync, copyFileSync, fsyncSync, openSync, writeFileSync } from "nod
  */
 export function writeFileDurably(path: string, data: string | Uint8Array): void {
   writeFileSync(path, data);
-  syncPath(path, "r+");
+  syncFile(path);
 }
 
 export function copyFileDurably(from: string, to: string): void {
   copyFileSync(from, to);
-  syncPath(to, "r+");
+  syncFile(to);
+}
+
+/** Flushes a complete file's data to disk. */
+export function syncFile(path: string): void {
+  syncPath(path, "r+");
 }
 
 /**

@@ -7,6 +7,7 @@ import { float32Bytes } from "../tensor/dtype.js";
 import { SafetensorsFile } from "./safetensors-file.js";
 import { writeSafetensorsFile } from "./safetensors-writer.js";
 import type { MatrixReport } from "./quantize-checkpoint.js";
+import type { BackgroundPublisher } from "./background-publisher.js";
 
 /**
  * Finished matrices on disk, one safetensors file per module (`q` in the backbone dtype and stored
@@ -40,14 +41,19 @@ function fileOf(store: string, module: string): string {
   return join(store, `${name}.safetensors`);
 }
 
-export function saveMatrix(store: string, module: string, qDtype: string, qShape: readonly number[], result: StoredMatrix): void {
+/**
+ * Writes a module's entry; `publisher` fsyncs and renames it into place on another thread (without
+ * one, here), so an entry exists only with all of its data on disk: a resumed run after a power cut
+ * finds whole entries or none.
+ */
+export function saveMatrix(store: string, module: string, qDtype: string, qShape: readonly number[], result: StoredMatrix, publisher?: BackgroundPublisher): void {
   mkdirSync(store, { recursive: true });
   const tensors = [
     { name: "lora_A", dtype: "F32", shape: [result.a.rows, result.a.cols], bytes: float32Bytes(result.a.data) },
     { name: "lora_B", dtype: "F32", shape: [result.b.rows, result.b.cols], bytes: float32Bytes(result.b.data) },
     { name: "q", dtype: qDtype, shape: qShape, bytes: result.q },
   ];
-  writeSafetensorsFile(fileOf(store, module), tensors, { report: JSON.stringify(result.report) }, (_, i) => tensors[i]!.bytes, { durable: false });
+  writeSafetensorsFile(fileOf(store, module), tensors, { report: JSON.stringify(result.report) }, (_, i) => tensors[i]!.bytes, publisher ? { publish: publisher.publish } : {});
 }
 
 export function hasMatrix(store: string, module: string): boolean {
@@ -55,8 +61,8 @@ export function hasMatrix(store: string, module: string): boolean {
 }
 
 /**
- * Whether a readable entry for `module` is in the store; an unreadable one (store files skip the
- * fsync, so a power cut can leave one empty or cut short) is removed, to be computed again.
+ * Whether a readable entry for `module` is in the store; an unreadable one (a store written by a
+ * version that skipped the fsync, or a damaged disk) is removed, to be computed again.
  */
 export function keepIfReadable(store: string, module: string): boolean {
   const path = fileOf(store, module);

@@ -304,15 +304,18 @@ test("--resume after kill -9: finished matrices are kept and the files equal an 
   let finished = 0;
   await new Promise<void>((resolvePromise) => {
     createInterface({ input: child.stdout! }).on("line", (line) => {
-      if (JSON.parse(line).type === "matrix-done" && ++finished === 3) child.kill("SIGKILL");
+      if (JSON.parse(line).type === "matrix-done" && ++finished === 6) child.kill("SIGKILL");
     });
     child.on("exit", () => resolvePromise());
   });
   assert.ok(existsSync(`${out}.partial`) && !existsSync(out), "killed mid-run: only the .partial exists");
+  // Entries reach the store once fsynced, on another thread: the last one or two done may be missing.
+  const kept = readdirSync(join(`${out}.partial`, ".loftq-matrices")).filter((f) => f.endsWith(".safetensors")).length;
+  assert.ok(kept >= 1 && kept <= 6, `${kept} of 6 finished matrices kept`);
   const resumed = spawnSync(process.execPath, [...args.slice(0, -1), "--resume", "--json"], { encoding: "utf8" });
   assert.equal(resumed.status, 0, resumed.stderr);
   const computed = resumed.stdout.trim().split("\n").map((l) => JSON.parse(l)).filter((e) => e.type === "matrix-start").length;
-  assert.ok(computed <= 14 - 3, `resumed run recomputed ${computed} matrices`);
+  assert.equal(computed, 14 - kept, `resumed run recomputed ${computed} matrices`);
   const reference = join(work, "uninterrupted");
   const uninterrupted = spawnSync(process.execPath, [cli, "quantize", model, "--out", reference, "--rank", "4", "--iters", "2", "--quiet"], { encoding: "utf8" });
   assert.equal(uninterrupted.status, 0, uninterrupted.stderr);

@@ -12,6 +12,7 @@ import { encodeHalf, F16_MAX, F16_OVERFLOW, float32Bytes } from "../tensor/dtype
 import { transpose, type Matrix } from "../tensor/matrix.js";
 import { INDEX_FILE, openCheckpoint, type Checkpoint } from "./checkpoint.js";
 import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
+import { createBackgroundPublisher } from "./background-publisher.js";
 import { hasMatrix, keepIfReadable, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
 import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
@@ -403,6 +404,8 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
     return prefetcher.take();
   };
   let slotsFree = true;
+  // Each finished entry is fsynced and renamed into place on another thread while the next matrix runs.
+  const publisher = createBackgroundPublisher();
   try {
     // The next weight is read and widened on a worker thread while LoftQ runs on this one.
     if (pending.length > 1) prefetcher = createTensorPrefetcher(largest, [sharedBuffer(largest), sharedBuffer(largest)]);
@@ -452,11 +455,14 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
       };
       const q = target.transposed ? transpose(result.dequantized).data : result.dequantized.data;
       const qDtype = settings.dtype ?? info.dtype;
-      saveMatrix(store, target.module, qDtype, info.shape, { q: encodeFloats(q, qDtype, buffers.bytes.subarray(0, 2 * size), backend, target.tensor), a: result.loraA, b: result.loraB, report });
+      saveMatrix(store, target.module, qDtype, info.shape, { q: encodeFloats(q, qDtype, buffers.bytes.subarray(0, 2 * size), backend, target.tensor), a: result.loraA, b: result.loraB, report }, publisher);
       reports.push(report);
       options.onEvent?.({ type: "matrix-done", index, total, report });
     });
+    publisher.drain();
   } finally {
+    // After a failure the entries already finished still reach the store, for --resume.
+    publisher.close();
     if (prefetcher) slotsFree = prefetcher.close();
     // A slot a stuck read may still write into stays out of the backend's free list.
     if (slotsFree) for (const buffer of fromBackend) backend.release(buffer);

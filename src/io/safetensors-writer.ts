@@ -72,7 +72,7 @@ export function writeSafetensorsFile(
   tensors: readonly PlannedTensor[],
   metadata: Record<string, string>,
   produce: (tensor: PlannedTensor, index: number) => Uint8Array,
-  options: { durable?: boolean } = {},
+  options: { publish?: (partial: string, path: string) => void } = {},
 ): number {
   const partial = `${path}.partial`;
   const fd = openSync(partial, "w");
@@ -91,9 +91,8 @@ export function writeSafetensorsFile(
       }
       write(bytes);
     });
-    // Durable by default (fsync before the rename); scratch files may skip it: a killed process
-    // loses nothing that the page cache holds, only a power cut would.
-    if (options.durable ?? true) fsyncSync(fd);
+    // Durable: fsync before the rename, here or (options.publish) on another thread.
+    if (!options.publish) fsyncSync(fd);
     open = false;
     closeSync(fd);
   } catch (error) {
@@ -104,6 +103,15 @@ export function writeSafetensorsFile(
     if (code === "ENOSPC" || code === "EDQUOT") throw new DiskFullError(`${path}: the disk is full (after ${written} bytes); this file was not left behind`);
     throw error;
   }
-  renameSync(partial, path);
+  if (!options.publish) {
+    renameSync(partial, path);
+    return written;
+  }
+  try {
+    options.publish(partial, path);
+  } catch (error) {
+    rmSync(partial, { force: true });
+    throw error;
+  }
   return written;
 }
