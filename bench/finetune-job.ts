@@ -7,7 +7,7 @@ import { sotuAddresses } from "../src/io/text-corpora.js";
 import { loadLoftqForFineTuning, loadTinyLlama } from "../src/io/tiny-llama-checkpoint.js";
 import { encodeBytes } from "../src/nn/byte-tokenizer.js";
 import { Linear } from "../src/nn/linear.js";
-import { LoraLinear } from "../src/nn/lora-linear.js";
+import { layerSeed, LoraLinear } from "../src/nn/lora-linear.js";
 import { AdamW, clipGradNorm, cosineSchedule } from "../src/nn/optim.js";
 import { zeroGrad } from "../src/nn/parameter.js";
 import type { TinyLlama } from "../src/nn/tiny-llama.js";
@@ -91,15 +91,17 @@ export function sotuSplits(sequence: number, evalSequences: number): { heldIn: I
 }
 
 /** Plain LoRA adapters (PEFT init: A random, B zero) over every block linear, the rest frozen. */
-export function loraOver(model: TinyLlama, rank: number): TinyLlama {
+export function loraOver(model: TinyLlama, rank: number, seed: number): TinyLlama {
   model.freezeNonLinear();
-  model.replaceLinears((_, __, current) => new LoraLinear(new Linear((current as Linear).denseWeight(), undefined, true), { rank, alpha: 2 * rank }));
+  model.replaceLinears((layer, role, current) =>
+    new LoraLinear(new Linear((current as Linear).denseWeight(), undefined, true), { rank, alpha: 2 * rank, seed: layerSeed(seed, `model.layers.${layer}.${role}`) }),
+  );
   return model;
 }
 
 export function runJob(job: FinetuneJob, data = sotuSplits(job.sequence, job.evalSequences)): FinetuneRun {
   // QLoRA starts from Q alone with PEFT's init; LoftQ from Q with the LoftQ adapters.
-  const model = job.spec.method === "loftq" ? loadLoftqForFineTuning(job.startDir) : loraOver(loadTinyLlama(job.startDir), job.rank);
+  const model = job.spec.method === "loftq" ? loadLoftqForFineTuning(job.startDir) : loraOver(loadTinyLlama(job.startDir), job.rank, job.seed);
   const startPerplexity = perplexity(model, data.evalSet);
   const curve: number[] = [];
   train(model, sampler(data.heldIn, job.sequence, 100 + job.seed), job.steps, job.batchSize, job.learningRate, curve);

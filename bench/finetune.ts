@@ -10,7 +10,7 @@
  * The pretrained model is cached under bench/.cache (keyed by the pretraining settings; --fresh
  * retrains), the fine-tuning grid runs on `workers` child processes.
  */
-import { fork } from "node:child_process";
+import { fork, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
@@ -187,13 +187,16 @@ async function runJobs(jobs: FinetuneJob[], workers: number, onRun: (run: Finetu
   }
   let next = 0;
   const script = fileURLToPath(new URL("./finetune-job.js", import.meta.url));
+  const children: ChildProcess[] = [];
+  let failed = false;
   await Promise.all(
     Array.from({ length: Math.min(workers, jobs.length) }, () =>
       new Promise<void>((resolve, reject) => {
         const child = fork(script, ["--finetune-worker"], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+        children.push(child);
         let current = -1;
         const dispatch = () => {
-          current = next < jobs.length ? next++ : -1;
+          current = !failed && next < jobs.length ? next++ : -1;
           child.send(current >= 0 ? { job: jobs[current] } : {});
         };
         child.on("message", (message: { ready?: boolean; run?: FinetuneRun }) => {
@@ -201,7 +204,13 @@ async function runJobs(jobs: FinetuneJob[], workers: number, onRun: (run: Finetu
           dispatch();
         });
         child.on("error", reject);
-        child.on("exit", (code) => (current === -1 && code === 0 ? resolve() : reject(new Error(`fine-tuning worker exited with code ${code} during job ${current}`))));
+        child.on("exit", (code) => {
+          if (current === -1 && code === 0) return resolve();
+          // One worker failed: stop the others, whose work directory the caller is about to remove.
+          if (!failed) for (const other of children) if (other !== child) other.kill();
+          failed = true;
+          reject(new Error(`fine-tuning worker exited with code ${code} during job ${current}`));
+        });
       }),
     ),
   );

@@ -23,7 +23,7 @@ export { createWasmBackend, wasmSimdSupported } from "./kernels/wasm-backend.js"
 export { LoftqError, InvalidArgumentError, ShapeError, NonFiniteError, OutOfRangeError, BackendUnavailableError } from "./errors.js";
 export { Linear } from "./nn/linear.js";
 export { QuantLinear } from "./nn/quant-linear.js";
-export { LoraLinear, requantizeMerged, type LoraOptions } from "./nn/lora-linear.js";
+export { LoraLinear, layerSeed, requantizeMerged, type LoraOptions } from "./nn/lora-linear.js";
 export { LoftQLinear } from "./nn/loftq-linear.js";
 export { AdamW, cosineSchedule, clipGradNorm, type AdamWOptions } from "./nn/optim.js";
 export { parameter, zeroGrad, type Parameter } from "./nn/parameter.js";

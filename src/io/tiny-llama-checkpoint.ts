@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { InvalidArgumentError } from "../errors.js";
 import { float32Bytes } from "../tensor/dtype.js";
 import { Linear } from "../nn/linear.js";
-import { LoraLinear } from "../nn/lora-linear.js";
+import { layerSeed, LoraLinear } from "../nn/lora-linear.js";
 import { TinyLlama, type TinyLlamaConfig } from "../nn/tiny-llama.js";
 import { openCheckpoint, readJsonFile } from "./checkpoint.js";
 import { SafetensorsFile } from "./safetensors-file.js";
@@ -31,7 +31,13 @@ export function loadTinyLlama(dir: string): TinyLlama {
       vocabSize: Number(config.vocab_size), hiddenSize: Number(config.hidden_size), intermediateSize: Number(config.intermediate_size),
       layers: Number(config.num_hidden_layers), heads: Number(config.num_attention_heads), rmsNormEps: Number(config.rms_norm_eps ?? 1e-6),
     };
+    const kvHeads = Number(config.num_key_value_heads ?? config.num_attention_heads);
+    if (kvHeads !== tinyConfig.heads) throw new InvalidArgumentError(`${dir}: grouped-query attention (${kvHeads} key/value heads for ${tinyConfig.heads}) is not supported`);
     const weights = new Map(checkpoint.tensors.map((t) => [t.name, checkpoint.readFloat32(t.name)]));
+    // Tied embeddings (no lm_head tensor): the head starts as a copy, trained apart from the table.
+    if (config.tie_word_embeddings === true && !weights.has("lm_head.weight") && weights.has("model.embed_tokens.weight")) {
+      weights.set("lm_head.weight", Float32Array.from(weights.get("model.embed_tokens.weight")!));
+    }
     return new TinyLlama(tinyConfig, weights);
   } finally {
     checkpoint.close();
@@ -43,7 +49,7 @@ export function loadTinyLlama(dir: string): TinyLlama {
  * layers over the frozen backbone weights (Q), initialised from `loftq_init/`; embeddings, norms
  * and lm_head are frozen.
  */
-export function loadLoftqForFineTuning(dir: string, options: { dropout?: number } = {}): TinyLlama {
+export function loadLoftqForFineTuning(dir: string, options: { dropout?: number; seed?: number } = {}): TinyLlama {
   const model = loadTinyLlama(dir);
   const adapterConfig = readJsonFile(join(dir, "loftq_init", "adapter_config.json")) as { r: number; lora_alpha: number; use_rslora?: boolean };
   const adapters = SafetensorsFile.open(join(dir, "loftq_init", "adapter_model.safetensors"));
@@ -61,6 +67,7 @@ export function loadLoftqForFineTuning(dir: string, options: { dropout?: number 
         alpha: adapterConfig.lora_alpha,
         ...(adapterConfig.use_rslora ? { useRslora: true } : {}),
         ...(options.dropout !== undefined ? { dropout: options.dropout } : {}),
+        seed: layerSeed(options.seed ?? 0, module),
         init: { a: matrix(`base_model.model.${module}.lora_A.weight`), b: matrix(`base_model.model.${module}.lora_B.weight`) },
       });
     });

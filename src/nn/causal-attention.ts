@@ -1,7 +1,7 @@
 import { InvalidArgumentError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
-import type { Matrix } from "../tensor/matrix.js";
+import { checkShape, type Matrix } from "../tensor/matrix.js";
 
 /**
  * The core of causal multi-head self-attention: given Q, K, V (T × d, heads laid side by side),
@@ -22,6 +22,8 @@ export class CausalSelfAttention {
 
   forward(q: Matrix, k: Matrix, v: Matrix, sequenceLength = q.rows): Matrix {
     const { rows, cols: d } = q;
+    checkShape(k, rows, d, "K");
+    checkShape(v, rows, d, "V");
     if (d % this.heads !== 0) throw new InvalidArgumentError(`width ${d} is not divisible by ${this.heads} heads`);
     if (rows % sequenceLength !== 0) throw new InvalidArgumentError(`${rows} rows are not a whole number of ${sequenceLength}-token sequences`);
     const t = sequenceLength;
@@ -66,6 +68,7 @@ export class CausalSelfAttention {
     if (!this.saved) throw new InvalidArgumentError("backward needs a forward pass first");
     const { q, k, v, weights, sequenceLength: t } = this.saved;
     const { rows, cols: d } = q;
+    checkShape(gradOutput, rows, d, "gradient of the attention output");
     const dh = d / this.heads;
     const scale = 1 / Math.sqrt(dh);
     const dq = new Float32Array(rows * d);

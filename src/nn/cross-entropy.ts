@@ -1,4 +1,4 @@
-import { ShapeError } from "../errors.js";
+import { InvalidArgumentError, ShapeError } from "../errors.js";
 import type { Matrix } from "../tensor/matrix.js";
 
 /**
@@ -16,6 +16,7 @@ export function crossEntropy(logits: Matrix, targets: ArrayLike<number>): { loss
     let sum = 0;
     for (let j = 0; j < cols; j++) sum += Math.exp(data[i * cols + j]! - max);
     const target = targets[i]!;
+    if (!Number.isInteger(target) || target < 0 || target >= cols) throw new InvalidArgumentError(`target ${target} at position ${i} is not a class index in [0, ${cols})`);
     loss += Math.log(sum) + max - data[i * cols + target]!;
     for (let j = 0; j < cols; j++) grad[i * cols + j] = (Math.exp(data[i * cols + j]! - max) / sum - (j === target ? 1 : 0)) / rows;
   }

@@ -1,7 +1,7 @@
 import { ShapeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
-import type { Matrix } from "../tensor/matrix.js";
+import { checkMatrix, checkShape, type Matrix } from "../tensor/matrix.js";
 import type { BaseLayer } from "./layer.js";
 import { parameter, type Parameter } from "./parameter.js";
 
@@ -13,6 +13,7 @@ export class Linear implements BaseLayer {
   readonly biasParameter: Parameter | undefined;
 
   constructor(weight: Matrix, bias?: Float32Array, readonly frozen = false, private readonly backend: KernelBackend = getBackend()) {
+    checkMatrix(weight, "weight");
     if (bias && bias.length !== weight.rows) throw new ShapeError(`bias has ${bias.length} values for ${weight.rows} outputs`);
     this.inFeatures = weight.cols;
     this.outFeatures = weight.rows;
@@ -33,6 +34,8 @@ export class Linear implements BaseLayer {
   }
 
   backward(x: Matrix, gradOutput: Matrix): Matrix {
+    checkShape(x, x.rows, this.inFeatures, "input");
+    checkShape(gradOutput, x.rows, this.outFeatures, "gradient of the output");
     if (!this.frozen) {
       // dW += dYᵀ·X (out×in), db += column sums of dY.
       this.backend.gemm({ transA: true, transB: false, m: this.outFeatures, n: this.inFeatures, k: x.rows, alpha: 1, a: gradOutput.data, b: x.data, beta: 1, c: this.weight.grad });

@@ -3,7 +3,7 @@ import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
 import { mulberry32 } from "../linalg/random.js";
 import type { Quantizer } from "../quant/quantizer.js";
-import { frobeniusDistance, frobeniusNorm, type Matrix } from "../tensor/matrix.js";
+import { checkShape, frobeniusDistance, frobeniusNorm, type Matrix } from "../tensor/matrix.js";
 import type { BaseLayer, Layer } from "./layer.js";
 import { Linear } from "./linear.js";
 import { parameter, type Parameter } from "./parameter.js";
@@ -21,9 +21,25 @@ export interface LoraOptions {
   useRslora?: boolean;
   /** Dropout on the adapter's input during training (default 0). */
   dropout?: number;
+  /**
+   * Seed of A's initialisation and of the dropout masks. Default: a different seed for every layer
+   * made in this process (0, 1, 2, … in construction order), as PyTorch's global generator gives
+   * each PEFT layer its own draws; pass one per layer (e.g. `layerSeed`) for runs that must not
+   * depend on construction order.
+   */
   seed?: number;
   /** Initial A (r×in) and B (out×r); default PEFT's: A Kaiming-uniform, B = 0. */
   init?: { a: Matrix; b: Matrix };
+}
+
+/** Seeds handed to layers made without one (see LoraOptions.seed). */
+let nextDefaultSeed = 0;
+
+/** A per-layer seed from a run's seed and the layer's name, so layers never share draws. */
+export function layerSeed(seed: number, name: string): number {
+  let hash = Math.imul(seed >>> 0, 0x9e3779b1) ^ 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) hash = Math.imul(hash ^ name.charCodeAt(i), 0x01000193);
+  return hash >>> 0;
 }
 
 export class LoraLinear implements Layer {
@@ -36,8 +52,8 @@ export class LoraLinear implements Layer {
   readonly dropout: number;
   training = true;
   private readonly random: () => number;
-  /** The dropped-out input, its mask (undefined: no dropout) and X̃·Aᵀ of the last forward pass. */
-  private saved: { dropped: Matrix; mask: Uint8Array | undefined; projected: Matrix } | undefined;
+  /** The last forward pass's input, its dropped-out copy and mask (undefined: no dropout), and X̃·Aᵀ. */
+  private saved: { input: Matrix; dropped: Matrix; mask: Uint8Array | undefined; projected: Matrix } | undefined;
 
   constructor(readonly base: BaseLayer, options: LoraOptions, private readonly backend: KernelBackend = getBackend()) {
     const { rank } = options;
@@ -48,9 +64,10 @@ export class LoraLinear implements Layer {
     this.outFeatures = base.outFeatures;
     this.rank = rank;
     const alpha = options.alpha ?? rank;
+    if (!(alpha > 0) || !Number.isFinite(alpha)) throw new InvalidArgumentError(`alpha must be a positive number, got ${alpha}`);
     this.scaling = alpha / (options.useRslora ? Math.sqrt(rank) : rank);
     this.dropout = dropout;
-    this.random = mulberry32(options.seed ?? 0);
+    this.random = mulberry32(options.seed ?? nextDefaultSeed++);
     if (options.init) {
       const { a, b } = options.init;
       if (a.rows !== rank || a.cols !== base.inFeatures || b.rows !== base.outFeatures || b.cols !== rank) {
@@ -71,7 +88,7 @@ export class LoraLinear implements Layer {
     const keep = 1 - this.dropout;
     const dropped = mask ? { rows: x.rows, cols: x.cols, data: x.data.map((v, i) => (mask[i] ? v / keep : 0)) } : x;
     const projected = this.product(dropped, this.a.value, this.rank, this.inFeatures, true); // X̃·Aᵀ (batch×r)
-    this.saved = { dropped, mask, projected };
+    this.saved = { input: x, dropped, mask, projected };
     // y += s · (X̃·Aᵀ)·Bᵀ
     this.backend.gemm({ transA: false, transB: true, m: x.rows, n: this.outFeatures, k: this.rank, alpha: this.scaling, a: projected.data, b: this.b.value, beta: 1, c: y.data });
     return y;
@@ -79,7 +96,10 @@ export class LoraLinear implements Layer {
 
   backward(x: Matrix, gradOutput: Matrix): Matrix {
     const saved = this.saved;
-    if (!saved || saved.dropped.rows !== x.rows) throw new InvalidArgumentError("backward needs the forward pass of the same batch first");
+    // The adapter's gradients come from what the forward pass saved (X̃·Aᵀ, the dropout mask): they
+    // belong to that pass's input only, not to one passed later.
+    if (!saved || saved.input !== x) throw new InvalidArgumentError("backward(x, dY) must follow forward(x) of the same x, with no other forward pass in between");
+    checkShape(gradOutput, x.rows, this.outFeatures, "gradient of the output");
     const { dropped, mask, projected } = saved;
     const s = this.scaling;
     // dB += s · dYᵀ·P (out×r); dP = s · dY·B (batch×r); dA += dPᵀ·X̃ (r×in).

@@ -1,7 +1,8 @@
 import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
 import type { QuantizedMatrix, Quantizer } from "../quant/quantizer.js";
-import type { Matrix } from "../tensor/matrix.js";
+import { ShapeError } from "../errors.js";
+import { checkShape, type Matrix } from "../tensor/matrix.js";
 import type { BaseLayer } from "./layer.js";
 import { linearForward, linearInputGrad } from "./linear.js";
 import type { Parameter } from "./parameter.js";
@@ -22,6 +23,7 @@ export class QuantLinear implements BaseLayer {
     readonly cacheDequantized = false,
     private readonly backend: KernelBackend = getBackend(),
   ) {
+    if (bias && bias.length !== quantized.rows) throw new ShapeError(`bias has ${bias.length} values for ${quantized.rows} outputs`);
     this.inFeatures = quantized.cols;
     this.outFeatures = quantized.rows;
   }
@@ -37,7 +39,8 @@ export class QuantLinear implements BaseLayer {
     return linearForward(x, this.denseWeight(), this.bias, this.backend);
   }
 
-  backward(_x: Matrix, gradOutput: Matrix): Matrix {
+  backward(x: Matrix, gradOutput: Matrix): Matrix {
+    checkShape(gradOutput, x.rows, this.outFeatures, "gradient of the output");
     return linearInputGrad(gradOutput, this.denseWeight(), this.backend);
   }
 

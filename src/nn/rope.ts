@@ -11,6 +11,10 @@ import type { Matrix } from "../tensor/matrix.js";
 export function applyRope(x: Matrix, heads: number, direction: 1 | -1 = 1, sequenceLength = x.rows, base = 10000): Matrix {
   const { rows, cols, data } = x;
   if (rows % sequenceLength !== 0) throw new ShapeError(`${rows} rows are not a whole number of ${sequenceLength}-token sequences`);
+  if (!Number.isInteger(heads) || heads < 1 || cols % heads !== 0 || (cols / heads) % 2 !== 0) {
+    throw new ShapeError(`${cols} columns do not split into ${heads} heads of an even width`);
+  }
+  if (!Number.isInteger(sequenceLength) || sequenceLength < 1) throw new ShapeError(`sequenceLength must be a positive integer, got ${sequenceLength}`);
   const dh = cols / heads;
   const half = dh / 2;
   // One cos/sin table per call instead of a pow and two trig calls per element.

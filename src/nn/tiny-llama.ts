@@ -52,6 +52,11 @@ export class TinyLlama {
   constructor(readonly config: TinyLlamaConfig, weights?: Map<string, Float32Array>, seed = 0) {
     const { vocabSize: vocab, hiddenSize: d, intermediateSize: ff, layers, heads } = config;
     if (d % heads !== 0 || (d / heads) % 2 !== 0) throw new InvalidArgumentError(`hidden size ${d} must split into ${heads} heads of even width`);
+    if (weights) {
+      // A checkpoint missing a tensor must not load with a random one in its place.
+      const missing = expectedWeightNames(layers).filter((name) => !weights.has(name));
+      if (missing.length > 0) throw new InvalidArgumentError(`${missing.length} weights missing: ${missing.slice(0, 5).join(", ")}${missing.length > 5 ? ", …" : ""}`);
+    }
     const random = mulberry32(seed);
     const init = (name: string, length: number, scale: number) => weights?.get(name) ?? gaussianArray(length, random).map((v) => v * scale);
     const linear = (name: string, rows: number, cols: number, scale = 1 / Math.sqrt(cols)) => new Linear({ rows, cols, data: init(name, rows * cols, scale) });
@@ -115,7 +120,19 @@ export class TinyLlama {
    */
   loss(batch: ArrayLike<number> | ArrayLike<number>[]): number {
     const { input, targets, sequenceLength } = nextTokenPairs(batch);
-    return crossEntropy(this.forward(input, sequenceLength), targets).loss;
+    // An evaluation: adapters run without dropout, whatever mode training left them in.
+    const training = this.linears().filter((layer) => layer.training);
+    for (const layer of training) layer.training = false;
+    try {
+      return crossEntropy(this.forward(input, sequenceLength), targets).loss;
+    } finally {
+      for (const layer of training) layer.training = true;
+    }
+  }
+
+  /** Every linear layer, lm_head included, as the ones with a training mode (LoRA) expose it. */
+  private linears(): Array<Layer & { training?: boolean }> {
+    return [...this.blocks.flatMap((b) => LINEAR_ROLES.map((r) => b.linears[r])), this.lmHead];
   }
 
   /** Forward + backward on one sequence or a batch; accumulates gradients, returns the mean loss. */
@@ -213,6 +230,15 @@ export class TinyLlama {
       rope_theta: 10000, torch_dtype: "float32",
     };
   }
+}
+
+/** The Hugging Face names of every weight of a model with `layers` blocks. */
+function expectedWeightNames(layers: number): string[] {
+  const names = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"];
+  for (let l = 0; l < layers; l++) {
+    names.push(`model.layers.${l}.input_layernorm.weight`, `model.layers.${l}.post_attention_layernorm.weight`, ...LINEAR_ROLES.map((r) => `model.layers.${l}.${r}.weight`));
+  }
+  return names;
 }
 
 /** Inputs and targets of next-token prediction, the sequences of a batch laid end to end. */

@@ -35,6 +35,12 @@ export function checkMatrix(m: Matrix, what = "matrix"): void {
   if (data.length !== rows * cols) throw new ShapeError(`${what}: a ${rows}×${cols} matrix needs ${rows * cols} values, got ${data.length}`);
 }
 
+/** A well-formed Matrix of exactly rows×cols (e.g. a gradient that must match its layer's output). */
+export function checkShape(m: Matrix, rows: number, cols: number, what = "matrix"): void {
+  checkMatrix(m, what);
+  if (m.rows !== rows || m.cols !== cols) throw new ShapeError(`${what} is ${m.rows}×${m.cols}, expected ${rows}×${cols}`);
+}
+
 /** Throws a NonFiniteError naming the first NaN/±Inf element. */
 export function assertFinite(m: Matrix, what = "matrix"): void {
   const { data, cols } = m;
