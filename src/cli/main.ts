@@ -4,19 +4,22 @@
  * input, non-finite weights, output exists, disk full), 2 usage error.
  */
 import "./relaxed-simd-setup.js"; // first: before ../node/index.js creates the kernel backends
-import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { renderReportHtml, type ReportMatrix } from "../report/html-report.js";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { InvalidArgumentError, LoftqError } from "../errors.js";
 import { SafetensorsFile } from "../io/safetensors-file.js";
 import { openCheckpoint } from "../io/checkpoint.js";
+import { checkBitsOption } from "../io/targets.js";
+import { MAX_SEED } from "../loftq/options.js";
 import { mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 import { loftq, qloraInit, activeBackendName, QUANTIZER_KINDS, listBackends, registerBackend, createThreadedBackend, createOrtBackend, ortInstalled, type QuantizerKind } from "../node/index.js";
 import { progressRenderer, type ProgressMode } from "./progress.js";
 
-const VERSION = "0.1.0";
+/** The package's own version (dist/src/cli/main.js lies three folders below package.json). */
+const VERSION = (JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
 const COMMON_LOFTQ_OPTIONS = `  --bits N            2, 3, 4, 8, or mixed 2/4-bit like 2.25 / 2.5 (default 4)
   --rank R            LoRA rank (default 16)
@@ -82,6 +85,16 @@ ${COMMON_LOFTQ_OPTIONS}
 
 class UsageError extends Error {}
 
+/** Runs a library check of an option's value, its InvalidArgumentError reported as a usage error. */
+function asUsageError<T>(check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    if (error instanceof InvalidArgumentError) throw new UsageError(error.message);
+    throw error;
+  }
+}
+
 const OPTIONS = {
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
@@ -117,7 +130,9 @@ function main(argv: string[]): number {
   }
   const [command, path] = positionals;
   if (command === undefined) {
-    console.log(HELP.main);
+    // Asked for, the help is output (stdout); as the answer to a bare `loftq`, a usage error (stderr).
+    if (values.help) console.log(HELP.main);
+    else console.error(HELP.main);
     return values.help ? 0 : 2;
   }
   if (!(command in HELP) || command === "main") throw new UsageError(`unknown command "${command}"`);
@@ -134,13 +149,25 @@ function main(argv: string[]): number {
   };
   const quantizer = (values.quantizer ?? "nf") as QuantizerKind;
   if (!QUANTIZER_KINDS.includes(quantizer)) throw new UsageError(`--quantizer must be one of ${QUANTIZER_KINDS.join(", ")}`);
-  if (values.backend && !listBackends().includes(values.backend)) throw new UsageError(`--backend must be one of ${listBackends().join(", ")}`);
+  if (values.backend && !listBackends().includes(values.backend)) {
+    const why = values.backend === "ort" ? " (ort needs the optional dependency onnxruntime-node, which is not installed: see the README)" : "";
+    throw new UsageError(`--backend must be one of ${listBackends().join(", ")}${why}`);
+  }
   const bits = number("bits", values.bits, quantizer === "int8" ? 8 : 4, false);
   const rank = number("rank", values.rank, 16);
   const iterations = number("iters", values.iters, 1);
   const seed = number("seed", values.seed, 0);
   const blockSize = number("block-size", values["block-size"], 64);
   if (!path) throw new UsageError(`usage: ${HELP[command]!.split("\n")[0]!.replace("Usage: ", "")}`);
+  // Values out of range are usage errors too, named by their flag, before any file is opened.
+  for (const [name, value] of [["rank", rank], ["iters", iterations], ["block-size", blockSize]] as const) {
+    if (value < 1) throw new UsageError(`--${name} must be at least 1, got ${value}`);
+  }
+  if (seed < 0 || seed > MAX_SEED) throw new UsageError(`--seed must be an integer in 0..${MAX_SEED}, got ${seed}`);
+  const loraAlpha = values["lora-alpha"] === undefined ? undefined : number("lora-alpha", values["lora-alpha"], rank, false);
+  if (loraAlpha !== undefined && !(loraAlpha > 0)) throw new UsageError(`--lora-alpha must be positive, got ${loraAlpha}`);
+  if (command === "quantize" || command === "inspect") asUsageError(() => checkBitsOption(bits, quantizer, values.mixed ?? false));
+  const shard = values.shard === undefined ? undefined : asUsageError(() => parseShard(values.shard!));
   if (values.threads !== undefined) {
     const threads = number("threads", values.threads, 1);
     if (threads < 1) throw new UsageError("--threads must be at least 1");
@@ -161,14 +188,14 @@ function main(argv: string[]): number {
       ...(values.mixed ? { mixed: true } : {}),
       ...(values["bits-map"] ? { bitsMap: values["bits-map"] } : {}),
       ...(values.target ? { target: values.target } : {}),
-      ...(values["lora-alpha"] !== undefined ? { loraAlpha: number("lora-alpha", values["lora-alpha"], rank, false) } : {}),
+      ...(loraAlpha !== undefined ? { loraAlpha } : {}),
       ...(values["upstream-scaling"] ? { upstreamScaling: true } : {}),
       ...(dtype ? { dtype: dtype as OutputDtype } : {}),
       ...(values.force ? { force: true } : {}),
       ...(values.backend ? { backend: values.backend } : {}),
       ...(values.resume ? { resume: true } : {}),
       ...(values.format ? { format: parseFormat(values.format) } : {}),
-      ...(values.shard ? { shard: parseShard(values.shard) } : {}),
+      ...(shard ? { shard } : {}),
       onEvent: progressRenderer(mode),
     });
     if (mode === "tty" || mode === "plain") printReportTable(result.reports);
@@ -185,6 +212,7 @@ function main(argv: string[]): number {
   }
   if (command === "report") {
     const reportPath = join(path, REPORT_FILE);
+    if (!existsSync(reportPath)) throw new InvalidArgumentError(`${path} is not a loftq output directory (no ${REPORT_FILE}): pass the --out of a "loftq quantize" run`);
     let report: { matrices?: unknown };
     try {
       report = JSON.parse(readFileSync(reportPath, "utf8")) as { matrices?: unknown };
@@ -201,7 +229,7 @@ function main(argv: string[]): number {
     return 0;
   }
   if (command === "inspect") {
-    const summary = inspectCheckpoint(path, { target: values.target ?? "all-linear", bits, rank, ...(values.mixed ? { mixed: true } : {}) });
+    const summary = inspectCheckpoint(path, { target: values.target ?? "all-linear", bits, rank, quantizer, ...(values.mixed ? { mixed: true } : {}) });
     if (values.json) console.log(JSON.stringify(summary, null, 2));
     else console.log(summary.text);
     return 0;
@@ -267,7 +295,8 @@ try {
     process.exitCode = 2;
   } else if (error instanceof LoftqError || (typeof code === "string" && typeof (error as NodeJS.ErrnoException).syscall === "string")) {
     // Typed errors and the operating system's (ENOENT, EACCES, ENOSPC, ENAMETOOLONG, EISDIR, …): a message, no stack.
-    console.error(`\nloftq: ${(error as Error).message}`);
+    // A new line first on a terminal, where a progress line may be open.
+    console.error(`${process.stderr.isTTY ? "\n" : ""}loftq: ${(error as Error).message}`);
     process.exitCode = 1;
   } else {
     throw error;

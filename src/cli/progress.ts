@@ -21,6 +21,7 @@ export function progressRenderer(mode: ProgressMode, write: (text: string) => vo
     // with --quiet (on stderr), and as part of the event itself with --json.
     if (event.type === "plan" && mode !== "json") {
       for (const selector of event.unmatched) process.stderr.write(`warning: ${selector} matches nothing in this checkpoint\n`);
+      for (const warning of event.warnings) process.stderr.write(`warning: ${warning}\n`);
     }
     if (mode === "quiet") return;
     if (mode === "json") {

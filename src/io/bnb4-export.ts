@@ -42,8 +42,49 @@ export function bnb4Tensors(module: string, q: Uint8Array, dtype: string, stored
   ];
 }
 
+/**
+ * The modules transformers must leave unconverted: every 2-D float weight not exported in 4 bits
+ * (Linear layers outside --target, MoE routers, the output head, embeddings). With
+ * `llm_int8_skip_modules` null it would turn every nn.Linear but the head into Linear4bit and then
+ * find 16-bit weights without a quant state. A list given replaces transformers' default skips (the
+ * head, tied weights), so the head is in it by construction. transformers matches entries as
+ * prefixes (5.x, `re.match`) or substrings (4.x) of module paths, so an entry that is part of an
+ * exported module's path would leave that one unconverted too: refused.
+ */
+export function bnb4SkipModules(tensors: ReadonlyArray<{ name: string; dtype: string; shape: readonly number[] }>, exported: ReadonlyMap<string, { module: string }>): string[] {
+  const skipped = tensors
+    .filter((t) => t.shape.length === 2 && FLOAT_DTYPES.has(t.dtype) && t.name.endsWith(".weight") && !exported.has(t.name))
+    .map((t) => t.name.slice(0, -".weight".length))
+    .sort();
+  for (const skip of skipped) {
+    const clash = [...exported.values()].find((t) => t.module.includes(skip));
+    if (clash) throw new InvalidArgumentError(`--format bnb4: "${skip}" stays 16-bit, but transformers would then also leave "${clash.module}" (whose path contains it) unconverted; target ${skip} too, or drop --format bnb4`);
+  }
+  return skipped;
+}
+
+const FLOAT_DTYPES = new Set(["F32", "F16", "BF16", "F64"]);
+
+/**
+ * The model's config.json text with `quantization_config` added before its closing brace: the rest
+ * stays byte for byte as written (a parse and JSON.stringify would turn 1.0 into 1, which Python then
+ * reads as an int, and some config classes check types). The added object prints its one float as 6.0
+ * for the same reason: BitsAndBytesConfig raises "llm_int8_threshold must be a float" on 6.
+ */
+export function withQuantizationConfig(configText: string, quantizationConfig: Record<string, unknown>): string {
+  const parsed = JSON.parse(configText) as Record<string, unknown>;
+  if ("quantization_config" in parsed) throw new InvalidArgumentError("config.json already has a quantization_config: the input is a quantized model");
+  const body = JSON.stringify(quantizationConfig, null, 2)
+    .replace(/"llm_int8_threshold": (\d+)(?=[,\n])/, '"llm_int8_threshold": $1.0')
+    .replace(/\n/g, "\n  ");
+  const close = configText.lastIndexOf("}");
+  const before = configText.slice(0, close).trimEnd();
+  const separator = before.endsWith("{") ? "" : ",";
+  return `${before}${separator}\n  "quantization_config": ${body}\n}\n`;
+}
+
 /** The `quantization_config` transformers writes for such a checkpoint (keys sorted). */
-export function bnb4QuantizationConfig(computeDtype: string): Record<string, unknown> {
+export function bnb4QuantizationConfig(computeDtype: string, skipModules: readonly string[]): Record<string, unknown> {
   return {
     _load_in_4bit: true,
     _load_in_8bit: false,
@@ -53,7 +94,7 @@ export function bnb4QuantizationConfig(computeDtype: string): Record<string, unk
     bnb_4bit_use_double_quant: false,
     llm_int8_enable_fp32_cpu_offload: false,
     llm_int8_has_fp16_weight: false,
-    llm_int8_skip_modules: null,
+    llm_int8_skip_modules: [...skipModules],
     llm_int8_threshold: 6.0,
     load_in_4bit: true,
     load_in_8bit: false,

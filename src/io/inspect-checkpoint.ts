@@ -1,7 +1,8 @@
 import { statSync } from "node:fs";
 import { openCheckpoint, type Checkpoint, type CheckpointTensor } from "./checkpoint.js";
 import { SafetensorsFile } from "./safetensors-file.js";
-import { selectTargets, checkBitsOption } from "./targets.js";
+import { selectTargets, checkBitsOption, noTargetsMessage } from "./targets.js";
+import type { QuantizerKind } from "../quant/quantizer.js";
 
 /**
  * What `loftq inspect` reports: every tensor (name, dtype, shape, shard), which ones LoftQ would
@@ -13,10 +14,11 @@ export interface InspectOptions {
   bits: number;
   rank: number;
   mixed?: boolean;
+  quantizer?: QuantizerKind;
 }
 
 export function inspectCheckpoint(path: string, options: InspectOptions) {
-  checkBitsOption(options.bits);
+  checkBitsOption(options.bits, options.quantizer, options.mixed);
   let checkpoint: Pick<Checkpoint, "tensors" | "config" | "close">;
   if (statSync(path).isDirectory()) checkpoint = openCheckpoint(path);
   else {
@@ -24,7 +26,7 @@ export function inspectCheckpoint(path: string, options: InspectOptions) {
     checkpoint = { tensors: file.tensors.map((t) => ({ ...t, shard: path })) as CheckpointTensor[], config: undefined, close: () => file.close() };
   }
   try {
-    const targets = selectTargets(checkpoint.tensors, checkpoint.config, { target: options.target, bits: options.bits, ...(options.mixed ? { mixed: true } : {}) });
+    const targets = selectTargets(checkpoint.tensors, checkpoint.config, { target: options.target, bits: options.bits, allowNone: true, ...(options.mixed ? { mixed: true } : {}) });
     const byTensor = new Map(targets.map((t) => [t.tensor, t]));
     const bytes = (t: CheckpointTensor) => t.end - t.begin;
     const backboneBytes = checkpoint.tensors.reduce((sum, t) => sum + bytes(t), 0);
@@ -45,6 +47,7 @@ export function inspectCheckpoint(path: string, options: InspectOptions) {
       `backbone ${mib(backboneBytes)} (same size after LoftQ: Q is stored in the checkpoint dtype)`,
       `adapter ${mib(adapterBytes)} (rank ${options.rank}, float32)`,
       `packed low-bit backbone ${mib(packedBytes)} (codes + float32 absmax per 64 values)`,
+      ...(targets.length === 0 ? [`warning: ${noTargetsMessage(options.target)}; "loftq quantize" would refuse it`] : []),
     ].join("\n");
     return {
       tensors: checkpoint.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, shard: t.shard, target: byTensor.get(t.name) ?? null })),

@@ -79,6 +79,31 @@ export function formatAdapterConfig(config: Record<string, unknown>): string {
   return JSON.stringify(config, null, 2).replace(/"lora_dropout": 0(?=,)/, '"lora_dropout": 0.0');
 }
 
+/**
+ * The attribute under which a model type's head classes (…ForCausalLM, …LMHeadModel) hold the base
+ * model: transformers' `base_model_prefix`, for the types whose checkpoints are often saved from the
+ * base class without it (openai-community/gpt2: `h.0.attn.c_attn.weight`, bigscience/bloom-*:
+ * `h.0.…`, facebook/opt-*: `decoder.layers.…`) and for the common prefixed ones.
+ */
+const BASE_MODEL_PREFIX: Record<string, string> = {
+  gpt2: "transformer", bloom: "transformer", opt: "model", gpt_neo: "transformer", gptj: "transformer", falcon: "transformer",
+  gpt_bigcode: "transformer", codegen: "transformer", mpt: "transformer", gpt_neox: "gpt_neox",
+  llama: "model", mistral: "model", mixtral: "model", qwen2: "model", qwen3: "model", gemma: "model", gemma2: "model", phi: "model", phi3: "model",
+};
+
+/**
+ * What to put before a checkpoint's module names to get the module paths of the model PEFT wraps.
+ * transformers loads a checkpoint saved from the base class into a head class by adding the prefix
+ * (`h.0.attn.c_attn` becomes `transformer.h.0.attn.c_attn`); adapter keys named after the file would
+ * then match nothing, and PEFT would silently keep its own zero-B init instead of LoftQ's.
+ */
+export function peftModulePrefix(config: Record<string, unknown> | undefined, tensorNames: readonly string[]): string {
+  const prefix = typeof config?.model_type === "string" ? BASE_MODEL_PREFIX[config.model_type] : undefined;
+  // A base-class model (architectures …Model) is loaded without a head: no prefix then.
+  if (!prefix || taskTypeOf(config) === "FEATURE_EXTRACTION" || tensorNames.some((name) => name.startsWith(`${prefix}.`))) return "";
+  return `${prefix}.`;
+}
+
 export function loraTensorNames(module: string): { a: string; b: string } {
   return { a: `base_model.model.${module}.lora_A.weight`, b: `base_model.model.${module}.lora_B.weight` };
 }

@@ -225,7 +225,12 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
   assert.equal(run("quantize", model, "--out", join(work, "cli-out")).status, 1, "refuses to overwrite");
   assert.equal(run("quantize", model, "--bogus").status, 2);
   assert.equal(run("quantize", model, "--out", join(work, "z"), "--rank", "").status, 2, "an empty --rank is not rank 0");
-  assert.equal(run("quantize", model, "--out", join(work, "y"), "--bits", "5").status, 1);
+  // Values out of range are usage errors, named by their flag, before the checkpoint is read.
+  for (const bad of [["--bits", "5"], ["--rank", "0"], ["--shard", "3/2"], ["--lora-alpha=0"], ["--seed", "4294967296"], ["--quantizer", "bnb-nf4", "--bits", "2.5"]]) {
+    const refused = run("quantize", model, "--out", join(work, "y"), ...bad);
+    assert.equal(refused.status, 2, `${bad.join(" ")}: ${refused.stderr}`);
+    assert.match(refused.stderr, new RegExp(`--${bad[0]!.slice(2).split("=")[0]!.replace("quantizer", "bits")}`));
+  }
   const notAReport = join(work, "not-a-report");
   mkdirSync(notAReport);
   writeFileSync(join(notAReport, REPORT_FILE), "{bad");
@@ -328,9 +333,19 @@ test("--format bnb4: a pre-quantized bitsandbytes NF4 checkpoint whose dequantiz
   const backbone = openCheckpoint(out);
   const bnb = openCheckpoint(join(out, "bnb-4bit"));
   try {
-    const config = JSON.parse(readFileSync(join(out, "bnb-4bit", "config.json"), "utf8"));
+    const configText = readFileSync(join(out, "bnb-4bit", "config.json"), "utf8");
+    const config = JSON.parse(configText);
     assert.equal(config.quantization_config.bnb_4bit_quant_type, "nf4");
     assert.equal(config.quantization_config.bnb_4bit_compute_dtype, "bfloat16");
+    // Python reads 6 as an int and BitsAndBytesConfig refuses it; the model's own config stays as written.
+    assert.match(configText, /"llm_int8_threshold": 6\.0,/);
+    const original = readFileSync(join(model, "config.json"), "utf8");
+    assert.ok(configText.startsWith(original.slice(0, original.lastIndexOf("}")).trimEnd()));
+    // Every Linear left in 16 bits is named, or transformers would convert it and find no quant state.
+    assert.deepEqual(config.quantization_config.llm_int8_skip_modules, [
+      "lm_head", "model.embed_tokens",
+      ...[0, 1].flatMap((l) => ["mlp.gate_proj", "mlp.up_proj", "self_attn.k_proj", "self_attn.o_proj", "self_attn.v_proj"].map((m) => `model.layers.${l}.${m}`)),
+    ].sort());
     const quantizer = createQuantizer({ kind: "bnb-nf4" });
     for (const module of ["model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"]) {
       const state = JSON.parse(new TextDecoder().decode(bnb.readBytes(`${module}.weight.quant_state.bitsandbytes__nf4`)));

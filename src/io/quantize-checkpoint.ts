@@ -16,8 +16,8 @@ import { createBackgroundPublisher } from "./background-publisher.js";
 import { hasMatrix, keepIfReadable, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
 import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
-import { BNB4_DIR, bnb4QuantizationConfig, bnb4Tensors, torchDtypeName } from "./bnb4-export.js";
-import { adapterConfig, formatAdapterConfig, loraTensorNames, taskTypeOf } from "./peft-adapter.js";
+import { BNB4_DIR, bnb4QuantizationConfig, bnb4SkipModules, bnb4Tensors, torchDtypeName, withQuantizationConfig } from "./bnb4-export.js";
+import { adapterConfig, formatAdapterConfig, loraTensorNames, peftModulePrefix, taskTypeOf } from "./peft-adapter.js";
 import { DiskFullError, upstreamOrder, writeSafetensorsFile, type PlannedTensor } from "./safetensors-writer.js";
 import { checkBitsOption, selectTargets, unmatchedSelectors, type TargetMatrix } from "./targets.js";
 
@@ -74,7 +74,7 @@ export interface MatrixReport {
 }
 
 export type PipelineEvent =
-  | { type: "plan"; matrices: number; shards: number; tensors: number; /** --target names and --bits-map patterns that select nothing. */ unmatched: string[] }
+  | { type: "plan"; matrices: number; shards: number; tensors: number; /** --target names and --bits-map patterns that select nothing. */ unmatched: string[]; /** Other things that need the user's attention. */ warnings: string[] }
   | { type: "matrix-start"; index: number; total: number; module: string; rows: number; cols: number; bits: number }
   | { type: "iteration"; index: number; total: number; module: string; iteration: number; iterations: number; quantError: number; error: number }
   | { type: "matrix-done"; index: number; total: number; report: MatrixReport }
@@ -90,6 +90,16 @@ export class OutputExistsError extends LoftqError {
 export interface QuantizeCheckpointResult {
   output: string;
   reports: MatrixReport[];
+}
+
+/**
+ * A checkpoint without config.json quantizes, but its output cannot be loaded by transformers as it
+ * is (no model type); the bnb4 checkpoint's config would be nothing but a quantization_config.
+ */
+function configWarnings(checkpoint: Checkpoint, settings: Settings): string[] {
+  if (checkpoint.config) return [];
+  if (settings.format === "bnb4") throw new InvalidArgumentError(`${checkpoint.dir} has no config.json: --format bnb4 writes the model's config with a quantization_config, so it needs the original`);
+  return [`${checkpoint.dir} has no config.json: the output has none either, and transformers needs one to load it (copy the model's config.json next to the output's shards)`];
 }
 
 /** Settings that must match between a run and its resumption, or between shards being merged. */
@@ -125,7 +135,7 @@ export function parseShard(spec: string): ShardSpec {
 export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume?: boolean; shard?: ShardSpec }): QuantizeCheckpointResult {
   const started = Date.now();
   const settings = settingsOf(options);
-  checkBitsOption(settings.bits);
+  checkBitsOption(settings.bits, settings.quantizer, settings.mixed);
   const output = resolve(options.output);
   const input = resolve(options.input);
   checkOutput(input, output, options.force);
@@ -140,7 +150,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
       throw new InvalidArgumentError(`${partial} was started with other settings or another input, or the input's files changed since; run without --resume to start over`);
     }
     const unmatched = unmatchedSelectors(targets, { target: settings.target, bits: settings.bits, ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}) });
-    options.onEvent?.({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched });
+    options.onEvent?.({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched, warnings: configWarnings(checkpoint, settings) });
     return removeOnError(partial, () => {
       if (!resuming) {
         rmSync(partial, { recursive: true, force: true });
@@ -495,7 +505,7 @@ function assemble(checkpoint: Checkpoint, targets: readonly TargetMatrix[], stor
   if (settings.format === "bnb4") writeBnb4(checkpoint, byTensor, storeOf, join(dir, BNB4_DIR), settings);
   // Factors only (r·(m + n) floats each): every q of a 7B model at once would be ~13 GB.
   const matrices = targets.map((t) => ({ target: t, ...loadFactors(storeOf(t.module), t.module) }));
-  writeAdapter(dir, output, matrices, settings, checkpoint.config);
+  writeAdapter(dir, output, matrices, settings, checkpoint.config, checkpoint.tensors.map((t) => t.name));
   const reports = matrices.map((m) => m.report);
   writeFileDurably(join(dir, REPORT_FILE), JSON.stringify({ matrices: reports }, null, 2) + "\n");
   writeFileDurably(join(dir, MANIFEST_FILE), JSON.stringify(manifest(settings, checkpoint.dir, output, targets), null, 2) + "\n");
@@ -554,16 +564,19 @@ function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, 
   for (const file of readdirSync(checkpoint.dir)) {
     if (COPIED_FILE.test(file) && file !== "config.json" && statSync(join(checkpoint.dir, file)).isFile()) copyFileDurably(join(checkpoint.dir, file), join(dir, file));
   }
-  const config = { ...(checkpoint.config ?? {}), quantization_config: bnb4QuantizationConfig(computeDtype) };
-  writeFileDurably(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
+  const skipped = bnb4SkipModules(checkpoint.tensors, byTensor);
+  writeFileDurably(join(dir, "config.json"), withQuantizationConfig(readFileSync(join(checkpoint.dir, "config.json"), "utf8"), bnb4QuantizationConfig(computeDtype, skipped)));
 }
 
 function writeAdapter(
   dir: string, output: string, matrices: ReadonlyArray<{ target: TargetMatrix; a: Matrix; b: Matrix }>, settings: Settings, config: Record<string, unknown> | undefined,
+  tensorNames: readonly string[],
 ): void {
   const tensors: Array<PlannedTensor & { data: Float32Array }> = [];
+  // target_modules stay as the file names them: PEFT matches them as suffixes of the module paths.
+  const prefix = peftModulePrefix(config, tensorNames);
   for (const { target, a, b } of matrices) {
-    const names = loraTensorNames(target.module);
+    const names = loraTensorNames(prefix + target.module);
     tensors.push({ name: names.a, dtype: "F32", shape: [a.rows, a.cols], data: a.data });
     tensors.push({ name: names.b, dtype: "F32", shape: [b.rows, b.cols], data: b.data });
   }

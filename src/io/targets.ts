@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from "../errors.js";
+import { supportedBits, type QuantizerKind } from "../quant/quantizer.js";
 import type { CheckpointTensor } from "./checkpoint.js";
 
 /**
@@ -56,6 +57,13 @@ export interface TargetOptions {
   bitsMap?: string;
   /** Treat `bits` as LoftQ's mixed 2/4-bit spec even when it is an integer (e.g. LoftQ's "3-bit"). */
   mixed?: boolean;
+  /** An empty selection is an answer (for `inspect`), not an error. */
+  allowNone?: boolean;
+}
+
+/** What an empty selection says, as an error or a warning. */
+export function noTargetsMessage(target: string): string {
+  return `--target ${target} matches no 2-D float weight in this checkpoint`;
 }
 
 export function selectTargets(tensors: readonly CheckpointTensor[], config: Record<string, unknown> | undefined, options: TargetOptions): TargetMatrix[] {
@@ -93,7 +101,7 @@ export function selectTargets(tensors: readonly CheckpointTensor[], config: Reco
       bits: bitsFor(module, layer, options.bits, options.mixed ?? false, layers, rules),
     });
   }
-  if (out.length === 0) throw new InvalidArgumentError(`--target ${options.target} matches no 2-D float weight in this checkpoint`);
+  if (out.length === 0 && !options.allowNone) throw new InvalidArgumentError(noTargetsMessage(options.target));
   return out;
 }
 
@@ -170,9 +178,17 @@ function parseBitsMap(spec: string | undefined): BitsRule[] {
   });
 }
 
-/** Validates --bits: 2, 3, 4, 8, or a fraction strictly between 2 and 4 (mixed 2/4-bit). */
-export function checkBitsOption(bits: number): void {
-  if ([2, 3, 4, 8].includes(bits)) return;
-  if (bits > 2 && bits < 4) return;
-  throw new InvalidArgumentError(`--bits must be 2, 3, 4, 8 or a mixed-precision value between 2 and 4 (e.g. 2.5), got ${bits}`);
+/**
+ * Validates --bits against the quantizer: one of its widths, or (a fraction, or any value with
+ * `mixed`) a mixed 2/4-bit value strictly between 2 and 4 for quantizers that have both widths.
+ */
+export function checkBitsOption(bits: number, quantizer: QuantizerKind = "nf", mixed = false): void {
+  const widths = supportedBits(quantizer);
+  if (Number.isInteger(bits) && !mixed) {
+    if (widths.includes(bits)) return;
+    const mixable = widths.includes(2) && widths.includes(4) ? " or a mixed-precision value between 2 and 4 (e.g. 2.5)" : "";
+    throw new InvalidArgumentError(`--bits must be ${widths.join(", ")}${mixable} with --quantizer ${quantizer}, got ${bits}`);
+  }
+  if (!(bits > 2 && bits < 4)) throw new InvalidArgumentError(`mixed-precision --bits must lie strictly between 2 and 4 (e.g. 2.5), got ${bits}`);
+  if (!widths.includes(2) || !widths.includes(4)) throw new InvalidArgumentError(`mixed 2/4-bit --bits ${bits} needs a quantizer with 2 and 4 bits; --quantizer ${quantizer} has ${widths.join(", ")}`);
 }

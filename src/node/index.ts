@@ -16,7 +16,6 @@ export { writeSafetensorsFile, upstreamOrder } from "../io/safetensors-writer.js
 export { quantizeCheckpoint, type QuantizeCheckpointOptions, type PipelineEvent, type MatrixReport } from "../io/quantize-checkpoint.js";
 export { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 export { saveTinyLlama, loadTinyLlama, loadLoftqForFineTuning } from "../io/tiny-llama-checkpoint.js";
-export { brownCorpus, sotuAddresses } from "../io/text-corpora.js";
 export { createThreadedBackend, type ThreadedBackend } from "./thread-pool-backend.js";
 export { createOrtBackend, ortInstalled, type OrtBackend } from "./ort-backend.js";
 export { enableRelaxedSimd, RELAXED_SIMD_FLAG } from "./relaxed-simd.js";

@@ -36,6 +36,11 @@ const SUPPORTED_BITS: Record<QuantizerKind, readonly number[]> = {
   "bnb-fp4": [4],
   int8: [8],
 };
+/** The bit widths a quantizer kind supports. */
+export function supportedBits(kind: QuantizerKind): readonly number[] {
+  return SUPPORTED_BITS[kind];
+}
+
 /** bitsandbytes accepts only these 4-bit block sizes. */
 const BNB_BLOCK_SIZES = [32, 64, 128, 256, 512, 1024, 2048, 4096];
 

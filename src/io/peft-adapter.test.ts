@@ -1,0 +1,35 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { formatAdapterConfig, loraTensorNames, peftModulePrefix, taskTypeOf } from "./peft-adapter.js";
+import { bnb4SkipModules, withQuantizationConfig } from "./bnb4-export.js";
+
+test("adapter keys follow the module paths of the loaded head model: GPT-2, BLOOM and OPT files saved without the base prefix get it", () => {
+  const gpt2 = { model_type: "gpt2", architectures: ["GPT2LMHeadModel"] };
+  assert.equal(peftModulePrefix(gpt2, ["h.0.attn.c_attn.weight", "wte.weight"]), "transformer.");
+  assert.equal(peftModulePrefix(gpt2, ["transformer.h.0.attn.c_attn.weight"]), "");
+  assert.equal(peftModulePrefix({ model_type: "opt", architectures: ["OPTForCausalLM"] }, ["decoder.layers.0.self_attn.q_proj.weight"]), "model.");
+  assert.equal(peftModulePrefix({ model_type: "llama", architectures: ["LlamaForCausalLM"] }, ["model.layers.0.self_attn.q_proj.weight"]), "");
+  // A base-class checkpoint loads without a head, and unknown types are left as they are.
+  assert.equal(peftModulePrefix({ model_type: "gpt2", architectures: ["GPT2Model"] }, ["h.0.attn.c_attn.weight"]), "");
+  assert.equal(peftModulePrefix({ model_type: "something-new" }, ["h.0.x.weight"]), "");
+  assert.equal(peftModulePrefix(undefined, ["h.0.x.weight"]), "");
+  assert.equal(loraTensorNames("transformer.h.0.attn.c_attn").a, "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight");
+  assert.equal(taskTypeOf(gpt2), "CAUSAL_LM");
+  assert.match(formatAdapterConfig({ lora_dropout: 0, r: 8 }), /"lora_dropout": 0\.0,/);
+});
+
+test("bnb4 config: the model's config text is kept, quantization_config appended with a float threshold; skip list clashes are refused", () => {
+  const original = '{\n  "model_type": "llama",\n  "rope_theta": 10000.0\n}\n';
+  const text = withQuantizationConfig(original, { llm_int8_skip_modules: ["lm_head"], llm_int8_threshold: 6 });
+  assert.ok(text.startsWith('{\n  "model_type": "llama",\n  "rope_theta": 10000.0,\n  "quantization_config": {'));
+  assert.match(text, /"llm_int8_threshold": 6\.0\n {2}\}\n\}\n$/);
+  assert.deepEqual(JSON.parse(text).quantization_config.llm_int8_skip_modules, ["lm_head"]);
+  assert.equal(JSON.parse(withQuantizationConfig("{}", { a: 1 })).quantization_config.a, 1);
+  assert.throws(() => withQuantizationConfig('{"quantization_config": {}}', {}), /already has a quantization_config/);
+
+  const tensor = (name: string, shape = [8, 8], dtype = "BF16") => ({ name, dtype, shape });
+  const tensors = [tensor("model.layers.0.mlp.gate.weight"), tensor("model.layers.0.mlp.gate_proj.weight"), tensor("model.norm.weight", [8]), tensor("lm_head.weight")];
+  const exported = new Map([["model.layers.0.mlp.gate_proj.weight", { module: "model.layers.0.mlp.gate_proj" }]]);
+  assert.throws(() => bnb4SkipModules(tensors, exported), /contains it/);
+  assert.deepEqual(bnb4SkipModules(tensors.filter((t) => !t.name.includes("mlp.gate.")), exported), ["lm_head"]);
+});
