@@ -4,14 +4,12 @@ import { createQuantizer, type QuantizerKind } from "./quantizer.js";
 import { matrix } from "../tensor/matrix.js";
 import { packCodes, unpackCodes } from "./packing.js";
 import { dynamicMap8Bit, normalFloatTable, symmetricNormalFloatTable } from "./tables.js";
-import { haveRefVectors, hexToBytes, hexToFloat32, loadRefTensors, maxAbsDiff, readJson } from "../../test/helpers/ref-vectors.js";
+import { hexToBytes, hexToFloat32, loadRefTensors, maxAbsDiff, readJson } from "../../test/helpers/ref-vectors.js";
 import { tensorToFloat32 } from "../io/safetensors.js";
 import { mulberry32, gaussian } from "../linalg/random.js";
 import { frobeniusDistance, frobeniusNorm } from "../tensor/matrix.js";
 
-const skip = haveRefVectors ? false : "../shared/ref-vectors not present";
-
-test("code tables match the upstream tables bit for bit", { skip }, () => {
+test("code tables match the upstream tables bit for bit", () => {
   const tables = readJson("derived/tables.json");
   assert.deepEqual(Array.from(normalFloatTable(2)), tables.nf2_peft_nfquantizer);
   assert.deepEqual(Array.from(normalFloatTable(4)), tables.nf4);
@@ -23,7 +21,7 @@ test("code tables match the upstream tables bit for bit", { skip }, () => {
   }
 });
 
-test("bnb NF4 (CUDA and CPU zero-block semantics) matches the derived vectors: bytes, absmax, dequantized", { skip }, () => {
+test("bnb NF4 (CUDA and CPU zero-block semantics) matches the derived vectors: bytes, absmax, dequantized", () => {
   const vectors = readJson("derived/test_vectors.json");
   const input = matrix(4, 64, hexToFloat32(vectors.input_f32_hex));
   for (const [key, zeroBlocks] of [["bnb_nf4_cuda", "cuda"], ["bnb_nf4_default", "cpu"]] as const) {
@@ -37,7 +35,7 @@ test("bnb NF4 (CUDA and CPU zero-block semantics) matches the derived vectors: b
   }
 });
 
-test("PEFT NFQuantizer NF4 / NF2 matches the derived vectors (low-bits-first packing)", { skip }, () => {
+test("PEFT NFQuantizer NF4 / NF2 matches the derived vectors (low-bits-first packing)", () => {
   const vectors = readJson("derived/test_vectors.json");
   const input = matrix(4, 64, hexToFloat32(vectors.input_f32_hex));
   for (const bits of [4, 2]) {
@@ -53,7 +51,7 @@ test("PEFT NFQuantizer NF4 / NF2 matches the derived vectors (low-bits-first pac
   }
 });
 
-test("int8 row-wise matches the derived vectors (bnb CPU path)", { skip }, () => {
+test("int8 row-wise matches the derived vectors (bnb CPU path)", () => {
   const vectors = readJson("derived/test_vectors.json");
   const expected = vectors.bnb_int8_rowwise_default;
   const rows = expected.SCB_f32_hex.length;

@@ -1,10 +1,15 @@
-import { readFileSync, existsSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseSafetensors } from "../../src/io/safetensors.js";
 
-/** ../shared/ref-vectors beside the repository (the compiled file sits in dist/test/helpers). */
-export const REF_VECTORS_DIR = fileURLToPath(new URL("../../../../shared/ref-vectors/", import.meta.url));
-export const haveRefVectors = existsSync(REF_VECTORS_DIR);
+/**
+ * The golden vectors, bundled in test/ref-vectors so every clone runs the bit-exactness tests (the
+ * compiled file sits in dist/test/helpers). Copied from the team's ../shared/ref-vectors, which
+ * ref-vectors.test.ts compares them with where it exists.
+ */
+export const REF_VECTORS_DIR = fileURLToPath(new URL("../../../test/ref-vectors/", import.meta.url));
+/** The team's shared copy beside the repository, when there is one. */
+export const SHARED_REF_VECTORS_DIR = fileURLToPath(new URL("../../../../shared/ref-vectors/", import.meta.url));
 
 export function readJson<T = any>(relative: string): T {
   return JSON.parse(readFileSync(REF_VECTORS_DIR + relative, "utf8")) as T;
