@@ -5,7 +5,7 @@
  * at several bit widths and ranks, over a learning-rate sweep (best reported) and several seeds.
  *
  *   node dist/bench/finetune.js [--smoke | --medium] [--workers N] [--fresh]
- *                               [--json bench/results/finetune.json] [--svg bench/results/finetune.svg]
+ *                               [--json FILE] [--svg FILE]   (nothing is written without them)
  *
  * The pretrained model is cached under bench/.cache (keyed by the pretraining settings; --fresh
  * retrains), the fine-tuning grid runs on `workers` child processes.
@@ -281,6 +281,9 @@ if (process.argv[1]?.endsWith("bench/finetune.js")) {
     minutes: { ...Object.fromEntries(Object.entries(result.seconds).map(([k, v]) => [k, Number((v / 60).toFixed(2))])), total: Number(minutes.toFixed(2)) },
     runs: result.runs.map(({ curve: _curve, ...run }) => run),
   };
-  writeFileSync(arg("json", "bench/results/finetune.json"), JSON.stringify(json, null, 2) + "\n");
-  writeFileSync(arg("svg", "bench/results/finetune.svg"), curvesSvg(result.runs));
+  // Written only where asked: a quick --smoke run must not replace the committed results.
+  const jsonPath = arg("json", "");
+  const svgPath = arg("svg", "");
+  if (jsonPath) writeFileSync(jsonPath, JSON.stringify(json, null, 2) + "\n");
+  if (svgPath) writeFileSync(svgPath, curvesSvg(result.runs));
 }

@@ -6,7 +6,7 @@
  * machine's roofline.
  *
  *   node dist/bench/model.js [--layers 32] [--runs nf4-r16-t1,nf4-r16-t5,nf2-r64-t5] [--dir DIR]
- *                            [--json bench/results/model.json] [--hidden 4096 --intermediate 11008 --vocab 32000]
+ *                            [--json FILE] [--hidden 4096 --intermediate 11008 --vocab 32000]
  */
 import "../src/cli/relaxed-simd-setup.js"; // first: relaxed SIMD on before any kernel backend exists
 import { describePeak, estimatePeak } from "./machine-peak.js";
@@ -214,7 +214,10 @@ if (process.argv[2] === CHILD_FLAG) {
   const runs = argument("runs", "nf4-r16-t1,nf4-r16-t5,nf2-r64-t5").split(",");
   console.log(`backend ${activeBackendName()}; ${shape.layers} Llama-2-7B-shaped blocks (hidden ${shape.hidden}, MLP ${shape.intermediate})`);
   const results = runModelBench(shape, runs, dir);
-  const json = argument("json", "bench/results/model.json");
-  writeFileSync(json, JSON.stringify({ date: new Date().toISOString(), machine: `${process.platform} ${process.arch}, node ${process.version}`, runs: results }, null, 2) + "\n");
-  console.log(`wrote ${json}`);
+  // Written only where asked: a quick run must not replace the committed results.
+  const json = argument("json", "");
+  if (json) {
+    writeFileSync(json, JSON.stringify({ date: new Date().toISOString(), machine: `${process.platform} ${process.arch}, node ${process.version}`, runs: results }, null, 2) + "\n");
+    console.log(`wrote ${json}`);
+  }
 }

@@ -66,7 +66,7 @@ ${COMMON_LOFTQ_OPTIONS}
                       fragments with "loftq merge" (a Kubernetes Indexed Job or a Slurm array, one per shard)
   --json              JSON progress events on stdout
   --quiet             no progress output`,
-  merge: `Usage: loftq merge <model-dir> --out <dir> <fragment-dir>... [--force] [--quiet]
+  merge: `Usage: loftq merge <model-dir> --out <dir> <fragment-dir>... [--force] [--json] [--quiet]
 
 Assembles the checkpoint from the fragments written by "loftq quantize <model-dir> --shard i/N --out <fragment>"
 for i = 1..N (same input and settings). The result is byte-identical to one unsharded run.`,
@@ -74,7 +74,7 @@ for i = 1..N (same input and settings). The result is byte-identical to one unsh
 
 Writes one self-contained HTML page (default <out-dir>/loftq_report.html): error per layer (Q only against
 LoftQ), per-iteration curves, the bits map and the full table, from <out-dir>/loftq_report.json.`,
-  inspect: `Usage: loftq inspect <model-dir | file.safetensors> [--target T] [--bits N] [--rank R] [--json]
+  inspect: `Usage: loftq inspect <model-dir | file.safetensors> [--target T] [--bits N] [--mixed] [--quantizer Q] [--rank R] [--json]
 
 Lists tensors (name, dtype, shape), marks what "loftq quantize" would target and estimates the output sizes.`,
   matrix: `Usage: loftq matrix <file.safetensors | model-dir> --tensor NAME [options]

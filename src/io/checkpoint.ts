@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { LoftqError } from "../errors.js";
 import { SafetensorsFile } from "./safetensors-file.js";
@@ -75,7 +75,9 @@ export function openCheckpoint(dir: string): Checkpoint {
   } else if (existsSync(join(dir, SINGLE_FILE))) {
     shardNames = [SINGLE_FILE];
   } else {
-    throw new CheckpointError(`${dir}: no ${SINGLE_FILE} or ${INDEX_FILE} (only safetensors checkpoints are supported)`);
+    const pytorch = readdirSync(dir).filter((f) => /^pytorch_model.*\.bin$|\.pt$|\.pth$/.test(f));
+    const found = pytorch.length > 0 ? `; it holds PyTorch weights (${pytorch.slice(0, 2).join(", ")}${pytorch.length > 2 ? ", …" : ""}): convert them to safetensors first, e.g. load and save_pretrained(..., safe_serialization=True) in transformers` : "";
+    throw new CheckpointError(`${dir}: no ${SINGLE_FILE} or ${INDEX_FILE} (only safetensors checkpoints are supported)${found}`);
   }
   const files = new Map<string, SafetensorsFile>();
   const tensors: CheckpointTensor[] = [];

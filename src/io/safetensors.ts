@@ -109,9 +109,18 @@ export function parseHeader(headerBytes: Uint8Array, dataLength: number, fileNam
 export function headerLength(prefix: Uint8Array, fileSize: number, fileName: string): number {
   if (fileSize < 8 || prefix.length < 8) throw new SafetensorsParseError(`${fileName}: too short for a safetensors header (${fileSize} bytes)`);
   const length = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
-  if (length > BigInt(MAX_HEADER_BYTES)) throw new SafetensorsParseError(`${fileName}: header length ${length} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-  if (8n + length > BigInt(fileSize)) throw new SafetensorsParseError(`${fileName}: header length ${length} runs past the end of the file`);
+  if (length > BigInt(MAX_HEADER_BYTES)) throw new SafetensorsParseError(`${fileName}: header length ${length} exceeds the ${MAX_HEADER_BYTES}-byte limit${formatHint(prefix)}`);
+  if (8n + length > BigInt(fileSize)) throw new SafetensorsParseError(`${fileName}: header length ${length} runs past the end of the file${formatHint(prefix)}`);
   return Number(length);
+}
+
+/** What a file that is not safetensors probably is, from its first bytes (zip: PyTorch's torch.save format). */
+function formatHint(prefix: Uint8Array): string {
+  const start = String.fromCharCode(...prefix.subarray(0, 4));
+  if (start.startsWith("PK")) return ": this is a zip archive (PyTorch's .bin/.pt format), not safetensors; convert it first (e.g. with safetensors' convert script)";
+  if (/^\s*[{[]/.test(start)) return ": this is a JSON file, not safetensors";
+  if (prefix[0] === 0x80) return ": this is a Python pickle (an old PyTorch .bin), not safetensors; convert it first";
+  return " (is this a safetensors file?)";
 }
 
 /** JSON.parse keeps the last of duplicate keys; count top-level keys in the raw text instead. */
