@@ -95,7 +95,7 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
   // A Krylov basis as wide as the matrix is no cheaper than the exact path, and no more accurate.
   const krylovCoversAll = k * blocks >= Math.min(m, n);
   if (method === "exact" || krylovCoversAll || (method === "auto" && Math.min(m, n) <= EXACT_SVD_MAX_DIM)) {
-    const { u, s, v } = exactTruncatedSvd(matrix, rank);
+    const { u, s, v } = exactTruncatedSvd(matrix, rank, options.backend ?? getBackend());
     return { u, s, v, rank, subspace: v };
   }
   const backend = options.backend ?? getBackend();
