@@ -98,7 +98,7 @@ for (const [rows, cols] of sizes) {
           reference?.seconds ? `${(reference.seconds / seconds).toFixed(0)}×` : "–",
           quantError.toFixed(4), best.error.toFixed(4), reference?.error?.toFixed(4) ?? "–", `${result.selectedIteration}`,
         ]);
-        console.log(table[table.length - 1]!.join("  "));
+        console.error(table[table.length - 1]!.join("  ")); // progress (stderr); the aligned table follows on stdout
       }
     }
   }
