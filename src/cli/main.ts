@@ -15,6 +15,7 @@ import { checkBitsOption } from "../io/targets.js";
 import { MAX_SEED } from "../loftq/options.js";
 import { mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
+import { checkBlockSize } from "../quant/quantizer.js";
 import { loftq, qloraInit, activeBackendName, QUANTIZER_KINDS, listBackends, registerBackend, createThreadedBackend, createOrtBackend, ortInstalled, type QuantizerKind } from "../node/index.js";
 import { progressRenderer, type ProgressMode } from "./progress.js";
 
@@ -160,13 +161,18 @@ function main(argv: string[]): number {
   const blockSize = number("block-size", values["block-size"], 64);
   if (!path) throw new UsageError(`usage: ${HELP[command]!.split("\n")[0]!.replace("Usage: ", "")}`);
   // Values out of range are usage errors too, named by their flag, before any file is opened.
-  for (const [name, value] of [["rank", rank], ["iters", iterations], ["block-size", blockSize]] as const) {
+  for (const [name, value] of [["rank", rank], ["iters", iterations]] as const) {
     if (value < 1) throw new UsageError(`--${name} must be at least 1, got ${value}`);
   }
   if (seed < 0 || seed > MAX_SEED) throw new UsageError(`--seed must be an integer in 0..${MAX_SEED}, got ${seed}`);
   const loraAlpha = values["lora-alpha"] === undefined ? undefined : number("lora-alpha", values["lora-alpha"], rank, false);
   if (loraAlpha !== undefined && !(loraAlpha > 0)) throw new UsageError(`--lora-alpha must be positive, got ${loraAlpha}`);
-  if (command === "quantize" || command === "inspect") asUsageError(() => checkBitsOption(bits, quantizer, values.mixed ?? false));
+  if (command === "quantize" || command === "inspect" || command === "matrix") {
+    // `matrix` runs one tensor at one width: no mixed 2/4-bit values there.
+    asUsageError(() => checkBitsOption(bits, quantizer, command !== "matrix" && (values.mixed ?? false)));
+    if (command === "matrix" && !Number.isInteger(bits)) throw new UsageError(`--bits must be an integer for matrix (mixed 2/4-bit applies to whole models), got ${bits}`);
+    asUsageError(() => checkBlockSize(quantizer, blockSize));
+  }
   const shard = values.shard === undefined ? undefined : asUsageError(() => parseShard(values.shard!));
   if (values.threads !== undefined) {
     const threads = number("threads", values.threads, 1);

@@ -18,7 +18,11 @@ parentPort!.on("message", (job: { partial: string; path: string } | { close: tru
     renameSync(job.partial, job.path);
     syncDirectory(dirname(job.path));
   } catch (error) {
-    rmSync(job.partial, { force: true });
+    try {
+      rmSync(job.partial, { force: true });
+    } catch {
+      // left behind under its temporary name, which a resumed run ignores
+    }
     const failure: PublishFailure = { path: job.path, code: (error as NodeJS.ErrnoException).code, message: (error as Error).message };
     failures.postMessage(failure);
   }

@@ -37,6 +37,10 @@ export function createBackgroundPublisher(): BackgroundPublisher {
     transferList: [workerFailures as MessagePort],
   });
   worker.unref();
+  // A worker that died (it could not load, say) must not crash the process with an unhandled 'error'
+  // event; the wait below then times out naming it, as this thread cannot take events while it waits.
+  let died: Error | undefined;
+  worker.on("error", (error) => (died = error));
   let queued = 0;
   let closed = false;
   const throwFailure = (): void => {
@@ -50,7 +54,7 @@ export function createBackgroundPublisher(): BackgroundPublisher {
     let completed = Atomics.load(state, PUBLISH_STATE.completed);
     while (completed < queued) {
       if (Atomics.wait(state, PUBLISH_STATE.completed, completed, PUBLISH_WAIT_MS) === "timed-out") {
-        throw new OutputWriteError(`making a finished file durable took over ${PUBLISH_WAIT_MS / 60_000} minutes: the disk or its writer thread is stuck`);
+        throw new OutputWriteError(`making a finished file durable took over ${PUBLISH_WAIT_MS / 60_000} minutes: the disk or its writer thread is stuck${died ? ` (${died.message})` : ""}`);
       }
       completed = Atomics.load(state, PUBLISH_STATE.completed);
     }

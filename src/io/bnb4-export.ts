@@ -47,15 +47,16 @@ export function bnb4Tensors(module: string, q: Uint8Array, dtype: string, stored
  * (Linear layers outside --target, MoE routers, the output head, embeddings). With
  * `llm_int8_skip_modules` null it would turn every nn.Linear but the head into Linear4bit and then
  * find 16-bit weights without a quant state. A list given replaces transformers' default skips (the
- * head, tied weights), so the head is in it by construction. transformers matches entries as
+ * head, tied weights), so `lm_head` is always in it, tied (absent from the file) or not. transformers matches entries as
  * prefixes (5.x, `re.match`) or substrings (4.x) of module paths, so an entry that is part of an
  * exported module's path would leave that one unconverted too: refused.
  */
 export function bnb4SkipModules(tensors: ReadonlyArray<{ name: string; dtype: string; shape: readonly number[] }>, exported: ReadonlyMap<string, { module: string }>): string[] {
-  const skipped = tensors
+  const kept = tensors
     .filter((t) => t.shape.length === 2 && FLOAT_DTYPES.has(t.dtype) && t.name.endsWith(".weight") && !exported.has(t.name))
-    .map((t) => t.name.slice(0, -".weight".length))
-    .sort();
+    .map((t) => t.name.slice(0, -".weight".length));
+  // A head tied to the embeddings has no tensor of its own in the file, but is a Linear all the same.
+  const skipped = [...new Set([...kept, OUTPUT_HEAD])].sort();
   for (const skip of skipped) {
     const clash = [...exported.values()].find((t) => t.module.includes(skip));
     if (clash) throw new InvalidArgumentError(`--format bnb4: "${skip}" stays 16-bit, but transformers would then also leave "${clash.module}" (whose path contains it) unconverted; target ${skip} too, or drop --format bnb4`);
@@ -64,6 +65,8 @@ export function bnb4SkipModules(tensors: ReadonlyArray<{ name: string; dtype: st
 }
 
 const FLOAT_DTYPES = new Set(["F32", "F16", "BF16", "F64"]);
+/** transformers' name for the output head of nearly every causal LM (never exported: refused as a bnb4 target). */
+const OUTPUT_HEAD = "lm_head";
 
 /**
  * The model's config.json text with `quantization_config` added before its closing brace: the rest

@@ -32,4 +32,6 @@ test("bnb4 config: the model's config text is kept, quantization_config appended
   const exported = new Map([["model.layers.0.mlp.gate_proj.weight", { module: "model.layers.0.mlp.gate_proj" }]]);
   assert.throws(() => bnb4SkipModules(tensors, exported), /contains it/);
   assert.deepEqual(bnb4SkipModules(tensors.filter((t) => !t.name.includes("mlp.gate.")), exported), ["lm_head"]);
+  // A head tied to the embeddings is not in the file, but transformers would still convert it.
+  assert.deepEqual(bnb4SkipModules([tensor("wte.weight"), tensor("h.0.attn.c_attn.weight")], new Map([["h.0.attn.c_attn.weight", { module: "h.0.attn.c_attn" }]])), ["lm_head", "wte"]);
 });

@@ -226,10 +226,10 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
   assert.equal(run("quantize", model, "--bogus").status, 2);
   assert.equal(run("quantize", model, "--out", join(work, "z"), "--rank", "").status, 2, "an empty --rank is not rank 0");
   // Values out of range are usage errors, named by their flag, before the checkpoint is read.
-  for (const bad of [["--bits", "5"], ["--rank", "0"], ["--shard", "3/2"], ["--lora-alpha=0"], ["--seed", "4294967296"], ["--quantizer", "bnb-nf4", "--bits", "2.5"]]) {
+  for (const bad of [["--bits", "5"], ["--rank", "0"], ["--shard", "3/2"], ["--lora-alpha=0"], ["--seed", "4294967296"], ["--quantizer", "bnb-nf4", "--bits", "2.5"], ["--block-size", "99999999"]]) {
     const refused = run("quantize", model, "--out", join(work, "y"), ...bad);
     assert.equal(refused.status, 2, `${bad.join(" ")}: ${refused.stderr}`);
-    assert.match(refused.stderr, new RegExp(`--${bad[0]!.slice(2).split("=")[0]!.replace("quantizer", "bits")}`));
+    assert.match(refused.stderr, new RegExp(`${bad[0]!.slice(2).split("=")[0]!.replace("quantizer", "bits").replace("block-size", "blockSize")}`));
   }
   const notAReport = join(work, "not-a-report");
   mkdirSync(notAReport);

@@ -320,7 +320,7 @@ function isOrLiesIn(path: string, dir: string): boolean {
 
 /** The finished `.partial` takes the output's place in one rename. */
 function publish(partial: string, output: string, reports: MatrixReport[], started: number, onEvent?: (event: PipelineEvent) => void): QuantizeCheckpointResult {
-  // The files inside were fsynced (except a fragment's matrix store, scratch by design); their directory
+  // The files inside were fsynced (a fragment's matrix store too, entry by entry); their directory
   // entries too, then the rename itself.
   for (const dir of [partial, ...readdirSync(partial, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(partial, e.name))]) syncDirectory(dir);
   rmSync(output, { recursive: true, force: true });

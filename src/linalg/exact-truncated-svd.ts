@@ -20,9 +20,15 @@ export function exactTruncatedSvd(matrix: Matrix, rank: number, backend: KernelB
   // would overflow or underflow); the eigenvectors do not depend on it, the singular values come below.
   const exponent = gramScaleExponent(data);
   const scaled = exponent === 0 ? data : data.map((value) => value * 2 ** -exponent);
-  const gram = gramMatrix(wide ? transpose({ rows: m, cols: n, data: scaled }).data : scaled, wide ? n : m, size, backend);
+  const tall = wide ? transpose({ rows: m, cols: n, data: scaled }).data : scaled;
   // The eigensolver's O(size³) steps run on the backend's float64 kernels where it has them.
-  const { values, vectors } = topEigenpairs(gram, size, rank, backend);
+  let { values, vectors } = topEigenpairs(gramMatrix(tall, wide ? n : m, size, backend), size, rank, backend);
+  // The float32 partial sums perturb the Gram matrix by ~1e-6 of its largest eigenvalue, harmless for
+  // the flat spectra of LoftQ residuals but not when λ₁ dwarfs λ_r (a large mean, a decaying or
+  // rank-deficient spectrum): the vectors near the cut would tilt by 1e-6·λ₁/gap. Then float64 throughout.
+  if (!(values[rank - 1]! * GRAM_FLOAT32_MAX_SPREAD >= values[0]!)) {
+    ({ values, vectors } = topEigenpairs(gramMatrix64(tall, wide ? n : m, size), size, rank, backend));
+  }
   checkSpectrum(values, matrix);
   // The other side's vectors R·v/σ (or Rᵀ·u/σ), in float64 from the unscaled data, with σ = ‖R·v‖:
   // accurate to float32 rounding, where √λ of the float32-accumulated Gram would leave the zero
@@ -50,6 +56,25 @@ export function exactTruncatedSvd(matrix: Matrix, rank: number, backend: KernelB
   const v = wide ? other : vectors;
   applySignConvention(u, v, m, rank, rank);
   return { u: Float32Array.from(u), s, v: Float32Array.from(v) };
+}
+
+/** Largest λ₁/λ_r for which the float32-panel Gram matrix is used (see exactTruncatedSvd). */
+export const GRAM_FLOAT32_MAX_SPREAD = 100;
+
+/** XᵀX in float64 throughout (a scalar loop: ~70 ms at 512×256), for spectra too wide for the panels. */
+function gramMatrix64(tall: Float32Array, rows: number, size: number): Float64Array {
+  const gram = new Float64Array(size * size);
+  for (let row = 0; row < rows; row++) {
+    const base = row * size;
+    for (let p = 0; p < size; p++) {
+      const value = tall[base + p]!;
+      if (value === 0) continue;
+      const out = p * size;
+      for (let q = 0; q <= p; q++) gram[out + q]! += value * tall[base + q]!;
+    }
+  }
+  for (let i = 0; i < size; i++) for (let j = 0; j < i; j++) gram[j * size + i] = gram[i * size + j]!;
+  return gram;
 }
 
 /** Largest |value| up to which the Gram products need no scaling (squares summed 64 at a time stay finite). */

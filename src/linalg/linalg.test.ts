@@ -208,3 +208,23 @@ test("orthonormalizeBlock: orthonormal to float32 precision for well- and ill-co
     assert.ok(Math.abs(inside / norm - 1) < 1e-5, `span: ${inside / norm}`);
   }
 });
+
+test("exact SVD: a dominant singular value (a large mean) leaves the trailing ones and the vectors exact, tall and wide", () => {
+  const random = mulberry32(11);
+  for (const [rows, cols] of [[256, 128], [96, 200]] as const) {
+    const data = Float32Array.from({ length: rows * cols }, () => 1000 + gaussianArray(1, random)[0]!);
+    const rank = 16;
+    const reference = jacobiSvd(data, rows, cols).s;
+    const { u, s, v } = exactTruncatedSvd({ rows, cols, data }, rank);
+    let worstValue = 0;
+    for (let j = 0; j < rank; j++) worstValue = Math.max(worstValue, Math.abs(s[j]! - reference[j]!) / reference[j]!);
+    assert.ok(worstValue < 1e-5, `${rows}×${cols}: worst relative singular value error ${worstValue}`);
+    for (const [factor, length] of [[u, rows], [v, cols]] as const) {
+      for (let j = 0; j < rank; j++) for (let l = 0; l <= j; l++) {
+        let dot = 0;
+        for (let i = 0; i < length; i++) dot += factor[i * rank + j]! * factor[i * rank + l]!;
+        assert.ok(Math.abs(dot - (j === l ? 1 : 0)) < 1e-5, `${rows}×${cols}: column ${j}·${l} = ${dot}`);
+      }
+    }
+  }
+});

@@ -26,6 +26,8 @@ export const LoftQLinear = {
       alpha,
       ...(options.useRslora ? { useRslora: true } : {}),
       ...(options.dropout !== undefined ? { dropout: options.dropout } : {}),
+      // The dropout masks follow the LoftQ seed, so one seed gives one run whatever was built before.
+      ...(options.seed !== undefined ? { seed: options.seed } : {}),
       init: { a: result.loraA, b: result.loraB },
     });
   },

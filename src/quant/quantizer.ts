@@ -114,6 +114,16 @@ export interface Quantizer {
   pack(encoded: Encoded, rows: number, cols: number): QuantizedMatrix;
 }
 
+/** Throws unless `blockSize` is one the quantizer kind accepts (bitsandbytes: powers of two 32..4096). */
+export function checkBlockSize(kind: QuantizerKind, blockSize: number): void {
+  if (!Number.isInteger(blockSize) || blockSize < 1 || blockSize > MAX_BLOCK_SIZE) {
+    throw new InvalidArgumentError(`blockSize must be an integer in 1..${MAX_BLOCK_SIZE}, got ${blockSize}`);
+  }
+  if ((kind === "bnb-nf4" || kind === "bnb-fp4") && !BNB_BLOCK_SIZES.includes(blockSize)) {
+    throw new InvalidArgumentError(`bitsandbytes 4-bit block size must be one of ${BNB_BLOCK_SIZES.join(", ")}, got ${blockSize}`);
+  }
+}
+
 export function createQuantizer(options: QuantizerOptions = {}): Quantizer {
   const kind = options.kind ?? "nf";
   if (!QUANTIZER_KINDS.includes(kind)) {
@@ -124,13 +134,8 @@ export function createQuantizer(options: QuantizerOptions = {}): Quantizer {
     throw new InvalidArgumentError(`quantizer "${kind}" supports bits ${SUPPORTED_BITS[kind].join(", ")}, got ${bits}`);
   }
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
-  if (!Number.isInteger(blockSize) || blockSize < 1 || blockSize > MAX_BLOCK_SIZE) {
-    throw new InvalidArgumentError(`blockSize must be an integer in 1..${MAX_BLOCK_SIZE}, got ${blockSize}`);
-  }
+  checkBlockSize(kind, blockSize);
   const isBnb = kind === "bnb-nf4" || kind === "bnb-fp4";
-  if (isBnb && !BNB_BLOCK_SIZES.includes(blockSize)) {
-    throw new InvalidArgumentError(`bitsandbytes 4-bit block size must be one of ${BNB_BLOCK_SIZES.join(", ")}, got ${blockSize}`);
-  }
   const useDoubleQuant = options.doubleQuant ?? false;
   if (useDoubleQuant && !isBnb) throw new InvalidArgumentError(`doubleQuant applies to bnb-nf4 / bnb-fp4 only, not "${kind}"`);
   if (kind === "int8") return int8Quantizer();
