@@ -56,6 +56,24 @@ export function saveMatrix(store: string, module: string, qDtype: string, qShape
   writeSafetensorsFile(fileOf(store, module), tensors, { report: JSON.stringify(result.report) }, (_, i) => tensors[i]!.bytes, publisher ? { publish: publisher.publish } : {});
 }
 
+/**
+ * Drops `q` from a module's entry once it is in the output's shards (durably): the entry keeps the
+ * factors and the report (all the adapter and a resumed run need), and the store stops holding a
+ * second copy of the backbone. Atomic (temporary name, fsync, rename): the entry is whole either way.
+ */
+export function dropBackboneWeight(store: string, module: string): void {
+  const file = SafetensorsFile.open(fileOf(store, module));
+  const hasQ = file.tensors.some((t) => t.name === "q");
+  file.close();
+  if (!hasQ) return; // dropped already, before an interruption
+  const { a, b, report } = loadFactors(store, module);
+  const tensors = [
+    { name: "lora_A", dtype: "F32", shape: [a.rows, a.cols], bytes: float32Bytes(a.data) },
+    { name: "lora_B", dtype: "F32", shape: [b.rows, b.cols], bytes: float32Bytes(b.data) },
+  ];
+  writeSafetensorsFile(fileOf(store, module), tensors, { report: JSON.stringify(report) }, (_, i) => tensors[i]!.bytes);
+}
+
 export function hasMatrix(store: string, module: string): boolean {
   return existsSync(fileOf(store, module));
 }

@@ -11,7 +11,7 @@ import { buildTinyLlama } from "../../examples/tiny-llama.js";
 import { quantizeCheckpoint, mergeFragments, OutputExistsError, ADAPTER_DIR, REPORT_FILE, pipelineBuffersInBackend } from "./quantize-checkpoint.js";
 import { openCheckpoint } from "./checkpoint.js";
 import { SafetensorsFile } from "./safetensors-file.js";
-import { writeSafetensorsFile } from "./safetensors-writer.js";
+import { DiskFullError, writeSafetensorsFile } from "./safetensors-writer.js";
 import { tsBackend } from "../kernels/ts-backend.js";
 import { createQuantizer } from "../quant/quantizer.js";
 
@@ -324,6 +324,31 @@ test("--resume after kill -9: finished matrices are kept and the files equal an 
   const reference = join(work, "uninterrupted");
   const uninterrupted = spawnSync(process.execPath, [cli, "quantize", model, "--out", reference, "--rank", "4", "--iters", "2", "--quiet"], { encoding: "utf8" });
   assert.equal(uninterrupted.status, 0, uninterrupted.stderr);
+  assert.deepEqual(snapshot(out), snapshot(reference));
+});
+
+test("the store gives up each q once its shard is written; an assembly cut short resumes without recomputing, keeping the shards written", () => {
+  const out = join(work, "assembly-cut");
+  const reference = join(work, "assembly-whole");
+  const options = { input: model, rank: 4, iterations: 2 };
+  quantizeCheckpoint({ ...options, output: reference });
+  const shardSizes: number[] = [];
+  assert.throws(() => quantizeCheckpoint({
+    ...options, output: out,
+    onEvent: (event) => {
+      if (event.type !== "shard-written") return;
+      // The entries of the written shard's targets hold their factors only now.
+      const store = join(`${out}.partial`, ".loftq-matrices");
+      shardSizes.push(readdirSync(store).reduce((sum, f) => sum + readFileSync(join(store, f)).length, 0));
+      if (event.written === 2) throw new DiskFullError("simulated: the disk filled up while writing the shards");
+    },
+  }), DiskFullError);
+  assert.ok(existsSync(`${out}.partial`) && !existsSync(out), "a full disk keeps the .partial");
+  assert.ok(shardSizes[1]! < shardSizes[0]!, `the store shrinks as shards are written (${shardSizes.join(" → ")} bytes)`);
+  const events: string[] = [];
+  quantizeCheckpoint({ ...options, output: out, resume: true, onEvent: (event) => events.push(event.type) });
+  assert.equal(events.filter((type) => type === "matrix-start").length, 0, "no matrix is computed again");
+  assert.equal(events.filter((type) => type === "shard-written").length, 3);
   assert.deepEqual(snapshot(out), snapshot(reference));
 });
 

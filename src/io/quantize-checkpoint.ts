@@ -13,7 +13,7 @@ import { transpose, type Matrix } from "../tensor/matrix.js";
 import { INDEX_FILE, openCheckpoint, type Checkpoint } from "./checkpoint.js";
 import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
 import { createBackgroundPublisher } from "./background-publisher.js";
-import { hasMatrix, keepIfReadable, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
+import { dropBackboneWeight, hasMatrix, keepIfReadable, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
 import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
 import { BNB4_DIR, bnb4QuantizationConfig, bnb4SkipModules, bnb4Tensors, torchDtypeName, withQuantizationConfig } from "./bnb4-export.js";
@@ -78,6 +78,7 @@ export type PipelineEvent =
   | { type: "matrix-start"; index: number; total: number; module: string; rows: number; cols: number; bits: number }
   | { type: "iteration"; index: number; total: number; module: string; iteration: number; iterations: number; quantError: number; error: number }
   | { type: "matrix-done"; index: number; total: number; report: MatrixReport }
+  | { type: "shard-written"; file: string; written: number; shards: number }
   | { type: "done"; output: string; seconds: number; matrices: number };
 
 export class OutputExistsError extends LoftqError {
@@ -163,7 +164,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
       if (options.shard) {
         writeFileDurably(join(partial, FRAGMENT_FILE), JSON.stringify({ shard: `${options.shard.index}/${options.shard.count}`, modules: mine.map((t) => t.module) }, null, 2) + "\n");
       } else {
-        assemble(checkpoint, targets, [store], partial, output, settings);
+        assemble(checkpoint, targets, [store], partial, output, settings, { consumeStore: true, ...(options.onEvent ? { onEvent: options.onEvent } : {}) });
         rmSync(store, { recursive: true, force: true });
         rmSync(join(partial, SETTINGS_FILE));
       }
@@ -487,18 +488,41 @@ function reportStored(store: string, target: TargetMatrix, index: number, total:
   return report;
 }
 
-/** Writes the backbone shards, index, copied files, adapter, report and manifest into `dir`. */
-function assemble(checkpoint: Checkpoint, targets: readonly TargetMatrix[], stores: readonly string[], dir: string, output: string, settings: Settings): MatrixReport[] {
+/**
+ * Writes the backbone shards, index, copied files, adapter, report and manifest into `dir`.
+ * `consumeStore` (a run's own store, not a merge's fragments): once a shard is written, its targets'
+ * entries drop their q, so the store does not hold a second copy of the backbone until the end (a
+ * 70B model needed the input, the store and the output on disk at once: three copies, now two and a
+ * shard); shards already in `dir` from an interrupted assembly are kept, as their q is gone.
+ * Not with --format bnb4, whose export reads every q again after the backbone.
+ */
+function assemble(
+  checkpoint: Checkpoint, targets: readonly TargetMatrix[], stores: readonly string[], dir: string, output: string, settings: Settings,
+  options: { consumeStore?: boolean; onEvent?: (event: PipelineEvent) => void } = {},
+): MatrixReport[] {
   const storeOf = (module: string) => stores.find((store) => hasMatrix(store, module))!;
   const byTensor = new Map(targets.map((t) => [t.tensor, t]));
   const shards = checkpoint.shardNames.map((file) => ({
     file,
     tensors: checkpoint.files.get(file)!.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: byTensor.has(t.name) && settings.dtype ? settings.dtype : t.dtype })),
   }));
+  const consume = options.consumeStore === true && settings.format !== "bnb4";
+  let written = 0;
   writeShards(dir, shards, { ...checkpoint.metadata, format: "pt" }, (tensor) => {
     const target = byTensor.get(tensor.name);
     return target ? loadMatrix(storeOf(target.module), target.module).q : checkpoint.readBytes(tensor.name);
-  }, checkpoint.sharded);
+  }, checkpoint.sharded, {
+    keep: (file) => consume && existsSync(join(dir, file)),
+    done: (file) => {
+      if (consume) {
+        for (const t of checkpoint.files.get(file)!.tensors) {
+          const target = byTensor.get(t.name);
+          if (target) dropBackboneWeight(storeOf(target.module), target.module);
+        }
+      }
+      options.onEvent?.({ type: "shard-written", file, written: ++written, shards: shards.length });
+    },
+  });
   for (const file of readdirSync(checkpoint.dir)) {
     if (COPIED_FILE.test(file) && statSync(join(checkpoint.dir, file)).isFile()) copyFileDurably(join(checkpoint.dir, file), join(dir, file));
   }
