@@ -62,16 +62,28 @@ export function saveMatrix(store: string, module: string, qDtype: string, qShape
  * second copy of the backbone. Atomic (temporary name, fsync, rename): the entry is whole either way.
  */
 export function dropBackboneWeight(store: string, module: string): void {
-  const file = SafetensorsFile.open(fileOf(store, module));
-  const hasQ = file.tensors.some((t) => t.name === "q");
-  file.close();
-  if (!hasQ) return; // dropped already, before an interruption
+  if (!holdsBackboneWeight(store, module)) return; // dropped already, before an interruption
   const { a, b, report } = loadFactors(store, module);
   const tensors = [
     { name: "lora_A", dtype: "F32", shape: [a.rows, a.cols], bytes: float32Bytes(a.data) },
     { name: "lora_B", dtype: "F32", shape: [b.rows, b.cols], bytes: float32Bytes(b.data) },
   ];
   writeSafetensorsFile(fileOf(store, module), tensors, { report: JSON.stringify(report) }, (_, i) => tensors[i]!.bytes);
+}
+
+/** Whether the module's entry still holds its q (see dropBackboneWeight). */
+export function holdsBackboneWeight(store: string, module: string): boolean {
+  const file = SafetensorsFile.open(fileOf(store, module));
+  try {
+    return file.tensors.some((t) => t.name === "q");
+  } finally {
+    file.close();
+  }
+}
+
+/** Removes a module's entry, to be computed again. */
+export function removeMatrix(store: string, module: string): void {
+  rmSync(fileOf(store, module), { force: true });
 }
 
 export function hasMatrix(store: string, module: string): boolean {

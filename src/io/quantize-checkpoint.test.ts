@@ -345,11 +345,30 @@ test("the store gives up each q once its shard is written; an assembly cut short
   }), DiskFullError);
   assert.ok(existsSync(`${out}.partial`) && !existsSync(out), "a full disk keeps the .partial");
   assert.ok(shardSizes[1]! < shardSizes[0]!, `the store shrinks as shards are written (${shardSizes.join(" → ")} bytes)`);
+  // A whole run's .partial is not a fragment's: resuming it with --shard is refused (and keeps it).
+  assert.throws(() => quantizeCheckpoint({ ...options, output: out, resume: true, shard: { index: 1, count: 2 } }), /other settings/);
+  // Kept as it is: a copy to damage below.
+  cpSync(`${out}.partial`, `${out}-damaged.partial`, { recursive: true });
   const events: string[] = [];
   quantizeCheckpoint({ ...options, output: out, resume: true, onEvent: (event) => events.push(event.type) });
   assert.equal(events.filter((type) => type === "matrix-start").length, 0, "no matrix is computed again");
   assert.equal(events.filter((type) => type === "shard-written").length, 3);
   assert.deepEqual(snapshot(out), snapshot(reference));
+
+  // A written shard lost (its rename undone by a power cut) and one cut short: their matrices, whose q
+  // the store gave up, are computed again; the output is the same.
+  const damaged = `${out}-damaged`;
+  const [first, second] = readdirSync(`${damaged}.partial`).filter((f) => f.endsWith(".safetensors")).sort();
+  rmSync(join(`${damaged}.partial`, second!));
+  writeFileSync(join(`${damaged}.partial`, first!), readFileSync(join(`${damaged}.partial`, first!)).subarray(0, 1000));
+  const recomputed: string[] = [];
+  quantizeCheckpoint({ ...options, output: damaged, resume: true, onEvent: (event) => void (event.type === "matrix-start" && recomputed.push(event.module)) });
+  const source = openCheckpoint(model);
+  const inDamaged = source.tensors.filter((t) => (t.shard === first || t.shard === second) && /_proj\.weight$/.test(t.name)).map((t) => t.name.replace(/\.weight$/, ""));
+  source.close();
+  assert.ok(inDamaged.length > 0);
+  assert.deepEqual(recomputed.sort(), inDamaged.sort());
+  assert.deepEqual(snapshot(damaged), snapshot(reference));
 });
 
 test("--format bnb4: a pre-quantized bitsandbytes NF4 checkpoint whose dequantized weights are the backbone's Q", () => {

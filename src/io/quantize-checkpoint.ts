@@ -13,12 +13,13 @@ import { transpose, type Matrix } from "../tensor/matrix.js";
 import { INDEX_FILE, openCheckpoint, type Checkpoint } from "./checkpoint.js";
 import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
 import { createBackgroundPublisher } from "./background-publisher.js";
-import { dropBackboneWeight, hasMatrix, keepIfReadable, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
+import { dropBackboneWeight, hasMatrix, holdsBackboneWeight, keepIfReadable, removeMatrix, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
 import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
 import { BNB4_DIR, bnb4QuantizationConfig, bnb4SkipModules, bnb4Tensors, torchDtypeName, withQuantizationConfig } from "./bnb4-export.js";
 import { adapterConfig, formatAdapterConfig, loraTensorNames, peftModulePrefix, taskTypeOf } from "./peft-adapter.js";
 import { DiskFullError, upstreamOrder, writeSafetensorsFile, type PlannedTensor } from "./safetensors-writer.js";
+import { SafetensorsFile } from "./safetensors-file.js";
 import { checkBitsOption, selectTargets, unmatchedSelectors, type TargetMatrix } from "./targets.js";
 
 /**
@@ -145,7 +146,9 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
   try {
     const targets = planTargets(checkpoint, settings);
     const mine = options.shard ? targets.filter((_, i) => i % options.shard!.count === options.shard!.index - 1) : targets;
-    const settingsText = JSON.stringify({ input, inputFiles: inputFingerprint(checkpoint), settings }, null, 2) + "\n";
+    // The shard spec too: a whole run's .partial resumed as a fragment (or the reverse) must be refused.
+    const shardSpec = options.shard ? { shard: `${options.shard.index}/${options.shard.count}` } : {};
+    const settingsText = JSON.stringify({ input, inputFiles: inputFingerprint(checkpoint), settings, ...shardSpec }, null, 2) + "\n";
     const resuming = options.resume === true && existsSync(join(partial, SETTINGS_FILE));
     if (resuming && readFileSync(join(partial, SETTINGS_FILE), "utf8") !== settingsText) {
       throw new InvalidArgumentError(`${partial} was started with other settings or another input, or the input's files changed since; run without --resume to start over`);
@@ -160,6 +163,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
       }
       // A kill leaves a resumable .partial (finished matrices in its store); an error removes it.
       const store = join(partial, STORE_DIR);
+      if (resuming && !options.shard) reconcileAssembly(checkpoint, targets, store, partial, settings);
       const reports = computeMatrices(checkpoint, mine, store, settings, options);
       if (options.shard) {
         writeFileDurably(join(partial, FRAGMENT_FILE), JSON.stringify({ shard: `${options.shard.index}/${options.shard.count}`, modules: mine.map((t) => t.module) }, null, 2) + "\n");
@@ -488,6 +492,50 @@ function reportStored(store: string, target: TargetMatrix, index: number, total:
   return report;
 }
 
+/** The backbone's shards as the output will hold them: the input's layout, targets in the output dtype. */
+function plannedShards(checkpoint: Checkpoint, byTensor: ReadonlyMap<string, TargetMatrix>, settings: Settings) {
+  return checkpoint.shardNames.map((file) => ({
+    file,
+    tensors: checkpoint.files.get(file)!.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: byTensor.has(t.name) && settings.dtype ? settings.dtype : t.dtype })),
+  }));
+}
+
+/**
+ * Before a resumed run computes anything: a backbone shard left in `dir` by an assembly cut short is
+ * kept only if it reads back as planned (header, size, names, dtypes, shapes), else removed; the
+ * entries whose q was dropped for a shard that is not there (removed, or its rename lost in a power
+ * cut) are removed too, to be computed again, as their q exists nowhere else.
+ */
+function reconcileAssembly(checkpoint: Checkpoint, targets: readonly TargetMatrix[], store: string, dir: string, settings: Settings): void {
+  const byTensor = new Map(targets.map((t) => [t.tensor, t]));
+  for (const shard of plannedShards(checkpoint, byTensor, settings)) {
+    const path = join(dir, shard.file);
+    if (existsSync(path) && !readsBackAs(path, shard.tensors)) rmSync(path);
+    if (existsSync(path)) continue;
+    for (const t of shard.tensors) {
+      const target = byTensor.get(t.name);
+      // (An unreadable entry is removed by keepIfReadable itself.)
+      if (target && keepIfReadable(store, target.module) && !holdsBackboneWeight(store, target.module)) removeMatrix(store, target.module);
+    }
+  }
+}
+
+function readsBackAs(path: string, tensors: ReadonlyArray<{ name: string; dtype: string; shape: readonly number[] }>): boolean {
+  let file: SafetensorsFile;
+  try {
+    file = SafetensorsFile.open(path);
+  } catch (error) {
+    if (error instanceof LoftqError) return false;
+    throw error;
+  }
+  try {
+    const found = new Map(file.tensors.map((t) => [t.name, t]));
+    return found.size === tensors.length && tensors.every((t) => found.get(t.name)?.dtype === t.dtype && JSON.stringify(found.get(t.name)!.shape) === JSON.stringify(t.shape));
+  } finally {
+    file.close();
+  }
+}
+
 /**
  * Writes the backbone shards, index, copied files, adapter, report and manifest into `dir`.
  * `consumeStore` (a run's own store, not a merge's fragments): once a shard is written, its targets'
@@ -502,10 +550,7 @@ function assemble(
 ): MatrixReport[] {
   const storeOf = (module: string) => stores.find((store) => hasMatrix(store, module))!;
   const byTensor = new Map(targets.map((t) => [t.tensor, t]));
-  const shards = checkpoint.shardNames.map((file) => ({
-    file,
-    tensors: checkpoint.files.get(file)!.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: byTensor.has(t.name) && settings.dtype ? settings.dtype : t.dtype })),
-  }));
+  const shards = plannedShards(checkpoint, byTensor, settings);
   const consume = options.consumeStore === true && settings.format !== "bnb4";
   let written = 0;
   writeShards(dir, shards, { ...checkpoint.metadata, format: "pt" }, (tensor) => {
@@ -515,6 +560,9 @@ function assemble(
     keep: (file) => consume && existsSync(join(dir, file)),
     done: (file) => {
       if (consume) {
+        // The shard's name must be on disk before its matrices' q is dropped (a rename lost in a
+        // power cut would otherwise leave neither); reconcileAssembly handles what is left anyway.
+        syncDirectory(dir);
         for (const t of checkpoint.files.get(file)!.tensors) {
           const target = byTensor.get(t.name);
           if (target) dropBackboneWeight(storeOf(target.module), target.module);
