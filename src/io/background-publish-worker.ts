@@ -10,6 +10,7 @@ import { syncDirectory, syncFile } from "./durable-file.js";
 import { PUBLISH_STATE, type PublishFailure } from "./background-publisher.js";
 
 const { state, failures } = workerData as { state: Int32Array; failures: MessagePort };
+Atomics.store(state, PUBLISH_STATE.started, 1);
 
 parentPort!.on("message", (job: { partial: string; path: string } | { close: true }) => {
   if ("close" in job) process.exit(0);

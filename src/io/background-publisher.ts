@@ -18,8 +18,10 @@ export interface BackgroundPublisher {
   close(): void;
 }
 
-/** Slots of the shared state array. */
-export const PUBLISH_STATE = { completed: 0 } as const;
+/** Slots of the shared state array: files completed, and whether the worker has started. */
+export const PUBLISH_STATE = { completed: 0, started: 1 } as const;
+/** How long a worker may take to start before it is reported as dead (it starts in ~50 ms). */
+export const PUBLISH_START_WAIT_MS = 30_000;
 /** How long drain() waits for one file before reporting the worker as stuck (a very slow disk). */
 export const PUBLISH_WAIT_MS = 600_000;
 
@@ -30,17 +32,17 @@ export interface PublishFailure {
 }
 
 export function createBackgroundPublisher(): BackgroundPublisher {
-  const state = new Int32Array(new SharedArrayBuffer(4));
+  const state = new Int32Array(new SharedArrayBuffer(8));
+  const created = Date.now();
   const { port1: failures, port2: workerFailures } = new MessageChannel();
   const worker = new Worker(new URL("./background-publish-worker.js", import.meta.url), {
     workerData: { state, failures: workerFailures },
     transferList: [workerFailures as MessagePort],
   });
   worker.unref();
-  // A worker that died (it could not load, say) must not crash the process with an unhandled 'error'
-  // event; the wait below then times out naming it, as this thread cannot take events while it waits.
-  let died: Error | undefined;
-  worker.on("error", (error) => (died = error));
+  // A worker that died must not crash the process with an unhandled 'error' event later; this thread
+  // takes no events while it waits, so wait() tells a worker that never started by the started flag.
+  worker.on("error", () => undefined);
   let queued = 0;
   let closed = false;
   const throwFailure = (): void => {
@@ -53,8 +55,12 @@ export function createBackgroundPublisher(): BackgroundPublisher {
   const wait = (): void => {
     let completed = Atomics.load(state, PUBLISH_STATE.completed);
     while (completed < queued) {
-      if (Atomics.wait(state, PUBLISH_STATE.completed, completed, PUBLISH_WAIT_MS) === "timed-out") {
-        throw new OutputWriteError(`making a finished file durable took over ${PUBLISH_WAIT_MS / 60_000} minutes: the disk or its writer thread is stuck${died ? ` (${died.message})` : ""}`);
+      // A worker that never started (it could not load) is reported after seconds, not minutes.
+      const starting = Atomics.load(state, PUBLISH_STATE.started) === 0;
+      if (starting && Date.now() - created > PUBLISH_START_WAIT_MS) throw new OutputWriteError("the thread that makes finished files durable did not start");
+      const timeout = starting ? 1000 : PUBLISH_WAIT_MS;
+      if (Atomics.wait(state, PUBLISH_STATE.completed, completed, timeout) === "timed-out" && !starting) {
+        throw new OutputWriteError(`making a finished file durable took over ${PUBLISH_WAIT_MS / 60_000} minutes: the disk or its writer thread is stuck`);
       }
       completed = Atomics.load(state, PUBLISH_STATE.completed);
     }
