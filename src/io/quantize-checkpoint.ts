@@ -221,7 +221,7 @@ function mergeInto(checkpoint: Checkpoint, partial: string, output: string, frag
   if (missing.length > 0) throw new InvalidArgumentError(`${missing.length} matrices are in no fragment (first: ${missing[0]!.module}); is a shard missing?`);
   rmSync(partial, { recursive: true, force: true });
   mkdirSync(partial, { recursive: true });
-  const reports = assemble(checkpoint, targets, stores, partial, output, settings);
+  const reports = assemble(checkpoint, targets, stores, partial, output, settings, onEvent ? { onEvent } : {});
   return publish(partial, output, reports, started, onEvent);
 }
 
