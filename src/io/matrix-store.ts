@@ -48,12 +48,15 @@ function fileOf(store: string, module: string): string {
  */
 export function saveMatrix(store: string, module: string, qDtype: string, qShape: readonly number[], result: StoredMatrix, publisher?: BackgroundPublisher): void {
   mkdirSync(store, { recursive: true });
-  const tensors = [
-    { name: "lora_A", dtype: "F32", shape: [result.a.rows, result.a.cols], bytes: float32Bytes(result.a.data) },
-    { name: "lora_B", dtype: "F32", shape: [result.b.rows, result.b.cols], bytes: float32Bytes(result.b.data) },
-    { name: "q", dtype: qDtype, shape: qShape, bytes: result.q },
-  ];
+  const tensors = [...factorTensors(result), { name: "q", dtype: qDtype, shape: qShape, bytes: result.q }];
   writeSafetensorsFile(fileOf(store, module), tensors, { report: JSON.stringify(result.report) }, (_, i) => tensors[i]!.bytes, publisher ? { publish: publisher.publish } : {});
+}
+
+function factorTensors({ a, b }: StoredFactors) {
+  return [
+    { name: "lora_A", dtype: "F32", shape: [a.rows, a.cols], bytes: float32Bytes(a.data) },
+    { name: "lora_B", dtype: "F32", shape: [b.rows, b.cols], bytes: float32Bytes(b.data) },
+  ];
 }
 
 /**
@@ -63,12 +66,9 @@ export function saveMatrix(store: string, module: string, qDtype: string, qShape
  */
 export function dropBackboneWeight(store: string, module: string): void {
   if (!holdsBackboneWeight(store, module)) return; // dropped already, before an interruption
-  const { a, b, report } = loadFactors(store, module);
-  const tensors = [
-    { name: "lora_A", dtype: "F32", shape: [a.rows, a.cols], bytes: float32Bytes(a.data) },
-    { name: "lora_B", dtype: "F32", shape: [b.rows, b.cols], bytes: float32Bytes(b.data) },
-  ];
-  writeSafetensorsFile(fileOf(store, module), tensors, { report: JSON.stringify(report) }, (_, i) => tensors[i]!.bytes);
+  const factors = loadFactors(store, module);
+  const tensors = factorTensors(factors);
+  writeSafetensorsFile(fileOf(store, module), tensors, { report: JSON.stringify(factors.report) }, (_, i) => tensors[i]!.bytes);
 }
 
 /** Whether the module's entry still holds its q (see dropBackboneWeight). */

@@ -98,7 +98,9 @@ export interface QuantizeCheckpointResult {
  * A checkpoint without config.json quantizes, but its output cannot be loaded by transformers as it
  * is (no model type); the bnb4 checkpoint's config would be nothing but a quantization_config.
  */
-function configWarnings(checkpoint: Checkpoint, settings: Settings): string[] {
+function configWarnings(checkpoint: Checkpoint, targets: readonly TargetMatrix[], settings: Settings): string[] {
+  // The skip list's clash check, before any work rather than after the last matrix.
+  if (settings.format === "bnb4") bnb4SkipModules(checkpoint.tensors, new Map(targets.map((t) => [t.tensor, t])));
   if (checkpoint.config) return [];
   if (settings.format === "bnb4") throw new InvalidArgumentError(`${checkpoint.dir} has no config.json: --format bnb4 writes the model's config with a quantization_config, so it needs the original`);
   return [`${checkpoint.dir} has no config.json: the output has none either, and transformers needs one to load it (copy the model's config.json next to the output's shards)`];
@@ -154,7 +156,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
       throw new InvalidArgumentError(`${partial} was started with other settings or another input, or the input's files changed since; run without --resume to start over`);
     }
     const unmatched = unmatchedSelectors(targets, { target: settings.target, bits: settings.bits, ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}) });
-    options.onEvent?.({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched, warnings: configWarnings(checkpoint, settings) });
+    options.onEvent?.({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched, warnings: configWarnings(checkpoint, targets, settings) });
     return removeOnError(partial, () => {
       if (!resuming) {
         rmSync(partial, { recursive: true, force: true });
