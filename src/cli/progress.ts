@@ -56,7 +56,7 @@ export function progressRenderer(mode: ProgressMode, write: (text: string) => vo
       case "shard-written":
         // Writing a large model's shards takes minutes after the last matrix: show it.
         if (mode === "tty") write(`\r\x1b[Kwriting the backbone: ${event.written}/${event.shards} shards (${event.file})`);
-        else write(`wrote ${event.file} (${event.written}/${event.shards})\n`);
+        else write(`${event.kept ? "kept" : "wrote"} ${event.file} (${event.written}/${event.shards})\n`);
         break;
       case "done":
         if (mode === "tty") write("\r\x1b[K");

@@ -79,7 +79,7 @@ export type PipelineEvent =
   | { type: "matrix-start"; index: number; total: number; module: string; rows: number; cols: number; bits: number }
   | { type: "iteration"; index: number; total: number; module: string; iteration: number; iterations: number; quantError: number; error: number }
   | { type: "matrix-done"; index: number; total: number; report: MatrixReport }
-  | { type: "shard-written"; file: string; written: number; shards: number }
+  | { type: "shard-written"; file: string; written: number; shards: number; /** Left by an interrupted assembly and kept. */ kept: boolean }
   | { type: "done"; output: string; seconds: number; matrices: number };
 
 export class OutputExistsError extends LoftqError {
@@ -560,7 +560,7 @@ function assemble(
     return target ? loadMatrix(storeOf(target.module), target.module).q : checkpoint.readBytes(tensor.name);
   }, checkpoint.sharded, {
     keep: (file) => consume && existsSync(join(dir, file)),
-    done: (file) => {
+    done: (file, kept) => {
       if (consume) {
         // The shard's name must be on disk before its matrices' q is dropped (a rename lost in a
         // power cut would otherwise leave neither); reconcileAssembly handles what is left anyway.
@@ -570,7 +570,7 @@ function assemble(
           if (target) dropBackboneWeight(storeOf(target.module), target.module);
         }
       }
-      options.onEvent?.({ type: "shard-written", file, written: ++written, shards: shards.length });
+      options.onEvent?.({ type: "shard-written", file, written: ++written, shards: shards.length, kept });
     },
   });
   for (const file of readdirSync(checkpoint.dir)) {

@@ -40,7 +40,7 @@ export function splitIntoShards(tensors: readonly PlannedTensor[], maxShardBytes
  * Writes every shard (and the index when `withIndex`); `produce` gives each tensor's bytes. The
  * shards may come from a generator, so a caller can prepare one shard's data at a time.
  * `options.keep(file)`: the shard is already in `dir` (from an interrupted run of the same job) and is
- * kept as it is; `options.done(file)` follows each shard written or kept.
+ * kept as it is; `options.done(file, kept)` follows each shard written or kept.
  */
 export function writeShards(
   dir: string,
@@ -48,7 +48,7 @@ export function writeShards(
   metadata: Record<string, string>,
   produce: (tensor: PlannedTensor) => Uint8Array,
   withIndex: boolean,
-  options: { keep?: (file: string) => boolean; done?: (file: string) => void } = {},
+  options: { keep?: (file: string) => boolean; done?: (file: string, kept: boolean) => void } = {},
 ): void {
   const weightMap: Record<string, string> = Object.create(null) as Record<string, string>; // "__proto__" is a tensor name too
   let totalSize = 0;
@@ -58,8 +58,9 @@ export function writeShards(
       weightMap[t.name] = shard.file;
       totalSize += tensorByteLength(t);
     }
-    if (!options.keep?.(shard.file)) writeSafetensorsFile(join(dir, shard.file), ordered, metadata, shard.produce ?? produce);
-    options.done?.(shard.file);
+    const kept = options.keep?.(shard.file) ?? false;
+    if (!kept) writeSafetensorsFile(join(dir, shard.file), ordered, metadata, shard.produce ?? produce);
+    options.done?.(shard.file, kept);
   }
   if (withIndex) {
     // As transformers writes it: json.dumps(indent=2, sort_keys=True) + "\n".
