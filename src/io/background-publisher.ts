@@ -1,4 +1,5 @@
 import { Worker, MessageChannel, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
+import { workerExecArgv } from "./worker-exec-argv.js";
 import { OutputWriteError, DiskFullError } from "./safetensors-writer.js";
 
 /**
@@ -37,6 +38,7 @@ export function createBackgroundPublisher(): BackgroundPublisher {
   const { port1: failures, port2: workerFailures } = new MessageChannel();
   const worker = new Worker(new URL("./background-publish-worker.js", import.meta.url), {
     workerData: { state, failures: workerFailures },
+    execArgv: workerExecArgv(),
     transferList: [workerFailures as MessagePort],
   });
   worker.unref();

@@ -1,4 +1,5 @@
 import { Worker, MessageChannel, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
+import { workerExecArgv } from "./worker-exec-argv.js";
 import { LoftqError } from "../errors.js";
 
 /**
@@ -63,6 +64,7 @@ export function createTensorPrefetcher(largestCount: number, slots?: readonly Fl
   const { port1: errors, port2: workerErrors } = new MessageChannel();
   const worker = new Worker(new URL("./tensor-prefetch-worker.js", import.meta.url), {
     workerData: { slots: placements, status, errors: workerErrors },
+    execArgv: workerExecArgv(),
     transferList: [workerErrors as MessagePort],
   });
   worker.unref();

@@ -2,6 +2,7 @@ import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { createWasmBackend, defaultKernelVariant, GEMM_SCRATCH_BYTES, MAX_GEMM_SHARES, type KernelJob, type KernelVariant, type WasmBackend } from "../kernels/wasm-backend.js";
 import { CONTROL, MAX_WORKERS, readResult, writeJob } from "./kernel-control.js";
+import { workerExecArgv } from "../io/worker-exec-argv.js";
 
 /**
  * The WebAssembly kernels on every core. Each job is cut into one share per thread (gemm: rows of
@@ -25,13 +26,16 @@ export function createThreadedBackend(threads = availableParallelism(), variant:
   const workerCount = Math.max(0, Math.min(threads - 1, MAX_WORKERS, MAX_GEMM_SHARES - 1));
   const control = new Int32Array(base.memory.buffer, 0, CONTROL.words);
   const workers = Array.from({ length: workerCount }, (_, slot) => {
-    const worker = new Worker(new URL("./kernel-worker.js", import.meta.url), { workerData: { memory: base.memory, module: base.module, slot } });
+    const worker = new Worker(new URL("./kernel-worker.js", import.meta.url), {
+      workerData: { memory: base.memory, module: base.module, slot },
+      execArgv: workerExecArgv(),
+    });
     worker.unref();
     return worker;
   });
   const started = Date.now();
   while (Atomics.load(control, CONTROL.ready) < workerCount) {
-    if (Date.now() - started > STARTUP_TIMEOUT_MS) throw new Error("kernel worker threads did not start");
+    if (Date.now() - started > STARTUP_TIMEOUT_MS) throw new Error(`kernel worker threads did not start within ${STARTUP_TIMEOUT_MS / 1000} s`);
     Atomics.wait(control, CONTROL.ready, Atomics.load(control, CONTROL.ready), 100);
   }
   const runHere = base.runJob;
