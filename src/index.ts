@@ -15,7 +15,7 @@ export { householderQr } from "./linalg/householder-qr.js";
 export { singularValues, optimalLowRankError } from "./linalg/symmetric-eigenvalues.js";
 export { matrix, transpose, frobeniusNorm, frobeniusDistance, assertFinite, type Matrix } from "./tensor/matrix.js";
 export { bf16ToFloat32, float32ToBf16, f16ToFloat32, float32ToF16, decodeHalf, encodeHalf } from "./tensor/dtype.js";
-export { getBackend, listBackends, registerBackend } from "./kernels/registry.js";
+export { getBackend, listBackends, registerBackend, registerBackendFactory } from "./kernels/registry.js";
 export type { KernelBackend, GemmCall } from "./kernels/backend.js";
 export { tsBackend } from "./kernels/ts-backend.js";
 export { createWasmBackend, wasmSimdSupported } from "./kernels/wasm-backend.js";

@@ -8,10 +8,18 @@ import { createWasmBackend, wasmSimdSupported } from "./wasm-backend.js";
  * The core registers "ts" (and "wasm" when WebAssembly SIMD is available); Node entry points
  * register the multi-threaded backend on top.
  */
-const backends = new Map<string, { backend: KernelBackend; priority: number }>();
+const backends = new Map<string, { backend?: KernelBackend; create?: () => KernelBackend; priority: number }>();
 
 export function registerBackend(backend: KernelBackend, priority: number): void {
   backends.set(backend.name, { backend, priority });
+}
+
+/**
+ * A backend made on first use: one that starts threads or loads a native library costs nothing to
+ * programs that import the package without computing (or that pick another backend).
+ */
+export function registerBackendFactory(name: string, priority: number, create: () => KernelBackend): void {
+  backends.set(name, { create, priority });
 }
 
 export function listBackends(): string[] {
@@ -37,11 +45,20 @@ export function getBackend(name?: string): KernelBackend {
   registerDefaults();
   if (name === undefined) {
     const best = listBackends()[0];
-    return best === undefined ? tsBackend : backends.get(best)!.backend;
+    return best === undefined ? tsBackend : resolve(best);
   }
-  const entry = backends.get(name);
-  if (entry === undefined) {
+  if (!backends.has(name)) {
     throw new BackendUnavailableError(`backend "${name}" is not available here (available: ${listBackends().join(", ")})`);
+  }
+  return resolve(name);
+}
+
+function resolve(name: string): KernelBackend {
+  const entry = backends.get(name)!;
+  if (entry.backend === undefined) {
+    const backend = entry.create!();
+    if (backend.name !== name) throw new BackendUnavailableError(`the factory registered as backend "${name}" made one named "${backend.name}"`);
+    entry.backend = backend;
   }
   return entry.backend;
 }

@@ -4,7 +4,7 @@
  * that optional dependency is installed ("ort"), WebAssembly SIMD on every core for the rest
  * ("wasm-threads").
  */
-import { getBackend, registerBackend } from "../kernels/registry.js";
+import { getBackend, listBackends, registerBackendFactory } from "../kernels/registry.js";
 import { wasmSimdSupported } from "../kernels/wasm-backend.js";
 import { createThreadedBackend } from "./thread-pool-backend.js";
 import { createOrtBackend, ortInstalled } from "./ort-backend.js";
@@ -20,14 +20,13 @@ export { createThreadedBackend, type ThreadedBackend } from "./thread-pool-backe
 export { createOrtBackend, ortInstalled, type OrtBackend } from "./ort-backend.js";
 export { enableRelaxedSimd, RELAXED_SIMD_FLAG } from "./relaxed-simd.js";
 
+// Made on first use: importing starts no threads. onnxruntime itself loads on the first large product.
 if (wasmSimdSupported()) {
-  const threaded = createThreadedBackend();
-  registerBackend(threaded, 20);
-  // onnxruntime itself loads on the first large product.
-  if (ortInstalled()) registerBackend(createOrtBackend(threaded), 30);
+  registerBackendFactory("wasm-threads", 20, () => createThreadedBackend());
+  if (ortInstalled()) registerBackendFactory("ort", 30, () => createOrtBackend(getBackend("wasm-threads")));
 }
 
 /** The backend `loftq()` uses when none is named. */
 export function activeBackendName(): string {
-  return getBackend().name;
+  return listBackends()[0] ?? "ts";
 }
