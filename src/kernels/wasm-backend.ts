@@ -112,8 +112,8 @@ export type KernelJob =
   | { kind: "reflect"; args: ReflectorsArgs };
 
 export interface WasmBackend extends KernelBackend {
-  readonly memory: WebAssembly.Memory;
-  readonly module: WebAssembly.Module;
+  readonly memory: KernelMemory;
+  readonly module: KernelModule;
   readonly variant: KernelVariant;
   /** Runs a job on this thread; the threaded backend overrides it to share the work. */
   runJob(job: KernelJob): number;
@@ -167,6 +167,18 @@ export function runKernelJob(kernel: KernelExports, job: KernelJob): number {
  */
 export type KernelVariant = "simd" | "relaxed-simd";
 
+/**
+ * A backend's shared WebAssembly.Memory and compiled kernel module, as the package's declarations show
+ * them: structurally, so programs compile against them with neither a DOM lib nor a WebAssembly
+ * declaration (ES2022 and @types/node declare none).
+ */
+export interface KernelMemory {
+  readonly buffer: ArrayBufferLike;
+  grow(pages: number): number;
+}
+/** A compiled WebAssembly.Module of the kernels (opaque: passed to workers and instantiated). */
+export type KernelModule = object;
+
 const compiled = new Map<KernelVariant, WebAssembly.Module>();
 
 function moduleBytes(variant: KernelVariant): Uint8Array {
@@ -176,7 +188,7 @@ function moduleBytes(variant: KernelVariant): Uint8Array {
   return bytes;
 }
 
-export function kernelModule(variant: KernelVariant = "simd"): WebAssembly.Module {
+export function kernelModule(variant: KernelVariant = "simd"): KernelModule {
   let module = compiled.get(variant);
   if (!module) {
     module = new WebAssembly.Module(moduleBytes(variant));
@@ -219,8 +231,8 @@ export function defaultKernelVariant(): KernelVariant {
   return relaxedSimdSupported() ? "relaxed-simd" : "simd";
 }
 
-export function instantiateKernels(module: WebAssembly.Module, memory: WebAssembly.Memory): KernelExports {
-  return new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as KernelExports;
+export function instantiateKernels(module: KernelModule, memory: KernelMemory): KernelExports {
+  return new WebAssembly.Instance(module as WebAssembly.Module, { env: { memory } }).exports as unknown as KernelExports;
 }
 
 
@@ -486,7 +498,7 @@ class Heap {
   private readonly free = new Map<number, number[]>();
   private readonly buffers = new WeakSet<ArrayBufferLike>();
 
-  constructor(private readonly memory: WebAssembly.Memory) {
+  constructor(private readonly memory: KernelMemory) {
     this.buffers.add(memory.buffer);
   }
 

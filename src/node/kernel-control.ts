@@ -1,4 +1,4 @@
-import type { KernelJob } from "../kernels/wasm-backend.js";
+import type { KernelJob, KernelMemory } from "../kernels/wasm-backend.js";
 import { CONTROL_BYTES } from "../kernels/wasm-backend.js";
 
 /**
@@ -26,11 +26,11 @@ const FIELDS = {
 const SLOT_WORDS = 2 + Math.max(...Object.values(FIELDS).map((fields) => fields.length));
 export const MAX_WORKERS = Math.floor((CONTROL_BYTES - SLOT_OFFSET) / (SLOT_WORDS * 8));
 
-function slotView(memory: WebAssembly.Memory, slot: number): Float64Array {
+function slotView(memory: KernelMemory, slot: number): Float64Array {
   return new Float64Array(memory.buffer, SLOT_OFFSET + slot * SLOT_WORDS * 8, SLOT_WORDS);
 }
 
-export function writeJob(memory: WebAssembly.Memory, slot: number, job: KernelJob | undefined): void {
+export function writeJob(memory: KernelMemory, slot: number, job: KernelJob | undefined): void {
   const view = slotView(memory, slot);
   view.fill(0);
   view[0] = job ? KINDS.indexOf(job.kind) + 1 : 0;
@@ -39,7 +39,7 @@ export function writeJob(memory: WebAssembly.Memory, slot: number, job: KernelJo
   FIELDS[job.kind].forEach((field, i) => (view[i + 1] = args[field]!));
 }
 
-export function readJob(memory: WebAssembly.Memory, slot: number): KernelJob | undefined {
+export function readJob(memory: KernelMemory, slot: number): KernelJob | undefined {
   const view = slotView(memory, slot);
   const kind = KINDS[view[0]! - 1];
   if (!kind) return undefined;
@@ -48,10 +48,10 @@ export function readJob(memory: WebAssembly.Memory, slot: number): KernelJob | u
   return { kind, args } as unknown as KernelJob;
 }
 
-export function writeResult(memory: WebAssembly.Memory, slot: number, value: number): void {
+export function writeResult(memory: KernelMemory, slot: number, value: number): void {
   slotView(memory, slot)[SLOT_WORDS - 1] = value;
 }
 
-export function readResult(memory: WebAssembly.Memory, slot: number): number {
+export function readResult(memory: KernelMemory, slot: number): number {
   return slotView(memory, slot)[SLOT_WORDS - 1]!;
 }

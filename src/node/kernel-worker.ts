@@ -3,10 +3,10 @@
  * forever waiting (Atomics.wait) for a new job generation, run this worker's slot, count it done.
  */
 import { workerData } from "node:worker_threads";
-import { instantiateKernels, runKernelJob } from "../kernels/wasm-backend.js";
+import { instantiateKernels, runKernelJob, type KernelMemory, type KernelModule } from "../kernels/wasm-backend.js";
 import { CONTROL, readJob, writeResult } from "./kernel-control.js";
 
-const { memory, module, slot } = workerData as { memory: WebAssembly.Memory; module: WebAssembly.Module; slot: number };
+const { memory, module, slot } = workerData as { memory: KernelMemory; module: KernelModule; slot: number };
 const kernel = instantiateKernels(module, memory);
 const control = new Int32Array(memory.buffer, 0, CONTROL.words);
 Atomics.add(control, CONTROL.ready, 1);
