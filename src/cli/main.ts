@@ -3,7 +3,7 @@
  * The `loftq` command. Only this layer prints. Exit codes: 0 success, 1 failure (bad or missing
  * input, non-finite weights, output exists, disk full), 2 usage error.
  */
-import "./relaxed-simd-setup.js"; // first: before ../node/index.js creates the kernel backends
+import "./relaxed-simd-setup.js"; // first: before any kernel module is compiled
 import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { renderReportHtml, type ReportMatrix } from "../report/html-report.js";
@@ -11,19 +11,20 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { InvalidArgumentError, LoftqError } from "../errors.js";
 import { SafetensorsFile } from "../io/safetensors-file.js";
 import { openCheckpoint } from "../io/checkpoint.js";
-import { checkBitsOption } from "../io/targets.js";
+import { checkBitsOption, checkSelectionOptions } from "../io/targets.js";
 import { MAX_SEED } from "../loftq/options.js";
 import { mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 import { checkBlockSize } from "../quant/quantizer.js";
-import { loftq, qloraInit, activeBackendName, QUANTIZER_KINDS, listBackends, registerBackend, createThreadedBackend, createOrtBackend, ortInstalled, type QuantizerKind } from "../node/index.js";
+import { loftq, qloraInit, activeBackendName, QUANTIZER_KINDS, listBackends, registerBackendFactory, getBackend, createThreadedBackend, createOrtBackend, ortInstalled, type QuantizerKind } from "../node/index.js";
 import { progressRenderer, type ProgressMode } from "./progress.js";
 
 /** The package's own version (dist/src/cli/main.js lies three folders below package.json). */
 const VERSION = (JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
-const COMMON_LOFTQ_OPTIONS = `  --bits N            2, 3, 4, 8, or mixed 2/4-bit like 2.25 / 2.5 (default 4)
-  --rank R            LoRA rank (default 16)
+const MODEL_BITS_OPTION = `  --bits N            2, 3, 4, 8, or mixed 2/4-bit like 2.25 / 2.5 (default 4)`;
+const MATRIX_BITS_OPTION = `  --bits N            a width the quantizer has: 2, 3, 4, 8 for nf (default 4)`;
+const COMMON_LOFTQ_OPTIONS = `  --rank R            LoRA rank (default 16)
   --iters T           alternations (default 1)
   --quantizer Q       ${QUANTIZER_KINDS.join(" | ")} (default nf)
   --block-size B      values per absmax block (default 64)
@@ -41,6 +42,7 @@ Usage:
   loftq inspect <model-dir | file.safetensors>       tensors, dtypes, shapes, what would be targeted
   loftq matrix <file | model-dir> --tensor NAME      LoftQ on one tensor, print per-iteration errors
   loftq <command> --help                             options of one command
+  loftq --version                                    the version
 
 Exit codes: 0 ok, 1 failure (bad input, non-finite weights, output exists, disk full), 2 usage error.`,
   quantize: `Usage: loftq quantize <model-dir> --out <dir> [options]
@@ -52,6 +54,7 @@ loftq_manifest.json. Everything is written to <dir>.partial and renamed when com
 
 Options:
   --out DIR           output directory (required; refused if non-empty without --force)
+${MODEL_BITS_OPTION}
 ${COMMON_LOFTQ_OPTIONS}
   --mixed             treat --bits as LoftQ's mixed 2/4-bit spec even when it is an integer (LoftQ's "3-bit")
   --bits-map RULES    per-module bits, first match wins: "*.mlp.*=2,*.self_attn.*=4"
@@ -80,6 +83,7 @@ LoftQ), per-iteration curves, the bits map and the full table, from <out-dir>/lo
 Lists tensors (name, dtype, shape), marks what "loftq quantize" would target and estimates the output sizes.`,
   matrix: `Usage: loftq matrix <file.safetensors | model-dir> --tensor NAME [options]
 
+${MATRIX_BITS_OPTION}
 ${COMMON_LOFTQ_OPTIONS}
   --json              print the result as JSON`,
 };
@@ -173,13 +177,22 @@ function main(argv: string[]): number {
     if (command === "matrix" && !Number.isInteger(bits)) throw new UsageError(`--bits must be an integer for matrix (mixed 2/4-bit applies to whole models), got ${bits}`);
     asUsageError(() => checkBlockSize(quantizer, blockSize));
   }
+  const ruleWidths = command !== "quantize" && command !== "inspect" ? [] : asUsageError(() => checkSelectionOptions({ target: values.target ?? "all-linear", quantizer, ...(values["bits-map"] ? { bitsMap: values["bits-map"] } : {}) }));
+  const format = values.format === undefined ? undefined : parseFormat(values.format);
+  if (format === "bnb4") {
+    // What --format bnb4 can hold, known from the options alone (lm_head and per-module rules are checked against the checkpoint).
+    // A default width other than 4 may still be overridden by rules for every target: the checkpoint tells.
+    const fourBit = ruleWidths.every((width) => width === 4) && ((bits === 4 && !values.mixed) || ruleWidths.length > 0);
+    if (!fourBit || !["nf", "bnb-nf4"].includes(quantizer) || blockSize !== 64) {
+      throw new UsageError(`--format bnb4 needs NF4 with block 64 on every target (--bits 4, --quantizer nf or bnb-nf4, --block-size 64, no --bits-map rule of another width); got --bits ${bits}${values.mixed ? " --mixed" : ""}${values["bits-map"] ? ` --bits-map "${values["bits-map"]}"` : ""} --quantizer ${quantizer} --block-size ${blockSize}`);
+    }
+  }
   const shard = values.shard === undefined ? undefined : asUsageError(() => parseShard(values.shard!));
   if (values.threads !== undefined) {
     const threads = number("threads", values.threads, 1);
     if (threads < 1) throw new UsageError("--threads must be at least 1");
-    const threaded = createThreadedBackend(threads);
-    registerBackend(threaded, 40);
-    if (ortInstalled()) registerBackend(createOrtBackend(threaded, threads), 50);
+    registerBackendFactory("wasm-threads", 40, () => createThreadedBackend(threads));
+    if (ortInstalled()) registerBackendFactory("ort", 50, () => createOrtBackend(getBackend("wasm-threads"), threads));
   }
 
   if (command === "quantize") {
@@ -200,7 +213,7 @@ function main(argv: string[]): number {
       ...(values.force ? { force: true } : {}),
       ...(values.backend ? { backend: values.backend } : {}),
       ...(values.resume ? { resume: true } : {}),
-      ...(values.format ? { format: parseFormat(values.format) } : {}),
+      ...(format ? { format } : {}),
       ...(shard ? { shard } : {}),
       onEvent: progressRenderer(mode),
     });
@@ -290,6 +303,14 @@ function printReportTable(reports: ReturnType<typeof quantizeCheckpoint>["report
   }
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)));
   for (const row of rows) console.log(row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  "));
+}
+
+// A reader that stops early (`loftq quantize --json | head`, or progress on stderr piped) ends what is printed, not the work: the
+// files are the job's output, so it finishes and the exit code says how that went.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code !== "EPIPE") throw error;
+  });
 }
 
 try {

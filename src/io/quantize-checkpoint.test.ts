@@ -231,6 +231,18 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
     assert.equal(refused.status, 2, `${bad.join(" ")}: ${refused.stderr}`);
     assert.match(refused.stderr, new RegExp(`${bad[0]!.slice(2).split("=")[0]!.replace("quantizer", "bits").replace("block-size", "blockSize")}`));
   }
+  // So are selections and formats that need no checkpoint to be refused; what needs the checkpoint exits 1.
+  for (const bad of [["--bits-map", "*.mlp.*=5"], ["--bits-map", "garbage"], ["--target", ","], ["--format", "bnb4", "--bits", "2"], ["--format", "bnb4", "--bits-map", "*.mlp.*=2"], ["--format", "fp4"]]) {
+    const refused = run("quantize", model, "--out", join(work, "y"), ...bad);
+    assert.equal(refused.status, 2, `${bad.join(" ")}: ${refused.stderr}`);
+    assert.match(refused.stderr, new RegExp(`--${bad[0]!.slice(2)}`));
+  }
+  assert.equal(run("quantize", model, "--out", join(work, "y"), "--rank", "5000").status, 1, "a rank larger than a matrix is found in the checkpoint");
+  assert.ok(!existsSync(join(work, "y")) && !existsSync(join(work, "y.partial")));
+  // A reader that closes early (`| head`) ends the printing, not the job.
+  const piped = spawnSync("sh", ["-c", `"${process.execPath}" "${cli}" quantize "${model}" --out "${join(work, "piped")}" --rank 4 --target q_proj --json | head -1 >/dev/null`], { encoding: "utf8" });
+  assert.doesNotMatch(piped.stderr, /EPIPE/, piped.stderr);
+  assert.ok(existsSync(join(work, "piped", "loftq_report.json")));
   const notAReport = join(work, "not-a-report");
   mkdirSync(notAReport);
   writeFileSync(join(notAReport, REPORT_FILE), "{bad");

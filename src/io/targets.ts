@@ -164,6 +164,22 @@ function bitsFor(module: string, layer: number | undefined, bits: number, mixed:
   return layer !== undefined && layer < fourBitLayers ? 4 : 2;
 }
 
+/**
+ * The checks on --target and --bits-map that need no checkpoint: a non-empty target list, rules of the
+ * form pattern=bits, and rule widths the quantizer has. Run before any file is read (the CLI reports
+ * them as usage errors); selectTargets runs the same parse. Returns the widths the rules ask for.
+ */
+export function checkSelectionOptions(options: { target: string; bitsMap?: string; quantizer: QuantizerKind }): number[] {
+  const explicit = explicitTargets(options.target);
+  if (explicit && explicit.length === 0) throw new InvalidArgumentError(`--target is empty`);
+  const widths = supportedBits(options.quantizer);
+  const rules = parseBitsMap(options.bitsMap);
+  for (const [, bits, pattern] of rules) {
+    if (!widths.includes(bits)) throw new InvalidArgumentError(`--bits-map ${pattern}=${bits}: --quantizer ${options.quantizer} has bits ${widths.join(", ")}`);
+  }
+  return rules.map(([, bits]) => bits);
+}
+
 /** A --bits-map rule: the compiled pattern, its bits, and the pattern as written. */
 type BitsRule = [RegExp, number, string];
 
