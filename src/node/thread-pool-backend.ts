@@ -3,6 +3,7 @@ import { Worker } from "node:worker_threads";
 import { createWasmBackend, defaultKernelVariant, GEMM_SCRATCH_BYTES, MAX_GEMM_SHARES, type KernelJob, type KernelVariant, type WasmBackend } from "../kernels/wasm-backend.js";
 import { CONTROL, MAX_WORKERS, readResult, writeJob } from "./kernel-control.js";
 import { workerExecArgv } from "../io/worker-exec-argv.js";
+import { BackendUnavailableError } from "../errors.js";
 
 /**
  * The WebAssembly kernels on every core. Each job is cut into one share per thread (gemm: rows of
@@ -35,7 +36,7 @@ export function createThreadedBackend(threads = availableParallelism(), variant:
   });
   const started = Date.now();
   while (Atomics.load(control, CONTROL.ready) < workerCount) {
-    if (Date.now() - started > STARTUP_TIMEOUT_MS) throw new Error(`kernel worker threads did not start within ${STARTUP_TIMEOUT_MS / 1000} s`);
+    if (Date.now() - started > STARTUP_TIMEOUT_MS) throw new BackendUnavailableError(`kernel worker threads did not start within ${STARTUP_TIMEOUT_MS / 1000} s (the single-threaded "wasm" backend needs none)`);
     Atomics.wait(control, CONTROL.ready, Atomics.load(control, CONTROL.ready), 100);
   }
   const runHere = base.runJob;
