@@ -142,7 +142,7 @@ function main(argv: string[]): number {
     else console.error(HELP.main);
     return values.help ? 0 : 2;
   }
-  if (!(command in HELP) || command === "main") throw new UsageError(`unknown command "${command}"`);
+  if (!Object.hasOwn(HELP, command) || command === "main") throw new UsageError(`unknown command "${command}"`);
   if (values.help) {
     console.log(HELP[command]);
     return 0;

@@ -23,6 +23,7 @@ export function progressRenderer(mode: ProgressMode, write: (text: string) => vo
       for (const selector of event.unmatched) process.stderr.write(`warning: ${selector} matches nothing in this checkpoint\n`);
       for (const warning of event.warnings) process.stderr.write(`warning: ${warning}\n`);
     }
+    if (event.type === "done" && event.leftover && mode !== "json") process.stderr.write(`${mode === "tty" ? "\n" : ""}warning: ${event.leftover}\n`);
     if (mode === "quiet") return;
     if (mode === "json") {
       process.stdout.write(JSON.stringify(event) + "\n");

@@ -1,9 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openCheckpoint, CheckpointError } from "./checkpoint.js";
+import { SafetensorsFile } from "./safetensors-file.js";
+import { LoftqError } from "../errors.js";
 import { writeSafetensorsFile } from "./safetensors-writer.js";
 import { encodeHalf } from "../tensor/dtype.js";
 
@@ -84,4 +87,52 @@ test("hostile indexes: shard names outside the directory, mismatches with the sh
     });
   }
   assert.throws(() => openCheckpoint(join(tmpdir(), "definitely-not-here-loftq")), CheckpointError);
+});
+
+test("hostile side files: config.json or the index as a device or FIFO, a config that is not an object, deeply nested JSON", () => {
+  withDir((dir) => {
+    shard(dir, "model.safetensors", ["a"]);
+    symlinkSync("/dev/zero", join(dir, "config.json"));
+    assert.throws(() => openCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && /not a regular file/.test(String(e)));
+    rmSync(join(dir, "config.json"));
+    spawnSync("mkfifo", [join(dir, "config.json")]);
+    assert.throws(() => openCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && /not a regular file/.test(String(e)), "a FIFO would block");
+    rmSync(join(dir, "config.json"));
+    for (const text of ["[1]", "null", '"llama"', "5"]) {
+      writeFileSync(join(dir, "config.json"), text);
+      assert.throws(() => openCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && /not a JSON object/.test(String(e)), text);
+    }
+    rmSync(join(dir, "config.json"));
+    // 5000 levels of nesting in a header's dtype or an index entry: typed errors, not a stack overflow.
+    const deep = "[".repeat(5000) + "]".repeat(5000);
+    const header = `{"w":{"dtype":${deep},"shape":[1],"data_offsets":[0,4]}}`;
+    const bytes = Buffer.alloc(8 + header.length + 4);
+    bytes.writeBigUInt64LE(BigInt(header.length));
+    bytes.write(header, 8);
+    writeFileSync(join(dir, "model.safetensors"), bytes);
+    assert.throws(() => openCheckpoint(dir), (e: unknown) => e instanceof LoftqError && /unknown dtype \[…\]/.test(String(e)) && String(e).length < 300);
+    shard(dir, "model-00001-of-00001.safetensors", ["a"]);
+    writeFileSync(join(dir, "model.safetensors.index.json"), `{"weight_map":{"a":${deep}}}`);
+    assert.throws(() => openCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && /not a plain \*\.safetensors file name/.test(String(e)));
+  });
+});
+
+test("an index naming 100 000 tensors over a few shards opens in linear time", () => {
+  withDir((dir) => {
+    const names = Array.from({ length: 100_000 }, (_, i) => `t${i}`);
+    const weightMap: Record<string, string> = {};
+    for (const [i, name] of names.entries()) weightMap[name] = `model-0000${(i % 4) + 1}-of-00004.safetensors`;
+    index(dir, weightMap);
+    // Shards missing: the error comes after the whole index is read (it was quadratic in distinct shard names).
+    const started = Date.now();
+    assert.throws(() => openCheckpoint(dir), /missing or not a file/);
+    assert.ok(Date.now() - started < 5000);
+  });
+});
+
+test("a safetensors path that is a FIFO is refused without opening it (opening would block)", () => {
+  withDir((dir) => {
+    spawnSync("mkfifo", [join(dir, "model.safetensors")]);
+    assert.throws(() => SafetensorsFile.open(join(dir, "model.safetensors")), (e: unknown) => e instanceof LoftqError && /not a regular file/.test(String(e)));
+  });
 });

@@ -2,6 +2,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { LoftqError } from "../errors.js";
 import { SafetensorsFile } from "./safetensors-file.js";
+import { jsonPreview } from "./json-preview.js";
 import type { TensorInfo } from "./safetensors.js";
 
 /**
@@ -44,13 +45,23 @@ export interface Checkpoint {
 }
 
 export function readJsonFile(path: string): unknown {
-  const size = statSync(path).size;
+  const stats = statSync(path);
+  // A FIFO or a device (a config.json linked to /dev/zero) has no size to check and may never end.
+  if (!stats.isFile()) throw new CheckpointError(`${path}: not a regular file`);
+  const size = stats.size;
   if (size > MAX_JSON_BYTES) throw new CheckpointError(`${path}: ${size} bytes is too large for a JSON file here`);
   try {
     return JSON.parse(readFileSync(path, "utf8"));
   } catch (error) {
     throw new CheckpointError(`${path}: not valid JSON (${(error as Error).message})`);
   }
+}
+
+/** A config.json: a JSON object (transformers' PretrainedConfig), anything else is refused. */
+function readConfig(path: string): Record<string, unknown> {
+  const config = readJsonFile(path);
+  if (typeof config !== "object" || config === null || Array.isArray(config)) throw new CheckpointError(`${path}: not a JSON object (got ${jsonPreview(config)})`);
+  return config as Record<string, unknown>;
 }
 
 export function openCheckpoint(dir: string): Checkpoint {
@@ -65,13 +76,14 @@ export function openCheckpoint(dir: string): Checkpoint {
     }
     if (Object.keys(index.weight_map).length === 0) throw new CheckpointError(`${indexPath}: its "weight_map" lists no tensors`);
     weightMap = index.weight_map as Record<string, string>;
-    shardNames = [];
+    const shards = new Set<string>();
     for (const [tensor, shard] of Object.entries(weightMap)) {
       if (typeof shard !== "string" || !SHARD_NAME.test(shard)) {
-        throw new CheckpointError(`${indexPath}: tensor "${tensor}" maps to ${JSON.stringify(shard)}, not a plain *.safetensors file name`);
+        throw new CheckpointError(`${indexPath}: tensor "${tensor}" maps to ${jsonPreview(shard)}, not a plain *.safetensors file name`);
       }
-      if (!shardNames.includes(shard)) shardNames.push(shard);
+      shards.add(shard);
     }
+    shardNames = [...shards];
   } else if (existsSync(join(dir, SINGLE_FILE))) {
     shardNames = [SINGLE_FILE];
   } else {
@@ -108,7 +120,13 @@ export function openCheckpoint(dir: string): Checkpoint {
     throw error;
   }
   const configPath = join(dir, "config.json");
-  const config = existsSync(configPath) ? (readJsonFile(configPath) as Record<string, unknown>) : undefined;
+  let config: Record<string, unknown> | undefined;
+  try {
+    config = existsSync(configPath) ? readConfig(configPath) : undefined;
+  } catch (error) {
+    for (const file of files.values()) file.close();
+    throw error;
+  }
   const fileOf = (name: string) => {
     const shard = where.get(name);
     if (shard === undefined) throw new CheckpointError(`${dir}: no tensor named "${name}"`);

@@ -5,6 +5,7 @@ import { LoftqError } from "../errors.js";
 import type { Matrix } from "../tensor/matrix.js";
 import { float32Bytes } from "../tensor/dtype.js";
 import { SafetensorsFile } from "./safetensors-file.js";
+import { SafetensorsParseError } from "./safetensors.js";
 import { writeSafetensorsFile } from "./safetensors-writer.js";
 import type { MatrixReport } from "./quantize-checkpoint.js";
 import type { BackgroundPublisher } from "./background-publisher.js";
@@ -119,12 +120,24 @@ export function loadFactors(store: string, module: string): StoredFactors {
 function read<T>(store: string, module: string, pick: (file: SafetensorsFile, factors: StoredFactors) => T): T {
   const file = SafetensorsFile.open(fileOf(store, module));
   try {
+    // Entries can come from other machines (merge): a damaged one is an error, not a wrong adapter.
+    const damaged = (why: string) => new SafetensorsParseError(`${file.path}: ${why}; the entry is damaged (run its matrix or shard again)`);
     const matrix = (name: string): Matrix => {
       const info = file.info(name);
+      if (info.shape.length !== 2) throw damaged(`${name} has shape [${info.shape.join(", ")}], not a matrix`);
       return { rows: info.shape[0]!, cols: info.shape[1]!, data: file.readFloat32(name) };
     };
-    const report = JSON.parse(file.header.metadata.report ?? "null") as MatrixReport;
-    return pick(file, { a: matrix("lora_A"), b: matrix("lora_B"), report });
+    let report: unknown;
+    try {
+      report = JSON.parse(file.header.metadata.report ?? "null");
+    } catch {
+      throw damaged("its report is not valid JSON");
+    }
+    if (typeof report !== "object" || report === null || Array.isArray(report)) throw damaged("it has no report");
+    const a = matrix("lora_A");
+    const b = matrix("lora_B");
+    if (a.rows !== b.cols) throw damaged(`lora_A is ${a.rows}×${a.cols} but lora_B ${b.rows}×${b.cols}`);
+    return pick(file, { a, b, report: report as MatrixReport });
   } finally {
     file.close();
   }

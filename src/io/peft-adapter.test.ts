@@ -12,6 +12,7 @@ test("adapter keys follow the module paths of the loaded head model: GPT-2, BLOO
   // A base-class checkpoint loads without a head, and unknown types are left as they are.
   assert.equal(peftModulePrefix({ model_type: "gpt2", architectures: ["GPT2Model"] }, ["h.0.attn.c_attn.weight"]), "");
   assert.equal(peftModulePrefix({ model_type: "something-new" }, ["h.0.x.weight"]), "");
+  for (const name of ["__proto__", "constructor", "toString"]) assert.equal(peftModulePrefix({ model_type: name }, ["h.0.x.weight"]), "", name);
   assert.equal(peftModulePrefix(undefined, ["h.0.x.weight"]), "");
   assert.equal(loraTensorNames("transformer.h.0.attn.c_attn").a, "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight");
   assert.equal(taskTypeOf(gpt2), "CAUSAL_LM");

@@ -98,7 +98,7 @@ const BASE_MODEL_PREFIX: Record<string, string> = {
  * then match nothing, and PEFT would silently keep its own zero-B init instead of LoftQ's.
  */
 export function peftModulePrefix(config: Record<string, unknown> | undefined, tensorNames: readonly string[]): string {
-  const prefix = typeof config?.model_type === "string" ? BASE_MODEL_PREFIX[config.model_type] : undefined;
+  const prefix = typeof config?.model_type === "string" && Object.hasOwn(BASE_MODEL_PREFIX, config.model_type) ? BASE_MODEL_PREFIX[config.model_type] : undefined;
   // A base-class model (architectures …Model) is loaded without a head: no prefix then.
   if (!prefix || taskTypeOf(config) === "FEATURE_EXTRACTION" || tensorNames.some((name) => name.startsWith(`${prefix}.`))) return "";
   return `${prefix}.`;

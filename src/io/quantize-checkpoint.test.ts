@@ -13,6 +13,7 @@ import { openCheckpoint } from "./checkpoint.js";
 import { SafetensorsFile } from "./safetensors-file.js";
 import { DiskFullError, writeSafetensorsFile } from "./safetensors-writer.js";
 import { tsBackend } from "../kernels/ts-backend.js";
+import { LoftqError } from "../errors.js";
 import { createQuantizer } from "../quant/quantizer.js";
 
 let work: string;
@@ -284,6 +285,17 @@ function snapshot(dir: string, prefix = ""): Map<string, string> {
   return out;
 }
 
+test("a link to nothing among the files to copy (tokenizer.json) is refused before any matrix is computed", () => {
+  const broken = join(work, "broken-link-model");
+  cpSync(model, broken, { recursive: true });
+  symlinkSync(join(work, "nothing-here"), join(broken, "tokenizer.json"));
+  const events: string[] = [];
+  assert.throws(() => quantizeCheckpoint({ input: broken, output: join(work, "broken-out"), rank: 4, onEvent: (e) => events.push(e.type) }), (e: unknown) => e instanceof LoftqError && /link to nothing/.test(String(e)));
+  assert.deepEqual(events, []);
+  assert.ok(!existsSync(join(work, "broken-out.partial")));
+  rmSync(broken, { recursive: true });
+});
+
 test("--shard 1/2 + 2/2 then merge: byte-identical to one run", () => {
   const settings = { input: model, bits: 4, rank: 4, iterations: 2, loraAlpha: 8 } as const;
   const whole = join(work, "whole");
@@ -298,6 +310,26 @@ test("--shard 1/2 + 2/2 then merge: byte-identical to one run", () => {
   assert.throws(() => mergeFragments({ input: model, output: merged, fragments: fragments.slice(0, 1) }), /in no fragment/);
   mergeFragments({ input: model, output: merged, fragments });
   assert.deepEqual(snapshot(merged), snapshot(whole));
+  // A damaged fragment is a typed error, whatever is wrong with it.
+  const damaged = join(work, "damaged-fragment");
+  for (const [file, text] of [["loftq_settings.json", "{"], ["loftq_settings.json", "null"], ["loftq_settings.json", '{"input": 1}']] as const) {
+    cpSync(fragments[0]!, damaged, { recursive: true });
+    writeFileSync(join(damaged, file), text);
+    assert.throws(() => mergeFragments({ input: model, output: join(work, "never"), fragments: [damaged, fragments[1]!] }), (e: unknown) => e instanceof LoftqError && /damaged/.test(String(e)), text);
+    rmSync(damaged, { recursive: true });
+  }
+  // lora_A and lora_B relabelled [2, 64] / [64, 2] with the same bytes: refused, not a wrong adapter.
+  cpSync(fragments[0]!, damaged, { recursive: true });
+  const storeDir = join(damaged, ".loftq-matrices");
+  const entry = join(storeDir, readdirSync(storeDir).find((f) => f.endsWith(".safetensors"))!);
+  const stored = SafetensorsFile.open(entry);
+  const tensors = stored.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.name === "q" ? t.shape : t.name === "lora_A" ? [2, (t.shape[0]! * t.shape[1]!) / 2] : [(t.shape[0]! * t.shape[1]!) / 2, 2], bytes: stored.readBytes(t.name) }));
+  const metadata = stored.header.metadata;
+  stored.close();
+  writeSafetensorsFile(entry, tensors, metadata, (_, i) => tensors[i]!.bytes);
+  assert.throws(() => mergeFragments({ input: model, output: join(work, "never"), fragments: [damaged, fragments[1]!] }), (e: unknown) => e instanceof LoftqError && /damaged/.test(String(e)));
+  assert.ok(!existsSync(join(work, "never")) && !existsSync(join(work, "never.partial")));
+  rmSync(damaged, { recursive: true });
   // Fragments of other weights under the same path and sizes (another revision) are refused.
   const revised = join(work, "revised");
   cpSync(model, revised, { recursive: true });

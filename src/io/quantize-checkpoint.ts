@@ -10,7 +10,7 @@ import type { IterationErrors } from "../loftq/loftq.js";
 import { createQuantizer, type QuantizerKind } from "../quant/quantizer.js";
 import { encodeHalf, F16_MAX, F16_OVERFLOW, float32Bytes } from "../tensor/dtype.js";
 import { transpose, type Matrix } from "../tensor/matrix.js";
-import { INDEX_FILE, openCheckpoint, type Checkpoint } from "./checkpoint.js";
+import { CheckpointError, INDEX_FILE, openCheckpoint, type Checkpoint } from "./checkpoint.js";
 import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
 import { createBackgroundPublisher } from "./background-publisher.js";
 import { dropBackboneWeight, hasMatrix, holdsBackboneWeight, keepIfReadable, removeMatrix, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
@@ -80,7 +80,7 @@ export type PipelineEvent =
   | { type: "iteration"; index: number; total: number; module: string; iteration: number; iterations: number; quantError: number; error: number }
   | { type: "matrix-done"; index: number; total: number; report: MatrixReport }
   | { type: "shard-written"; file: string; written: number; shards: number; /** Left by an interrupted assembly and kept. */ kept: boolean }
-  | { type: "done"; output: string; seconds: number; matrices: number };
+  | { type: "done"; output: string; seconds: number; matrices: number; /** What --force replaced and could not remove. */ leftover?: string };
 
 export class OutputExistsError extends LoftqError {
   constructor(path: string) {
@@ -104,6 +104,22 @@ function configWarnings(checkpoint: Checkpoint, targets: readonly TargetMatrix[]
   if (checkpoint.config) return [];
   if (settings.format === "bnb4") throw new InvalidArgumentError(`${checkpoint.dir} has no config.json: --format bnb4 writes the model's config with a quantization_config, so it needs the original`);
   return [`${checkpoint.dir} has no config.json: the output has none either, and transformers needs one to load it (copy the model's config.json next to the output's shards)`];
+}
+
+/**
+ * The config, tokenizer and code files copied next to the output's shards: regular files only (a FIFO
+ * would block the copy). A name that should be copied but cannot be read (a dangling link) is refused
+ * here, before any matrix is computed, instead of failing the run after the last one.
+ */
+function filesToCopy(dir: string): string[] {
+  const files: string[] = [];
+  for (const file of readdirSync(dir).sort()) {
+    if (!COPIED_FILE.test(file)) continue;
+    const stats = statSync(join(dir, file), { throwIfNoEntry: false });
+    if (stats === undefined) throw new CheckpointError(`${join(dir, file)}: a link to nothing (the output would lack it); fix or remove it`);
+    if (stats.isFile()) files.push(file);
+  }
+  return files;
 }
 
 /** Settings that must match between a run and its resumption, or between shards being merged. */
@@ -147,6 +163,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
   const checkpoint = openCheckpoint(input);
   try {
     const targets = planTargets(checkpoint, settings);
+    filesToCopy(checkpoint.dir);
     const mine = options.shard ? targets.filter((_, i) => i % options.shard!.count === options.shard!.index - 1) : targets;
     // The shard spec too: a whole run's .partial resumed as a fragment (or the reverse) must be refused.
     const shardSpec = options.shard ? { shard: `${options.shard.index}/${options.shard.count}` } : {};
@@ -181,6 +198,25 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
   }
 }
 
+/** What a fragment recorded of its run, checked for the shape we write (fragments come from other machines). */
+function readFragmentSettings(dir: string): { input: string; inputFiles?: InputFile[]; settings: Settings } {
+  const path = join(dir, SETTINGS_FILE);
+  if (!existsSync(path) || !existsSync(join(dir, FRAGMENT_FILE))) throw new InvalidArgumentError(`${dir} is not a finished --shard fragment`);
+  const broken = (why: string) => new InvalidArgumentError(`${path}: ${why}; this fragment is damaged, run its shard again`);
+  let recorded: unknown;
+  try {
+    recorded = JSON.parse(readFileSync(path, "utf8"));
+  } catch (error) {
+    if (error instanceof SyntaxError) throw broken(`not valid JSON (${error.message})`);
+    throw error;
+  }
+  const flat = (value: unknown) => typeof value === "object" && value !== null && !Array.isArray(value) && Object.values(value).every((v) => v === null || typeof v !== "object");
+  const { input, inputFiles, settings } = (typeof recorded === "object" && recorded !== null ? recorded : {}) as Record<string, unknown>;
+  if (typeof input !== "string" || !flat(settings)) throw broken("not the settings of a loftq run");
+  if (inputFiles !== undefined && !(Array.isArray(inputFiles) && inputFiles.every(flat))) throw broken("its input file list is malformed");
+  return recorded as { input: string; inputFiles?: InputFile[]; settings: Settings };
+}
+
 /**
  * `loftq merge`: the checkpoint assembled from the fragments of every `--shard i/N` run (same
  * input, same settings), byte-identical to a single unsharded run.
@@ -190,13 +226,8 @@ export function mergeFragments(options: { input: string; output: string; fragmen
   const output = resolve(options.output);
   const input = resolve(options.input);
   checkOutput(input, output, options.force);
-  const fragmentSettings = options.fragments.map((dir) => {
-    const path = join(dir, SETTINGS_FILE);
-    if (!existsSync(path) || !existsSync(join(dir, FRAGMENT_FILE))) throw new InvalidArgumentError(`${dir} is not a finished --shard fragment`);
-    return readFileSync(path, "utf8");
-  });
   // Shards may run on machines with their own copy of the model: the same settings and input contents.
-  const recordedAll = fragmentSettings.map((text) => JSON.parse(text) as { input: string; inputFiles?: InputFile[]; settings: Settings });
+  const recordedAll = options.fragments.map(readFragmentSettings);
   if (new Set(recordedAll.map(({ input: from, settings }) => JSON.stringify({ from, settings }))).size !== 1) {
     throw new InvalidArgumentError("the fragments were made with different settings or inputs");
   }
@@ -205,6 +236,7 @@ export function mergeFragments(options: { input: string; output: string; fragmen
   const checkpoint = openCheckpoint(input);
   const partial = `${output}.partial`;
   try {
+    filesToCopy(checkpoint.dir);
     const current = JSON.stringify(inputFingerprint(checkpoint));
     // (Fragments from before the fingerprint carry none.)
     if (recordedAll.some((r) => r.inputFiles && JSON.stringify(r.inputFiles) !== current)) {
@@ -330,10 +362,27 @@ function publish(partial: string, output: string, reports: MatrixReport[], start
   // The files inside were fsynced (a fragment's matrix store too, entry by entry); their directory
   // entries too, then the rename itself.
   for (const dir of [partial, ...readdirSync(partial, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(partial, e.name))]) syncDirectory(dir);
-  rmSync(output, { recursive: true, force: true });
-  renameSync(partial, output);
+  // --force: the old output moves aside and is removed only once the new one is in place, so a removal
+  // that fails half-way (a read-only subdirectory) loses neither of them.
+  const replaced = existsSync(output) ? `${output}.replaced-${process.pid}` : undefined;
+  if (replaced) {
+    rmSync(replaced, { recursive: true, force: true });
+    renameSync(output, replaced);
+  }
+  try {
+    renameSync(partial, output);
+  } catch (error) {
+    if (replaced) renameSync(replaced, output);
+    throw error;
+  }
   syncDirectory(dirname(output));
-  onEvent?.({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: reports.length });
+  let leftover: string | undefined;
+  try {
+    if (replaced) rmSync(replaced, { recursive: true, force: true });
+  } catch (error) {
+    leftover = `${replaced}: the replaced output could not be removed (${(error as Error).message})`;
+  }
+  onEvent?.({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: reports.length, ...(leftover ? { leftover } : {}) });
   return { output, reports };
 }
 
@@ -573,12 +622,16 @@ function assemble(
       options.onEvent?.({ type: "shard-written", file, written: ++written, shards: shards.length, kept });
     },
   });
-  for (const file of readdirSync(checkpoint.dir)) {
-    if (COPIED_FILE.test(file) && statSync(join(checkpoint.dir, file)).isFile()) copyFileDurably(join(checkpoint.dir, file), join(dir, file));
-  }
+  for (const file of filesToCopy(checkpoint.dir)) copyFileDurably(join(checkpoint.dir, file), join(dir, file));
   if (settings.format === "bnb4") writeBnb4(checkpoint, byTensor, storeOf, join(dir, BNB4_DIR), settings);
   // Factors only (r·(m + n) floats each): every q of a 7B model at once would be ~13 GB.
-  const matrices = targets.map((t) => ({ target: t, ...loadFactors(storeOf(t.module), t.module) }));
+  const matrices = targets.map((t) => {
+    const factors = loadFactors(storeOf(t.module), t.module);
+    if (factors.a.rows !== settings.rank || factors.a.cols !== t.cols || factors.b.rows !== t.rows) {
+      throw new CheckpointError(`the stored factors of ${t.module} are ${factors.b.rows}×${factors.a.rows} and ${factors.a.rows}×${factors.a.cols}, not ${t.rows}×${settings.rank} and ${settings.rank}×${t.cols}: a damaged store entry or fragment`);
+    }
+    return { target: t, ...factors };
+  });
   writeAdapter(dir, output, matrices, settings, checkpoint.config, checkpoint.tensors.map((t) => t.name));
   const reports = matrices.map((m) => m.report);
   writeFileDurably(join(dir, REPORT_FILE), JSON.stringify({ matrices: reports }, null, 2) + "\n");
@@ -635,8 +688,8 @@ function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, 
     }
   }
   writeShards(dir, shards(), { ...checkpoint.metadata, format: "pt" }, (tensor) => checkpoint.readBytes(tensor.name), checkpoint.sharded);
-  for (const file of readdirSync(checkpoint.dir)) {
-    if (COPIED_FILE.test(file) && file !== "config.json" && statSync(join(checkpoint.dir, file)).isFile()) copyFileDurably(join(checkpoint.dir, file), join(dir, file));
+  for (const file of filesToCopy(checkpoint.dir)) {
+    if (file !== "config.json") copyFileDurably(join(checkpoint.dir, file), join(dir, file));
   }
   const skipped = bnb4SkipModules(checkpoint.tensors, byTensor);
   writeFileDurably(join(dir, "config.json"), withQuantizationConfig(readFileSync(join(checkpoint.dir, "config.json"), "utf8"), bnb4QuantizationConfig(computeDtype, skipped)));

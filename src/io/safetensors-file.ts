@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, statSync } from "node:fs";
 import { ShapeError } from "../errors.js";
 import { decodeHalf } from "../tensor/dtype.js";
 import { decodeFloatTensor, headerLength, parseHeader, SafetensorsParseError, type SafetensorsHeader, type TensorInfo } from "./safetensors.js";
@@ -18,9 +18,13 @@ export class SafetensorsFile {
   }
 
   static open(path: string): SafetensorsFile {
+    // Opening a FIFO for reading blocks until something writes to it: refuse anything but a file first.
+    if (!statSync(path).isFile()) throw new SafetensorsParseError(`${path}: not a regular file`);
     const fd = openSync(path, "r");
     try {
-      const size = fstatSync(fd).size;
+      const stats = fstatSync(fd);
+      if (!stats.isFile()) throw new SafetensorsParseError(`${path}: not a regular file`);
+      const size = stats.size;
       const prefix = new Uint8Array(8);
       readSync(fd, prefix, 0, Math.min(8, size), 0);
       const length = headerLength(prefix, size, path);

@@ -1,5 +1,6 @@
 import { LoftqError } from "../errors.js";
 import { decodeHalf } from "../tensor/dtype.js";
+import { jsonPreview } from "./json-preview.js";
 
 /**
  * safetensors headers, treated as hostile input: bounded length, a JSON object, known dtypes,
@@ -79,7 +80,7 @@ export function parseHeader(headerBytes: Uint8Array, dataLength: number, fileNam
     const info = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (typeof info !== "object" || info === null) fail(`tensor "${name}": entry is not an object`);
     const dtype = info.dtype;
-    if (typeof dtype !== "string" || !(dtype in DTYPE_BYTES)) fail(`tensor "${name}": unknown dtype ${JSON.stringify(dtype)}`);
+    if (typeof dtype !== "string" || !Object.hasOwn(DTYPE_BYTES, dtype)) fail(`tensor "${name}": unknown dtype ${jsonPreview(dtype)}`);
     const shape = info.shape;
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) fail(`tensor "${name}": shape must be a list of non-negative integers`);
     const offsets = info.data_offsets;
