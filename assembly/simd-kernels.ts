@@ -220,7 +220,9 @@ export function encodeCodebook(
     if (vectorised) j = encodeVectors(values, j, end, peak, reciprocal, table, thresholds, thresholdCount, peft, codes, deq, minuend);
     for (; j < end; j++) {
       const x = load<f32>(values + ((<usize>j) << 2));
-      const s: f32 = peft != 0 ? x / peak : x * reciprocal;
+      // ±Inf (x · 1/absmax when absmax is below ~2.9e-39) to the end codes, as the vector path's
+      // comparisons do; NaN (0 · Inf) stays NaN and takes bucket 0, as in the reference.
+      const s: f32 = min<f32>(max<f32>(peft != 0 ? x / peak : x * reciprocal, -1), 1);
       const bucket = <usize>(<i32>((<f64>s + 1.0) * BUCKETS_HALF));
       const code: i32 = <i32>load<u8>(below + bucket) + (s > load<f32>(inside + (bucket << 2)) ? 1 : 0);
       store<u8>(codes + <usize>j, <u8>code);

@@ -144,7 +144,9 @@ function encodeBnb(values: Float32Array, start: number, end: number, scale: numb
   const half = LOOKUP_BUCKETS / 2;
   const reciprocal = Math.fround(1 / scale);
   for (let i = start; i < end; i++) {
-    const s = Math.fround(values[i]! * reciprocal);
+    // An absmax below ~2.9e-39 makes fl32(1/absmax) infinite: ±Inf goes to the end codes, as in
+    // bitsandbytes' comparison tree (and 0·Inf = NaN to code 0, as there), not past the lookup.
+    const s = clampUnit(Math.fround(values[i]! * reciprocal));
     const bucket = ((s + 1) * half) | 0;
     const code = below[bucket]! + (s > inside[bucket]! ? 1 : 0);
     codes[i] = code;
@@ -152,6 +154,11 @@ function encodeBnb(values: Float32Array, start: number, end: number, scale: numb
   }
 }
 
+
+/** x limited to [−1, 1]; NaN stays NaN. */
+function clampUnit(x: number): number {
+  return x > 1 ? 1 : x < -1 ? -1 : x;
+}
 
 function encodePeft(values: Float32Array, start: number, end: number, scale: number, spec: CodebookSpec, codes: Uint8Array, dequantized?: Float32Array): void {
   const { table, lookup } = spec;

@@ -162,6 +162,11 @@ test("codebook encoding and decoding are bit-identical on every backend (zero bl
   // A NaN in the vector part and one in the scalar tail of their blocks: absmax skips it, as in the
   // reference, and the NaN itself gets the reference's code.
   values[448 + 5] = NaN;
+  // Blocks whose absmax is subnormal (fl32(1/absmax) = Inf for bnb): one in the vector part, and the
+  // last partial block, whose final values go through the scalar tail (it read past the lookup there).
+  values.fill(0, 512, 576);
+  values.set([1e-39, -2e-39, 2e-39, 5e-40], 512);
+  for (let i = n - 37; i < n; i++) values[i] = ((i % 3) - 1) * 1e-39;
   values[n - 2] = NaN;
   for (const [kind, bits] of [["nf", 4], ["nf", 3], ["nf", 2], ["nf", 8], ["bnb-nf4", 4], ["uniform", 3]] as const) {
     const quantizer = createQuantizer({ kind, bits });
@@ -187,7 +192,7 @@ test("codebook encoding and decoding are bit-identical on every backend (zero bl
       backend.release(codes);
     }
   }
-  t.diagnostic(`${n} values incl. ${thresholds.length * 3} on/around the NF4 midpoints: identical codes and decodings on ${backends.map((b) => b.name).join(", ")}`);
+  t.diagnostic(`${n} values incl. ${thresholds.length * 3} on/around the NF4 midpoints and two subnormal-absmax blocks: identical codes and decodings on ${backends.map((b) => b.name).join(", ")}`);
 });
 
 test("residual encoding (W − Q and Σ of its squares in the encoding pass) on every backend, in place too", (t) => {

@@ -228,3 +228,55 @@ test("exact SVD: a dominant singular value (a large mean) leaves the trailing on
     }
   }
 });
+
+test("rank-deficient inputs: eigenvectors of a large zero cluster stay orthonormal eigenvectors, LoftQ's reported error is the real one", () => {
+  // One nonzero weight: its residual after a 2-bit symmetric NF (no zero level) has rank 3, its 63×63 Gram a 60-fold zero eigenvalue.
+  const weight = new Float32Array(63 * 65);
+  weight[31 * 65 + 21] = -2.5;
+  const quantizer = createQuantizer({ kind: "nf-sym", bits: 2, blockSize: 128 });
+  const q = new Float32Array(weight.length);
+  quantizer.encode(weight, 63, 65, q, tsBackend);
+  const residual = weight.map((x, i) => x - q[i]!);
+  const gram = new Float64Array(63 * 63);
+  for (let i = 0; i < 63; i++) for (let j = 0; j < 63; j++) {
+    let sum = 0;
+    for (let p = 0; p < 65; p++) sum += residual[i * 65 + p]! * residual[j * 65 + p]!;
+    gram[i * 63 + j] = sum;
+  }
+  const { values, vectors } = topEigenpairs(gram, 63, 63);
+  assert.ok(orthonormalityError(vectors, 63, 63) < 1e-12, `VᵀV = I to ${orthonormalityError(vectors, 63, 63)}`);
+  let worstResidual = 0;
+  for (let k = 0; k < 63; k++) {
+    let squares = 0;
+    for (let i = 0; i < 63; i++) {
+      let sum = 0;
+      for (let j = 0; j < 63; j++) sum += gram[i * 63 + j]! * vectors[j * 63 + k]!;
+      squares += (sum - values[k]! * vectors[i * 63 + k]!) ** 2;
+    }
+    worstResidual = Math.max(worstResidual, Math.sqrt(squares));
+  }
+  assert.ok(worstResidual < 1e-10 * values[0]!, `‖Gv − λv‖ ≤ ${worstResidual}`);
+  // The exact SVD of that residual at full rank reproduces it; an exactly rank-32 matrix gets orthonormal completions.
+  const svd = exactTruncatedSvd({ rows: 63, cols: 65, data: residual }, 63);
+  assert.ok(reconstructionError({ rows: 63, cols: 65, data: residual }, svd.u, svd.s, svd.v, 63) < 1e-6 * frobeniusNorm(residual));
+  const random = mulberry32(3);
+  const left = gaussianArray(64 * 32, random);
+  const right = gaussianArray(32 * 64, random);
+  const lowRank = new Float32Array(64 * 64);
+  for (let i = 0; i < 64; i++) for (let j = 0; j < 64; j++) {
+    let sum = 0;
+    for (let p = 0; p < 32; p++) sum += left[i * 32 + p]! * right[p * 64 + j]!;
+    lowRank[i * 64 + j] = sum;
+  }
+  const full = exactTruncatedSvd({ rows: 64, cols: 64, data: lowRank }, 64);
+  assert.ok(orthonormalityError(full.u, 64, 64) < 1e-6 && orthonormalityError(full.v, 64, 64) < 1e-6, "U and V orthonormal, null space completed");
+});
+
+test("tiny tridiagonal blocks deflate and the Wilkinson shift never divides 0 by 0 (a constant matrix)", () => {
+  const ones = new Float32Array(64 * 64).fill(1);
+  const singular = singularValues(ones, 64, 64);
+  assert.ok(Math.abs(singular[0]! - 64) < 1e-9 && singular.every((s) => Number.isFinite(s)), `σ = ${singular.slice(0, 2).join(", ")}`);
+  assert.ok(singular[1]! < 1e-6);
+  const svd = truncatedSvd({ rows: 64, cols: 64, data: ones }, { rank: 1, backend: tsBackend });
+  assert.ok(Math.abs(svd.s[0]! - 64) < 1e-4);
+});

@@ -9,8 +9,8 @@ export const ZERO_SINGULAR_VALUE = 2 ** -20;
  * Replaces the listed columns of `x` (rows×columns, row-major) by unit vectors orthogonal to every other
  * column and to each other: the singular vectors of zero
  * singular values, which any orthonormal completion represents equally well. Deterministic: candidates
- * are the coordinate vectors e₀, e₁, … in order, each orthogonalised twice (classical Gram–Schmidt, float64)
- * and taken when at least half of it survives.
+ * are the coordinate vectors e₀, e₁, … in order, each orthogonalised twice (float64) and taken when at
+ * least 0.5/√rows of it survives.
  */
 function completeOrthonormalColumns(x: Float32Array | Float64Array, rows: number, columns: number, replace: readonly number[]): void {
   if (replace.length === 0) return;
@@ -22,6 +22,10 @@ function completeOrthonormalColumns(x: Float32Array | Float64Array, rows: number
     for (let i = 0; i < rows; i++) column[i] = x[i * columns + j]!;
     kept.push(column);
   }
+  // The coordinate vectors' squared projections onto what is left sum to its dimension (≥ 1): one at
+  // least keeps 1/√rows of its norm, so with this threshold the scan never runs out, and two sweeps
+  // still leave it orthogonal to ~1e-16·√rows.
+  const threshold = 0.5 / Math.sqrt(rows);
   let candidate = 0;
   for (const j of replace) {
     for (; candidate < rows; candidate++) {
@@ -31,7 +35,7 @@ function completeOrthonormalColumns(x: Float32Array | Float64Array, rows: number
       let norm = 0;
       for (let i = 0; i < rows; i++) norm += vector[i]! * vector[i]!;
       norm = Math.sqrt(norm);
-      if (norm < 0.5) continue;
+      if (!(norm >= threshold)) continue;
       for (let i = 0; i < rows; i++) vector[i]! /= norm;
       kept.push(vector);
       for (let i = 0; i < rows; i++) x[i * columns + j] = vector[i]!;
@@ -47,7 +51,8 @@ function completeOrthonormalColumns(x: Float32Array | Float64Array, rows: number
  * below r leaves them zero or noise.
  */
 export function completeNullSpace(s: Float64Array, count: number, factors: ReadonlyArray<[Float32Array | Float64Array, number]>): void {
-  const largest = s[0] ?? 0;
+  let largest = 0;
+  for (let j = 0; j < count; j++) largest = Math.max(largest, s[j]!);
   const zero: number[] = [];
   for (let j = 0; j < count; j++) if (!(s[j]! > largest * ZERO_SINGULAR_VALUE)) zero.push(j);
   for (const j of zero) s[j] = 0;

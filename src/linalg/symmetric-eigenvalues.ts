@@ -58,21 +58,68 @@ function tridiagonal(matrix: Float64Array, n: number, backend: KernelBackend, wi
   return { d, e, reflectors };
 }
 
-/** Solves (T − λI)x = b a few times (one LU, four solves), orthogonal to `previous`. */
+/**
+ * Solves (T − λI)x = b a few times (one LU, four solves), orthogonal to `previous`. Within a cluster
+ * (the many zero eigenvalues of a rank-deficient Gram matrix) the solves do not turn the start vector,
+ * so once earlier vectors of the cluster span its projection, x vanishes into rounding noise that is
+ * orthogonal to nothing: then the iteration restarts from pseudo-random vectors (deterministic, other
+ * ones for every eigenpair) until one keeps a part of its own.
+ */
 function inverseIteration(lu: ShiftedTridiagonalLu, lambda: number, previous: Float64Array[]): Float64Array {
   const n = lu.size;
   lu.factor(lambda);
   const x = new Float64Array(n);
-  for (let i = 0; i < n; i++) x[i] = 1 + ((i * 7919) % 13) / 13; // deterministic, generic start
-  for (let round = 0; round < 4; round++) {
-    lu.solve(x);
-    subtractProjections(x, previous);
-    let norm = 0;
-    for (let i = 0; i < n; i++) norm += x[i]! * x[i]!;
-    norm = Math.sqrt(norm) || 1;
-    for (let i = 0; i < n; i++) x[i]! /= norm;
+  for (let attempt = 0; attempt <= MAX_RESTARTS; attempt++) {
+    if (attempt === 0) for (let i = 0; i < n; i++) x[i] = 1 + ((i * 7919) % 13) / 13; // deterministic, generic start
+    else fillPseudoRandom(x, previous.length * MAX_RESTARTS + attempt); // a different vector for every eigenpair and attempt
+    let kept = true;
+    for (let round = 0; round < 4 && kept; round++) {
+      lu.solve(x);
+      kept = orthogonalize(x, previous);
+    }
+    if (kept) return x;
   }
+  x.fill(0); // never seen: a zero vector is at least harmless downstream (σ = 0, completed there)
   return x;
+}
+
+/** Restarts of inverse iteration from other start vectors before giving up on a vector. */
+const MAX_RESTARTS = 32;
+
+/** Below this fraction of its norm, what is left of x after projecting out `previous` is rounding noise. */
+const VANISHED = 1e-10;
+
+/**
+ * x made orthogonal to the unit vectors `basis` and normalised; a second sweep when the first cancelled
+ * most of x ("twice is enough"). False when nothing but rounding noise is left.
+ */
+function orthogonalize(x: Float64Array, basis: readonly Float64Array[]): boolean {
+  const before = norm(x);
+  if (!(before > 0) || !Number.isFinite(before)) return false;
+  subtractProjections(x, basis);
+  let after = norm(x);
+  if (after < 0.5 * before) {
+    subtractProjections(x, basis);
+    after = norm(x);
+  }
+  if (!(after > VANISHED * before)) return false;
+  for (let i = 0; i < x.length; i++) x[i]! /= after;
+  return true;
+}
+
+/** Uniform values in [−1, 1) from a small LCG seeded by `seed`: reproducible restart vectors. */
+function fillPseudoRandom(x: Float64Array, seed: number): void {
+  let state = (seed * 2654435761) >>> 0;
+  for (let i = 0; i < x.length; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    x[i] = state / 2 ** 31 - 1;
+  }
+}
+
+function norm(x: Float64Array): number {
+  let sum = 0;
+  for (let i = 0; i < x.length; i++) sum += x[i]! * x[i]!;
+  return Math.sqrt(sum);
 }
 
 /**
@@ -159,7 +206,11 @@ class ShiftedTridiagonalLu {
 /** Implicit symmetric QR on (d, e) in place; d ends up holding the eigenvalues. */
 function tridiagonalQr(d: Float64Array, e: Float64Array): void {
   const n = d.length;
-  const small = (i: number) => Math.abs(e[i]!) <= 1e-16 * (Math.abs(d[i]!) + Math.abs(d[i + 1]!));
+  // Negligible beside its neighbours or beside the whole matrix: a block of values ~1e-160 (the zero
+  // eigenvalues of a rank-deficient Gram matrix, in rounding noise) must deflate too.
+  let scale = 0;
+  for (let i = 0; i < n; i++) scale = Math.max(scale, Math.abs(d[i]!) + (i < n - 1 ? Math.abs(e[i]!) : 0) + (i > 0 ? Math.abs(e[i - 1]!) : 0));
+  const small = (i: number) => Math.abs(e[i]!) <= 1e-16 * (Math.abs(d[i]!) + Math.abs(d[i + 1]!)) || Math.abs(e[i]!) <= 1e-18 * scale;
   let high = n - 1;
   let guard = 0;
   while (high > 0) {
@@ -172,9 +223,11 @@ function tridiagonalQr(d: Float64Array, e: Float64Array): void {
     while (low > 0 && !small(low - 1)) low--;
     if (++guard > 100 * n) break; // never seen; keeps a pathological input from hanging
     // Wilkinson shift from the trailing 2×2 block.
+    // Written as b·(b / (δ ± √(δ² + b²))) so that tiny b and δ neither underflow to 0/0 nor lose b².
     const delta = (d[high - 1]! - d[high]!) / 2;
-    const b2 = e[high - 1]! * e[high - 1]!;
-    const shift = d[high]! - b2 / (delta + (delta >= 0 ? 1 : -1) * Math.sqrt(delta * delta + b2));
+    const b = e[high - 1]!;
+    const denominator = delta + (delta >= 0 ? 1 : -1) * Math.hypot(delta, b);
+    const shift = denominator === 0 ? d[high]! : d[high]! - b * (b / denominator);
     let x = d[low]! - shift;
     let z = e[low]!;
     for (let k = low; k < high; k++) {
