@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { dirname, join, basename } from "node:path";
 import { LoftqError } from "../errors.js";
 import type { Matrix } from "../tensor/matrix.js";
+import { jsonPreview } from "./json-preview.js";
 
 /**
  * Reads the weights of a TensorFlow.js graph model (`model.json` + binary shards): the shards are
@@ -30,22 +31,35 @@ interface ManifestGroup {
 const BYTES_PER_ELEMENT = { float32: 4, int32: 4 } as const;
 
 export function readTfjsWeights(modelJsonPath: string): TfjsWeight[] {
-  const model = JSON.parse(readFileSync(modelJsonPath, "utf8")) as { weightsManifest?: ManifestGroup[] };
-  if (!Array.isArray(model.weightsManifest)) throw new TfjsFormatError(`${modelJsonPath}: no weightsManifest`);
+  let model: { weightsManifest?: unknown };
+  try {
+    model = JSON.parse(readFileSync(modelJsonPath, "utf8")) as { weightsManifest?: unknown };
+  } catch (error) {
+    if (error instanceof SyntaxError) throw new TfjsFormatError(`${modelJsonPath}: not valid JSON (${error.message})`);
+    throw error;
+  }
+  if (typeof model !== "object" || model === null || !Array.isArray(model.weightsManifest)) throw new TfjsFormatError(`${modelJsonPath}: no weightsManifest`);
   const out: TfjsWeight[] = [];
-  for (const group of model.weightsManifest) {
+  for (const group of model.weightsManifest as ManifestGroup[]) {
+    if (typeof group !== "object" || group === null || !Array.isArray(group.paths) || !Array.isArray(group.weights)) {
+      throw new TfjsFormatError(`${modelJsonPath}: a weightsManifest group without "paths" and "weights" lists`);
+    }
     const buffers = group.paths.map((path) => {
-      if (basename(path) !== path) throw new TfjsFormatError(`${modelJsonPath}: shard path "${path}" leaves the model directory`);
+      if (typeof path !== "string" || basename(path) !== path || path === "." || path === "..") throw new TfjsFormatError(`${modelJsonPath}: shard path ${jsonPreview(path)} is not a file in the model directory`);
       return readFileSync(join(dirname(modelJsonPath), path));
     });
     const bytes = Buffer.concat(buffers);
     let offset = 0;
     for (const weight of group.weights) {
+      if (typeof weight !== "object" || weight === null || typeof weight.name !== "string") throw new TfjsFormatError(`${modelJsonPath}: a weight entry without a name`);
       if (weight.quantization !== undefined) throw new TfjsFormatError(`${weight.name}: quantized TF.js weights are not supported`);
-      if (weight.dtype !== "float32" && weight.dtype !== "int32") throw new TfjsFormatError(`${weight.name}: unsupported dtype ${weight.dtype}`);
+      if (weight.dtype !== "float32" && weight.dtype !== "int32") throw new TfjsFormatError(`${weight.name}: unsupported dtype ${jsonPreview(weight.dtype)}`);
+      if (!Array.isArray(weight.shape) || !weight.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+        throw new TfjsFormatError(`${weight.name}: shape must be a list of non-negative integers, got ${jsonPreview(weight.shape)}`);
+      }
       const count = weight.shape.reduce((a, b) => a * b, 1);
       const length = count * BYTES_PER_ELEMENT[weight.dtype];
-      if (offset + length > bytes.length) throw new TfjsFormatError(`${weight.name}: runs past the end of the shards`);
+      if (!Number.isSafeInteger(length) || offset + length > bytes.length) throw new TfjsFormatError(`${weight.name}: runs past the end of the shards`);
       const copy = new Uint8Array(bytes.subarray(offset, offset + length));
       out.push({
         name: weight.name,

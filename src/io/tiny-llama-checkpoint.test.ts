@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { InvalidArgumentError } from "../errors.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TinyLlama } from "../nn/tiny-llama.js";
@@ -26,6 +27,22 @@ test("TinyLlama → HF checkpoint → loftq quantize → back into JS with LoftQ
     const gapQ = Math.abs(qOnly.loss(tokens) - full);
     assert.ok(gapLoftq < gapQ, `LoftQ start is closer to the full model: ${gapLoftq} vs ${gapQ}`);
     assert.ok(loftq.parameters().every((p) => p.name === "lora_A" || p.name === "lora_B"));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("loadTinyLlama refuses config sizes that are not integers in range or disagree with the tensors", () => {
+  const dir = mkdtempSync(join(tmpdir(), "loftq-tiny-config-"));
+  try {
+    saveTinyLlama(new TinyLlama({ vocabSize: 20, hiddenSize: 16, intermediateSize: 32, layers: 2, heads: 2 }, undefined, 1), dir);
+    const original = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
+    for (const [key, value] of [["num_hidden_layers", -1], ["num_hidden_layers", 0], ["num_hidden_layers", "abc"], ["num_hidden_layers", 1.5], ["num_hidden_layers", 1], ["num_hidden_layers", 3], ["num_hidden_layers", 3_000_000], ["rms_norm_eps", "x"], ["hidden_size", null]] as const) {
+      writeFileSync(join(dir, "config.json"), JSON.stringify({ ...original, [key]: value }));
+      assert.throws(() => loadTinyLlama(dir), (e: unknown) => e instanceof InvalidArgumentError && e.message.includes(key), `${key} = ${JSON.stringify(value)}`);
+    }
+    writeFileSync(join(dir, "config.json"), JSON.stringify(original));
+    assert.equal(loadTinyLlama(dir).config.layers, 2);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

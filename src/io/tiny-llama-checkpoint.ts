@@ -6,6 +6,7 @@ import { Linear } from "../nn/linear.js";
 import { layerSeed, LoraLinear } from "../nn/lora-linear.js";
 import { TinyLlama, type TinyLlamaConfig } from "../nn/tiny-llama.js";
 import { openCheckpoint, readJsonFile } from "./checkpoint.js";
+import { jsonPreview } from "./json-preview.js";
 import { SafetensorsFile } from "./safetensors-file.js";
 import { upstreamOrder, writeSafetensorsFile } from "./safetensors-writer.js";
 
@@ -22,16 +23,32 @@ export function saveTinyLlama(model: TinyLlama, dir: string): void {
   writeFileSync(join(dir, "config.json"), JSON.stringify(model.hfConfig(), null, 2) + "\n");
 }
 
+/** Largest vocabulary, width or layer count a config.json may give (beyond any model this trains). */
+const MAX_CONFIG_SIZE = 1 << 20;
+
 export function loadTinyLlama(dir: string): TinyLlama {
   const checkpoint = openCheckpoint(dir);
   try {
     const config = checkpoint.config;
     if (!config || config.model_type !== "llama") throw new InvalidArgumentError(`${dir}: not a Llama config.json`);
-    const tinyConfig: TinyLlamaConfig = {
-      vocabSize: Number(config.vocab_size), hiddenSize: Number(config.hidden_size), intermediateSize: Number(config.intermediate_size),
-      layers: Number(config.num_hidden_layers), heads: Number(config.num_attention_heads), rmsNormEps: Number(config.rms_norm_eps ?? 1e-6),
+    // Sizes come from a file: integers in range, checked against the tensors the checkpoint holds
+    // (a layer count of 3e6 built millions of blocks before any weight was looked for).
+    const size = (key: string, fallback?: unknown): number => {
+      const value = config[key] ?? fallback;
+      if (!Number.isSafeInteger(value) || (value as number) < 1 || (value as number) > MAX_CONFIG_SIZE) throw new InvalidArgumentError(`${dir}: config.json's ${key} must be an integer in 1..${MAX_CONFIG_SIZE}, got ${jsonPreview(value)}`);
+      return value as number;
     };
-    const kvHeads = Number(config.num_key_value_heads ?? config.num_attention_heads);
+    const rmsNormEps = config.rms_norm_eps ?? 1e-6;
+    if (typeof rmsNormEps !== "number" || !(rmsNormEps > 0 && rmsNormEps < 1)) throw new InvalidArgumentError(`${dir}: config.json's rms_norm_eps must be a number in (0, 1), got ${jsonPreview(rmsNormEps)}`);
+    const tinyConfig: TinyLlamaConfig = {
+      vocabSize: size("vocab_size"), hiddenSize: size("hidden_size"), intermediateSize: size("intermediate_size"),
+      layers: size("num_hidden_layers"), heads: size("num_attention_heads"), rmsNormEps,
+    };
+    const names = new Set(checkpoint.tensors.map((t) => t.name));
+    if (!names.has(`model.layers.${tinyConfig.layers - 1}.self_attn.q_proj.weight`) || names.has(`model.layers.${tinyConfig.layers}.self_attn.q_proj.weight`)) {
+      throw new InvalidArgumentError(`${dir}: config.json's num_hidden_layers is ${tinyConfig.layers}, the checkpoint's tensors say otherwise`);
+    }
+    const kvHeads = size("num_key_value_heads", config.num_attention_heads);
     if (kvHeads !== tinyConfig.heads) throw new InvalidArgumentError(`${dir}: grouped-query attention (${kvHeads} key/value heads for ${tinyConfig.heads}) is not supported`);
     const weights = new Map(checkpoint.tensors.map((t) => [t.name, checkpoint.readFloat32(t.name)]));
     // Tied embeddings (no lm_head tensor): the head starts as a copy, trained apart from the table.
