@@ -94,6 +94,7 @@ export function openCheckpoint(dir: string): Checkpoint {
   const files = new Map<string, SafetensorsFile>();
   const tensors: CheckpointTensor[] = [];
   const where = new Map<string, string>();
+  let config: Record<string, unknown> | undefined;
   try {
     for (const shard of shardNames) {
       const path = join(dir, shard);
@@ -115,13 +116,7 @@ export function openCheckpoint(dir: string): Checkpoint {
         if (!where.has(name)) throw new CheckpointError(`${indexPath}: tensor "${name}" is listed but missing from ${weightMap[name]}`);
       }
     }
-  } catch (error) {
-    for (const file of files.values()) file.close();
-    throw error;
-  }
-  const configPath = join(dir, "config.json");
-  let config: Record<string, unknown> | undefined;
-  try {
+    const configPath = join(dir, "config.json");
     config = existsSync(configPath) ? readConfig(configPath) : undefined;
   } catch (error) {
     for (const file of files.values()) file.close();

@@ -68,7 +68,6 @@ export function noTargetsMessage(target: string): string {
 
 export function selectTargets(tensors: readonly CheckpointTensor[], config: Record<string, unknown> | undefined, options: TargetOptions): TargetMatrix[] {
   const explicit = explicitTargets(options.target);
-  if (explicit && explicit.length === 0) throw new InvalidArgumentError(`--target is empty`);
   const conv1d = CONV1D_MODEL_TYPES.has(String(config?.model_type ?? ""));
   const layers = layerCount(config, tensors);
   const experts = expertCount(config);
@@ -120,9 +119,12 @@ export function unmatchedSelectors(targets: readonly TargetMatrix[], options: Ta
   return unmatched;
 }
 
-/** The module suffixes / paths of a comma-list --target; undefined for "all-linear". */
+/** The module suffixes / paths of a comma-list --target (never empty); undefined for "all-linear". */
 function explicitTargets(target: string): string[] | undefined {
-  return target === "all-linear" ? undefined : target.split(",").map((s) => s.trim()).filter(Boolean);
+  if (target === "all-linear") return undefined;
+  const names = target.split(",").map((s) => s.trim()).filter(Boolean);
+  if (names.length === 0) throw new InvalidArgumentError(`--target is empty`);
+  return names;
 }
 
 /** Whether a --target entry names the module: its full path or a suffix after a dot. */
@@ -170,8 +172,7 @@ function bitsFor(module: string, layer: number | undefined, bits: number, mixed:
  * them as usage errors); selectTargets runs the same parse. Returns the widths the rules ask for.
  */
 export function checkSelectionOptions(options: { target: string; bitsMap?: string; quantizer: QuantizerKind }): number[] {
-  const explicit = explicitTargets(options.target);
-  if (explicit && explicit.length === 0) throw new InvalidArgumentError(`--target is empty`);
+  explicitTargets(options.target);
   const widths = supportedBits(options.quantizer);
   const rules = parseBitsMap(options.bitsMap);
   for (const [, bits, pattern] of rules) {

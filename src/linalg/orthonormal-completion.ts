@@ -9,8 +9,8 @@ export const ZERO_SINGULAR_VALUE = 2 ** -20;
  * Replaces the listed columns of `x` (rows×columns, row-major) by unit vectors orthogonal to every other
  * column and to each other: the singular vectors of zero
  * singular values, which any orthonormal completion represents equally well. Deterministic: candidates
- * are the coordinate vectors e₀, e₁, … in order, each orthogonalised twice (float64) and taken when at
- * least 0.5/√rows of it survives.
+ * are the coordinate vectors e₀, e₁, … in order, each orthogonalised (float64) and taken when at least
+ * 0.5/√rows of it survives.
  */
 function completeOrthonormalColumns(x: Float32Array | Float64Array, rows: number, columns: number, replace: readonly number[]): void {
   if (replace.length === 0) return;
@@ -23,20 +23,15 @@ function completeOrthonormalColumns(x: Float32Array | Float64Array, rows: number
     kept.push(column);
   }
   // The coordinate vectors' squared projections onto what is left sum to its dimension (≥ 1): one at
-  // least keeps 1/√rows of its norm, so with this threshold the scan never runs out, and two sweeps
-  // still leave it orthogonal to ~1e-16·√rows.
+  // least keeps 1/√rows of its norm, so with this threshold the scan never runs out, and the second
+  // sweep still leaves it orthogonal to ~1e-16·√rows.
   const threshold = 0.5 / Math.sqrt(rows);
   let candidate = 0;
   for (const j of replace) {
     for (; candidate < rows; candidate++) {
       const vector = new Float64Array(rows);
       vector[candidate] = 1;
-      for (let round = 0; round < 2; round++) subtractProjections(vector, kept);
-      let norm = 0;
-      for (let i = 0; i < rows; i++) norm += vector[i]! * vector[i]!;
-      norm = Math.sqrt(norm);
-      if (!(norm >= threshold)) continue;
-      for (let i = 0; i < rows; i++) vector[i]! /= norm;
+      if (!orthogonalize(vector, kept, threshold)) continue;
       kept.push(vector);
       for (let i = 0; i < rows; i++) x[i * columns + j] = vector[i]!;
       candidate++;
@@ -67,4 +62,29 @@ export function subtractProjections(x: Float64Array, basis: readonly Float64Arra
     for (let i = 0; i < n; i++) dot += b[i]! * x[i]!;
     for (let i = 0; i < n; i++) x[i]! -= dot * b[i]!;
   }
+}
+
+/**
+ * x made orthogonal to the unit vectors `basis` and normalised, with a second sweep when the first
+ * cancelled most of x ("twice is enough"). False, x left unnormalised, when less than `minKept` of its
+ * norm survives: what is left is then (close to) rounding noise.
+ */
+export function orthogonalize(x: Float64Array, basis: readonly Float64Array[], minKept: number): boolean {
+  const before = euclideanNorm(x);
+  if (!(before > 0) || !Number.isFinite(before)) return false;
+  subtractProjections(x, basis);
+  let after = euclideanNorm(x);
+  if (after < 0.5 * before) {
+    subtractProjections(x, basis);
+    after = euclideanNorm(x);
+  }
+  if (!(after > minKept * before)) return false;
+  for (let i = 0; i < x.length; i++) x[i]! /= after;
+  return true;
+}
+
+function euclideanNorm(x: Float64Array): number {
+  let sum = 0;
+  for (let i = 0; i < x.length; i++) sum += x[i]! * x[i]!;
+  return Math.sqrt(sum);
 }

@@ -1,7 +1,7 @@
 import type { KernelBackend } from "../kernels/backend.js";
 import { tsBackend } from "../kernels/ts-backend.js";
 import { applyReflectorsReference, tridiagonalizeReference } from "../kernels/tridiagonal.js";
-import { subtractProjections } from "./orthonormal-completion.js";
+import { orthogonalize } from "./orthonormal-completion.js";
 
 /**
  * All eigenvalues of a dense symmetric matrix (float64): Householder reduction to tridiagonal form,
@@ -75,7 +75,7 @@ function inverseIteration(lu: ShiftedTridiagonalLu, lambda: number, previous: Fl
     let kept = true;
     for (let round = 0; round < 4 && kept; round++) {
       lu.solve(x);
-      kept = orthogonalize(x, previous);
+      kept = orthogonalize(x, previous, VANISHED);
     }
     if (kept) return x;
   }
@@ -89,24 +89,6 @@ const MAX_RESTARTS = 32;
 /** Below this fraction of its norm, what is left of x after projecting out `previous` is rounding noise. */
 const VANISHED = 1e-10;
 
-/**
- * x made orthogonal to the unit vectors `basis` and normalised; a second sweep when the first cancelled
- * most of x ("twice is enough"). False when nothing but rounding noise is left.
- */
-function orthogonalize(x: Float64Array, basis: readonly Float64Array[]): boolean {
-  const before = norm(x);
-  if (!(before > 0) || !Number.isFinite(before)) return false;
-  subtractProjections(x, basis);
-  let after = norm(x);
-  if (after < 0.5 * before) {
-    subtractProjections(x, basis);
-    after = norm(x);
-  }
-  if (!(after > VANISHED * before)) return false;
-  for (let i = 0; i < x.length; i++) x[i]! /= after;
-  return true;
-}
-
 /** Uniform values in [−1, 1) from a small LCG seeded by `seed`: reproducible restart vectors. */
 function fillPseudoRandom(x: Float64Array, seed: number): void {
   let state = (seed * 2654435761) >>> 0;
@@ -114,12 +96,6 @@ function fillPseudoRandom(x: Float64Array, seed: number): void {
     state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
     x[i] = state / 2 ** 31 - 1;
   }
-}
-
-function norm(x: Float64Array): number {
-  let sum = 0;
-  for (let i = 0; i < x.length; i++) sum += x[i]! * x[i]!;
-  return Math.sqrt(sum);
 }
 
 /**
