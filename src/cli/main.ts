@@ -10,7 +10,7 @@ import { renderReportHtml, type ReportMatrix } from "../report/html-report.js";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { InvalidArgumentError, LoftqError } from "../errors.js";
 import { SafetensorsFile } from "../io/safetensors-file.js";
-import { openCheckpoint } from "../io/checkpoint.js";
+import { openCheckpoint, readJsonFile } from "../io/checkpoint.js";
 import { checkBitsOption, checkSelectionOptions } from "../io/targets.js";
 import { MAX_SEED } from "../loftq/options.js";
 import { mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
@@ -179,8 +179,9 @@ function main(argv: string[]): number {
     if (command === "matrix" && !Number.isInteger(bits)) throw new UsageError(`--bits must be an integer for matrix (mixed 2/4-bit applies to whole models), got ${bits}`);
     asUsageError(() => checkBlockSize(quantizer, blockSize));
   }
-  const ruleWidths = command !== "quantize" && command !== "inspect" ? [] : asUsageError(() => checkSelectionOptions({ target: values.target ?? "all-linear", quantizer, ...(values["bits-map"] ? { bitsMap: values["bits-map"] } : {}) }));
-  const format = values.format === undefined ? undefined : parseFormat(values.format);
+  // (inspect takes --target but not --bits-map, matrix neither; only quantize writes a --format.)
+  const ruleWidths = command !== "quantize" && command !== "inspect" ? [] : asUsageError(() => checkSelectionOptions({ target: values.target ?? "all-linear", quantizer, ...(command === "quantize" && values["bits-map"] ? { bitsMap: values["bits-map"] } : {}) }));
+  const format = values.format === undefined || command !== "quantize" ? undefined : parseFormat(values.format);
   if (format === "bnb4") {
     // What --format bnb4 can hold, known from the options alone (lm_head and per-module rules are checked against the checkpoint).
     // A default width other than 4 may still be overridden by rules for every target: the checkpoint tells.
@@ -234,13 +235,7 @@ function main(argv: string[]): number {
   if (command === "report") {
     const reportPath = join(path, REPORT_FILE);
     if (!existsSync(reportPath)) throw new InvalidArgumentError(`${path} is not a loftq output directory (no ${REPORT_FILE}): pass the --out of a "loftq quantize" run`);
-    let report: { matrices?: unknown };
-    try {
-      report = JSON.parse(readFileSync(reportPath, "utf8")) as { matrices?: unknown };
-    } catch (error) {
-      if (error instanceof SyntaxError) throw new InvalidArgumentError(`${reportPath} is not valid JSON (${error.message})`);
-      throw error;
-    }
+    const report = readJsonFile(reportPath) as { matrices?: unknown };
     if (typeof report !== "object" || report === null || !Array.isArray(report.matrices)) throw new InvalidArgumentError(`${reportPath} has no "matrices" list: not a loftq report`);
     const target = values.out ?? join(path, "loftq_report.html");
     // A temporary name first: an interrupted write leaves no half page behind.

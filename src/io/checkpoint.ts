@@ -79,7 +79,7 @@ export function openCheckpoint(dir: string): Checkpoint {
     const shards = new Set<string>();
     for (const [tensor, shard] of Object.entries(weightMap)) {
       if (typeof shard !== "string" || !SHARD_NAME.test(shard)) {
-        throw new CheckpointError(`${indexPath}: tensor "${tensor}" maps to ${jsonPreview(shard)}, not a plain *.safetensors file name`);
+        throw new CheckpointError(`${indexPath}: tensor ${jsonPreview(tensor)} maps to ${jsonPreview(shard)}, not a plain *.safetensors file name`);
       }
       shards.add(shard);
     }
@@ -102,10 +102,10 @@ export function openCheckpoint(dir: string): Checkpoint {
       const file = SafetensorsFile.open(path);
       files.set(shard, file);
       for (const info of file.tensors) {
-        if (where.has(info.name)) throw new CheckpointError(`${dir}: tensor "${info.name}" appears in both ${where.get(info.name)} and ${shard}`);
+        if (where.has(info.name)) throw new CheckpointError(`${dir}: tensor ${jsonPreview(info.name)} appears in both ${where.get(info.name)} and ${shard}`);
         if (weightMap && weightMap[info.name] !== shard) {
           const listed = Object.hasOwn(weightMap, info.name) ? `maps it to ${weightMap[info.name]}` : "does not list it";
-          throw new CheckpointError(`${indexPath}: tensor "${info.name}" is in ${shard} but the index ${listed}`);
+          throw new CheckpointError(`${indexPath}: tensor ${jsonPreview(info.name)} is in ${shard} but the index ${listed}`);
         }
         where.set(info.name, shard);
         tensors.push({ ...info, shard });
@@ -113,7 +113,7 @@ export function openCheckpoint(dir: string): Checkpoint {
     }
     if (weightMap) {
       for (const name of Object.keys(weightMap)) {
-        if (!where.has(name)) throw new CheckpointError(`${indexPath}: tensor "${name}" is listed but missing from ${weightMap[name]}`);
+        if (!where.has(name)) throw new CheckpointError(`${indexPath}: tensor ${jsonPreview(name)} is listed but missing from ${weightMap[name]}`);
       }
     }
     const configPath = join(dir, "config.json");

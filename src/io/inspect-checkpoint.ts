@@ -3,6 +3,7 @@ import { openCheckpoint, type Checkpoint, type CheckpointTensor } from "./checkp
 import { SafetensorsFile } from "./safetensors-file.js";
 import { selectTargets, checkBitsOption, noTargetsMessage } from "./targets.js";
 import type { QuantizerKind } from "../quant/quantizer.js";
+import { PREVIEW_MAX_CHARS } from "./json-preview.js";
 
 /**
  * What `loftq inspect` reports: every tensor (name, dtype, shape, shard), which ones LoftQ would
@@ -43,7 +44,7 @@ export function inspectCheckpoint(path: string, options: InspectOptions) {
     const text = [
       ...lines,
       "",
-      `${checkpoint.tensors.length} tensors, ${targets.length} targeted (${options.target}); model_type ${String(checkpoint.config?.model_type ?? "unknown")}`,
+      `${checkpoint.tensors.length} tensors, ${targets.length} targeted (${options.target}); model_type ${typeof checkpoint.config?.model_type === "string" ? checkpoint.config.model_type.slice(0, PREVIEW_MAX_CHARS) : "unknown"}`,
       `backbone ${mib(backboneBytes)} (same size after LoftQ: Q is stored in the checkpoint dtype)`,
       `adapter ${mib(adapterBytes)} (rank ${options.rank}, float32)`,
       `packed low-bit backbone ${mib(packedBytes)} (codes + float32 absmax per 64 values)`,

@@ -9,8 +9,9 @@ export type TaskType = "CAUSAL_LM" | "SEQ_2_SEQ_LM" | "SEQ_CLS" | "TOKEN_CLS" | 
 
 /** PEFT's task type from config.json `architectures`. */
 export function taskTypeOf(config: Record<string, unknown> | undefined): TaskType {
-  const architectures = Array.isArray(config?.architectures) ? (config!.architectures as unknown[]).map(String) : [];
-  const name = architectures[0] ?? "";
+  // Only a string names an architecture (String() of a 5000-deep array overflows the stack).
+  const first = Array.isArray(config?.architectures) ? (config!.architectures as unknown[])[0] : undefined;
+  const name = typeof first === "string" ? first : "";
   if (/ForCausalLM$|LMHeadModel$/.test(name)) return "CAUSAL_LM";
   if (/ForConditionalGeneration$|ForSeq2SeqLM$/.test(name)) return "SEQ_2_SEQ_LM";
   if (/ForSequenceClassification$/.test(name)) return "SEQ_CLS";

@@ -102,9 +102,18 @@ test("a non-empty --out is refused without force, replaced with it; nothing part
   writeFileSync(join(out, "keep.txt"), "mine");
   assert.throws(() => quantizeCheckpoint({ input: model, output: out, rank: 4, target: "q_proj" }), OutputExistsError);
   assert.equal(readFileSync(join(out, "keep.txt"), "utf8"), "mine");
-  quantizeCheckpoint({ input: model, output: out, rank: 4, target: "q_proj", force: true });
+  let done: { leftover?: string } | undefined;
+  quantizeCheckpoint({ input: model, output: out, rank: 4, target: "q_proj", force: true, onEvent: (e) => { if (e.type === "done") done = e; } });
   assert.ok(!existsSync(join(out, "keep.txt")));
   assert.ok(!existsSync(`${out}.partial`));
+  // The old output went aside and is gone: nothing named after it is left, and nothing to warn about.
+  assert.deepEqual(readdirSync(work).filter((f) => f.startsWith("occupied.")), []);
+  assert.equal(done?.leftover, undefined);
+  // A link to nothing at --out is replaced like any other entry (exists() says there is nothing).
+  const dangling = join(work, "dangling-out");
+  symlinkSync(join(work, "nowhere"), dangling);
+  quantizeCheckpoint({ input: model, output: dangling, rank: 4, target: "q_proj" });
+  assert.ok(existsSync(join(dangling, REPORT_FILE)));
 });
 
 test("--out (or its .partial) never is, contains or lies inside the input, symbolic links resolved", () => {
@@ -244,12 +253,17 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
   const piped = spawnSync("sh", ["-c", `"${process.execPath}" "${cli}" quantize "${model}" --out "${join(work, "piped")}" --rank 4 --target q_proj --json | head -1 >/dev/null`], { encoding: "utf8" });
   assert.doesNotMatch(piped.stderr, /EPIPE/, piped.stderr);
   assert.ok(existsSync(join(work, "piped", "loftq_report.json")));
+  // The same for plain progress on stderr, on backends made with --threads.
+  const stderrPiped = spawnSync("sh", ["-c", `"${process.execPath}" "${cli}" quantize "${model}" --out "${join(work, "piped-2")}" --rank 4 --target q_proj --threads 1 2>&1 >/dev/null | head -1 >/dev/null; echo done`], { encoding: "utf8" });
+  assert.equal(stderrPiped.stdout.trim(), "done");
+  assert.doesNotMatch(stderrPiped.stderr, /EPIPE/, stderrPiped.stderr);
+  assert.ok(existsSync(join(work, "piped-2", "loftq_report.json")), "--threads 1 ran");
   const notAReport = join(work, "not-a-report");
   mkdirSync(notAReport);
   writeFileSync(join(notAReport, REPORT_FILE), "{bad");
   const report = run("report", notAReport);
   assert.equal(report.status, 1);
-  assert.match(report.stderr, /loftq_report\.json is not valid JSON/);
+  assert.match(report.stderr, /loftq_report\.json: not valid JSON/);
   for (const command of ["quantize", "inspect", "matrix"]) {
     const help = run(command, "--help");
     assert.equal(help.status, 0);
@@ -312,12 +326,19 @@ test("--shard 1/2 + 2/2 then merge: byte-identical to one run", () => {
   assert.deepEqual(snapshot(merged), snapshot(whole));
   // A damaged fragment is a typed error, whatever is wrong with it.
   const damaged = join(work, "damaged-fragment");
-  for (const [file, text] of [["loftq_settings.json", "{"], ["loftq_settings.json", "null"], ["loftq_settings.json", '{"input": 1}']] as const) {
+  const recorded = JSON.parse(readFileSync(join(fragments[0]!, "loftq_settings.json"), "utf8"));
+  const mistyped = JSON.stringify({ ...recorded, settings: { ...recorded.settings, target: 5 } });
+  for (const [file, text] of [["loftq_settings.json", "{"], ["loftq_settings.json", "null"], ["loftq_settings.json", '{"input": 1}'], ["loftq_settings.json", mistyped]] as const) {
     cpSync(fragments[0]!, damaged, { recursive: true });
     writeFileSync(join(damaged, file), text);
     assert.throws(() => mergeFragments({ input: model, output: join(work, "never"), fragments: [damaged, fragments[1]!] }), (e: unknown) => e instanceof LoftqError && /damaged/.test(String(e)), text);
     rmSync(damaged, { recursive: true });
   }
+  cpSync(fragments[0]!, damaged, { recursive: true });
+  rmSync(join(damaged, "loftq_settings.json"));
+  spawnSync("mkfifo", [join(damaged, "loftq_settings.json")]);
+  assert.throws(() => mergeFragments({ input: model, output: join(work, "never"), fragments: [damaged, fragments[1]!] }), (e: unknown) => e instanceof LoftqError && /not a regular file/.test(String(e)), "a FIFO would block the read");
+  rmSync(damaged, { recursive: true });
   // lora_A and lora_B relabelled [2, 64] / [64, 2] with the same bytes: refused, not a wrong adapter.
   cpSync(fragments[0]!, damaged, { recursive: true });
   const storeDir = join(damaged, ".loftq-matrices");

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { dirname, join, resolve } from "node:path";
 import { InvalidArgumentError, LoftqError, OutOfRangeError } from "../errors.js";
@@ -10,7 +10,8 @@ import type { IterationErrors } from "../loftq/loftq.js";
 import { createQuantizer, type QuantizerKind } from "../quant/quantizer.js";
 import { encodeHalf, F16_MAX, F16_OVERFLOW, float32Bytes } from "../tensor/dtype.js";
 import { transpose, type Matrix } from "../tensor/matrix.js";
-import { CheckpointError, INDEX_FILE, openCheckpoint, type Checkpoint } from "./checkpoint.js";
+import { CheckpointError, INDEX_FILE, openCheckpoint, readJsonFile, type Checkpoint } from "./checkpoint.js";
+import { jsonPreview } from "./json-preview.js";
 import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
 import { createBackgroundPublisher } from "./background-publisher.js";
 import { dropBackboneWeight, hasMatrix, holdsBackboneWeight, keepIfReadable, removeMatrix, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
@@ -205,14 +206,22 @@ function readFragmentSettings(dir: string): { input: string; inputFiles?: InputF
   const broken = (why: string) => new InvalidArgumentError(`${path}: ${why}; this fragment is damaged, run its shard again`);
   let recorded: unknown;
   try {
-    recorded = JSON.parse(readFileSync(path, "utf8"));
+    recorded = readJsonFile(path);
   } catch (error) {
-    if (error instanceof SyntaxError) throw broken(`not valid JSON (${error.message})`);
+    if (error instanceof CheckpointError) throw broken(error.message);
     throw error;
   }
   const flat = (value: unknown) => typeof value === "object" && value !== null && !Array.isArray(value) && Object.values(value).every((v) => v === null || typeof v !== "object");
   const { input, inputFiles, settings } = (typeof recorded === "object" && recorded !== null ? recorded : {}) as Record<string, unknown>;
   if (typeof input !== "string" || !flat(settings)) throw broken("not the settings of a loftq run");
+  // Each setting of the type a run records (null for the optional ones): the merge plans with them.
+  const defaults = settingsOf({ input: "", output: "" });
+  const optional: Record<string, string> = { bitsMap: "string", loraAlpha: "number", dtype: "string" };
+  for (const [key, fallback] of Object.entries(defaults)) {
+    const value = (settings as Record<string, unknown>)[key];
+    const type = fallback === null ? optional[key] : typeof fallback;
+    if (!(value === null && fallback === null) && typeof value !== type) throw broken(`its setting ${key} is ${jsonPreview(value)}, not a ${type}`);
+  }
   if (inputFiles !== undefined && !(Array.isArray(inputFiles) && inputFiles.every(flat))) throw broken("its input file list is malformed");
   return recorded as { input: string; inputFiles?: InputFile[]; settings: Settings };
 }
@@ -364,7 +373,8 @@ function publish(partial: string, output: string, reports: MatrixReport[], start
   for (const dir of [partial, ...readdirSync(partial, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(partial, e.name))]) syncDirectory(dir);
   // --force: the old output moves aside and is removed only once the new one is in place, so a removal
   // that fails half-way (a read-only subdirectory) loses neither of them.
-  const replaced = existsSync(output) ? `${output}.replaced-${process.pid}` : undefined;
+  // lstat, not exists: a link to nothing at --out is replaced too (exists follows it and says no).
+  const replaced = lstatSync(output, { throwIfNoEntry: false }) ? `${output}.replaced-${process.pid}` : undefined;
   if (replaced) {
     rmSync(replaced, { recursive: true, force: true });
     renameSync(output, replaced);

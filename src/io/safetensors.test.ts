@@ -39,6 +39,8 @@ test("hostile headers are typed parse errors naming the file and tensor", () => 
     ["trailing bytes", file({ t: { dtype: "U8", shape: [1], data_offsets: [0, 1] } }, new Uint8Array(2)), /tensors cover 1/],
     ["metadata not strings", file({ __metadata__: { a: 1 } }), /not a string/],
     ["half-filled F4 byte", file({ t: { dtype: "F4", shape: [3], data_offsets: [0, 2] } }, new Uint8Array(2)), /3 values of F4 do not fill whole bytes/],
+    ["a dtype named like an Object property", file({ t: { dtype: "constructor", shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1)), /unknown dtype "constructor"/],
+    ["a 1 MB tensor name, quoted in brief", file({ ["n".repeat(1 << 20)]: { dtype: "Q4", shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1)), /^.{0,200}$/],
   ];
   for (const [name, bytes, pattern] of bad) {
     assert.throws(() => parseSafetensors(bytes, "model.safetensors"), (e: unknown) => e instanceof SafetensorsParseError && pattern.test(e.message) && e.message.startsWith("model.safetensors:"), name);

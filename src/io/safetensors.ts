@@ -72,28 +72,28 @@ export function parseHeader(headerBytes: Uint8Array, dataLength: number, fileNam
     if (name === "__metadata__") {
       if (typeof raw !== "object" || raw === null || Array.isArray(raw)) fail("__metadata__ is not an object");
       for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
-        if (typeof value !== "string") fail(`__metadata__.${key} is not a string`);
+        if (typeof value !== "string") fail(`__metadata__ ${jsonPreview(key)} is not a string`);
         metadata[key] = value as string;
       }
       continue;
     }
     const info = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (typeof info !== "object" || info === null) fail(`tensor "${name}": entry is not an object`);
+    if (typeof info !== "object" || info === null) fail(`tensor ${jsonPreview(name)}: entry is not an object`);
     const dtype = info.dtype;
-    if (typeof dtype !== "string" || !Object.hasOwn(DTYPE_BYTES, dtype)) fail(`tensor "${name}": unknown dtype ${jsonPreview(dtype)}`);
+    if (typeof dtype !== "string" || !Object.hasOwn(DTYPE_BYTES, dtype)) fail(`tensor ${jsonPreview(name)}: unknown dtype ${jsonPreview(dtype)}`);
     const shape = info.shape;
-    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) fail(`tensor "${name}": shape must be a list of non-negative integers`);
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) fail(`tensor ${jsonPreview(name)}: shape must be a list of non-negative integers`);
     const offsets = info.data_offsets;
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
-      fail(`tensor "${name}": data_offsets must be two non-negative integers`);
+      fail(`tensor ${jsonPreview(name)}: data_offsets must be two non-negative integers`);
     }
     const [begin, end] = offsets as [number, number];
     const elements = (shape as number[]).reduce((a, b) => a * b, 1);
     const bytes = elements * DTYPE_BYTES[dtype as string]!;
-    if (!Number.isFinite(bytes) || bytes > Number.MAX_SAFE_INTEGER) fail(`tensor "${name}": size overflows`);
-    if (!Number.isInteger(bytes)) fail(`tensor "${name}": ${elements} values of ${dtype} do not fill whole bytes`);
-    if (end < begin || end > dataLength) fail(`tensor "${name}": data_offsets [${begin}, ${end}] outside the ${dataLength}-byte data section`);
-    if (end - begin !== bytes) fail(`tensor "${name}": ${end - begin} bytes for shape [${(shape as number[]).join(", ")}] of ${dtype}`);
+    if (!Number.isFinite(bytes) || bytes > Number.MAX_SAFE_INTEGER) fail(`tensor ${jsonPreview(name)}: size overflows`);
+    if (!Number.isInteger(bytes)) fail(`tensor ${jsonPreview(name)}: ${elements} values of ${dtype} do not fill whole bytes`);
+    if (end < begin || end > dataLength) fail(`tensor ${jsonPreview(name)}: data_offsets [${begin}, ${end}] outside the ${dataLength}-byte data section`);
+    if (end - begin !== bytes) fail(`tensor ${jsonPreview(name)}: ${end - begin} bytes for shape [${(shape as number[]).join(", ")}] of ${dtype}`);
     tensors.push({ name, dtype: dtype as string, shape: shape as number[], begin, end });
   }
   tensors.sort((a, b) => a.begin - b.begin || a.end - b.end);
@@ -176,7 +176,7 @@ export function decodeFloatTensor(dtype: string, bytes: Uint8Array, name = "tens
   if (dtype === "F32") return new Float32Array(new Uint8Array(bytes).buffer);
   if (dtype === "F16") return decodeHalf(bytes, "f16");
   if (dtype === "BF16") return decodeHalf(bytes, "bf16");
-  throw new SafetensorsParseError(`tensor "${name}" is ${dtype}, not a float type (F32, F16, BF16)`);
+  throw new SafetensorsParseError(`tensor ${jsonPreview(name)} is ${dtype}, not a float type (F32, F16, BF16)`);
 }
 
 /** A float32 copy of an F32 tensor. */

@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { selectTargets, unmatchedSelectors } from "./targets.js";
+import { peftModulePrefix, taskTypeOf } from "./peft-adapter.js";
 import type { CheckpointTensor } from "./checkpoint.js";
 
 const tensor = (name: string, shape: number[], dtype = "BF16"): CheckpointTensor => ({ name, shape, dtype, begin: 0, end: 0, shard: "model.safetensors" });
@@ -66,4 +67,13 @@ test("MoE routers and zero-size weights are skipped; unmatched --target names an
   assert.throws(() => selectTargets([...llama, tensor("model.embed_tokens.weight", [100, 64])], undefined, { target: "embed_tokens", bits: 4 }), /is an embedding, and PEFT's LoftQ initialises Linear layers only/);
   assert.throws(() => selectTargets([tensor("bert.embeddings.word_embeddings.weight", [100, 64])], undefined, { target: "word_embeddings", bits: 4 }), /is an embedding/);
   assert.deepEqual(selectTargets([tensor("gpt_neox.layers.0.mlp.dense_h_to_4h.weight", [256, 64]), tensor("embed_out.weight", [100, 64])], undefined, { target: "embed_out", bits: 4 }).map((t) => t.module), ["embed_out"]);
+});
+
+test("config values of the wrong type are ignored, not stringified (a 5000-deep array overflowed the stack)", () => {
+  const deep = JSON.parse("[".repeat(5000) + "]".repeat(5000)) as unknown;
+  const config = { model_type: deep, architectures: [deep] };
+  const tensors = [tensor("model.layers.0.self_attn.q_proj.weight", [64, 64])];
+  assert.deepEqual(selectTargets(tensors, config, { target: "all-linear", bits: 4 }).map((t) => t.transposed), [false]);
+  assert.equal(taskTypeOf(config), null);
+  assert.equal(peftModulePrefix(config, ["model.layers.0.self_attn.q_proj.weight"]), "");
 });

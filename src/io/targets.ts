@@ -68,7 +68,7 @@ export function noTargetsMessage(target: string): string {
 
 export function selectTargets(tensors: readonly CheckpointTensor[], config: Record<string, unknown> | undefined, options: TargetOptions): TargetMatrix[] {
   const explicit = explicitTargets(options.target);
-  const conv1d = CONV1D_MODEL_TYPES.has(String(config?.model_type ?? ""));
+  const conv1d = typeof config?.model_type === "string" && CONV1D_MODEL_TYPES.has(config.model_type);
   const layers = layerCount(config, tensors);
   const experts = expertCount(config);
   const rules = parseBitsMap(options.bitsMap);

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { dirname, join, basename } from "node:path";
 import { LoftqError } from "../errors.js";
 import type { Matrix } from "../tensor/matrix.js";
@@ -33,6 +33,7 @@ const BYTES_PER_ELEMENT = { float32: 4, int32: 4 } as const;
 export function readTfjsWeights(modelJsonPath: string): TfjsWeight[] {
   let model: { weightsManifest?: unknown };
   try {
+    if (!statSync(modelJsonPath).isFile()) throw new TfjsFormatError(`${modelJsonPath}: not a regular file`);
     model = JSON.parse(readFileSync(modelJsonPath, "utf8")) as { weightsManifest?: unknown };
   } catch (error) {
     if (error instanceof SyntaxError) throw new TfjsFormatError(`${modelJsonPath}: not valid JSON (${error.message})`);
@@ -46,7 +47,9 @@ export function readTfjsWeights(modelJsonPath: string): TfjsWeight[] {
     }
     const buffers = group.paths.map((path) => {
       if (typeof path !== "string" || basename(path) !== path || path === "." || path === "..") throw new TfjsFormatError(`${modelJsonPath}: shard path ${jsonPreview(path)} is not a file in the model directory`);
-      return readFileSync(join(dirname(modelJsonPath), path));
+      const shard = join(dirname(modelJsonPath), path);
+      if (!statSync(shard).isFile()) throw new TfjsFormatError(`${shard}: not a regular file`);
+      return readFileSync(shard);
     });
     const bytes = Buffer.concat(buffers);
     let offset = 0;
