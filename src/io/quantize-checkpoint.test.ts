@@ -109,6 +109,12 @@ test("a non-empty --out is refused without force, replaced with it; nothing part
   // The old output went aside and is gone: nothing named after it is left, and nothing to warn about.
   assert.deepEqual(readdirSync(work).filter((f) => f.startsWith("occupied.")), []);
   assert.equal(done?.leftover, undefined);
+  // What a killed --force run left aside is named in the next run's plan warnings.
+  mkdirSync(`${out}.replaced-12345`);
+  const warnings: string[] = [];
+  quantizeCheckpoint({ input: model, output: out, rank: 4, target: "q_proj", force: true, onEvent: (e) => { if (e.type === "plan") warnings.push(...e.warnings); } });
+  assert.ok(warnings.some((w) => w.includes("occupied.replaced-12345") && /moved aside/.test(w)), warnings.join("\n"));
+  rmSync(`${out}.replaced-12345`, { recursive: true });
   // A link to nothing at --out is replaced like any other entry (exists() says there is nothing).
   const dangling = join(work, "dangling-out");
   symlinkSync(join(work, "nowhere"), dangling);

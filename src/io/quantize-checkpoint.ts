@@ -1,6 +1,6 @@
 import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
 import { createHash } from "node:crypto";
-import { dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { InvalidArgumentError, LoftqError, OutOfRangeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
@@ -123,6 +123,21 @@ function filesToCopy(dir: string): string[] {
   return files;
 }
 
+/**
+ * Earlier outputs that --force moved aside and a killed run never removed (`<out>.replaced-<pid>`):
+ * whole old outputs, left for the user to delete, but worth a word since nothing else names them.
+ */
+function replacedLeftovers(output: string): string[] {
+  const prefix = `${basename(output)}.replaced-`;
+  let siblings: string[];
+  try {
+    siblings = readdirSync(dirname(output));
+  } catch {
+    return [];
+  }
+  return siblings.filter((name) => name.startsWith(prefix)).map((name) => `${join(dirname(output), name)} is an earlier output that --force moved aside and did not remove (the run was stopped); delete it once you no longer need it`);
+}
+
 /** Settings that must match between a run and its resumption, or between shards being merged. */
 function settingsOf(options: QuantizeCheckpointOptions) {
   return {
@@ -174,7 +189,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
       throw new InvalidArgumentError(`${partial} was started with other settings or another input, or the input's files changed since; run without --resume to start over`);
     }
     const unmatched = unmatchedSelectors(targets, { target: settings.target, bits: settings.bits, ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}) });
-    options.onEvent?.({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched, warnings: configWarnings(checkpoint, targets, settings) });
+    options.onEvent?.({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched, warnings: [...configWarnings(checkpoint, targets, settings), ...replacedLeftovers(output)] });
     return removeOnError(partial, () => {
       if (!resuming) {
         rmSync(partial, { recursive: true, force: true });
