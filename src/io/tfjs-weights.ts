@@ -2,6 +2,7 @@ import { readFileSync, statSync } from "node:fs";
 import { dirname, join, basename } from "node:path";
 import { LoftqError } from "../errors.js";
 import type { Matrix } from "../tensor/matrix.js";
+import { CheckpointError, readJsonFile } from "./checkpoint.js";
 import { jsonPreview } from "./json-preview.js";
 
 /**
@@ -31,12 +32,12 @@ interface ManifestGroup {
 const BYTES_PER_ELEMENT = { float32: 4, int32: 4 } as const;
 
 export function readTfjsWeights(modelJsonPath: string): TfjsWeight[] {
+  // The checkpoint reader's JSON read (regular files only, bounded size), its errors as this format's.
   let model: { weightsManifest?: unknown };
   try {
-    if (!statSync(modelJsonPath).isFile()) throw new TfjsFormatError(`${modelJsonPath}: not a regular file`);
-    model = JSON.parse(readFileSync(modelJsonPath, "utf8")) as { weightsManifest?: unknown };
+    model = readJsonFile(modelJsonPath) as { weightsManifest?: unknown };
   } catch (error) {
-    if (error instanceof SyntaxError) throw new TfjsFormatError(`${modelJsonPath}: not valid JSON (${error.message})`);
+    if (error instanceof CheckpointError) throw new TfjsFormatError(error.message);
     throw error;
   }
   if (typeof model !== "object" || model === null || !Array.isArray(model.weightsManifest)) throw new TfjsFormatError(`${modelJsonPath}: no weightsManifest`);
