@@ -4,9 +4,6 @@
  * addresses and report held-out perplexity for full-precision LoRA, QLoRA (zero-init B) and LoftQ
  * at several bit widths and ranks, over a learning-rate sweep (best reported) and several seeds.
  *
- *   node dist/bench/finetune.js [--smoke | --medium] [--workers N] [--fresh]
- *                               [--json FILE] [--svg FILE]   (nothing is written without them)
- *
  * The pretrained model is cached under bench/.cache (keyed by the pretraining settings; --fresh
  * retrains), the fine-tuning grid runs on `workers` child processes.
  */
@@ -22,6 +19,7 @@ import { saveTinyLlama, loadTinyLlama } from "../src/io/tiny-llama-checkpoint.js
 import { quantizeCheckpoint } from "../src/io/quantize-checkpoint.js";
 import { BYTE_VOCAB_SIZE, encodeBytes } from "../src/nn/byte-tokenizer.js";
 import { TinyLlama, type TinyLlamaConfig } from "../src/nn/tiny-llama.js";
+import { integers, parseBenchArgs, usageError } from "./bench-args.js";
 import { perplexity, runJob, sampler, sotuSplits, train, type FinetuneJob, type FinetuneRun, type MethodSpec } from "./finetune-job.js";
 
 export type { FinetuneRun, MethodSpec } from "./finetune-job.js";
@@ -264,15 +262,25 @@ export function curvesSvg(runs: FinetuneRun[]): string {
 }
 
 if (process.argv[1]?.endsWith("bench/finetune.js")) {
-  const flag = (name: string) => process.argv.includes(`--${name}`);
-  const arg = (name: string, fallback: string) => {
-    const i = process.argv.indexOf(`--${name}`);
-    return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback;
-  };
-  const preset = flag("smoke") ? SMOKE : flag("medium") ? MEDIUM : FULL;
-  const settings = { ...preset, workers: Number(arg("workers", String(preset.workers))) };
+  const USAGE = `
+node dist/bench/finetune.js [--smoke | --medium] [--workers N] [--fresh]
+                            [--json FILE] [--svg FILE]   (nothing is written without them)
+
+Pretrains a TinyLlama on the Brown corpus (cached under bench/.cache; --fresh retrains), then fine-tunes
+LoRA, QLoRA and LoftQ adapters on State of the Union addresses and prints held-out perplexities.`;
+  const args = parseBenchArgs(USAGE, {
+    smoke: { type: "boolean" },
+    medium: { type: "boolean" },
+    workers: { type: "string", default: "" },
+    fresh: { type: "boolean" },
+    json: { type: "string", default: "" },
+    svg: { type: "string", default: "" },
+  });
+  if (args.smoke && args.medium) usageError(USAGE, "--smoke and --medium are alternatives");
+  const preset = args.smoke ? SMOKE : args.medium ? MEDIUM : FULL;
+  const settings = { ...preset, workers: args.workers ? integers(USAGE, "workers", args.workers)[0]! : preset.workers };
   const started = performance.now();
-  const result = await runFinetuneExperiment(settings, { fresh: flag("fresh") });
+  const result = await runFinetuneExperiment(settings, { fresh: args.fresh });
   const minutes = (performance.now() - started) / 60000;
   console.log(`\n${summarise(result.runs)}\n\nwall time ${minutes.toFixed(1)} min (pretraining ${(result.seconds.pretrain / 60).toFixed(1)}, quantization ${(result.seconds.quantize / 60).toFixed(1)}, fine-tuning ${(result.seconds.finetune / 60).toFixed(1)})`);
   const json = {
@@ -282,8 +290,8 @@ if (process.argv[1]?.endsWith("bench/finetune.js")) {
     runs: result.runs.map(({ curve: _curve, ...run }) => run),
   };
   // Written only where asked: a quick --smoke run must not replace the committed results.
-  const jsonPath = arg("json", "");
-  const svgPath = arg("svg", "");
+  const jsonPath = args.json;
+  const svgPath = args.svg;
   if (jsonPath) writeFileSync(jsonPath, JSON.stringify(json, null, 2) + "\n");
   if (svgPath) writeFileSync(svgPath, curvesSvg(result.runs));
 }

@@ -1,7 +1,5 @@
 /**
- * gemm throughput per backend (a benchmark, not a test):
- *   node dist/bench/gemm-throughput.js [--json FILE]
- * Shapes: square, and the products of the LoftQ loop (R·Ω and Rᵀ·Q with a 24- and 120-column block,
+ * gemm throughput per backend (a benchmark, not a test). Shapes: square, and the products of the LoftQ loop (R·Ω and Rᵀ·Q with a 24- and 120-column block,
  * W − B·A at r = 16). The `ort` column times the Krylov shapes inside `withReadOnly`, as the SVD
  * runs them (the residual copied out of shared memory once, not per product). Beside it: the SIMD
  * ceiling of one WebAssembly thread (register-only multiply-adds) and the wasm backend's share of
@@ -16,6 +14,7 @@ import { createThreadedBackend } from "../src/node/thread-pool-backend.js";
 import { createOrtBackend, ortInstalled } from "../src/node/ort-backend.js";
 import { gaussianArray, mulberry32 } from "../src/linalg/random.js";
 import { describePeak, estimatePeak } from "./machine-peak.js";
+import { parseBenchArgs } from "./bench-args.js";
 
 const SHAPES: Array<{ label: string; transA: boolean; m: number; n: number; k: number }> = [
   { label: "512³", transA: false, m: 512, n: 512, k: 512 },
@@ -41,6 +40,11 @@ export function wasmCeilingGflops(): number {
 }
 
 if (process.argv[1]?.endsWith("bench/gemm-throughput.js")) {
+  const USAGE = `
+node dist/bench/gemm-throughput.js [--json FILE]
+
+GFLOP/s of every kernel backend on square products and the LoftQ loop's products.`;
+  const args = parseBenchArgs(USAGE, { json: { type: "string", default: "" } });
   const threaded = createThreadedBackend();
   // "wasm": the baseline-SIMD build (what the ceiling column compares), "wasm-relaxed": the build with
   // the fused multiply-add; wasm-threads runs the relaxed one where the runtime has it.
@@ -83,8 +87,7 @@ if (process.argv[1]?.endsWith("bench/gemm-throughput.js")) {
     console.log(cells.join(""));
   }
   threaded.terminate();
-  const jsonIndex = process.argv.indexOf("--json");
-  if (jsonIndex > 0 && process.argv[jsonIndex + 1]) {
-    writeFileSync(process.argv[jsonIndex + 1]!, JSON.stringify({ date: new Date().toISOString(), wasmCeilingGflops: ceiling, peak, runs: rows }, null, 2) + "\n");
+  if (args.json) {
+    writeFileSync(args.json, JSON.stringify({ date: new Date().toISOString(), wasmCeilingGflops: ceiling, peak, runs: rows }, null, 2) + "\n");
   }
 }

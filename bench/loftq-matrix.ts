@@ -5,15 +5,12 @@
  * run per shape comes first (the first LoftQ call of a process costs ~0.4 s more), then the median of
  * `--repeat` runs. W and Q lie in the backend's memory, as in the CLI's pipeline (its prefetcher reads
  * weights there); `--arrays plain` passes ordinary arrays instead, which LoftQ copies in and out.
- *
- *   node dist/bench/loftq-matrix.js [--sizes 4096x4096,4096x11008] [--bits 2,4,8] [--ranks 16,64]
- *                                   [--iters 1,5] [--backend NAME] [--arrays backend|plain]
- *                                   [--repeat 3] [--json FILE]
  */
 import "../src/cli/relaxed-simd-setup.js"; // first: relaxed SIMD on before any kernel backend exists
 import { writeFileSync } from "node:fs";
 import { activeBackendName, getBackend, loftq, qloraInit } from "../src/node/index.js";
 import { llmLikeWeight } from "../src/synthetic/llm-like-weight.js";
+import { integers, oneOf, parseBenchArgs, shapes } from "./bench-args.js";
 
 /** Reference runs: seconds, and errors where measured (‖W−Q‖ of the Q-only start, ‖W−Q−BA‖ of LoftQ). */
 const REFERENCE: Record<string, { seconds?: number; peakRssGiB?: number; quantError?: number; error?: number }> = {
@@ -25,21 +22,30 @@ const REFERENCE: Record<string, { seconds?: number; peakRssGiB?: number; quantEr
   "4096x11008 b4 r16 T1": { seconds: 24.7, peakRssGiB: 6.3 },
 };
 
-function argument(name: string, fallback: string): string {
-  const index = process.argv.indexOf(`--${name}`);
-  return index >= 0 && process.argv[index + 1] ? process.argv[index + 1]! : fallback;
-}
-const list = (value: string) => value.split(",").map((v) => v.trim()).filter(Boolean);
+const USAGE = `
+node dist/bench/loftq-matrix.js [--sizes 4096x4096,4096x11008] [--bits 2,4,8] [--ranks 16,64]
+                                [--iters 1,5] [--backend NAME] [--arrays backend|plain]
+                                [--repeat 3] [--json FILE]
 
-const sizes = list(argument("sizes", "4096x4096,4096x11008")).map((s) => s.split("x").map(Number) as [number, number]);
-const bitsList = list(argument("bits", "2,4,8")).map(Number);
-const ranks = list(argument("ranks", "16,64")).map(Number);
-const iterationsList = list(argument("iters", "1,5")).map(Number);
-const backend = argument("backend", activeBackendName());
-const arrays = argument("arrays", "backend");
-if (arrays !== "backend" && arrays !== "plain") throw new Error(`--arrays must be backend or plain, got ${arrays}`);
-const jsonPath = argument("json", "");
-const repeat = Number(argument("repeat", "3"));
+Time and error of LoftQ per matrix (NF quantizer, block 64) beside the PEFT reference times.`;
+const args = parseBenchArgs(USAGE, {
+  sizes: { type: "string", default: "4096x4096,4096x11008" },
+  bits: { type: "string", default: "2,4,8" },
+  ranks: { type: "string", default: "16,64" },
+  iters: { type: "string", default: "1,5" },
+  backend: { type: "string", default: "" },
+  arrays: { type: "string", default: "backend" },
+  repeat: { type: "string", default: "3" },
+  json: { type: "string", default: "" },
+});
+const sizes = shapes(USAGE, "sizes", args.sizes);
+const bitsList = integers(USAGE, "bits", args.bits);
+const ranks = integers(USAGE, "ranks", args.ranks);
+const iterationsList = integers(USAGE, "iters", args.iters);
+const backend = args.backend || activeBackendName();
+const arrays = oneOf(USAGE, "arrays", args.arrays, ["backend", "plain"] as const);
+const jsonPath = args.json;
+const [repeat] = integers(USAGE, "repeat", args.repeat) as [number];
 
 interface Row {
   size: string;

@@ -4,12 +4,10 @@
  * to scale down) and runs the `loftq quantize` pipeline on it, each run in its own process, printing
  * wall time, that process's peak RSS, matrices per second, achieved GFLOP/s and the fraction of the
  * machine's roofline.
- *
- *   node dist/bench/model.js [--layers 32] [--runs nf4-r16-t1,nf4-r16-t5,nf2-r64-t5] [--dir DIR]
- *                            [--json FILE] [--hidden 4096 --intermediate 11008 --vocab 32000]
  */
 import "../src/cli/relaxed-simd-setup.js"; // first: relaxed SIMD on before any kernel backend exists
 import { describePeak, estimatePeak } from "./machine-peak.js";
+import { integers, parseBenchArgs, usageError } from "./bench-args.js";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -123,10 +121,7 @@ function measureBandwidth(): number {
   return (4 * 2 * a.byteLength) / ((performance.now() - started) / 1000);
 }
 
-function argument(name: string, fallback: string): string {
-  const index = process.argv.indexOf(`--${name}`);
-  return index >= 0 && process.argv[index + 1] ? process.argv[index + 1]! : fallback;
-}
+const RUN_PATTERN = /^nf(\d)-r(\d+)-t(\d+)$/;
 
 export function runModelBench(shape: ModelShape, runs: string[], dir: string, onLine: (line: string) => void = console.log): ModelRun[] {
   const model = join(dir, `llama-shaped-${shape.layers}x${shape.hidden}`);
@@ -139,7 +134,7 @@ export function runModelBench(shape: ModelShape, runs: string[], dir: string, on
   const results: ModelRun[] = [];
   const perMatrix: Array<{ run: string; shape: string; seconds: number }> = [];
   for (const run of runs) {
-    const match = /^nf(\d)-r(\d+)-t(\d+)$/.exec(run);
+    const match = RUN_PATTERN.exec(run);
     if (!match) throw new Error(`--runs entries look like nf4-r16-t5, got ${run}`);
     const [bits, rank, iterations] = [Number(match[1]), Number(match[2]), Number(match[3])];
     const out = join(dir, `out-${run}`);
@@ -204,18 +199,29 @@ if (process.argv[2] === CHILD_FLAG) {
   };
   process.stdout.write(JSON.stringify(outcome));
 } else if (process.argv[1]?.endsWith("bench/model.js")) {
-  const shape: ModelShape = {
-    layers: Number(argument("layers", "32")),
-    hidden: Number(argument("hidden", "4096")),
-    intermediate: Number(argument("intermediate", "11008")),
-    vocab: Number(argument("vocab", "32000")),
-  };
-  const dir = argument("dir", join(tmpdir(), "loftq-bench-model"));
-  const runs = argument("runs", "nf4-r16-t1,nf4-r16-t5,nf2-r64-t5").split(",");
+  const USAGE = `
+node dist/bench/model.js [--layers 32] [--runs nf4-r16-t1,nf4-r16-t5,nf2-r64-t5] [--dir DIR]
+                         [--json FILE] [--hidden 4096 --intermediate 11008 --vocab 32000]
+
+Builds a synthetic Llama-2-7B-shaped checkpoint in DIR and runs \`loftq quantize\` on it per run.`;
+  const args = parseBenchArgs(USAGE, {
+    layers: { type: "string", default: "32" },
+    hidden: { type: "string", default: "4096" },
+    intermediate: { type: "string", default: "11008" },
+    vocab: { type: "string", default: "32000" },
+    dir: { type: "string", default: join(tmpdir(), "loftq-bench-model") },
+    runs: { type: "string", default: "nf4-r16-t1,nf4-r16-t5,nf2-r64-t5" },
+    json: { type: "string", default: "" },
+  });
+  const [[layers], [hidden], [intermediate], [vocab]] = (["layers", "hidden", "intermediate", "vocab"] as const).map((flag) => integers(USAGE, flag, args[flag]));
+  const shape: ModelShape = { layers: layers!, hidden: hidden!, intermediate: intermediate!, vocab: vocab! };
+  const dir = args.dir;
+  const runs = args.runs.split(",").map((run) => run.trim());
+  for (const run of runs) if (!RUN_PATTERN.test(run)) usageError(USAGE, `--runs entries look like nf4-r16-t5, got ${JSON.stringify(run)}`);
   console.log(`backend ${activeBackendName()}; ${shape.layers} Llama-2-7B-shaped blocks (hidden ${shape.hidden}, MLP ${shape.intermediate})`);
   const results = runModelBench(shape, runs, dir);
   // Written only where asked: a quick run must not replace the committed results.
-  const json = argument("json", "");
+  const json = args.json;
   if (json) {
     writeFileSync(json, JSON.stringify({ date: new Date().toISOString(), machine: `${process.platform} ${process.arch}, node ${process.version}`, runs: results }, null, 2) + "\n");
     console.log(`wrote ${json}`);

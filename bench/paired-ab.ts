@@ -4,9 +4,6 @@
  * drifts by ±20 % within minutes; the per-pair time ratio is far steadier than medians taken minutes
  * apart. Prints, per case, both medians and the median of the new/old ratios, with each build's error.
  *
- *   node dist/bench/paired-ab.js --old /path/to/old/dist [--new dist] [--size 4096x4096]
- *                                [--cases 4:16:1,4:16:5,2:64:5] [--pairs 7] [--json FILE]
- *
  * (Build the old commit in a worktree: git worktree add /tmp/old REV; link node_modules; npm run build.)
  * W and Q lie in each build's backend memory when its backend uses such arrays in place (`holds`), as in
  * the CLI; builds from before `holds` get ordinary arrays (they copy W in and Q out either way).
@@ -20,27 +17,38 @@ import type { LoftqOptions } from "../src/loftq/options.js";
 import type { KernelBackend } from "../src/kernels/backend.js";
 import type { Matrix } from "../src/tensor/matrix.js";
 import { llmLikeWeight } from "../src/synthetic/llm-like-weight.js";
+import { integers, parseBenchArgs, shapes, tuples } from "./bench-args.js";
 
 interface Build {
   loftq(weight: Matrix, options: LoftqOptions): LoftqResult;
   getBackend(): KernelBackend;
 }
 
-function argument(name: string, fallback: string): string {
-  const index = process.argv.indexOf(`--${name}`);
-  return index >= 0 && process.argv[index + 1] ? process.argv[index + 1]! : fallback;
-}
+const USAGE = `
+node dist/bench/paired-ab.js --old /path/to/old/dist [--new dist] [--size 4096x4096]
+                             [--cases 4:16:1,4:16:5,2:64:5] [--pairs 7] [--json FILE]
 
+Cases are BITS:RANK:ITERATIONS. Both builds alternate run by run on the same LLM-like matrix.`;
+const args = parseBenchArgs(USAGE, {
+  old: { type: "string", default: "" },
+  new: { type: "string", default: "" },
+  size: { type: "string", default: "4096x4096" },
+  cases: { type: "string", default: "4:16:1,4:16:5,2:64:5" },
+  pairs: { type: "string", default: "7" },
+  json: { type: "string", default: "" },
+});
 const load = async (dist: string) => (await import(pathToFileURL(resolve(dist, "src/node/index.js")).href)) as Build;
-const oldDist = argument("old", "");
-if (!oldDist) throw new Error("--old DIST (the other build's dist folder) is required");
-const older = await load(oldDist);
+if (!args.old) {
+  process.stderr.write(`--old DIST (the other build's dist folder) is required\n${USAGE}\n`);
+  process.exit(2);
+}
+const [[rows, cols]] = shapes(USAGE, "size", args.size) as [[number, number]];
+const cases = tuples(USAGE, "cases", args.cases, 3, "4:16:1") as Array<[number, number, number]>;
+const [pairs] = integers(USAGE, "pairs", args.pairs) as [number];
+const jsonPath = args.json;
+const older = await load(args.old);
 // Default: this build (dist/bench/.. is dist).
-const newer = await load(argument("new", resolve(import.meta.dirname, "..")));
-const [rows, cols] = argument("size", "4096x4096").split("x").map(Number) as [number, number];
-const cases = argument("cases", "4:16:1,4:16:5,2:64:5").split(",").map((c) => c.split(":").map(Number) as [number, number, number]);
-const pairs = Number(argument("pairs", "7"));
-const jsonPath = argument("json", "");
+const newer = await load(args.new || resolve(import.meta.dirname, ".."));
 
 const generated = llmLikeWeight(rows, cols, { seed: 1 });
 /** W and an output array in the build's backend memory when that backend uses such arrays in place. */
@@ -89,5 +97,5 @@ for (const [bits, rank, iterations] of cases) {
       ` (${row.minRatio.toFixed(2)}–${row.maxRatio.toFixed(2)}); error ${row.oldError.toFixed(5)} / ${row.newError.toFixed(5)}`,
   );
 }
-if (jsonPath) writeFileSync(jsonPath, JSON.stringify({ date: new Date().toISOString(), old: oldDist, pairs, runs: rowsOut }, null, 2) + "\n");
+if (jsonPath) writeFileSync(jsonPath, JSON.stringify({ date: new Date().toISOString(), old: args.old, pairs, runs: rowsOut }, null, 2) + "\n");
 process.exit(0);

@@ -5,9 +5,6 @@
  * The issue's reference errors come from another matrix, so this is the like-for-like check of "error no
  * higher than the reference's". Needs a python3 with torch and scipy (see that script); times are printed
  * but are not the issue's reference times (see the script's notes on BLAS builds).
- *
- *   node dist/bench/reference-errors.js [--cases 4096x4096:4:16:1,4096x4096:4:16:5,4096x4096:2:64:5]
- *                                       [--python python3] [--json FILE]
  */
 import "../src/cli/relaxed-simd-setup.js"; // first: relaxed SIMD on before any kernel backend exists
 import { spawnSync } from "node:child_process";
@@ -16,20 +13,29 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loftq } from "../src/node/index.js";
 import { llmLikeWeight } from "../src/synthetic/llm-like-weight.js";
-
-function argument(name: string, fallback: string): string {
-  const index = process.argv.indexOf(`--${name}`);
-  return index >= 0 && process.argv[index + 1] ? process.argv[index + 1]! : fallback;
-}
+import { parseBenchArgs, usageError } from "./bench-args.js";
 
 const DEFAULT_CASES = "4096x4096:4:16:1,4096x11008:4:16:1,4096x4096:4:16:5,4096x4096:2:16:5,4096x4096:2:64:5";
-const cases = argument("cases", DEFAULT_CASES).split(",").map((text) => {
-  const [size, bits, rank, iterations] = text.split(":");
-  const [rows, cols] = size!.split("x").map(Number) as [number, number];
-  return { size: size!, rows, cols, bits: Number(bits), rank: Number(rank), iterations: Number(iterations) };
+const USAGE = `
+node dist/bench/reference-errors.js [--cases ${DEFAULT_CASES}]
+                                    [--python python3] [--json FILE]
+
+Cases are ROWSxCOLS:BITS:RANK:ITERATIONS. Needs a python3 with torch and scipy.`;
+const args = parseBenchArgs(USAGE, {
+  cases: { type: "string", default: DEFAULT_CASES },
+  python: { type: "string", default: "python3" },
+  json: { type: "string", default: "" },
 });
-const python = argument("python", "python3");
-const jsonPath = argument("json", "");
+const cases = args.cases.split(",").map((text) => {
+  if (!/^[1-9][0-9]*x[1-9][0-9]*(:[1-9][0-9]*){3}$/.test(text.trim())) {
+    usageError(USAGE, `--cases takes ROWSxCOLS:BITS:RANK:ITERATIONS cases separated by commas, got ${JSON.stringify(text)}`);
+  }
+  const [size, bits, rank, iterations] = text.trim().split(":") as [string, string, string, string];
+  const [rows, cols] = size.split("x").map(Number) as [number, number];
+  return { size, rows, cols, bits: Number(bits), rank: Number(rank), iterations: Number(iterations) };
+});
+const python = args.python;
+const jsonPath = args.json;
 const script = join(import.meta.dirname, "..", "..", "bench", "reference", "peft_loftq_reference.py");
 
 interface ReferenceRun {
