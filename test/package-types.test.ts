@@ -1,9 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
@@ -31,4 +31,22 @@ export const used = [r.history.length, qloraInit(w, { bits: 4, rank: 1 }).dequan
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+});
+
+test("every source map the published JavaScript names is in the package and carries its sources", () => {
+  const npm = spawnSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: ROOT, encoding: "utf8", shell: process.platform === "win32" });
+  assert.equal(npm.status, 0, npm.stderr);
+  const packed = new Set((JSON.parse(npm.stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((file) => file.path));
+  let checked = 0;
+  for (const path of packed) {
+    if (!path.endsWith(".js")) continue;
+    const named = /\/\/# sourceMappingURL=(\S+)\s*$/.exec(readFileSync(join(ROOT, path), "utf8"))?.[1];
+    if (!named) continue;
+    const mapPath = join(dirname(path), named);
+    assert.ok(packed.has(mapPath), `${path} names ${mapPath}, which is not packed`);
+    const map = JSON.parse(readFileSync(join(ROOT, mapPath), "utf8")) as { sources: string[]; sourcesContent?: string[] };
+    assert.equal(map.sourcesContent?.length, map.sources.length, `${mapPath} lacks its sources (the .ts files are not packed)`);
+    checked++;
+  }
+  assert.ok(checked > 20, `only ${checked} packed files name a source map`);
 });
