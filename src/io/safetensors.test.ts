@@ -63,9 +63,26 @@ test("every upstream dtype is sized, sub-byte ones packed (F4: two per byte, F6:
   assert.deepEqual([...parsed.tensors.values()].map((t) => [t.name, t.end - t.begin]), [["a", 4], ["b", 3], ["c", 2], ["d", 8]]);
 });
 
-test("duplicate tensor names are rejected (JSON.parse would silently keep the last)", () => {
-  const raw = '{"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}';
-  assert.throws(() => parseSafetensors(file(null, new Uint8Array(1), raw), "x.safetensors"), /duplicate/);
+test("headers the safetensors crate refuses are refused: duplicate keys at any depth, a byte-order mark, lone surrogates", () => {
+  const entry = '{"dtype":"U8","shape":[1],"data_offsets":[0,1]}';
+  const bad: Array<[string, string, RegExp]> = [
+    // JSON.parse keeps the last of duplicates silently.
+    ["a tensor named twice", `{"t":${entry},"t":${entry}}`, /the key "t" twice/],
+    ["the same name, once escaped", `{"t":${entry},"\\u0074":${entry}}`, /the key "t" twice/],
+    ["an entry with two data_offsets", '{"t":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"data_offsets":[0,1]}}', /the key "data_offsets" twice/],
+    ["a metadata key twice", `{"__metadata__":{"a":"1","a":"2"},"t":${entry}}`, /the key "a" twice/],
+    ["a byte-order mark", `\uFEFF{"t":${entry}}`, /not valid UTF-8 JSON/],
+    ["a lone surrogate in a tensor name", `{"\\ud800":${entry}}`, /lone UTF-16 surrogate/],
+    ["a lone surrogate in metadata", `{"__metadata__":{"a":"\\udc00"},"t":${entry}}`, /lone UTF-16 surrogate/],
+  ];
+  for (const [name, raw, pattern] of bad) {
+    assert.throws(() => parseSafetensors(file(null, new Uint8Array(1), raw), "x.safetensors"), (e: unknown) => e instanceof SafetensorsParseError && pattern.test(e.message), name);
+  }
+  // Equal keys in different objects, keys equal to values, brackets and escaped quotes inside strings are fine.
+  const fine = `{"__metadata__":{"t":"t","q":"\\"}{[,"},"t":${entry}}`;
+  assert.deepEqual([...parseSafetensors(file(null, new Uint8Array(1), fine)).tensors.keys()], ["t"]);
+  // A surrogate pair (an emoji) is a well-formed name.
+  assert.deepEqual([...parseSafetensors(file({ "w\u{1F600}": JSON.parse(entry) }, new Uint8Array(1))).tensors.keys()], ["w\u{1F600}"]);
 });
 
 test('a tensor named "__proto__" is written as a key like any other (not as the header\'s prototype)', () => {

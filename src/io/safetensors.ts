@@ -58,7 +58,8 @@ export function parseHeader(headerBytes: Uint8Array, dataLength: number, fileNam
   let text = "";
   let header: unknown;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(headerBytes);
+    // ignoreBOM keeps a byte-order mark in the text, so JSON.parse refuses it as the safetensors crate does.
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(headerBytes);
     header = JSON.parse(text);
   } catch (error) {
     fail(`header is not valid UTF-8 JSON (${(error as Error).message})`);
@@ -66,13 +67,16 @@ export function parseHeader(headerBytes: Uint8Array, dataLength: number, fileNam
   if (typeof header !== "object" || header === null || Array.isArray(header)) fail("header is not a JSON object");
   const metadata: Record<string, string> = {};
   const tensors: TensorInfo[] = [];
-  const names = Object.keys(header as object);
-  if (countTopLevelKeys(text) !== names.length) fail("header has duplicate tensor names");
+  const repeated = duplicateKey(text);
+  if (repeated !== undefined) fail(`header has the key ${jsonPreview(repeated)} twice in one object`);
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
+    // A lone surrogate (\ud800) parses here but not in Rust, and no UTF-8 writer can name the tensor back.
+    if (LONE_SURROGATE.test(name)) fail(`tensor name ${jsonPreview(name)} holds a lone UTF-16 surrogate`);
     if (name === "__metadata__") {
       if (typeof raw !== "object" || raw === null || Array.isArray(raw)) fail("__metadata__ is not an object");
       for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
         if (typeof value !== "string") fail(`__metadata__ ${jsonPreview(key)} is not a string`);
+        if (LONE_SURROGATE.test(key) || LONE_SURROGATE.test(value as string)) fail(`__metadata__ ${jsonPreview(key)} holds a lone UTF-16 surrogate`);
         metadata[key] = value as string;
       }
       continue;
@@ -124,30 +128,37 @@ function formatHint(prefix: Uint8Array): string {
   return " (is this a safetensors file?)";
 }
 
-/** JSON.parse keeps the last of duplicate keys; count top-level keys in the raw text instead. */
-function countTopLevelKeys(text: string): number {
-  let depth = 0;
-  let count = 0;
-  let inString = false;
+/** With the u flag a surrogate pair is one code point, so this class matches only unpaired halves. */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
+
+/**
+ * The first key that occurs twice in one object of `text` (valid JSON), at any depth, or undefined.
+ * JSON.parse keeps the last of duplicates silently, where the safetensors crate refuses the file: a
+ * tensor named twice, or an entry with two `data_offsets`, must not be read one way here and another there.
+ */
+function duplicateKey(text: string): string | undefined {
+  // One entry per open bracket: the keys seen so far in an object, null for an array.
+  const open: Array<Set<string> | null> = [];
   let expectKey = false;
   for (let i = 0; i < text.length; i++) {
     const ch = text[i]!;
-    if (inString) {
-      if (ch === "\\") i++;
-      else if (ch === '"') inString = false;
-      continue;
-    }
     if (ch === '"') {
-      if (depth === 1 && expectKey) count++;
-      inString = true;
+      const start = i;
+      for (i++; text[i] !== '"'; i++) if (text[i] === "\\") i++;
+      const keys = open.at(-1);
+      if (expectKey && keys) {
+        const key = JSON.parse(text.slice(start, i + 1)) as string;
+        if (keys.has(key)) return key;
+        keys.add(key);
+      }
       expectKey = false;
     } else if (ch === "{" || ch === "[") {
-      depth++;
-      if (depth === 1) expectKey = true;
-    } else if (ch === "}" || ch === "]") depth--;
-    else if (ch === "," && depth === 1) expectKey = true;
+      open.push(ch === "{" ? new Set() : null);
+      expectKey = ch === "{";
+    } else if (ch === "}" || ch === "]") open.pop();
+    else if (ch === ",") expectKey = open.at(-1) != null;
   }
-  return count;
+  return undefined;
 }
 
 export interface TensorEntry extends TensorInfo {
