@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
  * the package root (`src/index.ts`) imports a Node built-in, so the core runs in a browser.
  */
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), "../../src");
-const LAYERS = ["errors", "types", "tensor", "kernels", "linalg", "quant", "loftq", "synthetic", "nn", "report", "io", "node", "cli"];
+const LAYERS = ["errors", "options", "types", "tensor", "kernels", "linalg", "quant", "loftq", "synthetic", "nn", "report", "io", "node", "cli"];
 
 function importsOf(file: string): string[] {
   return [...readFileSync(file, "utf8").matchAll(/(?:from|import)\s*\(?\s*"([^"]+)"/g)].map((m) => m[1]!);

@@ -12,7 +12,7 @@ import { InvalidArgumentError, LoftqError } from "../errors.js";
 import { SafetensorsFile } from "../io/safetensors-file.js";
 import { openCheckpoint, readJsonFile } from "../io/checkpoint.js";
 import { checkBitsOption, checkSelectionOptions } from "../io/targets.js";
-import { MAX_SEED } from "../loftq/options.js";
+import { MAX_SEED } from "../linalg/random.js";
 import { mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 import { checkBlockSize } from "../quant/quantizer.js";

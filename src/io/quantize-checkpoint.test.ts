@@ -102,6 +102,10 @@ test("a non-empty --out is refused without force, replaced with it; nothing part
   writeFileSync(join(out, "keep.txt"), "mine");
   assert.throws(() => quantizeCheckpoint({ input: model, output: out, rank: 4, target: "q_proj" }), OutputExistsError);
   assert.equal(readFileSync(join(out, "keep.txt"), "utf8"), "mine");
+  // Library callers: a misspelt option or a string flag is refused before the output is touched.
+  assert.throws(() => quantizeCheckpoint({ input: model, output: out, rank: 4, forse: true } as never), /quantizeCheckpoint: unknown option "forse" \(did you mean "force"\?\)/);
+  assert.throws(() => quantizeCheckpoint({ input: model, output: out, rank: 4, force: "yes" } as never), /force must be true or false/);
+  assert.equal(readFileSync(join(out, "keep.txt"), "utf8"), "mine");
   let done: { leftover?: string } | undefined;
   quantizeCheckpoint({ input: model, output: out, rank: 4, target: "q_proj", force: true, onEvent: (e) => { if (e.type === "done") done = e; } });
   assert.ok(!existsSync(join(out, "keep.txt")));

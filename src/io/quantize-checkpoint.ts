@@ -3,9 +3,10 @@ import { createHash } from "node:crypto";
 import { basename, dirname, join, resolve } from "node:path";
 import { InvalidArgumentError, LoftqError, OutOfRangeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
-import { getBackend } from "../kernels/registry.js";
+import { resolveBackend } from "../kernels/registry.js";
+import { checkOptionalBoolean, checkOptionalFunction, checkOptionKeys, optionKeysOf } from "../options.js";
 import { loftq } from "../loftq/loftq.js";
-import { MAX_SEED } from "../loftq/options.js";
+import { checkSeed } from "../linalg/random.js";
 import type { IterationErrors } from "../loftq/loftq.js";
 import { createQuantizer, type QuantizerKind } from "../quant/quantizer.js";
 import { encodeHalf, F16_MAX, F16_OVERFLOW, float32Bytes } from "../tensor/dtype.js";
@@ -168,8 +169,19 @@ export function parseShard(spec: string): ShardSpec {
   return { index, count };
 }
 
+const QUANTIZE_CHECKPOINT_OPTION_KEYS = optionKeysOf<QuantizeCheckpointOptions & { resume?: boolean; shard?: ShardSpec }>()([
+  "input", "output", "bits", "mixed", "bitsMap", "rank", "iterations", "quantizer", "blockSize", "target", "loraAlpha", "upstreamScaling",
+  "dtype", "seed", "force", "format", "backend", "onEvent", "resume", "shard",
+]);
+
 export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume?: boolean; shard?: ShardSpec }): QuantizeCheckpointResult {
   const started = Date.now();
+  checkOptionKeys(options, QUANTIZE_CHECKPOINT_OPTION_KEYS, "quantizeCheckpoint", false);
+  for (const flag of ["mixed", "upstreamScaling", "force", "resume"] as const) checkOptionalBoolean(options[flag], flag);
+  checkOptionalFunction(options.onEvent, "onEvent");
+  for (const path of ["input", "output"] as const) {
+    if (typeof options[path] !== "string" || options[path] === "") throw new InvalidArgumentError(`quantizeCheckpoint: ${path} must be a path, got ${typeof options[path]}`);
+  }
   const settings = settingsOf(options);
   checkBitsOption(settings.bits, settings.quantizer, settings.mixed);
   const output = resolve(options.output);
@@ -418,7 +430,7 @@ function planTargets(checkpoint: Checkpoint, settings: Settings): TargetMatrix[]
     ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}),
     ...(settings.mixed ? { mixed: true } : {}),
   });
-  if (!Number.isInteger(settings.seed) || settings.seed < 0 || settings.seed > MAX_SEED) throw new InvalidArgumentError(`--seed must be an integer in 0..${MAX_SEED}, got ${settings.seed}`);
+  checkSeed(settings.seed, "--seed");
   // Every bit width the plan uses must exist for the quantizer before the first matrix is computed
   // (a --bits-map rule "=5" with NF failed only when its first matrix came up).
   for (const bits of new Set(targets.map((t) => t.bits))) createQuantizer({ kind: settings.quantizer, bits, blockSize: settings.blockSize });
@@ -456,7 +468,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
   const reports: MatrixReport[] = [];
   const pending = targets.filter((t) => !keepIfReadable(store, t.module));
   if (pending.length === 0) return targets.map((target, index) => reportStored(store, target, index, targets.length, options));
-  const backend = typeof options.backend === "object" ? options.backend : getBackend(options.backend);
+  const backend = resolveBackend(options.backend);
   // Q and its 16-bit bytes go through two buffers sized for the largest target and reused for every
   // matrix (W through the prefetcher's two slots): fresh arrays of that size cost more in page
   // faults than decoding or encoding them. Where the backend's memory is shared and has room, they lie

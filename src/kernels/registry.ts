@@ -1,4 +1,4 @@
-import { BackendUnavailableError } from "../errors.js";
+import { BackendUnavailableError, InvalidArgumentError } from "../errors.js";
 import type { KernelBackend } from "./backend.js";
 import { tsBackend } from "./ts-backend.js";
 import { createWasmBackend, wasmSimdSupported } from "./wasm-backend.js";
@@ -51,6 +51,18 @@ export function getBackend(name?: string): KernelBackend {
     throw new BackendUnavailableError(`backend "${name}" is not available here (available: ${listBackends().join(", ")})`);
   }
   return resolve(name);
+}
+
+/** The methods every backend has: what tells a backend object from a wrong value passed as one. */
+const BACKEND_METHODS = ["allocate", "release", "gemm", "encodeCodebook", "decodeCodebook", "transpose", "subtract", "sumOfSquares"] as const;
+
+/** An options' `backend`: a backend, a backend's name, or undefined for the fastest registered one. */
+export function resolveBackend(value: KernelBackend | string | undefined): KernelBackend {
+  if (value === undefined || typeof value === "string") return getBackend(value);
+  if (value === null || typeof value !== "object" || BACKEND_METHODS.some((method) => typeof value[method] !== "function")) {
+    throw new InvalidArgumentError(`backend must be a backend name (${listBackends().join(", ")}) or a KernelBackend, got ${value === null ? "null" : typeof value}`);
+  }
+  return value;
 }
 
 function resolve(name: string): KernelBackend {

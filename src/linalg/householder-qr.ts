@@ -1,3 +1,6 @@
+import { ShapeError } from "../errors.js";
+import { checkDenseArray } from "../tensor/matrix.js";
+
 /**
  * Thin QR by Householder reflections, computed in float64: for a rows×cols input (rows ≥ cols,
  * row-major) returns the orthonormal rows×cols factor Q and the cols×cols upper-triangular R.
@@ -11,6 +14,10 @@ export interface ThinQr {
 }
 
 export function householderQr(input: ArrayLike<number>, rows: number, cols: number): ThinQr {
+  // Shape only: a non-finite value gives a non-finite factor, which the randomized SVD (its caller
+  // inside the library) turns into its own OutOfRangeError.
+  checkDenseArray(input, rows, cols, "householderQr: input", false);
+  if (rows < cols) throw new ShapeError(`householderQr: a thin QR needs rows ≥ cols, got ${rows}×${cols}`);
   // Work column-major so each reflector touches contiguous memory.
   const a = new Float64Array(rows * cols);
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) a[j * rows + i] = input[i * cols + j]!;

@@ -1,3 +1,4 @@
+import { checkDenseArray } from "../tensor/matrix.js";
 import { applySignConvention } from "./sign-convention.js";
 
 /**
@@ -22,6 +23,7 @@ export interface DenseSvd {
 const MAX_SWEEPS = 60;
 
 export function jacobiSvd(input: ArrayLike<number>, rows: number, cols: number): DenseSvd {
+  checkDenseArray(input, rows, cols, "jacobiSvd: input");
   if (rows < cols) {
     // SVD of the transpose, with U and V swapped.
     const transposed = new Float64Array(rows * cols);

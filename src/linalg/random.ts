@@ -2,6 +2,18 @@
  * Seeded randomness so every result is reproducible for a given seed: mulberry32 (32-bit state,
  * good enough for sketching matrices) and Box–Muller normals.
  */
+import { InvalidArgumentError } from "../errors.js";
+
+/** Seeds are 32-bit (mulberry32's state). */
+export const MAX_SEED = 0xffffffff;
+
+/** The generator takes a 32-bit state: any other seed would be truncated into another one silently. */
+export function checkSeed(seed: unknown, name = "seed"): asserts seed is number {
+  if (!Number.isInteger(seed) || (seed as number) < 0 || (seed as number) > MAX_SEED) {
+    throw new InvalidArgumentError(`${name} must be an integer in 0..${MAX_SEED}, got ${String(seed)}`);
+  }
+}
+
 export function mulberry32(seed: number): () => number {
   let state = seed >>> 0;
   return () => {

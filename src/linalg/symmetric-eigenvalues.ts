@@ -1,3 +1,5 @@
+import { InvalidArgumentError } from "../errors.js";
+import { checkDenseArray } from "../tensor/matrix.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { tsBackend } from "../kernels/ts-backend.js";
 import { applyReflectorsReference, tridiagonalizeReference } from "../kernels/tridiagonal.js";
@@ -234,6 +236,7 @@ function tridiagonalQr(d: Float64Array, e: Float64Array): void {
  * irrelevant for the tail-energy bounds this is used for.
  */
 export function singularValues(data: Float32Array, rows: number, cols: number): Float64Array {
+  checkDenseArray(data, rows, cols, "singularValues: data");
   const small = Math.min(rows, cols);
   const gram = new Float64Array(small * small);
   if (rows <= cols) {
@@ -265,6 +268,9 @@ export function singularValues(data: Float32Array, rows: number, cols: number): 
 
 /** min over rank-r B·A of ‖M − B·A‖_F (Eckart–Young): the tail energy of the singular values. */
 export function optimalLowRankError(singular: Float64Array, rank: number): number {
+  if (!Number.isInteger(rank) || rank < 0 || rank > singular.length) {
+    throw new InvalidArgumentError(`optimalLowRankError: rank must be an integer in 0..${singular.length}, got ${rank}`);
+  }
   let tail = 0;
   for (let i = rank; i < singular.length; i++) tail += singular[i]! * singular[i]!;
   return Math.sqrt(tail);

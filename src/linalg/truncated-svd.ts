@@ -1,11 +1,12 @@
 import { InvalidArgumentError, ShapeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
-import { getBackend } from "../kernels/registry.js";
+import { resolveBackend } from "../kernels/registry.js";
+import { checkOptionKeys, optionKeysOf } from "../options.js";
 import { checkMatrix, type Matrix } from "../tensor/matrix.js";
 import { exactTruncatedSvd } from "./exact-truncated-svd.js";
 import { orthonormalizeBlock } from "./block-orthonormalize.js";
 import { topEigenpairs } from "./symmetric-eigenvalues.js";
-import { gaussian, mulberry32 } from "./random.js";
+import { checkSeed, gaussian, mulberry32 } from "./random.js";
 import { completeNullSpace } from "./orthonormal-completion.js";
 import { checkSpectrum } from "./spectrum-check.js";
 import { applySignConvention } from "./sign-convention.js";
@@ -28,7 +29,8 @@ export interface TruncatedSvdOptions {
   seed?: number;
   /** n×k' row-major starting basis for the right subspace; padded with random columns up to k. */
   start?: Float32Array;
-  backend?: KernelBackend;
+  /** Kernel backend or its name (default: the fastest registered). */
+  backend?: KernelBackend | string;
   /**
    * "randomized" (subspace iteration), "exact" (Gram eigenpairs, O(m·n·min(m, n))) or "auto"
    * (default): exact when min(m, n) ≤ EXACT_SVD_MAX_DIM, where it is cheap and iterative methods
@@ -72,7 +74,10 @@ function projectionScaleExponent(firstBlockSquares: number, k: number): number {
   return Math.abs(exponent) <= PROJECTION_SAFE_EXPONENT ? 0 : exponent;
 }
 
+const TRUNCATED_SVD_OPTION_KEYS = optionKeysOf<TruncatedSvdOptions>()(["rank", "oversample", "powerIterations", "seed", "start", "backend", "method"]);
+
 export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): TruncatedSvd {
+  checkOptionKeys(options, TRUNCATED_SVD_OPTION_KEYS, "truncatedSvd", false);
   checkMatrix(matrix, "truncatedSvd: matrix");
   const { rows: m, cols: n, data } = matrix;
   const rank = options.rank;
@@ -91,15 +96,17 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
   if (options.start !== undefined && (!(options.start instanceof Float32Array) || options.start.length === 0 || options.start.length % n !== 0)) {
     throw new ShapeError(`start must be an n×k' Float32Array (a positive multiple of n = ${n} values)`);
   }
+  const seed = options.seed ?? 0;
+  checkSeed(seed);
+  const backend = resolveBackend(options.backend);
   const blocks = powerIterations + 1;
   // A Krylov basis as wide as the matrix is no cheaper than the exact path, and no more accurate.
   const krylovCoversAll = k * blocks >= Math.min(m, n);
   if (method === "exact" || krylovCoversAll || (method === "auto" && Math.min(m, n) <= EXACT_SVD_MAX_DIM)) {
-    const { u, s, v } = exactTruncatedSvd(matrix, rank, options.backend ?? getBackend());
+    const { u, s, v } = exactTruncatedSvd(matrix, rank, backend);
     return { u, s, v, rank, subspace: v };
   }
-  const backend = options.backend ?? getBackend();
-  const random = mulberry32(options.seed ?? 0);
+  const random = mulberry32(seed);
 
   // Block Krylov (Musco & Musco 2015): span{MΩ, (MMᵀ)MΩ, …, (MMᵀ)^q MΩ}, each block
   // orthonormalised before the next product, then Rayleigh–Ritz on the whole space. For the nearly

@@ -1,9 +1,11 @@
 import { InvalidArgumentError, ShapeError } from "../errors.js";
+import { checkOptionalBoolean, checkOptionalFunction, checkOptionKeys, optionKeysOf } from "../options.js";
 import type { KernelBackend } from "../kernels/backend.js";
-import { getBackend } from "../kernels/registry.js";
+import { resolveBackend } from "../kernels/registry.js";
 import { createQuantizer, type Quantizer, type QuantizerKind } from "../quant/quantizer.js";
 import { checkMatrix, type Matrix } from "../tensor/matrix.js";
 import { SVD_METHODS } from "../linalg/truncated-svd.js";
+import { checkSeed } from "../linalg/random.js";
 
 export interface IterationReport {
   /** 1-based. */
@@ -82,20 +84,26 @@ export interface ResolvedLoftqOptions {
   output?: Float32Array;
 }
 
+export const LOFTQ_OPTION_KEYS = optionKeysOf<LoftqOptions>()([
+  "bits", "rank", "iterations", "quantizer", "blockSize", "doubleQuant", "seed", "keepBest", "loraAlpha", "useRslora",
+  "upstreamScaling", "powerIterations", "svd", "backend", "onIteration", "name", "output",
+]);
+
 export const DEFAULT_RANK = 16;
 export const DEFAULT_BITS = 4;
 /** Krylov depth of LoftQ's first SVD (the `powerIterations` default); see FIRST_SVD_OVERSAMPLE. */
 export const FIRST_SVD_POWER_ITERATIONS = 5;
-/** Seeds are 32-bit (mulberry32's state). */
-export const MAX_SEED = 0xffffffff;
 
 /**
  * Validates the weight's shape and every option up front, so nothing fails half-way. The weight's
  * values are checked by the caller's first pass over them (its norm: non-finite when any value is),
  * before any other work.
  */
-export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions): ResolvedLoftqOptions {
-  if (options === null || typeof options !== "object") throw new InvalidArgumentError(`options must be an object, got ${options === null ? "null" : typeof options}`);
+export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, caller = "loftq"): ResolvedLoftqOptions {
+  checkOptionKeys(options, LOFTQ_OPTION_KEYS, caller, false);
+  for (const flag of ["doubleQuant", "keepBest", "useRslora", "upstreamScaling"] as const) checkOptionalBoolean(options[flag], flag);
+  checkOptionalFunction(options.onIteration, "onIteration");
+  if (options.name !== undefined && typeof options.name !== "string") throw new InvalidArgumentError(`name must be a string, got ${typeof options.name}`);
   const what = options.name ?? "weight";
   checkMatrix(weight, what);
   const rank = options.rank ?? DEFAULT_RANK;
@@ -120,14 +128,13 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions): Reso
   }
   const powerIterations = options.powerIterations ?? FIRST_SVD_POWER_ITERATIONS;
   if (!Number.isInteger(powerIterations) || powerIterations < 0) throw new InvalidArgumentError(`powerIterations must be a non-negative integer, got ${powerIterations}`);
-  const backend = typeof options.backend === "string" || options.backend === undefined ? getBackend(options.backend) : options.backend;
+  const backend = resolveBackend(options.backend);
   if (options.output !== undefined && options.output !== null) {
     if (!(options.output instanceof Float32Array)) throw new ShapeError("output must be a Float32Array");
     if (options.output.length !== weight.rows * weight.cols) throw new ShapeError(`output has ${options.output.length} values, Q needs ${weight.rows * weight.cols}`);
   }
   const seed = options.seed ?? 0;
-  // The generator takes a 32-bit state: anything else would be truncated into another seed silently.
-  if (!Number.isInteger(seed) || seed < 0 || seed > MAX_SEED) throw new InvalidArgumentError(`seed must be an integer in 0..${MAX_SEED}, got ${seed}`);
+  checkSeed(seed);
   const svd = options.svd ?? "auto";
   if (!SVD_METHODS.includes(svd)) throw new InvalidArgumentError(`svd must be one of ${SVD_METHODS.join(", ")}, got ${String(svd)}`);
   return {

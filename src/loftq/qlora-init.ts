@@ -7,18 +7,22 @@ import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
 /**
  * The QLoRA baseline in LoftQ's result shape: Q = dequant(quant(W)), B = 0 and A drawn as PEFT
  * draws it (Kaiming-uniform with a = √5, i.e. U(−1/√in, 1/√in)), so the adapter starts at zero
- * and the model starts from Q. Takes the same options as `loftq` (iterations are ignored; `output`
- * and `backend` are used as there).
+ * and the model starts from Q. Takes the same options as `loftq` (iterations are validated but
+ * ignored: there is one; `output` and `backend` are used as there).
  */
 export function qloraInit(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
-  const settings = resolveLoftqOptions(weight, { ...options, iterations: 1 });
+  const started = Date.now();
+  const settings = resolveLoftqOptions(weight, options, "qloraInit");
   const { rows: m, cols: n, data: w } = weight;
   const { backend } = settings;
   // Passes over W on the chosen backend, as loftq makes them; a non-finite sum means a NaN or
   // infinity somewhere, whose position is looked up before any other work.
   const weightSquared = backend.sumOfSquares(w);
   if (!Number.isFinite(weightSquared)) assertFinite(weight, settings.name);
-  const dequantized = settings.output ?? new Float32Array(m * n);
+  // Q is encoded next to W and only then copied into an `output` that shares W's memory (e.g. Q
+  // written over W to save a buffer): encoding into it directly would make W − Q read Q − Q.
+  const aliased = settings.output !== undefined && sharesMemory(settings.output, w);
+  const dequantized = settings.output && !aliased ? settings.output : new Float32Array(m * n);
   const encoded = settings.quantizer.encode(w, m, n, dequantized, backend);
   const quantSquared = backend.subtract(w, dequantized);
   // W is finite, so only float32 overflow of W − Q gets here (as in loftq).
@@ -27,14 +31,21 @@ export function qloraInit(weight: Matrix, options: LoftqOptions = {}): LoftqResu
   const random = mulberry32(settings.seed);
   const bound = 1 / Math.sqrt(n);
   const a = Float32Array.from({ length: settings.rank * n }, () => (2 * random() - 1) * bound);
-  settings.onIteration?.({ iteration: 1, iterations: 1, quantError, error: quantError, elapsedMs: 0 });
+  const quantized = settings.quantizer.pack(encoded, m, n);
+  if (aliased) settings.output!.set(dequantized);
+  settings.onIteration?.({ iteration: 1, iterations: 1, quantError, error: quantError, elapsedMs: Date.now() - started });
   return {
-    quantized: settings.quantizer.pack(encoded, m, n),
-    dequantized: { rows: m, cols: n, data: dequantized },
+    quantized,
+    dequantized: { rows: m, cols: n, data: aliased ? settings.output! : dequantized },
     loraA: { rows: settings.rank, cols: n, data: a },
     loraB: { rows: m, cols: settings.rank, data: new Float32Array(m * settings.rank) },
     history: [{ quantError, error: quantError }],
     selectedIteration: 1,
     scaling: settings.scaling,
   };
+}
+
+/** Whether two views overlap in one buffer. */
+function sharesMemory(a: Float32Array, b: Float32Array): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }

@@ -1,5 +1,6 @@
 import { InvalidArgumentError, OutOfRangeError, ShapeError } from "../errors.js";
 import { checkMatrix, finiteFrobeniusNorm, type Matrix } from "../tensor/matrix.js";
+import { checkOptionalBoolean, checkOptionKeys, optionKeysOf } from "../options.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { argminThresholds, buildThresholdLookup, dequantizeBlocks, type CodebookSpec } from "../kernels/codebook.js";
 import { getBackend } from "../kernels/registry.js";
@@ -100,6 +101,8 @@ export interface Quantizer {
    * on `backend` (default: the registered default); the results are identical on every backend.
    * `codes` (optional, at least values.length bytes) receives the codes instead of a fresh array:
    * LoftQ passes buffers in the backend's memory so the kernel writes them in place.
+   * The values must be finite: `quantize` and `loftq` check that first, this inner step does not
+   * (a NaN is skipped by the absmax and gets code 0; an infinity turns its block to NaN).
    */
   encode(values: Float32Array, rows: number, cols: number, dequantized?: Float32Array, backend?: KernelBackend, codes?: Uint8Array): Encoded;
   /**
@@ -124,7 +127,12 @@ export function checkBlockSize(kind: QuantizerKind, blockSize: number): void {
   }
 }
 
+const QUANTIZER_OPTION_KEYS = optionKeysOf<QuantizerOptions>()(["kind", "bits", "blockSize", "doubleQuant", "zeroBlocks"]);
+const ZERO_BLOCK_MODES: ReadonlyArray<NonNullable<QuantizerOptions["zeroBlocks"]>> = ["cuda", "cpu"];
+
 export function createQuantizer(options: QuantizerOptions = {}): Quantizer {
+  checkOptionKeys(options, QUANTIZER_OPTION_KEYS, "createQuantizer", false);
+  checkOptionalBoolean(options.doubleQuant, "doubleQuant");
   const kind = options.kind ?? "nf";
   if (!QUANTIZER_KINDS.includes(kind)) {
     throw new InvalidArgumentError(`unknown quantizer "${String(kind)}" (expected one of ${QUANTIZER_KINDS.join(", ")})`);
@@ -138,6 +146,10 @@ export function createQuantizer(options: QuantizerOptions = {}): Quantizer {
   const isBnb = kind === "bnb-nf4" || kind === "bnb-fp4";
   const useDoubleQuant = options.doubleQuant ?? false;
   if (useDoubleQuant && !isBnb) throw new InvalidArgumentError(`doubleQuant applies to bnb-nf4 / bnb-fp4 only, not "${kind}"`);
+  if (options.zeroBlocks !== undefined) {
+    if (!ZERO_BLOCK_MODES.includes(options.zeroBlocks)) throw new InvalidArgumentError(`zeroBlocks must be one of ${ZERO_BLOCK_MODES.join(", ")}, got ${String(options.zeroBlocks)}`);
+    if (kind !== "bnb-nf4") throw new InvalidArgumentError(`zeroBlocks applies to bnb-nf4 only, not "${kind}"`);
+  }
   if (kind === "int8") return int8Quantizer();
   if (kind === "bnb-fp4") {
     return blockQuantizer({
@@ -225,7 +237,7 @@ function blockQuantizer(parts: BlockQuantizerParts): Quantizer {
       return quantizer.pack(quantizer.encode(weight.data, weight.rows, weight.cols), weight.rows, weight.cols);
     },
     dequantize(q, out) {
-      checkQuantized(q, kind, bits);
+      checkQuantized(q, kind, bits, out);
       const codes = unpackCodes(q.packed, bits, q.rows * q.cols, q.bitOrder);
       return { rows: q.rows, cols: q.cols, data: dequantizeBlocks(codes, q.absmax, q.table, q.blockSize, out ?? new Float32Array(codes.length)) };
     },
@@ -257,7 +269,7 @@ function int8Quantizer(): Quantizer {
       return quantizer.pack(quantizer.encode(weight.data, weight.rows, weight.cols), weight.rows, weight.cols);
     },
     dequantize(q, out) {
-      checkQuantized(q, "int8", 8);
+      checkQuantized(q, "int8", 8, out);
       const codes = new Int8Array(q.packed.buffer, q.packed.byteOffset, q.packed.length);
       return { rows: q.rows, cols: q.cols, data: dequantizeInt8Rows(codes, q.absmax, q.cols, out ?? new Float32Array(codes.length)) };
     },
@@ -309,8 +321,25 @@ function finish(
   };
 }
 
-function checkQuantized(q: QuantizedMatrix, kind: QuantizerKind, bits: number): void {
+/**
+ * A QuantizedMatrix may come from a file or a caller's own object: its arrays must fit its shape
+ * before any decoding, or missing scales would decode as NaN and short code arrays as zeros.
+ */
+function checkQuantized(q: QuantizedMatrix, kind: QuantizerKind, bits: number, out: Float32Array | undefined): void {
   if (q.kind !== kind || q.bits !== bits) {
     throw new InvalidArgumentError(`cannot dequantize a ${q.kind}/${q.bits}-bit matrix with a ${kind}/${bits}-bit quantizer`);
   }
+  if (!Number.isSafeInteger(q.rows) || !Number.isSafeInteger(q.cols) || q.rows < 1 || q.cols < 1) throw new ShapeError(`dequantize: invalid shape ${q.rows}×${q.cols}`);
+  const count = q.rows * q.cols;
+  if (kind !== "int8" && (!Number.isInteger(q.blockSize) || q.blockSize < 1)) throw new ShapeError(`dequantize: invalid block size ${q.blockSize}`);
+  const packedBytes = kind === "int8" ? count : Math.ceil((count * bits) / 8);
+  if (!(q.packed instanceof Uint8Array) || q.packed.length !== packedBytes) {
+    throw new ShapeError(`dequantize: ${q.rows}×${q.cols} ${kind} codes take ${packedBytes} bytes, got ${q.packed instanceof Uint8Array ? q.packed.length : typeof q.packed}`);
+  }
+  const scaleCount = kind === "int8" ? q.rows : Math.ceil(count / q.blockSize);
+  if (!(q.absmax instanceof Float32Array) || q.absmax.length !== scaleCount) {
+    throw new ShapeError(`dequantize: ${q.rows}×${q.cols} in blocks of ${kind === "int8" ? "a row" : q.blockSize} takes ${scaleCount} scales, got ${q.absmax instanceof Float32Array ? q.absmax.length : typeof q.absmax}`);
+  }
+  if (kind !== "int8" && (!(q.table instanceof Float32Array) || q.table.length < 2 ** bits)) throw new ShapeError(`dequantize: a ${bits}-bit code table needs ${2 ** bits} values`);
+  if (out !== undefined && (!(out instanceof Float32Array) || out.length !== count)) throw new ShapeError(`dequantize: out must be a Float32Array of ${count} values`);
 }

@@ -35,6 +35,23 @@ export function checkMatrix(m: Matrix, what = "matrix"): void {
   if (data.length !== rows * cols) throw new ShapeError(`${what}: a ${rows}×${cols} matrix needs ${rows * cols} values, got ${data.length}`);
 }
 
+/**
+ * The (data, rows, cols) arguments of the dense linear-algebra helpers: positive integer dimensions,
+ * exactly rows·cols numbers, and (unless `finite` is false) no NaN/±Inf, named by position.
+ */
+export function checkDenseArray(data: ArrayLike<number>, rows: number, cols: number, what: string, finite = true): void {
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1) {
+    throw new ShapeError(`${what}: dimensions must be positive integers, got ${rows}×${cols}`);
+  }
+  if (data === null || typeof data !== "object" || typeof data.length !== "number") throw new ShapeError(`${what}: data must be an array of numbers`);
+  if (data.length !== rows * cols) throw new ShapeError(`${what}: a ${rows}×${cols} matrix needs ${rows * cols} values, got ${data.length}`);
+  if (!finite) return;
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (typeof v !== "number" || v - v !== 0) throw new NonFiniteError(what, Math.floor(i / cols), i % cols, v);
+  }
+}
+
 /** A well-formed Matrix of exactly rows×cols (e.g. a gradient that must match its layer's output). */
 export function checkShape(m: Matrix, rows: number, cols: number, what = "matrix"): void {
   checkMatrix(m, what);
@@ -88,6 +105,7 @@ export function frobeniusDistance(a: Float32Array, b: Float32Array): number {
 
 /** Row-major transpose into a new matrix. */
 export function transpose(m: Matrix): Matrix {
+  checkMatrix(m, "transpose: matrix");
   const out = new Float32Array(m.rows * m.cols);
   const { rows, cols, data } = m;
   for (let i = 0; i < rows; i++) {
