@@ -70,3 +70,33 @@ test("TinyLlama: weights given without one of the model's tensors are an error; 
   const sequence = [1, 5, 3, 9, 0, 7, 2];
   assert.equal(model.loss(sequence), model.loss(sequence));
 });
+
+test("LoRA checks its input whole before any work, and backward leaves the base's gradients alone", () => {
+  const trainableBase = new Linear(randomMatrix(3, 4));
+  const layer = new LoraLinear(trainableBase, { rank: 2, init: { a: randomMatrix(2, 4), b: randomMatrix(3, 2) } });
+  // Right column count, too few values: refused by forward, so backward never half-runs.
+  assert.throws(() => layer.forward({ rows: 2, cols: 4, data: new Float32Array(6) }), /needs 8 values, got 6/);
+  assert.throws(() => layer.forward(null as unknown as Matrix), ShapeError);
+  assert.deepEqual([...layer.a.grad, ...layer.b.grad].filter((g) => g !== 0), []);
+  const x = randomMatrix(2, 4);
+  layer.forward(x);
+  layer.backward(x, randomMatrix(2, 3));
+  assert.ok(layer.a.grad.some((g) => g !== 0));
+  assert.ok(trainableBase.weight.grad.every((g) => g === 0), "the base is frozen under the adapter");
+  const quantBase = new QuantLinear(createQuantizer({ bits: 4 }).quantize(randomMatrix(3, 64)), createQuantizer({ bits: 4 }));
+  assert.throws(() => quantBase.backward({ rows: 2, cols: 8, data: new Float32Array(16) }, randomMatrix(2, 3)), /input is 2×8, expected 2×64/);
+  // Options: unknown keys, a wrong-typed flag, a seed the generator would truncate, init arrays that do not fit their shape.
+  assert.throws(() => new LoraLinear(trainableBase, { rank: 2, lora_alpha: 4 } as never), /unknown option "lora_alpha" \(did you mean "alpha"\?\)/);
+  assert.throws(() => new LoraLinear(trainableBase, { rank: 2, useRslora: "yes" } as never), /useRslora must be true or false/);
+  assert.throws(() => new LoraLinear(trainableBase, { rank: 2, seed: 1.5 }), /seed must be an integer/);
+  assert.throws(() => new LoraLinear(trainableBase, { rank: 2, init: { a: { rows: 2, cols: 4, data: new Float32Array(3) }, b: randomMatrix(3, 2) } }), /needs 8 values, got 3/);
+});
+
+test("unmerge takes a merged Linear of the layer's shape", () => {
+  const layer = new LoraLinear(new Linear(randomMatrix(3, 4), undefined, true), { rank: 2, init: { a: randomMatrix(2, 4), b: randomMatrix(3, 2) } });
+  assert.throws(() => layer.unmerge(new Linear(randomMatrix(3, 5))), /merged weight is 3×5, expected 3×4/);
+  assert.throws(() => layer.unmerge(randomMatrix(3, 4) as never), /takes the Linear that merge\(\) returned/);
+  const merged = layer.merge();
+  const back = layer.unmerge(merged);
+  assert.ok(back.data.every((v, i) => Math.abs(v - layer.base.denseWeight().data[i]!) < 1e-5));
+});

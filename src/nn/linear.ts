@@ -55,6 +55,7 @@ export class Linear implements BaseLayer {
 }
 
 export function linearForward(x: Matrix, weight: Matrix, bias: Float32Array | undefined, backend: KernelBackend): Matrix {
+  checkMatrix(x, "input");
   if (x.cols !== weight.cols) throw new ShapeError(`input has ${x.cols} features, the layer expects ${weight.cols}`);
   const out = new Float32Array(x.rows * weight.rows);
   if (bias) for (let i = 0; i < x.rows; i++) out.set(bias, i * weight.rows);

@@ -1,19 +1,21 @@
 import { InvalidArgumentError, ShapeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { getBackend } from "../kernels/registry.js";
-import { mulberry32 } from "../linalg/random.js";
+import { checkSeed, mulberry32 } from "../linalg/random.js";
+import { checkOptionalBoolean, checkOptionKeys, optionKeysOf } from "../options.js";
 import type { Quantizer } from "../quant/quantizer.js";
-import { checkShape, frobeniusDistance, frobeniusNorm, type Matrix } from "../tensor/matrix.js";
+import { checkMatrix, checkShape, frobeniusDistance, frobeniusNorm, type Matrix } from "../tensor/matrix.js";
 import type { BaseLayer, Layer } from "./layer.js";
-import { Linear } from "./linear.js";
+import { Linear, linearInputGrad } from "./linear.js";
 import { parameter, type Parameter } from "./parameter.js";
 import { QuantLinear } from "./quant-linear.js";
 
 /**
- * LoRA on any frozen base: Y = base(X) + s · drop(X)·Aᵀ·Bᵀ with A r×in, B out×r and
- * s = alpha/r (alpha/√r with rsLoRA). Only A and B train. `merge` folds s·B·A into the dense
- * (dequantized) base and returns a plain Linear; `unmerge` takes it out again; both go through
- * `deltaWeight`, as PEFT does.
+ * LoRA on any base, which it keeps frozen: Y = base(X) + s · drop(X)·Aᵀ·Bᵀ with A r×in, B out×r and
+ * s = alpha/r (alpha/√r with rsLoRA). Only A and B train: backward never calls the base's backward
+ * (a trainable Linear would otherwise accumulate a full weight gradient nobody steps). `merge` folds
+ * s·B·A into the dense (dequantized) base and returns a plain Linear; `unmerge` takes it out again;
+ * both go through `deltaWeight`, as PEFT does.
  */
 export interface LoraOptions {
   rank: number;
@@ -31,6 +33,8 @@ export interface LoraOptions {
   /** Initial A (r×in) and B (out×r); default PEFT's: A Kaiming-uniform, B = 0. */
   init?: { a: Matrix; b: Matrix };
 }
+
+const LORA_OPTION_KEYS = optionKeysOf<LoraOptions>()(["rank", "alpha", "useRslora", "dropout", "seed", "init"]);
 
 /** Seeds handed to layers made without one (see LoraOptions.seed). */
 let nextDefaultSeed = 0;
@@ -56,6 +60,9 @@ export class LoraLinear implements Layer {
   private saved: { input: Matrix; dropped: Matrix; mask: Uint8Array | undefined; projected: Matrix } | undefined;
 
   constructor(readonly base: BaseLayer, options: LoraOptions, private readonly backend: KernelBackend = getBackend()) {
+    checkOptionKeys(options, LORA_OPTION_KEYS, "LoraLinear", false);
+    checkOptionalBoolean(options.useRslora, "useRslora");
+    if (options.seed !== undefined) checkSeed(options.seed);
     const { rank } = options;
     if (!Number.isInteger(rank) || rank < 1) throw new InvalidArgumentError(`rank must be a positive integer, got ${rank}`);
     const dropout = options.dropout ?? 0;
@@ -70,6 +77,8 @@ export class LoraLinear implements Layer {
     this.random = mulberry32(options.seed ?? nextDefaultSeed++);
     if (options.init) {
       const { a, b } = options.init;
+      checkMatrix(a, "LoRA init A");
+      checkMatrix(b, "LoRA init B");
       if (a.rows !== rank || a.cols !== base.inFeatures || b.rows !== base.outFeatures || b.cols !== rank) {
         throw new ShapeError(`LoRA init A ${a.rows}×${a.cols}, B ${b.rows}×${b.cols} does not fit rank ${rank} on ${base.outFeatures}×${base.inFeatures}`);
       }
@@ -82,7 +91,12 @@ export class LoraLinear implements Layer {
     }
   }
 
+  /**
+   * Keeps a reference to `x` for backward: change its values in between and the gradients mix the
+   * two (A's from the new values, B's from the old projection).
+   */
   forward(x: Matrix): Matrix {
+    checkShape(x, x?.rows, this.inFeatures, "input");
     const y = this.base.forward(x);
     const mask = this.training && this.dropout > 0 ? Uint8Array.from(x.data, () => (this.random() < this.dropout ? 0 : 1)) : undefined;
     const keep = 1 - this.dropout;
@@ -107,8 +121,8 @@ export class LoraLinear implements Layer {
     const gradProjected = new Float32Array(x.rows * this.rank);
     this.backend.gemm({ transA: false, transB: false, m: x.rows, n: this.rank, k: this.outFeatures, alpha: s, a: gradOutput.data, b: this.b.value, beta: 0, c: gradProjected });
     this.backend.gemm({ transA: true, transB: false, m: this.rank, n: this.inFeatures, k: x.rows, alpha: 1, a: gradProjected, b: dropped.data, beta: 1, c: this.a.grad });
-    // dX = base's dX + dP·A (through the dropout mask).
-    const gradInput = this.base.backward(x, gradOutput);
+    // dX = dY·W (the frozen base's part) + dP·A (through the dropout mask).
+    const gradInput = linearInputGrad(gradOutput, this.base.denseWeight(), this.backend);
     const adapterGrad = new Float32Array(x.rows * this.inFeatures);
     this.backend.gemm({ transA: false, transB: false, m: x.rows, n: this.inFeatures, k: this.rank, alpha: 1, a: gradProjected, b: this.a.value, beta: 0, c: adapterGrad });
     if (mask) {
@@ -147,8 +161,14 @@ export class LoraLinear implements Layer {
     return new Linear({ rows: base.rows, cols: base.cols, data: merged }, this.base.bias ? Float32Array.from(this.base.bias) : undefined, false, this.backend);
   }
 
-  /** The base weight back from a merged Linear: W − s·B·A. */
+  /**
+   * The base weight back from a merged Linear: W − s·B·A, with this adapter's current A and B, so
+   * exact only while they are what `merge` used (train on after merging and it is off by the change).
+   * For a quantized base this is Q dequantized (to float32 rounding), not a QuantLinear.
+   */
   unmerge(merged: Linear): Matrix {
+    if (!(merged instanceof Linear)) throw new InvalidArgumentError("unmerge takes the Linear that merge() returned");
+    checkShape(merged.denseWeight(), this.outFeatures, this.inFeatures, "merged weight");
     const delta = this.deltaWeight();
     const out = new Float32Array(delta.data.length);
     for (let i = 0; i < out.length; i++) out[i] = merged.weight.value[i]! - delta.data[i]!;

@@ -137,3 +137,27 @@ test("AdamW minimises a quadratic; the cosine schedule warms up and decays; clip
   assert.equal(clipGradNorm([g], 1), 5);
   assert.ok(Math.abs(Math.hypot(g.grad[0]!, g.grad[1]!) - 1) < 1e-6);
 });
+
+test("LoftQLinear.fromWeight takes loraAlpha as alpha, refuses both disagreeing and unknown options", () => {
+  const weight = llmLikeWeight(32, 48, { seed: 5 });
+  assert.equal(LoftQLinear.fromWeight(weight, { bits: 4, rank: 8, loraAlpha: 32 }).scaling, 4);
+  assert.equal(LoftQLinear.fromWeight(weight, { bits: 4, rank: 8, alpha: 32, loraAlpha: 32 }).scaling, 4);
+  assert.throws(() => LoftQLinear.fromWeight(weight, { rank: 8, alpha: 16, loraAlpha: 32 }), /name the same LoRA alpha/);
+  assert.throws(() => LoftQLinear.fromWeight(weight, { rank: 8, dropot: 0.1 } as never), /LoftQLinear.fromWeight: unknown option "dropot" \(did you mean "dropout"\?\)/);
+});
+
+test("optimizer settings that would train uphill, go NaN or double-step are refused", () => {
+  const p = parameter("p", Float32Array.from([1, 2]));
+  for (const options of [{ eps: -1 }, { eps: NaN }, { weightDecay: -0.1 }, { weightDecay: NaN }, { lr: Infinity }]) {
+    assert.throws(() => new AdamW([p], options), /AdamW/, JSON.stringify(options));
+  }
+  assert.throws(() => new AdamW([p], { learningRate: 0.1 } as never), /unknown option "learningRate"/);
+  assert.throws(() => new AdamW([p, p]), /listed twice/);
+  const optimizer = new AdamW([p]);
+  optimizer.lr = NaN; // as a broken schedule would set it
+  assert.throws(() => optimizer.update(), /lr must be a finite number/);
+  assert.deepEqual([...p.value], [1, 2]);
+  for (const maxNorm of [-1, 0, NaN]) assert.throws(() => clipGradNorm([p], maxNorm), /maxNorm must be > 0/);
+  assert.throws(() => cosineSchedule(0, { peak: 1, total: 10, warmup: 20 }), /warmup must be an integer in 0..10/);
+  assert.throws(() => cosineSchedule(0, { peak: 1, total: 0 }), /total must be a positive integer/);
+});

@@ -40,6 +40,7 @@ export class QuantLinear implements BaseLayer {
   }
 
   backward(x: Matrix, gradOutput: Matrix): Matrix {
+    checkShape(x, x?.rows, this.inFeatures, "input");
     checkShape(gradOutput, x.rows, this.outFeatures, "gradient of the output");
     return linearInputGrad(gradOutput, this.denseWeight(), this.backend);
   }
