@@ -1,4 +1,4 @@
-import { InvalidArgumentError, ShapeError } from "../errors.js";
+import { InvalidArgumentError, OutOfRangeError, ShapeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { resolveBackend } from "../kernels/registry.js";
 import { checkOptionKeys, optionKeysOf } from "../options.js";
@@ -62,6 +62,8 @@ export const DEFAULT_OVERSAMPLE = 8;
  * float32 squares stay normal); beyond it they are scaled to order one.
  */
 export const PROJECTION_SAFE_EXPONENT = 40;
+/** The largest power of two float32 holds is 2^127. */
+const MAX_FLOAT32_EXPONENT = 127;
 
 /**
  * log2 of the power of two the projected blocks are divided by: 0 while the first block's RMS column
@@ -135,6 +137,12 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
     // Far outside that range (never for real weights) P is kept scaled by a power of two, exactly,
     // and the singular values scaled back at the end; inside it nothing changes.
     const scaleExponent = projectionScaleExponent(backend.sumOfSquares(basis[0]!), k);
+    // The scale goes into the gemm's float32 alpha, which cannot exceed 2^127. Singular values that
+    // small mean entries among float32's subnormals (below ~1e-38, far below any real weight), which
+    // keep only a few bits each: refused on every backend alike rather than computed from noise.
+    if (-scaleExponent > MAX_FLOAT32_EXPONENT) {
+      throw new OutOfRangeError(`truncatedSvd: the ${m}×${n} matrix's values are float32 subnormals (singular values ≈ 2^${scaleExponent}), which keep only a few bits; scale it up`);
+    }
     const projectionScale = 2 ** -scaleExponent;
     orthonormalizeBlock(basis[0]!, m, k, [], backend);
     for (let b = 0; b < blocks; b++) {

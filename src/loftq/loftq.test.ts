@@ -161,6 +161,12 @@ test("extreme magnitudes: the same relative result at any scale, a typed error w
   // Values near float32's largest: W − B·A overflows in iteration 2.
   const huge = matrix(64, 64, base.data.subarray(0, 4096).map((x, i) => (i % 3 === 0 ? Math.sign(x) * 3.4e38 : x * 1e37)));
   assert.throws(() => loftq(huge, { rank: 8, iterations: 2, keepBest: false }), { name: "OutOfRangeError", message: /overflows float32 in iteration/ });
+  // Values among float32's subnormals: refused alike on every backend (the WebAssembly ones said "too
+  // close to float32's largest" when the SVD's float32 scale factor overflowed; plain TS computed on).
+  const subnormal = matrix(300, 300, base.data.map((x) => x * 2 ** -130));
+  for (const backend of ["ts", "wasm"]) {
+    assert.throws(() => loftq(subnormal, { rank: 8, backend }), { name: "OutOfRangeError", message: /float32 subnormals .* scale it up/ }, backend);
+  }
 });
 
 test('the package root exports loftq and qloraInit ("import { loftq, qloraInit } from \\"loftq\\"")', async () => {
