@@ -380,3 +380,19 @@ test("subtract returns the float64 sum of squares and the difference on every ba
   }
 });
 
+
+test("a worker thread whose share fails makes the call throw with its message, and the pool goes on", { skip: threaded ? false : "no WebAssembly SIMD" }, () => {
+  const pool = createThreadedBackend(2);
+  try {
+    // A subtraction split in two ranges whose second half (the worker's) lies past the end of memory.
+    const n = 1 << 18;
+    const start = pool.memory.buffer.byteLength - 4 * (n / 2);
+    assert.throws(() => pool.runJob({ kind: "subtract", args: { a: start, b: 0, out: 0, n } }), /subtract kernel failed on a worker thread: kernel worker 1: .*out of bounds/);
+    // The next call neither hangs nor reports the old failure.
+    const values = pool.allocate(n);
+    values.fill(2);
+    assert.equal(pool.sumOfSquares(values), 4 * n);
+  } finally {
+    pool.terminate();
+  }
+});

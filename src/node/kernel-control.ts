@@ -2,12 +2,13 @@ import type { KernelJob, KernelMemory } from "../kernels/wasm-backend.js";
 import { CONTROL_BYTES } from "../kernels/wasm-backend.js";
 
 /**
- * The control block at the start of the shared memory (CONTROL_BYTES): int32 words 0–2 hold the
- * job generation (−1 = stop), the finished count and the ready count; from byte 64 on, one slot
+ * The control block at the start of the shared memory (CONTROL_BYTES): int32 words 0–3 hold the
+ * job generation (−1 = stop), the finished count, the ready count and the failed count (workers
+ * whose start or share threw: their message follows on the pool's message port); from byte 64 on, one slot
  * of SLOT_WORDS float64 per worker holds its job (kind code, then the arguments in declaration order —
  * every pointer and size is an exact integer in float64) and, in the last word, its result.
  */
-export const CONTROL = { words: 16, generation: 0, done: 1, ready: 2 } as const;
+export const CONTROL = { words: 16, generation: 0, done: 1, ready: 2, failed: 3 } as const;
 const SLOT_OFFSET = 64;
 
 const KINDS = ["gemm", "encode", "decode", "transpose", "subtract", "bf16", "tridiagonalize", "reflect"] as const;

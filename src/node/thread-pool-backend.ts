@@ -1,5 +1,7 @@
+import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { Worker } from "node:worker_threads";
+import { fileURLToPath } from "node:url";
+import { MessageChannel, receiveMessageOnPort, Worker } from "node:worker_threads";
 import { createWasmBackend, defaultKernelVariant, GEMM_SCRATCH_BYTES, MAX_GEMM_SHARES, type KernelJob, type KernelVariant, type WasmBackend } from "../kernels/wasm-backend.js";
 import { CONTROL, MAX_WORKERS, readResult, writeJob } from "./kernel-control.js";
 import { workerExecArgv } from "../io/worker-exec-argv.js";
@@ -26,18 +28,49 @@ export function createThreadedBackend(threads = availableParallelism(), variant:
   const base = createWasmBackend("wasm-threads", variant);
   const workerCount = Math.max(0, Math.min(threads - 1, MAX_WORKERS, MAX_GEMM_SHARES - 1));
   const control = new Int32Array(base.memory.buffer, 0, CONTROL.words);
-  const workers = Array.from({ length: workerCount }, (_, slot) => {
-    const worker = new Worker(new URL("./kernel-worker.js", import.meta.url), {
-      workerData: { memory: base.memory, module: base.module, slot },
+  const script = new URL("./kernel-worker.js", import.meta.url);
+  // A bundle that left the worker script behind would otherwise wait out the start-up timeout: the
+  // worker's load error arrives as an event, and this thread's event loop is blocked below.
+  if (workerCount > 0 && script.protocol === "file:" && !existsSync(fileURLToPath(script))) {
+    throw new BackendUnavailableError(`the kernel worker script ${fileURLToPath(script)} is missing (copy it beside thread-pool-backend.js; the single-threaded "wasm" backend needs none)`);
+  }
+  // Each worker reports failures on its own port; this thread reads them synchronously (receiveMessageOnPort).
+  const channels = Array.from({ length: workerCount }, () => new MessageChannel());
+  const workers = channels.map(({ port1, port2 }, slot) => {
+    port1.unref();
+    const worker = new Worker(script, {
+      workerData: { memory: base.memory, module: base.module, slot, errors: port2 },
+      transferList: [port2],
       execArgv: workerExecArgv(),
     });
     worker.unref();
     return worker;
   });
+  const failure = () => {
+    const messages: string[] = [];
+    for (const { port1 } of channels) {
+      for (let message = receiveMessageOnPort(port1); message; message = receiveMessageOnPort(port1)) messages.push(String(message.message));
+    }
+    Atomics.store(control, CONTROL.failed, 0);
+    return messages.join("; ") || "a kernel worker failed";
+  };
+  const stop = () => {
+    Atomics.store(control, CONTROL.generation, -1);
+    Atomics.notify(control, CONTROL.generation);
+    for (const worker of workers) void worker.terminate();
+  };
   const started = Date.now();
   while (Atomics.load(control, CONTROL.ready) < workerCount) {
-    if (Date.now() - started > STARTUP_TIMEOUT_MS) throw new BackendUnavailableError(`kernel worker threads did not start within ${STARTUP_TIMEOUT_MS / 1000} s (the single-threaded "wasm" backend needs none)`);
+    if (Date.now() - started > STARTUP_TIMEOUT_MS) {
+      stop();
+      throw new BackendUnavailableError(`kernel worker threads did not start within ${STARTUP_TIMEOUT_MS / 1000} s (the single-threaded "wasm" backend needs none)`);
+    }
     Atomics.wait(control, CONTROL.ready, Atomics.load(control, CONTROL.ready), 100);
+  }
+  if (Atomics.load(control, CONTROL.failed) > 0) {
+    const message = failure();
+    stop();
+    throw new BackendUnavailableError(`kernel worker threads could not start: ${message} (the single-threaded "wasm" backend needs none)`);
   }
   const runHere = base.runJob;
   const runJob = (job: KernelJob): number => {
@@ -47,21 +80,28 @@ export function createThreadedBackend(threads = availableParallelism(), variant:
     for (let slot = 0; slot < workerCount; slot++) writeJob(base.memory, slot, shares[slot + 1]);
     Atomics.add(control, CONTROL.generation, 1);
     Atomics.notify(control, CONTROL.generation);
-    let total = runHere(shares[0]!);
+    // The workers' shares are waited for even when this thread's own share throws: the next job
+    // must not start while they still write this one's results.
+    let total = 0;
+    let ownFailure: unknown;
+    try {
+      total = runHere(shares[0]!);
+    } catch (error) {
+      ownFailure = error;
+    }
     for (let done = Atomics.load(control, CONTROL.done); done < workerCount; done = Atomics.load(control, CONTROL.done)) {
       Atomics.wait(control, CONTROL.done, done);
     }
+    const workerFailure = Atomics.load(control, CONTROL.failed) > 0 ? failure() : undefined;
+    if (ownFailure !== undefined) throw ownFailure;
+    if (workerFailure !== undefined) throw new Error(`${job.kind} kernel failed on a worker thread: ${workerFailure}`);
     for (let slot = 0; slot + 1 < shares.length; slot++) total += readResult(base.memory, slot);
     return total;
   };
   return Object.assign(base, {
     threads: workerCount + 1,
     runJob,
-    terminate() {
-      Atomics.store(control, CONTROL.generation, -1);
-      Atomics.notify(control, CONTROL.generation);
-      for (const worker of workers) void worker.terminate();
-    },
+    terminate: stop,
   });
 }
 
