@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { createQuantizer, type QuantizerKind } from "./quantizer.js";
 import { matrix } from "../tensor/matrix.js";
 import { packCodes, unpackCodes } from "./packing.js";
-import { dynamicMap8Bit, normalFloatTable, symmetricNormalFloatTable } from "./tables.js";
+import { dynamicMap8Bit, normalFloatTable, symmetricNormalFloatTable, uniformTable } from "./tables.js";
 import { hexToBytes, hexToFloat32, loadRefTensors, maxAbsDiff, readJson } from "../../test/helpers/ref-vectors.js";
 import { tensorToFloat32 } from "../io/safetensors.js";
 import { mulberry32, gaussian } from "../linalg/random.js";
@@ -19,6 +19,15 @@ test("code tables match the upstream tables bit for bit", () => {
   for (const bits of [2, 4, 8]) {
     assert.deepEqual(normalFloatTable(bits), tensorToFloat32(peft.tensors.get(`nf_table_${bits}`)!), `NF${bits}`);
   }
+  // The uniform tables follow the same vectorised linspace (16+ steps go in 8-lane vectors); the derived
+  // tables.json rounds element by element, so it differs by ≤ 2 ulp at three entries of the 4-bit table.
+  // PEFT's LoftQ never uses these tables, so no upstream-produced vector settles which one torch gives.
+  assert.deepEqual(Array.from(uniformTable(2)), tables.uniform2_asym);
+  const ulp = (x: number) => 2 ** (Math.floor(Math.log2(Math.abs(x))) - 23);
+  const uniform4 = Array.from(uniformTable(4));
+  const differing = uniform4.flatMap((v, i) => (v === tables.uniform4_asym[i] ? [] : [i]));
+  assert.deepEqual(differing, [8, 9, 13]);
+  for (const i of differing) assert.ok(Math.abs(uniform4[i]! - tables.uniform4_asym[i]) <= 2 * ulp(uniform4[i]!), `entry ${i}`);
 });
 
 test("bnb NF4 (CUDA and CPU zero-block semantics) matches the derived vectors: bytes, absmax, dequantized", () => {
