@@ -49,6 +49,12 @@ export function integers(usage: string, flag: string, text: string): number[] {
   return values.map(Number);
 }
 
+/** One positive integer (`--repeat 5`), or a usage error naming the flag. */
+export function integer(usage: string, flag: string, text: string): number {
+  if (!/^[1-9][0-9]*$/.test(text.trim())) usageError(usage, `--${flag} takes one positive integer, got ${JSON.stringify(text)}`);
+  return Number(text);
+}
+
 /** A comma-separated list of ROWSxCOLS shapes (`--sizes 4096x4096,4096x11008`). */
 export function shapes(usage: string, flag: string, text: string): Array<[number, number]> {
   const values = text.split(",").map((part) => part.trim()).filter(Boolean);

@@ -19,7 +19,7 @@ import { saveTinyLlama, loadTinyLlama } from "../src/io/tiny-llama-checkpoint.js
 import { quantizeCheckpoint } from "../src/io/quantize-checkpoint.js";
 import { BYTE_VOCAB_SIZE, encodeBytes } from "../src/nn/byte-tokenizer.js";
 import { TinyLlama, type TinyLlamaConfig } from "../src/nn/tiny-llama.js";
-import { integers, parseBenchArgs, usageError } from "./bench-args.js";
+import { integer, parseBenchArgs, usageError } from "./bench-args.js";
 import { perplexity, runJob, sampler, sotuSplits, train, type FinetuneJob, type FinetuneRun, type MethodSpec } from "./finetune-job.js";
 
 export type { FinetuneRun, MethodSpec } from "./finetune-job.js";
@@ -278,7 +278,7 @@ LoRA, QLoRA and LoftQ adapters on State of the Union addresses and prints held-o
   });
   if (args.smoke && args.medium) usageError(USAGE, "--smoke and --medium are alternatives");
   const preset = args.smoke ? SMOKE : args.medium ? MEDIUM : FULL;
-  const settings = { ...preset, workers: args.workers ? integers(USAGE, "workers", args.workers)[0]! : preset.workers };
+  const settings = { ...preset, workers: args.workers ? integer(USAGE, "workers", args.workers) : preset.workers };
   const started = performance.now();
   const result = await runFinetuneExperiment(settings, { fresh: args.fresh });
   const minutes = (performance.now() - started) / 60000;

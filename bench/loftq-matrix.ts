@@ -8,9 +8,9 @@
  */
 import "../src/cli/relaxed-simd-setup.js"; // first: relaxed SIMD on before any kernel backend exists
 import { writeFileSync } from "node:fs";
-import { activeBackendName, getBackend, loftq, qloraInit } from "../src/node/index.js";
+import { activeBackendName, getBackend, listBackends, loftq, qloraInit } from "../src/node/index.js";
 import { llmLikeWeight } from "../src/synthetic/llm-like-weight.js";
-import { integers, oneOf, parseBenchArgs, shapes } from "./bench-args.js";
+import { integer, integers, oneOf, parseBenchArgs, shapes, usageError } from "./bench-args.js";
 
 /** Reference runs: seconds, and errors where measured (‖W−Q‖ of the Q-only start, ‖W−Q−BA‖ of LoftQ). */
 const REFERENCE: Record<string, { seconds?: number; peakRssGiB?: number; quantError?: number; error?: number }> = {
@@ -43,9 +43,10 @@ const bitsList = integers(USAGE, "bits", args.bits);
 const ranks = integers(USAGE, "ranks", args.ranks);
 const iterationsList = integers(USAGE, "iters", args.iters);
 const backend = args.backend || activeBackendName();
+if (!listBackends().includes(backend)) usageError(USAGE, `--backend must be one of ${listBackends().join(", ")}, got ${JSON.stringify(backend)}`);
 const arrays = oneOf(USAGE, "arrays", args.arrays, ["backend", "plain"] as const);
 const jsonPath = args.json;
-const [repeat] = integers(USAGE, "repeat", args.repeat) as [number];
+const repeat = integer(USAGE, "repeat", args.repeat);
 
 interface Row {
   size: string;

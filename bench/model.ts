@@ -7,7 +7,7 @@
  */
 import "../src/cli/relaxed-simd-setup.js"; // first: relaxed SIMD on before any kernel backend exists
 import { describePeak, estimatePeak } from "./machine-peak.js";
-import { integers, parseBenchArgs, usageError } from "./bench-args.js";
+import { integer, parseBenchArgs, usageError } from "./bench-args.js";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -213,8 +213,8 @@ Builds a synthetic Llama-2-7B-shaped checkpoint in DIR and runs \`loftq quantize
     runs: { type: "string", default: "nf4-r16-t1,nf4-r16-t5,nf2-r64-t5" },
     json: { type: "string", default: "" },
   });
-  const [[layers], [hidden], [intermediate], [vocab]] = (["layers", "hidden", "intermediate", "vocab"] as const).map((flag) => integers(USAGE, flag, args[flag]));
-  const shape: ModelShape = { layers: layers!, hidden: hidden!, intermediate: intermediate!, vocab: vocab! };
+  const [layers, hidden, intermediate, vocab] = (["layers", "hidden", "intermediate", "vocab"] as const).map((flag) => integer(USAGE, flag, args[flag])) as [number, number, number, number];
+  const shape: ModelShape = { layers, hidden, intermediate, vocab };
   const dir = args.dir;
   const runs = args.runs.split(",").map((run) => run.trim());
   for (const run of runs) if (!RUN_PATTERN.test(run)) usageError(USAGE, `--runs entries look like nf4-r16-t5, got ${JSON.stringify(run)}`);

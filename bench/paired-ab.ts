@@ -17,7 +17,7 @@ import type { LoftqOptions } from "../src/loftq/options.js";
 import type { KernelBackend } from "../src/kernels/backend.js";
 import type { Matrix } from "../src/tensor/matrix.js";
 import { llmLikeWeight } from "../src/synthetic/llm-like-weight.js";
-import { integers, parseBenchArgs, shapes, tuples } from "./bench-args.js";
+import { integer, parseBenchArgs, shapes, tuples, usageError } from "./bench-args.js";
 
 interface Build {
   loftq(weight: Matrix, options: LoftqOptions): LoftqResult;
@@ -38,13 +38,12 @@ const args = parseBenchArgs(USAGE, {
   json: { type: "string", default: "" },
 });
 const load = async (dist: string) => (await import(pathToFileURL(resolve(dist, "src/node/index.js")).href)) as Build;
-if (!args.old) {
-  process.stderr.write(`--old DIST (the other build's dist folder) is required\n${USAGE}\n`);
-  process.exit(2);
-}
-const [[rows, cols]] = shapes(USAGE, "size", args.size) as [[number, number]];
+if (!args.old) usageError(USAGE, "--old DIST (the other build's dist folder) is required");
+const sizes = shapes(USAGE, "size", args.size);
+if (sizes.length !== 1) usageError(USAGE, `--size takes one ROWSxCOLS shape, got ${JSON.stringify(args.size)}`);
+const [[rows, cols]] = sizes as [[number, number]];
 const cases = tuples(USAGE, "cases", args.cases, 3, "4:16:1") as Array<[number, number, number]>;
-const [pairs] = integers(USAGE, "pairs", args.pairs) as [number];
+const pairs = integer(USAGE, "pairs", args.pairs);
 const jsonPath = args.json;
 const older = await load(args.old);
 // Default: this build (dist/bench/.. is dist).

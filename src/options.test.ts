@@ -24,6 +24,7 @@ test("a misspelt option is an error naming the nearest known one, not a silent d
     [() => truncatedSvd(weight, { rank: 4, methd: "exact" } as never), /truncatedSvd: unknown option "methd" \(did you mean "method"\?\)/],
     [() => createQuantizer({ kind: "nf", bit: 2 } as never), /createQuantizer: unknown option "bit" \(did you mean "bits"\?\)/],
     [() => loftq(weight, { somethingElse: 1 } as never), /unknown option "somethingElse"; known options: bits, rank/],
+    [() => loftq(weight, Object.create({ rnak: 2 }) as never), /unknown option "rnak"/],
   ];
   for (const [call, message] of cases) assert.throws(call, (e: unknown) => e instanceof InvalidArgumentError && message.test(e.message), message.source);
 });

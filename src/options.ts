@@ -14,7 +14,8 @@ export function checkOptionKeys(options: unknown, known: readonly string[], call
   if (options === null || typeof options !== "object" || Array.isArray(options)) {
     throw new InvalidArgumentError(`${caller}: options must be an object, got ${describe(options)}`);
   }
-  for (const key of Object.keys(options)) {
+  // for…in, not Object.keys: an inherited key (Object.create({ rnak: 2 })) is read like an own one.
+  for (const key in options) {
     if (known.includes(key)) continue;
     const near = nearest(key, known);
     throw new InvalidArgumentError(

@@ -12,7 +12,7 @@ import { InvalidArgumentError, LoftqError } from "../errors.js";
 import { SafetensorsFile } from "../io/safetensors-file.js";
 import { openCheckpoint, readJsonFile } from "../io/checkpoint.js";
 import { checkBitsOption, checkSelectionOptions } from "../io/targets.js";
-import { MAX_SEED } from "../linalg/random.js";
+import { checkSeed } from "../linalg/random.js";
 import { mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 import { checkBlockSize } from "../quant/quantizer.js";
@@ -170,7 +170,7 @@ function main(argv: string[]): number {
   for (const [name, value] of [["rank", rank], ["iters", iterations]] as const) {
     if (value < 1) throw new UsageError(`--${name} must be at least 1, got ${value}`);
   }
-  if (seed < 0 || seed > MAX_SEED) throw new UsageError(`--seed must be an integer in 0..${MAX_SEED}, got ${seed}`);
+  asUsageError(() => checkSeed(seed, "--seed"));
   const loraAlpha = values["lora-alpha"] === undefined ? undefined : number("lora-alpha", values["lora-alpha"], rank, false);
   if (loraAlpha !== undefined && !(loraAlpha > 0)) throw new UsageError(`--lora-alpha must be positive, got ${loraAlpha}`);
   if (command === "quantize" || command === "inspect" || command === "matrix") {

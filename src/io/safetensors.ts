@@ -55,10 +55,11 @@ export function parseHeader(headerBytes: Uint8Array, dataLength: number, fileNam
   const fail = (message: string): never => {
     throw new SafetensorsParseError(`${fileName}: ${message}`);
   };
+  if (headerBytes[0] === 0xef && headerBytes[1] === 0xbb && headerBytes[2] === 0xbf) fail("header starts with a UTF-8 byte-order mark, which safetensors does not allow");
   let text = "";
   let header: unknown;
   try {
-    // ignoreBOM keeps a byte-order mark in the text, so JSON.parse refuses it as the safetensors crate does.
+    // ignoreBOM: the decoder must not strip a byte-order mark silently (a leading one is named above).
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(headerBytes);
     header = JSON.parse(text);
   } catch (error) {

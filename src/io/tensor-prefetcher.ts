@@ -1,6 +1,7 @@
 import { Worker, MessageChannel, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 import { workerExecArgv } from "./worker-exec-argv.js";
 import { LoftqError } from "../errors.js";
+import { viewsOverlap } from "../tensor/matrix.js";
 
 /**
  * Reads tensors ahead on a worker thread, so reading and widening the next weight overlaps with
@@ -53,7 +54,7 @@ export function createTensorPrefetcher(largestCount: number, slots?: readonly Fl
     }
     if (slots.some((slot) => slot.length < largestCount)) throw new LoftqError("INVALID_ARGUMENT", `each prefetch slot needs at least ${largestCount} floats`);
     const [a, b] = slots as [Float32Array, Float32Array];
-    if (a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength) {
+    if (viewsOverlap(a, b)) {
       throw new LoftqError("INVALID_ARGUMENT", "the two prefetch slots overlap");
     }
   }

@@ -392,6 +392,9 @@ test("a worker thread whose share fails makes the call throw with its message, a
     const values = pool.allocate(n);
     values.fill(2);
     assert.equal(pool.sumOfSquares(values), 4 * n);
+    // A terminated pool refuses work it would have to share instead of waiting forever for its workers.
+    pool.terminate();
+    assert.throws(() => pool.sumOfSquares(values), /terminated/);
   } finally {
     pool.terminate();
   }

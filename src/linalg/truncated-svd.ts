@@ -1,4 +1,4 @@
-import { InvalidArgumentError, OutOfRangeError, ShapeError } from "../errors.js";
+import { InvalidArgumentError, ShapeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { resolveBackend } from "../kernels/registry.js";
 import { checkOptionKeys, optionKeysOf } from "../options.js";
@@ -138,11 +138,9 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
     // and the singular values scaled back at the end; inside it nothing changes.
     const scaleExponent = projectionScaleExponent(backend.sumOfSquares(basis[0]!), k);
     // The scale goes into the gemm's float32 alpha, which cannot exceed 2^127. Singular values that
-    // small mean entries among float32's subnormals (below ~1e-38, far below any real weight), which
-    // keep only a few bits each: refused on every backend alike rather than computed from noise.
-    if (-scaleExponent > MAX_FLOAT32_EXPONENT) {
-      throw new OutOfRangeError(`truncatedSvd: the ${m}×${n} matrix's values are float32 subnormals (singular values ≈ 2^${scaleExponent}), which keep only a few bits; scale it up`);
-    }
+    // small mean entries among float32's subnormals (below ~1e-38, far below any real weight): the
+    // exact path, which scales the matrix itself, takes those instead.
+    if (-scaleExponent > MAX_FLOAT32_EXPONENT) return undefined;
     const projectionScale = 2 ** -scaleExponent;
     orthonormalizeBlock(basis[0]!, m, k, [], backend);
     for (let b = 0; b < blocks; b++) {
@@ -194,10 +192,14 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
     applySignConvention(u, v, m, rank, rank);
     return { u, s: s.slice(0, rank).map((sigma) => sigma * 2 ** scaleExponent), v, rank, subspace };
   };
+  let result: TruncatedSvd | undefined;
   try {
     // Every pass reads M and nothing writes it: backends that copy operands may copy it once.
-    return backend.withReadOnly ? backend.withReadOnly(data, run, { transposedProducts: blocks }) : run();
+    result = backend.withReadOnly ? backend.withReadOnly(data, run, { transposedProducts: blocks }) : run();
   } finally {
     for (const buffer of [omega, ...basis, ...projected]) backend.release(buffer);
   }
+  if (result) return result;
+  const { u, s, v } = exactTruncatedSvd(matrix, rank, backend);
+  return { u, s, v, rank, subspace: v };
 }

@@ -106,7 +106,8 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
         { rows: m, cols: n, data: residual },
         {
           rank,
-          seed: settings.seed + t,
+          // One seed per iteration, wrapped into the generator's 32 bits (seed 2³²−1 is valid).
+          seed: (settings.seed + t) >>> 0,
           backend,
           method: settings.svd,
           // A warm start from the previous right subspace needs fewer passes.

@@ -1,5 +1,5 @@
 import { OutOfRangeError } from "../errors.js";
-import { assertFinite, type Matrix } from "../tensor/matrix.js";
+import { assertFinite, viewsOverlap, type Matrix } from "../tensor/matrix.js";
 import { mulberry32 } from "../linalg/random.js";
 import type { LoftqResult } from "./loftq.js";
 import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
@@ -21,7 +21,7 @@ export function qloraInit(weight: Matrix, options: LoftqOptions = {}): LoftqResu
   if (!Number.isFinite(weightSquared)) assertFinite(weight, settings.name);
   // Q is encoded next to W and only then copied into an `output` that shares W's memory (e.g. Q
   // written over W to save a buffer): encoding into it directly would make W − Q read Q − Q.
-  const aliased = settings.output !== undefined && sharesMemory(settings.output, w);
+  const aliased = settings.output !== undefined && viewsOverlap(settings.output, w);
   const dequantized = settings.output && !aliased ? settings.output : new Float32Array(m * n);
   const encoded = settings.quantizer.encode(w, m, n, dequantized, backend);
   const quantSquared = backend.subtract(w, dequantized);
@@ -43,9 +43,4 @@ export function qloraInit(weight: Matrix, options: LoftqOptions = {}): LoftqResu
     selectedIteration: 1,
     scaling: settings.scaling,
   };
-}
-
-/** Whether two views overlap in one buffer. */
-function sharesMemory(a: Float32Array, b: Float32Array): boolean {
-  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }

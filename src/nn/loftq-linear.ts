@@ -1,7 +1,7 @@
 import { loftq } from "../loftq/loftq.js";
 import { InvalidArgumentError } from "../errors.js";
 import { LOFTQ_OPTION_KEYS, type LoftqOptions } from "../loftq/options.js";
-import { checkOptionKeys } from "../options.js";
+import { checkOptionKeys, optionKeysOf } from "../options.js";
 import { createQuantizer } from "../quant/quantizer.js";
 import type { Matrix } from "../tensor/matrix.js";
 import { LoraLinear } from "./lora-linear.js";
@@ -17,7 +17,7 @@ interface LayerOptions {
   cacheDequantized?: boolean;
 }
 
-const LAYER_OPTION_KEYS = [...LOFTQ_OPTION_KEYS, "alpha", "dropout", "bias", "cacheDequantized"];
+const LAYER_OPTION_KEYS = [...LOFTQ_OPTION_KEYS, ...optionKeysOf<LayerOptions>()(["alpha", "dropout", "bias", "cacheDequantized"])];
 
 /**
  * A LoRA layer initialised by LoftQ: the packed Q as the frozen base and (A, B) carrying W − Q,

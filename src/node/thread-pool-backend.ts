@@ -76,6 +76,8 @@ export function createThreadedBackend(threads = availableParallelism(), variant:
   const runJob = (job: KernelJob): number => {
     const shares = workerCount === 0 || workOf(job) < PARALLEL_MIN_WORK ? [job] : splitJob(job, workerCount + 1);
     if (shares.length === 1) return runHere(job);
+    // After terminate() no worker would ever count its share done.
+    if (Atomics.load(control, CONTROL.generation) < 0) throw new BackendUnavailableError("this thread pool was terminated");
     Atomics.store(control, CONTROL.done, 0);
     for (let slot = 0; slot < workerCount; slot++) writeJob(base.memory, slot, shares[slot + 1]);
     Atomics.add(control, CONTROL.generation, 1);

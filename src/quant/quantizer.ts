@@ -7,7 +7,7 @@ import { getBackend } from "../kernels/registry.js";
 import { doubleDequantize, doubleQuantize, type DoubleQuantized } from "./double-quant.js";
 import { quantizeFp4Blocks } from "./fp4.js";
 import { dequantizeInt8Rows, quantizeInt8Rows } from "./int8-rowwise.js";
-import { packCodes, unpackCodes, type BitOrder } from "./packing.js";
+import { packCodes, packedByteLength, unpackCodes, type BitOrder } from "./packing.js";
 import { FP4_TABLE_CODE_ORDER, midpoints, normalFloatTable, symmetricNormalFloatTable, uniformTable } from "./tables.js";
 
 /**
@@ -332,7 +332,7 @@ function checkQuantized(q: QuantizedMatrix, kind: QuantizerKind, bits: number, o
   if (!Number.isSafeInteger(q.rows) || !Number.isSafeInteger(q.cols) || q.rows < 1 || q.cols < 1) throw new ShapeError(`dequantize: invalid shape ${q.rows}×${q.cols}`);
   const count = q.rows * q.cols;
   if (kind !== "int8" && (!Number.isInteger(q.blockSize) || q.blockSize < 1)) throw new ShapeError(`dequantize: invalid block size ${q.blockSize}`);
-  const packedBytes = kind === "int8" ? count : Math.ceil((count * bits) / 8);
+  const packedBytes = kind === "int8" ? count : packedByteLength(count, bits);
   if (!(q.packed instanceof Uint8Array) || q.packed.length !== packedBytes) {
     throw new ShapeError(`dequantize: ${q.rows}×${q.cols} ${kind} codes take ${packedBytes} bytes, got ${q.packed instanceof Uint8Array ? q.packed.length : typeof q.packed}`);
   }

@@ -103,6 +103,11 @@ export function frobeniusDistance(a: Float32Array, b: Float32Array): number {
   return Math.sqrt(sum);
 }
 
+/** Whether two views share bytes of one buffer (e.g. an output aliasing an input). */
+export function viewsOverlap(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+}
+
 /** Row-major transpose into a new matrix. */
 export function transpose(m: Matrix): Matrix {
   checkMatrix(m, "transpose: matrix");
