@@ -61,7 +61,8 @@ export function progressRenderer(mode: ProgressMode, write: (text: string) => vo
         break;
       case "done":
         if (mode === "tty") write("\r\x1b[K");
-        write(`done: ${event.matrices} matrices in ${event.seconds.toFixed(1)} s → ${event.output}\n`);
+        if (event.alreadyComplete) write(`${event.output} was already finished with these settings and input: nothing to do\n`);
+        else write(`done: ${event.matrices} matrices in ${event.seconds.toFixed(1)} s → ${event.output}\n`);
         break;
       case "matrix-start":
         break;

@@ -2,7 +2,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, existsSync, symlinkSync, utimesSync, writeFileSync, mkdirSync } from "node:fs";
 import { createHash } from "node:crypto";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn, spawnSync } from "node:child_process";
 import { createInterface } from "node:readline";
@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { buildTinyLlama } from "../../examples/tiny-llama.js";
 import { quantizeCheckpoint, mergeFragments, OutputExistsError, ADAPTER_DIR, REPORT_FILE, pipelineBuffersInBackend } from "./quantize-checkpoint.js";
 import { openCheckpoint } from "./checkpoint.js";
+import { OutputBusyError } from "./output-lock.js";
 import { SafetensorsFile } from "./safetensors-file.js";
 import { DiskFullError, writeSafetensorsFile } from "./safetensors-writer.js";
 import { tsBackend } from "../kernels/ts-backend.js";
@@ -374,6 +375,44 @@ test("--shard 1/2 + 2/2 then merge: byte-identical to one run", () => {
   bytes[bytes.length - 1] ^= 0x40;
   writeFileSync(shardFile, bytes);
   assert.throws(() => mergeFragments({ input: revised, output: join(work, "revised-merged"), fragments: revisedFragments }), /differ from those the fragments were made from/);
+});
+
+test("fragments from copies of the model at other paths merge; --resume on a finished --out does nothing; a busy --out is refused", () => {
+  const settings = { bits: 4, rank: 4, iterations: 1, target: "q_proj" } as const;
+  const copies = ["copy-a", "copy-b"].map((name) => {
+    cpSync(model, join(work, name), { recursive: true });
+    return join(work, name);
+  });
+  const fragments = copies.map((input, i) => {
+    const output = join(work, `copy-fragment-${i + 1}`);
+    quantizeCheckpoint({ ...settings, input, output, shard: { index: i + 1, count: 2 } });
+    return output;
+  });
+  mergeFragments({ input: model, output: join(work, "copies-merged"), fragments });
+  assert.equal(JSON.parse(readFileSync(join(work, "copies-merged", REPORT_FILE), "utf8")).matrices.length, 2);
+  // A retried job array re-runs finished shards and the whole run: nothing is recomputed or replaced.
+  const whole = join(work, "finished");
+  quantizeCheckpoint({ ...settings, input: model, output: whole });
+  const before = snapshot(whole);
+  for (const [options, count] of [[{ input: model, output: whole }, 2], [{ input: copies[0]!, output: fragments[0]!, shard: { index: 1, count: 2 } }, 1]] as const) {
+    const events: string[] = [];
+    const again = quantizeCheckpoint({ ...settings, ...options, resume: true, onEvent: (e) => events.push(e.type === "done" && e.alreadyComplete ? "already" : e.type) });
+    assert.equal(again.reports.length, count);
+    assert.ok(events.includes("already") && !events.includes("plan"), events.join(" "));
+  }
+  assert.deepEqual(snapshot(whole), before);
+  // Other settings with --resume: the finished output is not theirs.
+  assert.throws(() => quantizeCheckpoint({ ...settings, rank: 2, input: model, output: whole, resume: true }), OutputExistsError);
+  // A second run while one holds the output's lock (this very process: alive) is refused; a lock
+  // whose process is gone is taken over.
+  const busy = join(work, "busy");
+  writeFileSync(`${busy}.lock`, JSON.stringify({ pid: process.pid, host: hostname(), started: new Date().toISOString() }));
+  assert.throws(() => quantizeCheckpoint({ ...settings, input: model, output: busy }), (e: unknown) => e instanceof OutputBusyError && /another loftq run \(pid \d+/.test(e.message));
+  assert.ok(!existsSync(busy) && !existsSync(`${busy}.partial`));
+  const gone = spawnSync(process.execPath, ["-e", ""]).pid;
+  writeFileSync(`${busy}.lock`, JSON.stringify({ pid: gone, host: hostname(), started: new Date().toISOString() }));
+  quantizeCheckpoint({ ...settings, input: model, output: busy });
+  assert.ok(existsSync(join(busy, REPORT_FILE)) && !existsSync(`${busy}.lock`));
 });
 
 test("--resume after kill -9: finished matrices are kept and the files equal an uninterrupted run's", async () => {

@@ -16,6 +16,7 @@ import { jsonPreview } from "./json-preview.js";
 import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
 import { createBackgroundPublisher } from "./background-publisher.js";
 import { dropBackboneWeight, hasMatrix, holdsBackboneWeight, keepIfReadable, removeMatrix, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
+import { acquireOutputLock } from "./output-lock.js";
 import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
 import { BNB4_DIR, bnb4QuantizationConfig, bnb4SkipModules, bnb4Tensors, torchDtypeName, withQuantizationConfig } from "./bnb4-export.js";
@@ -82,7 +83,11 @@ export type PipelineEvent =
   | { type: "iteration"; index: number; total: number; module: string; iteration: number; iterations: number; quantError: number; error: number }
   | { type: "matrix-done"; index: number; total: number; report: MatrixReport }
   | { type: "shard-written"; file: string; written: number; shards: number; /** Left by an interrupted assembly and kept. */ kept: boolean }
-  | { type: "done"; output: string; seconds: number; matrices: number; /** What --force replaced and could not remove. */ leftover?: string };
+  | {
+      type: "done"; output: string; seconds: number; matrices: number;
+      /** What --force replaced and could not remove. */ leftover?: string;
+      /** --resume found --out finished by an earlier run with the same settings and input: nothing was done. */ alreadyComplete?: boolean;
+    };
 
 export class OutputExistsError extends LoftqError {
   constructor(path: string) {
@@ -186,8 +191,12 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
   checkBitsOption(settings.bits, settings.quantizer, settings.mixed);
   const output = resolve(options.output);
   const input = resolve(options.input);
-  checkOutput(input, output, options.force);
+  // With --resume an --out that this very run already finished is fine (checked below, once the
+  // input's fingerprint is known): a retried job array re-runs its finished shards too.
+  checkOutput(input, output, options.force || options.resume);
   const partial = `${output}.partial`;
+  const lock = acquireOutputLock(output);
+  const tracked = { ...options, onEvent: (event: PipelineEvent) => (lock.refresh(), options.onEvent?.(event)) };
   const checkpoint = openCheckpoint(input);
   try {
     const targets = planTargets(checkpoint, settings);
@@ -195,13 +204,20 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
     const mine = options.shard ? targets.filter((_, i) => i % options.shard!.count === options.shard!.index - 1) : targets;
     // The shard spec too: a whole run's .partial resumed as a fragment (or the reverse) must be refused.
     const shardSpec = options.shard ? { shard: `${options.shard.index}/${options.shard.count}` } : {};
-    const settingsText = JSON.stringify({ input, inputFiles: inputFingerprint(checkpoint), settings, ...shardSpec }, null, 2) + "\n";
+    const inputFiles = inputFingerprint(checkpoint);
+    const settingsText = JSON.stringify({ input, inputFiles, settings, ...shardSpec }, null, 2) + "\n";
+    if (options.resume && !options.force && existsSync(output) && readdirSync(output).length > 0) {
+      const reports = finishedReports(output, settingsText, options.shard !== undefined, input, inputFiles, settings, mine, tracked);
+      if (!reports) throw new OutputExistsError(output);
+      tracked.onEvent({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: 0, alreadyComplete: true });
+      return { output, reports };
+    }
     const resuming = options.resume === true && existsSync(join(partial, SETTINGS_FILE));
     if (resuming && readFileSync(join(partial, SETTINGS_FILE), "utf8") !== settingsText) {
       throw new InvalidArgumentError(`${partial} was started with other settings or another input, or the input's files changed since; run without --resume to start over`);
     }
     const unmatched = unmatchedSelectors(targets, { target: settings.target, bits: settings.bits, ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}) });
-    options.onEvent?.({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched, warnings: [...configWarnings(checkpoint, targets, settings), ...replacedLeftovers(output)] });
+    tracked.onEvent({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched, warnings: [...configWarnings(checkpoint, targets, settings), ...replacedLeftovers(output)] });
     return removeOnError(partial, () => {
       if (!resuming) {
         rmSync(partial, { recursive: true, force: true });
@@ -211,18 +227,44 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
       // A kill leaves a resumable .partial (finished matrices in its store); an error removes it.
       const store = join(partial, STORE_DIR);
       if (resuming && !options.shard) reconcileAssembly(checkpoint, targets, store, partial, settings);
-      const reports = computeMatrices(checkpoint, mine, store, settings, options);
+      const reports = computeMatrices(checkpoint, mine, store, settings, tracked);
       if (options.shard) {
         writeFileDurably(join(partial, FRAGMENT_FILE), JSON.stringify({ shard: `${options.shard.index}/${options.shard.count}`, modules: mine.map((t) => t.module) }, null, 2) + "\n");
       } else {
-        assemble(checkpoint, targets, [store], partial, output, settings, { consumeStore: true, ...(options.onEvent ? { onEvent: options.onEvent } : {}) });
+        assemble(checkpoint, targets, [store], partial, output, settings, inputFiles, { consumeStore: true, onEvent: tracked.onEvent });
         rmSync(store, { recursive: true, force: true });
         rmSync(join(partial, SETTINGS_FILE));
       }
-      return publish(partial, output, reports, started, options.onEvent);
+      return publish(partial, output, reports, started, tracked.onEvent);
     }, true);
   } finally {
     checkpoint.close();
+    lock.release();
+  }
+}
+
+/**
+ * The reports of an --out finished earlier by a run with these very settings and input files (a
+ * fragment: its recorded settings; a whole run: its manifest), or undefined when it is anything else.
+ */
+function finishedReports(
+  output: string, settingsText: string, fragment: boolean, input: string, inputFiles: InputFile[], settings: Settings, mine: readonly TargetMatrix[], options: QuantizeCheckpointOptions,
+): MatrixReport[] | undefined {
+  try {
+    if (fragment) {
+      if (!existsSync(join(output, FRAGMENT_FILE)) || readFileSync(join(output, SETTINGS_FILE), "utf8") !== settingsText) return undefined;
+      const store = join(output, STORE_DIR);
+      if (!mine.every((t) => hasMatrix(store, t.module))) return undefined;
+      return mine.map((t, i) => reportStored(store, t, i, mine.length, options));
+    }
+    const recorded = readJsonFile(join(output, MANIFEST_FILE)) as { input?: unknown; inputFiles?: unknown; settings?: unknown };
+    const expected = manifest(settings, input, output, mine, inputFiles);
+    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+    if (recorded.input !== input || !same(recorded.inputFiles, inputFiles) || !same(recorded.settings, expected.settings)) return undefined;
+    const report = readJsonFile(join(output, REPORT_FILE)) as { matrices?: unknown };
+    return Array.isArray(report.matrices) ? (report.matrices as MatrixReport[]) : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -262,36 +304,43 @@ export function mergeFragments(options: { input: string; output: string; fragmen
   const output = resolve(options.output);
   const input = resolve(options.input);
   checkOutput(input, output, options.force);
-  // Shards may run on machines with their own copy of the model: the same settings and input contents.
+  // Shards may run on machines with their own copy of the model, at any path: the same settings and
+  // input contents (their fingerprint) are what must agree; fragments from before the fingerprint
+  // carry none, and are held to one input path instead.
   const recordedAll = options.fragments.map(readFragmentSettings);
-  if (new Set(recordedAll.map(({ input: from, settings }) => JSON.stringify({ from, settings }))).size !== 1) {
-    throw new InvalidArgumentError("the fragments were made with different settings or inputs");
+  const inputOf = (r: (typeof recordedAll)[number]) => r.inputFiles ?? r.input;
+  if (new Set(recordedAll.map((r) => JSON.stringify({ inputs: inputOf(r), settings: r.settings }))).size !== 1) {
+    throw new InvalidArgumentError("the fragments were made with different settings or input files");
   }
   const recorded = recordedAll[0]!;
-  if (recorded.input !== input) throw new InvalidArgumentError(`the fragments were made from ${recorded.input}, not ${input}`);
+  if (!recorded.inputFiles && recorded.input !== input) throw new InvalidArgumentError(`the fragments were made from ${recorded.input}, not ${input}`);
+  const lock = acquireOutputLock(output);
+  const onEvent = (event: PipelineEvent) => (lock.refresh(), options.onEvent?.(event));
   const checkpoint = openCheckpoint(input);
   const partial = `${output}.partial`;
   try {
     filesToCopy(checkpoint.dir);
-    const current = JSON.stringify(inputFingerprint(checkpoint));
-    // (Fragments from before the fingerprint carry none.)
-    if (recordedAll.some((r) => r.inputFiles && JSON.stringify(r.inputFiles) !== current)) {
+    const inputFiles = inputFingerprint(checkpoint);
+    if (recorded.inputFiles && JSON.stringify(recorded.inputFiles) !== JSON.stringify(inputFiles)) {
       throw new InvalidArgumentError(`the files of ${input} differ from those the fragments were made from; run the shards again`);
     }
-    return removeOnError(partial, () => mergeInto(checkpoint, partial, output, options.fragments, recorded.settings, started, options.onEvent));
+    return removeOnError(partial, () => mergeInto(checkpoint, partial, output, options.fragments, recorded.settings, inputFiles, started, onEvent));
   } finally {
     checkpoint.close();
+    lock.release();
   }
 }
 
-function mergeInto(checkpoint: Checkpoint, partial: string, output: string, fragments: string[], settings: Settings, started: number, onEvent?: (event: PipelineEvent) => void): QuantizeCheckpointResult {
+function mergeInto(
+  checkpoint: Checkpoint, partial: string, output: string, fragments: string[], settings: Settings, inputFiles: InputFile[], started: number, onEvent: (event: PipelineEvent) => void,
+): QuantizeCheckpointResult {
   const targets = planTargets(checkpoint, settings);
   const stores = fragments.map((dir) => join(dir, STORE_DIR));
   const missing = targets.filter((t) => !stores.some((store) => hasMatrix(store, t.module)));
   if (missing.length > 0) throw new InvalidArgumentError(`${missing.length} matrices are in no fragment (first: ${missing[0]!.module}); is a shard missing?`);
   rmSync(partial, { recursive: true, force: true });
   mkdirSync(partial, { recursive: true });
-  const reports = assemble(checkpoint, targets, stores, partial, output, settings, onEvent ? { onEvent } : {});
+  const reports = assemble(checkpoint, targets, stores, partial, output, settings, inputFiles, { onEvent });
   return publish(partial, output, reports, started, onEvent);
 }
 
@@ -633,7 +682,7 @@ function readsBackAs(path: string, tensors: ReadonlyArray<{ name: string; dtype:
  * Not with --format bnb4, whose export reads every q again after the backbone.
  */
 function assemble(
-  checkpoint: Checkpoint, targets: readonly TargetMatrix[], stores: readonly string[], dir: string, output: string, settings: Settings,
+  checkpoint: Checkpoint, targets: readonly TargetMatrix[], stores: readonly string[], dir: string, output: string, settings: Settings, inputFiles: InputFile[],
   options: { consumeStore?: boolean; onEvent?: (event: PipelineEvent) => void } = {},
 ): MatrixReport[] {
   const storeOf = (module: string) => stores.find((store) => hasMatrix(store, module))!;
@@ -672,7 +721,7 @@ function assemble(
   writeAdapter(dir, output, matrices, settings, checkpoint.config, checkpoint.tensors.map((t) => t.name));
   const reports = matrices.map((m) => m.report);
   writeFileDurably(join(dir, REPORT_FILE), JSON.stringify({ matrices: reports }, null, 2) + "\n");
-  writeFileDurably(join(dir, MANIFEST_FILE), JSON.stringify(manifest(settings, checkpoint.dir, output, targets), null, 2) + "\n");
+  writeFileDurably(join(dir, MANIFEST_FILE), JSON.stringify(manifest(settings, checkpoint.dir, output, targets, inputFiles), null, 2) + "\n");
   return reports;
 }
 
@@ -760,11 +809,13 @@ function writeAdapter(
 }
 
 /** Settings and load recipe. No timestamps: a resumed or merged run writes the same bytes. */
-function manifest(settings: Settings, input: string, output: string, targets: readonly TargetMatrix[]) {
+function manifest(settings: Settings, input: string, output: string, targets: readonly TargetMatrix[], inputFiles: InputFile[]) {
   const fourBit = settings.bits === 4 && (settings.quantizer === "nf" || settings.quantizer === "bnb-nf4");
   return {
     tool: "loftq (TypeScript)",
     input,
+    /** Sizes and sampled hashes of the input's files: what `--resume` on a finished output compares. */
+    inputFiles,
     settings: {
       ...settings,
       loraAlpha: settings.loraAlpha ?? settings.rank,
