@@ -16,6 +16,12 @@ test("adapter keys follow the module paths of the loaded head model: GPT-2, BLOO
   assert.equal(peftModulePrefix(undefined, ["h.0.x.weight"]), "");
   assert.equal(loraTensorNames("transformer.h.0.attn.c_attn").a, "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight");
   assert.equal(taskTypeOf(gpt2), "CAUSAL_LM");
+  // …ForConditionalGeneration: encoder–decoder (by the config's flag or a known model type) or decoder-only multimodal.
+  assert.equal(taskTypeOf({ model_type: "t5", architectures: ["T5ForConditionalGeneration"], is_encoder_decoder: true }), "SEQ_2_SEQ_LM");
+  assert.equal(taskTypeOf({ model_type: "bart", architectures: ["BartForConditionalGeneration"] }), "SEQ_2_SEQ_LM");
+  assert.equal(taskTypeOf({ model_type: "llava", architectures: ["LlavaForConditionalGeneration"] }), "CAUSAL_LM");
+  assert.equal(taskTypeOf({ model_type: "gemma3", architectures: ["Gemma3ForConditionalGeneration"] }), "CAUSAL_LM");
+  assert.equal(taskTypeOf({ architectures: ["SomethingForSeq2SeqLM"] }), "SEQ_2_SEQ_LM");
   assert.match(formatAdapterConfig({ lora_dropout: 0, r: 8 }), /"lora_dropout": 0\.0,/);
 });
 

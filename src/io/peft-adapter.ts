@@ -7,13 +7,31 @@ export const PEFT_VERSION = "0.18.1";
 
 export type TaskType = "CAUSAL_LM" | "SEQ_2_SEQ_LM" | "SEQ_CLS" | "TOKEN_CLS" | "QUESTION_ANS" | "FEATURE_EXTRACTION" | null;
 
-/** PEFT's task type from config.json `architectures`. */
+/**
+ * Encoder–decoder model types, for configs that do not say `is_encoder_decoder` themselves (transformers
+ * writes it for these; hand-made or old configs may not).
+ */
+const ENCODER_DECODER_TYPES = new Set([
+  "t5", "mt5", "umt5", "longt5", "switch_transformers", "bart", "mbart", "plbart", "marian", "pegasus", "pegasus_x", "bigbird_pegasus",
+  "led", "blenderbot", "blenderbot-small", "m2m_100", "nllb-moe", "fsmt", "prophetnet", "xlm-prophetnet", "mvp", "whisper", "speecht5", "encoder-decoder",
+]);
+
+/**
+ * PEFT's task type from config.json `architectures`. `…ForConditionalGeneration` names encoder–decoder
+ * models (T5, BART, Whisper: SEQ_2_SEQ_LM) and decoder-only multimodal ones (LLaVA, Gemma 3, Qwen2-VL:
+ * CAUSAL_LM) alike; `is_encoder_decoder` (or a known model type) tells them apart.
+ */
 export function taskTypeOf(config: Record<string, unknown> | undefined): TaskType {
   // Only a string names an architecture (String() of a 5000-deep array overflows the stack).
   const first = Array.isArray(config?.architectures) ? (config!.architectures as unknown[])[0] : undefined;
   const name = typeof first === "string" ? first : "";
   if (/ForCausalLM$|LMHeadModel$/.test(name)) return "CAUSAL_LM";
-  if (/ForConditionalGeneration$|ForSeq2SeqLM$/.test(name)) return "SEQ_2_SEQ_LM";
+  if (/ForSeq2SeqLM$/.test(name)) return "SEQ_2_SEQ_LM";
+  if (/ForConditionalGeneration$/.test(name)) {
+    const modelType = config?.model_type;
+    const encoderDecoder = config?.is_encoder_decoder === true || (typeof modelType === "string" && ENCODER_DECODER_TYPES.has(modelType));
+    return encoderDecoder ? "SEQ_2_SEQ_LM" : "CAUSAL_LM";
+  }
   if (/ForSequenceClassification$/.test(name)) return "SEQ_CLS";
   if (/ForTokenClassification$/.test(name)) return "TOKEN_CLS";
   if (/ForQuestionAnswering$/.test(name)) return "QUESTION_ANS";
