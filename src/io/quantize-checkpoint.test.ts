@@ -415,6 +415,20 @@ test("fragments from copies of the model at other paths merge; --resume on a fin
   assert.ok(existsSync(join(busy, REPORT_FILE)) && !existsSync(`${busy}.lock`));
 });
 
+test("the manifest's load recipe asks bitsandbytes only for what re-quantizes Q to itself", () => {
+  const recipe = (options: Record<string, unknown>) => {
+    const output = join(work, `recipe-${Object.values(options).join("-")}`);
+    quantizeCheckpoint({ input: model, output, rank: 4, target: "q_proj,k_proj", ...options });
+    return (JSON.parse(readFileSync(join(output, "loftq_manifest.json"), "utf8")).load.python as string[]).join("\n");
+  };
+  assert.match(recipe({ bits: 4 }), /load_in_4bit=True, bnb_4bit_quant_type="nf4"/);
+  assert.match(recipe({ bits: 4, quantizer: "bnb-fp4" }), /bnb_4bit_quant_type="fp4"/);
+  assert.match(recipe({ quantizer: "int8", bits: 8 }), /load_in_8bit=True/);
+  for (const options of [{ bits: 4, blockSize: 128 }, { bits: 4, bitsMap: "*.k_proj=8" }, { bits: 2 }, { bits: 8 }]) {
+    assert.doesNotMatch(recipe(options), /BitsAndBytesConfig\(/, JSON.stringify(options));
+  }
+});
+
 test("--resume after kill -9: finished matrices are kept and the files equal an uninterrupted run's", async () => {
   const cli = fileURLToPath(new URL("../cli/main.js", import.meta.url));
   const out = join(work, "resumed");

@@ -809,8 +809,21 @@ function writeAdapter(
 }
 
 /** Settings and load recipe. No timestamps: a resumed or merged run writes the same bytes. */
+/**
+ * The bitsandbytes config that re-quantizes the stored Q to itself on load, or "" when none does: every
+ * target NF4 (or FP4) with block 64, bitsandbytes' own, or every target int8 row-wise (LLM.int8:
+ * Q's rows re-quantize to their own codes). Anything else (2/3/8-bit NF, other block sizes, a --bits-map
+ * mixing widths) loads as stored, fake-quantized in 16 bits: a 4-bit config would re-quantize it.
+ */
+function bitsAndBytesLoadConfig(settings: Settings, targets: readonly TargetMatrix[]): string {
+  const allBits = (bits: number) => targets.length > 0 && targets.every((t) => t.bits === bits);
+  if (settings.quantizer === "int8" && allBits(8)) return ", quantization_config=BitsAndBytesConfig(load_in_8bit=True)";
+  if (!allBits(4) || settings.blockSize !== 64) return "";
+  const type = settings.quantizer === "nf" || settings.quantizer === "bnb-nf4" ? "nf4" : settings.quantizer === "bnb-fp4" ? "fp4" : undefined;
+  return type ? `, quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="${type}", bnb_4bit_use_double_quant=False)` : "";
+}
+
 function manifest(settings: Settings, input: string, output: string, targets: readonly TargetMatrix[], inputFiles: InputFile[]) {
-  const fourBit = settings.bits === 4 && (settings.quantizer === "nf" || settings.quantizer === "bnb-nf4");
   return {
     tool: "loftq (TypeScript)",
     input,
@@ -826,8 +839,7 @@ function manifest(settings: Settings, input: string, output: string, targets: re
       python: [
         "from transformers import AutoModelForCausalLM, BitsAndBytesConfig",
         "from peft import PeftModel",
-        `base = AutoModelForCausalLM.from_pretrained(${JSON.stringify(output)}, torch_dtype="auto"` +
-          (fourBit ? ', quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=False)' : "") + ")",
+        `base = AutoModelForCausalLM.from_pretrained(${JSON.stringify(output)}, torch_dtype="auto"${bitsAndBytesLoadConfig(settings, targets)})`,
         `model = PeftModel.from_pretrained(base, ${JSON.stringify(output)}, subfolder="${ADAPTER_DIR}", is_trainable=True)`,
       ],
       ...(settings.format === "bnb4"
@@ -839,7 +851,7 @@ function manifest(settings: Settings, input: string, output: string, targets: re
           }
         : {}),
       javascript: [`import { openCheckpoint, SafetensorsFile } from "loftq/node";`, `const backbone = openCheckpoint(${JSON.stringify(output)});`],
-      note: "2- and 3-bit backbones are fake-quantized (the dequantized Q stored in the model dtype): bitsandbytes has no kernel for them.",
+      note: "Backbones bitsandbytes cannot hold as they are (2-, 3- and 8-bit NF, block sizes other than 64, mixed widths) load fake-quantized: the dequantized Q in the model dtype.",
     },
   };
 }
