@@ -11,12 +11,12 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { InvalidArgumentError, LoftqError } from "../errors.js";
 import { SafetensorsFile } from "../io/safetensors-file.js";
 import { openCheckpoint, readJsonFile } from "../io/checkpoint.js";
-import { checkBitsOption, checkSelectionOptions } from "../io/targets.js";
+import { checkBitsOption, checkSelectionOptions, storedTransposed } from "../io/targets.js";
 import { checkSeed } from "../linalg/random.js";
 import { mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 import { checkBlockSize } from "../quant/quantizer.js";
-import { loftq, qloraInit, activeBackendName, QUANTIZER_KINDS, listBackends, registerBackendFactory, getBackend, createThreadedBackend, createOrtBackend, ortInstalled, type QuantizerKind } from "../node/index.js";
+import { loftq, qloraInit, transpose, activeBackendName, QUANTIZER_KINDS, listBackends, registerBackendFactory, getBackend, createThreadedBackend, createOrtBackend, ortInstalled, type QuantizerKind } from "../node/index.js";
 import { progressRenderer, type ProgressMode } from "./progress.js";
 
 /** The package's own version (dist/src/cli/main.js lies three folders below package.json). */
@@ -76,7 +76,7 @@ ${COMMON_LOFTQ_OPTIONS}
 Assembles the checkpoint from the fragments written by "loftq quantize <model-dir> --shard i/N --out <fragment>"
 for i = 1..N (same input and settings). The result is byte-identical to one unsharded run (the --out path in
 loftq_init/adapter_config.json and loftq_manifest.json and the timings in loftq_report.json aside).`,
-  report: `Usage: loftq report <out-dir> [--out FILE]
+  report: `Usage: loftq report <out-dir> [--out FILE] [--quiet]
 
 Writes one self-contained HTML page (default <out-dir>/loftq_report.html): error per layer (Q only against
 LoftQ), per-iteration curves, the bits map and the full table, from <out-dir>/loftq_report.json.`,
@@ -129,6 +129,17 @@ const OPTIONS = {
   quiet: { type: "boolean" },
 } satisfies ParseArgsConfig["options"];
 
+type OptionName = keyof typeof OPTIONS;
+const LOFTQ_FLAGS: OptionName[] = ["bits", "rank", "iters", "quantizer", "block-size", "seed", "backend", "threads"];
+/** What each command takes (help and version are handled before). */
+const COMMAND_OPTIONS: Record<string, OptionName[]> = {
+  quantize: ["out", ...LOFTQ_FLAGS, "mixed", "bits-map", "target", "lora-alpha", "upstream-scaling", "dtype", "format", "force", "resume", "shard", "json", "quiet"],
+  merge: ["out", "force", "json", "quiet"],
+  report: ["out", "quiet"],
+  inspect: ["target", "bits", "mixed", "quantizer", "rank", "json"],
+  matrix: ["tensor", ...LOFTQ_FLAGS, "json"],
+};
+
 function main(argv: string[]): number {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: OPTIONS });
   if (values.version) {
@@ -147,6 +158,13 @@ function main(argv: string[]): number {
     console.log(HELP[command]);
     return 0;
   }
+  // An option the command does not take, or a second input path, is a mistake to report, not to ignore.
+  const accepted = COMMAND_OPTIONS[command]!;
+  const foreign = Object.keys(values).filter((name) => !accepted.includes(name as keyof typeof OPTIONS));
+  if (foreign.length > 0) throw new UsageError(`${command} does not take ${foreign.map((name) => `--${name}`).join(", ")} (see loftq ${command} --help)`);
+  const extra = command === "merge" ? [] : positionals.slice(2);
+  if (extra.length > 0) throw new UsageError(`${command} takes one input path; unexpected ${extra.map((arg) => JSON.stringify(arg)).join(", ")}`);
+  if (values.json && values.quiet) throw new UsageError("--json and --quiet are alternatives");
   const number = (name: string, raw: string | undefined, fallback: number, integer = true) => {
     if (raw === undefined) return fallback;
     // Number("") and Number(" ") are 0: an empty value is a usage error, not rank 0.
@@ -260,6 +278,8 @@ function main(argv: string[]): number {
     if (!info) throw new LoftqError("INVALID_ARGUMENT", `${path}: no tensor named "${values.tensor}"`);
     if (info.shape.length !== 2) throw new LoftqError("INVALID_ARGUMENT", `${values.tensor}: expected a 2-D tensor, got shape [${info.shape.join(", ")}]`);
     weight = { rows: info.shape[0]!, cols: info.shape[1]!, data: source.readFloat32(values.tensor) };
+    // GPT-2's Conv1D weights are stored (in, out): LoftQ sees them (out, in), as `quantize` does.
+    if ("config" in source && storedTransposed(source.config, values.tensor.replace(/\.weight$/, ""))) weight = transpose(weight);
   } finally {
     source.close();
   }

@@ -258,6 +258,16 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
     assert.equal(refused.status, 2, `${bad.join(" ")}: ${refused.stderr}`);
     assert.match(refused.stderr, new RegExp(`--${bad[0]!.slice(2)}`));
   }
+  // Options a command does not take, a second input path, and --json with --quiet: usage errors, not ignored.
+  for (const [bad, message] of [[["merge", model, "--out", join(work, "y"), "--bits", "2"], /merge does not take --bits/], [["quantize", model, model, "--out", join(work, "y")], /takes one input path/], [["quantize", model, "--out", join(work, "y"), "--json", "--quiet"], /alternatives/], [["inspect", model, "--force"], /inspect does not take --force/]] as const) {
+    const refused = run(...bad);
+    assert.equal(refused.status, 2, `${bad.join(" ")}: ${refused.stderr}`);
+    assert.match(refused.stderr, message);
+  }
+  // A file named as --out is never replaced by a directory, --force or not.
+  writeFileSync(join(work, "a-file"), "mine");
+  assert.match(run("quantize", model, "--out", join(work, "a-file"), "--force").stderr, /is a file, not a directory/);
+  assert.equal(readFileSync(join(work, "a-file"), "utf8"), "mine");
   assert.equal(run("quantize", model, "--out", join(work, "y"), "--rank", "5000").status, 1, "a rank larger than a matrix is found in the checkpoint");
   assert.ok(!existsSync(join(work, "y")) && !existsSync(join(work, "y.partial")));
   // A reader that closes early (`| head`) ends the printing, not the job.

@@ -216,7 +216,8 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
     if (resuming && readFileSync(join(partial, SETTINGS_FILE), "utf8") !== settingsText) {
       throw new InvalidArgumentError(`${partial} was started with other settings or another input, or the input's files changed since; run without --resume to start over`);
     }
-    const unmatched = unmatchedSelectors(targets, { target: settings.target, bits: settings.bits, ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}) });
+    const selection = { target: settings.target, bits: settings.bits, ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}) };
+    const unmatched = unmatchedSelectors(targets, selection, peftModulePrefix(checkpoint.config, checkpoint.tensors.map((t) => t.name)));
     tracked.onEvent({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched, warnings: [...configWarnings(checkpoint, targets, settings), ...replacedLeftovers(output)] });
     return removeOnError(partial, () => {
       if (!resuming) {
@@ -417,7 +418,10 @@ function checkOutput(input: string, output: string, force: boolean | undefined):
       throw new InvalidArgumentError(`${what} (${path}) must not be, contain or lie inside the input directory ${input} (inputs are never modified)`);
     }
   }
-  if (existsSync(output) && (!statSync(output).isDirectory() || readdirSync(output).length > 0) && !force) throw new OutputExistsError(output);
+  if (!existsSync(output)) return;
+  // A file named as --out is a mistake (a model file?), never something to replace with a directory.
+  if (!statSync(output).isDirectory()) throw new InvalidArgumentError(`--out ${output} is a file, not a directory`);
+  if (readdirSync(output).length > 0 && !force) throw new OutputExistsError(output);
 }
 
 /**
@@ -735,7 +739,7 @@ function encodeFloats(values: Float32Array, dtype: string, scratch: Uint8Array, 
   if (dtype === "F16") {
     // A plain loop: findIndex with a closure took ~0.4 s per 4096² matrix on Node 20, this ~85 ms.
     for (let i = 0; i < values.length; i++) {
-      if (Math.abs(values[i]!) >= F16_OVERFLOW) throw new OutOfRangeError(`${what}: Q holds ${values[i]} (value ${i}), beyond float16's range (±${F16_MAX}); write it as BF16 or F32 (--dtype)`);
+      if (Math.abs(values[i]!) >= F16_OVERFLOW) throw new OutOfRangeError(`${what}: Q's value ${values[i]} (element ${i} in storage order) is beyond float16's range (±${F16_MAX}); write it as BF16 or F32 (--dtype)`);
     }
     return encodeHalf(values, "f16", scratch);
   }

@@ -64,6 +64,13 @@ test("MoE routers and zero-size weights are skipped; unmatched --target names an
   const llama = [tensor("model.layers.0.self_attn.q_proj.weight", [64, 64]), tensor("model.layers.0.self_attn.v_proj.weight", [64, 64])];
   const options = { target: "q_proj,qproj,qkv_proj", bits: 4, bitsMap: "*.mlp.*=2,*q_proj=8" };
   assert.deepEqual(unmatchedSelectors(selectTargets(llama, undefined, options), options), ["--target qproj", "--target qkv_proj", "--bits-map *.mlp.*"]);
+  // A GPT-2 saved from the base class: its modules named as PEFT sees them (with the head model's prefix) select too.
+  const gpt2 = [tensor("h.0.attn.c_attn.weight", [64, 192]), tensor("h.0.mlp.c_fc.weight", [64, 256])];
+  const gpt2Config = { model_type: "gpt2", architectures: ["GPT2LMHeadModel"] };
+  const peftNamed = { target: "transformer.h.0.attn.c_attn", bits: 4 };
+  const selected = selectTargets(gpt2, gpt2Config, peftNamed);
+  assert.deepEqual(selected.map((t) => [t.module, t.transposed, t.rows]), [["h.0.attn.c_attn", true, 192]]);
+  assert.deepEqual(unmatchedSelectors(selected, peftNamed, peftModulePrefix(gpt2Config, gpt2.map((t) => t.name))), []);
   assert.throws(() => selectTargets([...llama, tensor("model.embed_tokens.weight", [100, 64])], undefined, { target: "embed_tokens", bits: 4 }), /is an embedding, and PEFT's LoftQ initialises Linear layers only/);
   assert.throws(() => selectTargets([tensor("bert.embeddings.word_embeddings.weight", [100, 64])], undefined, { target: "word_embeddings", bits: 4 }), /is an embedding/);
   assert.deepEqual(selectTargets([tensor("gpt_neox.layers.0.mlp.dense_h_to_4h.weight", [256, 64]), tensor("embed_out.weight", [100, 64])], undefined, { target: "embed_out", bits: 4 }).map((t) => t.module), ["embed_out"]);

@@ -1,6 +1,7 @@
 import { InvalidArgumentError } from "../errors.js";
 import { supportedBits, type QuantizerKind } from "../quant/quantizer.js";
 import type { CheckpointTensor } from "./checkpoint.js";
+import { peftModulePrefix } from "./peft-adapter.js";
 
 /**
  * Which weights LoftQ touches, from tensor names, shapes and config.json.
@@ -66,9 +67,16 @@ export function noTargetsMessage(target: string): string {
   return `--target ${target} matches no 2-D float weight in this checkpoint`;
 }
 
+/** Whether `module`'s weight is stored (in, out): GPT-2's Conv1D layers, which LoftQ transposes and back. */
+export function storedTransposed(config: Record<string, unknown> | undefined, module: string): boolean {
+  const conv1d = typeof config?.model_type === "string" && CONV1D_MODEL_TYPES.has(config.model_type);
+  return conv1d && /(?:^|\.)(?:c_attn|c_proj|c_fc|q_attn)$/.test(module);
+}
+
 export function selectTargets(tensors: readonly CheckpointTensor[], config: Record<string, unknown> | undefined, options: TargetOptions): TargetMatrix[] {
   const explicit = explicitTargets(options.target);
-  const conv1d = typeof config?.model_type === "string" && CONV1D_MODEL_TYPES.has(config.model_type);
+  // A module named as PEFT sees it (transformer.h.0.attn.c_attn, where the file says h.0.attn.c_attn) counts too.
+  const prefix = explicit ? peftModulePrefix(config, tensors.map((t) => t.name)) : "";
   const layers = layerCount(config, tensors);
   const experts = expertCount(config);
   const rules = parseBitsMap(options.bitsMap);
@@ -79,14 +87,14 @@ export function selectTargets(tensors: readonly CheckpointTensor[], config: Reco
     const module = tensor.name.slice(0, -".weight".length);
     const layerMatch = LAYER_INDEX.exec(`.${module}.`);
     if (explicit) {
-      const named = explicit.filter((name) => names(module, name));
+      const named = explicit.filter((name) => names(module, name) || (prefix !== "" && names(prefix + module, name)));
       if (named.length === 0) continue;
       if (EMBEDDING.test(module)) throw new InvalidArgumentError(`--target ${named.join(", ")}: ${module} is an embedding, and PEFT's LoftQ initialises Linear layers only`);
     } else if (!layerMatch || NEVER_TARGET.test(module)) {
       continue;
     }
     const [first, second] = tensor.shape as [number, number];
-    const transposed = conv1d && /(?:^|\.)(?:c_attn|c_proj|c_fc|q_attn)$/.test(module);
+    const transposed = storedTransposed(config, module);
     const outputs = transposed ? second : first;
     if (!explicit && ROUTER.test(module) && (outputs <= MAX_ROUTER_ROWS || outputs === experts)) continue;
     const layer = layerMatch ? Number(layerMatch[1]) : undefined;
@@ -108,10 +116,10 @@ export function selectTargets(tensors: readonly CheckpointTensor[], config: Reco
  * The --target names and --bits-map patterns that select nothing in this checkpoint: not an error (as in
  * PEFT, one target list serves several architectures), but worth a warning, since a typo looks the same.
  */
-export function unmatchedSelectors(targets: readonly TargetMatrix[], options: TargetOptions): string[] {
+export function unmatchedSelectors(targets: readonly TargetMatrix[], options: TargetOptions, peftPrefix = ""): string[] {
   const unmatched: string[] = [];
   for (const name of explicitTargets(options.target) ?? []) {
-    if (!targets.some((t) => names(t.module, name))) unmatched.push(`--target ${name}`);
+    if (!targets.some((t) => names(t.module, name) || (peftPrefix !== "" && names(peftPrefix + t.module, name)))) unmatched.push(`--target ${name}`);
   }
   for (const [pattern, , text] of parseBitsMap(options.bitsMap)) {
     if (!targets.some((t) => pattern.test(t.module))) unmatched.push(`--bits-map ${text}`);
