@@ -6,7 +6,7 @@
 import "./relaxed-simd-setup.js"; // first: before any kernel module is compiled
 import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
-import { renderReportHtml, type ReportMatrix } from "../report/html-report.js";
+import { checkReportMatrices, renderReportHtml } from "../report/html-report.js";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { InvalidArgumentError, LoftqError } from "../errors.js";
 import { SafetensorsFile } from "../io/safetensors-file.js";
@@ -255,9 +255,10 @@ function main(argv: string[]): number {
     if (!existsSync(reportPath)) throw new InvalidArgumentError(`${path} is not a loftq output directory (no ${REPORT_FILE}): pass the --out of a "loftq quantize" run`);
     const report = readJsonFile(reportPath) as { matrices?: unknown };
     if (typeof report !== "object" || report === null || !Array.isArray(report.matrices)) throw new InvalidArgumentError(`${reportPath} has no "matrices" list: not a loftq report`);
+    const matrices = checkReportMatrices(report.matrices, reportPath);
     const target = values.out ?? join(path, "loftq_report.html");
     // A temporary name first: an interrupted write leaves no half page behind.
-    writeFileSync(`${target}.partial`, renderReportHtml(report.matrices as ReportMatrix[], `LoftQ report: ${basename(resolve(path))}`));
+    writeFileSync(`${target}.partial`, renderReportHtml(matrices, `LoftQ report: ${basename(resolve(path))}`));
     renameSync(`${target}.partial`, target);
     if (!values.quiet) console.log(`wrote ${target}`);
     return 0;

@@ -1,11 +1,15 @@
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { InvalidArgumentError } from "../errors.js";
 import { float32Bytes } from "../tensor/dtype.js";
 import { Linear } from "../nn/linear.js";
 import { layerSeed, LoraLinear } from "../nn/lora-linear.js";
 import { TinyLlama, type TinyLlamaConfig } from "../nn/tiny-llama.js";
+import type { Layer } from "../nn/layer.js";
+import { checkSeed } from "../linalg/random.js";
+import { checkOptionKeys, optionKeysOf } from "../options.js";
 import { openCheckpoint, readJsonFile } from "./checkpoint.js";
+import { MANIFEST_FILE } from "./quantize-checkpoint.js";
 import { jsonPreview } from "./json-preview.js";
 import { SafetensorsFile } from "./safetensors-file.js";
 import { upstreamOrder, writeSafetensorsFile } from "./safetensors-writer.js";
@@ -48,6 +52,19 @@ export function loadTinyLlama(dir: string): TinyLlama {
     if (!names.has(`model.layers.${tinyConfig.layers - 1}.self_attn.q_proj.weight`) || names.has(`model.layers.${tinyConfig.layers}.self_attn.q_proj.weight`)) {
       throw new InvalidArgumentError(`${dir}: config.json's num_hidden_layers is ${tinyConfig.layers}, the checkpoint's tensors say otherwise`);
     }
+    // Settings that change what the model computes, beyond what TinyLlama implements (RoPE base 10000,
+    // no scaling, SiLU, dₕ = hidden / heads, no biases): refused, not loaded into a different model.
+    const implemented: Array<[string, (value: unknown) => boolean, string]> = [
+      ["hidden_act", (v) => v === "silu", '"silu"'],
+      ["rope_theta", (v) => v === 10000, "10000"],
+      ["rope_scaling", (v) => v === null, "null"],
+      ["head_dim", (v) => v === tinyConfig.hiddenSize / tinyConfig.heads, "hidden_size / num_attention_heads"],
+      ["attention_bias", (v) => v === false, "false"],
+      ["mlp_bias", (v) => v === false, "false"],
+    ];
+    for (const [key, supported, expected] of implemented) {
+      if (config[key] !== undefined && !supported(config[key])) throw new InvalidArgumentError(`${dir}: config.json's ${key} is ${jsonPreview(config[key])}; TinyLlama implements ${key} = ${expected} only`);
+    }
     const kvHeads = size("num_key_value_heads", config.num_attention_heads);
     if (kvHeads !== tinyConfig.heads) throw new InvalidArgumentError(`${dir}: grouped-query attention (${kvHeads} key/value heads for ${tinyConfig.heads}) is not supported`);
     const weights = new Map(checkpoint.tensors.map((t) => [t.name, checkpoint.readFloat32(t.name)]));
@@ -61,35 +78,94 @@ export function loadTinyLlama(dir: string): TinyLlama {
   }
 }
 
+/** What loadLoftqForFineTuning takes besides the directory. */
+export interface FineTuneLoadOptions {
+  /** LoRA dropout (default 0). */
+  dropout?: number;
+  /** Seed of the dropout masks (each layer gets its own from it; default 0). */
+  seed?: number;
+}
+
+const FINE_TUNE_LOAD_OPTION_KEYS = optionKeysOf<FineTuneLoadOptions>()(["dropout", "seed"]);
+
 /**
- * A LoftQ output directory as a model ready for adapter fine-tuning: block linears become LoRA
- * layers over the frozen backbone weights (Q), initialised from `loftq_init/`; embeddings, norms
- * and lm_head are frozen.
+ * A LoftQ output directory as a model ready for adapter fine-tuning: every linear with an adapter in
+ * `loftq_init/` (block linears, and lm_head when it was a target) becomes a LoRA layer over its frozen
+ * backbone weight (Q); the linears without one (outside `--target`), embeddings and norms are frozen.
  */
-export function loadLoftqForFineTuning(dir: string, options: { dropout?: number; seed?: number } = {}): TinyLlama {
+export function loadLoftqForFineTuning(dir: string, options: FineTuneLoadOptions = {}): TinyLlama {
+  checkOptionKeys(options, FINE_TUNE_LOAD_OPTION_KEYS, "loadLoftqForFineTuning");
+  if (options.seed !== undefined) checkSeed(options.seed);
+  const adapterDir = join(dir, "loftq_init");
+  for (const file of ["adapter_config.json", "adapter_model.safetensors"]) {
+    if (!existsSync(join(adapterDir, file))) throw new InvalidArgumentError(`${dir}: no ${join("loftq_init", file)}; pass the --out of a "loftq quantize" run`);
+  }
+  const lora = adapterSettings(dir, readJsonFile(join(adapterDir, "adapter_config.json")));
   const model = loadTinyLlama(dir);
-  const adapterConfig = readJsonFile(join(dir, "loftq_init", "adapter_config.json")) as { r: number; lora_alpha: number; use_rslora?: boolean };
-  const adapters = SafetensorsFile.open(join(dir, "loftq_init", "adapter_model.safetensors"));
+  const adapters = SafetensorsFile.open(join(adapterDir, "adapter_model.safetensors"));
   try {
+    const names = new Set(adapters.tensors.map((t) => t.name));
     model.freezeNonLinear();
-    model.replaceLinears((layer, role, current) => {
-      const module = `model.layers.${layer}.${role}`;
-      const dense = (current as Linear).denseWeight();
+    const withAdapter = (module: string, current: Layer): Layer => {
+      const [a, b] = [`base_model.model.${module}.lora_A.weight`, `base_model.model.${module}.lora_B.weight`];
+      // Not a target: its weight as it was, frozen.
+      if (!names.has(a) && !names.has(b)) return new Linear((current as Linear).denseWeight(), undefined, true);
       const matrix = (name: string) => {
+        if (!names.has(name)) throw new InvalidArgumentError(`${dir}: the adapter has one factor of ${module} but not ${name}`);
         const info = adapters.info(name);
         return { rows: info.shape[0]!, cols: info.shape[1]!, data: adapters.readFloat32(name) };
       };
+      const init = { a: matrix(a), b: matrix(b) };
+      if (init.a.rows !== lora.rank || init.b.cols !== lora.rank) {
+        throw new InvalidArgumentError(`${dir}: ${module}'s adapter has rank ${init.a.rows}, adapter_config.json says r = ${lora.rank}`);
+      }
+      const dense = (current as Linear).denseWeight();
       return new LoraLinear(new Linear(dense, undefined, true), {
-        rank: adapterConfig.r,
-        alpha: adapterConfig.lora_alpha,
-        ...(adapterConfig.use_rslora ? { useRslora: true } : {}),
+        rank: lora.rank,
+        alpha: lora.alpha,
+        ...(lora.useRslora ? { useRslora: true } : {}),
         ...(options.dropout !== undefined ? { dropout: options.dropout } : {}),
         seed: layerSeed(options.seed ?? 0, module),
-        init: { a: matrix(`base_model.model.${module}.lora_A.weight`), b: matrix(`base_model.model.${module}.lora_B.weight`) },
+        init,
       });
-    });
+    };
+    model.replaceLinears((layer, role, current) => withAdapter(`model.layers.${layer}.${role}`, current));
+    model.replaceLmHead((current) => withAdapter("lm_head", current));
   } finally {
     adapters.close();
   }
   return model;
+}
+
+/**
+ * The LoRA settings of an adapter_config.json, checked: what the layers are built with, and nothing
+ * they would silently ignore (DoRA, per-module ranks). With the run's manifest beside it, the adapter
+ * must also be that run's (an adapter copied from another run would start far from W).
+ */
+function adapterSettings(dir: string, config: unknown): { rank: number; alpha: number; useRslora: boolean } {
+  const where = `${join(dir, "loftq_init", "adapter_config.json")}`;
+  if (typeof config !== "object" || config === null || Array.isArray(config)) throw new InvalidArgumentError(`${where}: not a JSON object`);
+  const c = config as Record<string, unknown>;
+  const rank = c.r;
+  if (!Number.isSafeInteger(rank) || (rank as number) < 1) throw new InvalidArgumentError(`${where}: r must be a positive integer, got ${jsonPreview(rank)}`);
+  // PEFT's LoraConfig default when the key is absent.
+  const alpha = c.lora_alpha ?? 8;
+  if (typeof alpha !== "number" || !(alpha > 0) || !Number.isFinite(alpha)) throw new InvalidArgumentError(`${where}: lora_alpha must be a positive number, got ${jsonPreview(alpha)}`);
+  const useRslora = c.use_rslora ?? false;
+  if (typeof useRslora !== "boolean") throw new InvalidArgumentError(`${where}: use_rslora must be true or false, got ${jsonPreview(useRslora)}`);
+  if (c.use_dora === true) throw new InvalidArgumentError(`${where}: DoRA adapters are not supported`);
+  for (const key of ["rank_pattern", "alpha_pattern"]) {
+    const pattern = c[key];
+    if (pattern !== undefined && pattern !== null && !(typeof pattern === "object" && Object.keys(pattern).length === 0)) {
+      throw new InvalidArgumentError(`${where}: per-module ${key} is not supported`);
+    }
+  }
+  const manifestPath = join(dir, MANIFEST_FILE);
+  if (existsSync(manifestPath)) {
+    const settings = (readJsonFile(manifestPath) as { settings?: { rank?: unknown; loraAlpha?: unknown } }).settings;
+    if (settings && (settings.rank !== rank || (settings.loraAlpha !== undefined && settings.loraAlpha !== alpha))) {
+      throw new InvalidArgumentError(`${where}: r = ${rank}, lora_alpha = ${alpha}, but ${MANIFEST_FILE} says the run used r = ${jsonPreview(settings.rank)}, alpha ${jsonPreview(settings.loraAlpha)}: the adapter is not this backbone's`);
+    }
+  }
+  return { rank: rank as number, alpha, useRslora };
 }

@@ -130,6 +130,14 @@ export class TinyLlama {
     }
   }
 
+  /**
+   * Training mode of every layer that has one (LoRA dropout): false for evaluation or inference with
+   * `forward`, true again to train. (`loss` always evaluates without dropout.)
+   */
+  setTraining(training: boolean): void {
+    for (const layer of this.linears()) if (layer.training !== undefined) layer.training = training;
+  }
+
   /** Every linear layer, lm_head included, as the ones with a training mode (LoRA) expose it. */
   private linears(): Array<Layer & { training?: boolean }> {
     return [...this.blocks.flatMap((b) => LINEAR_ROLES.map((r) => b.linears[r])), this.lmHead];
@@ -187,6 +195,11 @@ export class TinyLlama {
     this.blocks.forEach((block, l) => {
       for (const role of LINEAR_ROLES) block.linears[role] = make(l, role, block.linears[role]);
     });
+  }
+
+  /** Replaces lm_head (e.g. with a LoRA layer over it); `make` gets the current one. */
+  replaceLmHead(make: (current: Layer) => Layer): void {
+    this.lmHead = make(this.lmHead);
   }
 
   /** Freezes the embedding, norms and lm_head (for adapter-only fine-tuning). */

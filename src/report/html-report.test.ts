@@ -27,6 +27,24 @@ test("the HTML report is self-contained: charts as inline SVG, no scripts, escap
   assert.match(html, /mean ‖W−Q−BA‖\/‖W‖ <b>/);
 });
 
+test("a report file's entries are checked before any of them reaches the page; 60k matrices render", () => {
+  const hostile: Array<[Partial<Record<keyof ReportMatrix, unknown>>, RegExp]> = [
+    [{ bits: "<img src=x onerror=alert(1)>" }, /matrix 0 has a missing or malformed bits/],
+    [{ shape: ["<script>alert(3)</script>", 1] }, /malformed shape/],
+    [{ rank: "<script>" }, /malformed rank/],
+    [{ selectedIteration: 9 }, /malformed selectedIteration/],
+    [{ history: [] }, /malformed history/],
+    [{ qOnlyError: undefined }, /malformed qOnlyError/],
+  ];
+  for (const [change, message] of hostile) {
+    assert.throws(() => renderReportHtml([{ ...matrices[0]!, ...change } as ReportMatrix]), message, JSON.stringify(change));
+  }
+  assert.throws(() => renderReportHtml([]), /non-empty list/);
+  // A DeepSeek-sized MoE run: Math.max(...values) over 300k errors overflowed the call stack.
+  const many = Array.from({ length: 60_000 }, (_, i) => ({ ...matrices[i % 4]!, module: `model.layers.${i % 61}.mlp.experts.${i}.up_proj` }));
+  assert.match(renderReportHtml(many), /<b>60000<\/b> matrices/);
+});
+
 const chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((path) => existsSync(path));
 
 test("the report renders in headless Chromium (screenshot)", { skip: chromium ? false : "Debian's chromium is not installed (.ci/run installs it)" }, (t) => {

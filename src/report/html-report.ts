@@ -1,3 +1,5 @@
+import { InvalidArgumentError } from "../errors.js";
+
 /**
  * `loftq report`: one self-contained HTML page (inline CSS and SVG, no scripts, no network) from
  * loftq_report.json: per-layer error (Q only against LoftQ), per-iteration curves, the bits map
@@ -14,10 +16,33 @@ export interface ReportMatrix {
   seconds: number;
 }
 
+/**
+ * The report's matrices, checked entry by entry (the JSON is a file, and may have been edited): every
+ * number a finite number, the history non-empty, the selected iteration inside it. Only then does
+ * anything go into the page, so no field can carry markup and no chart gets NaN coordinates.
+ */
+export function checkReportMatrices(value: unknown, where: string): ReportMatrix[] {
+  if (!Array.isArray(value) || value.length === 0) throw new InvalidArgumentError(`${where}: "matrices" must be a non-empty list`);
+  const finite = (x: unknown) => typeof x === "number" && Number.isFinite(x);
+  value.forEach((entry: unknown, i) => {
+    const bad = (field: string) => new InvalidArgumentError(`${where}: matrix ${i} has a missing or malformed ${field}`);
+    if (typeof entry !== "object" || entry === null) throw bad("entry");
+    const m = entry as Record<string, unknown>;
+    if (typeof m.module !== "string") throw bad("module");
+    if (!Array.isArray(m.shape) || m.shape.length !== 2 || !m.shape.every((d) => Number.isSafeInteger(d) && (d as number) > 0)) throw bad("shape");
+    for (const field of ["bits", "rank", "qOnlyError", "seconds"]) if (!finite(m[field])) throw bad(field);
+    const history = m.history;
+    if (!Array.isArray(history) || history.length === 0 || !history.every((h) => typeof h === "object" && h !== null && finite(h.quantError) && finite(h.error))) throw bad("history");
+    if (!Number.isSafeInteger(m.selectedIteration) || (m.selectedIteration as number) < 1 || (m.selectedIteration as number) > history.length) throw bad("selectedIteration");
+  });
+  return value as ReportMatrix[];
+}
+
 const COLORS = { qOnly: "#c0504d", loftq: "#1f77b4", grid: "#ddd", text: "#333" };
 const BIT_COLORS: Record<number, string> = { 2: "#d62728", 3: "#ff7f0e", 4: "#2ca02c", 8: "#1f77b4" };
 
-export function renderReportHtml(matrices: readonly ReportMatrix[], title = "LoftQ report"): string {
+export function renderReportHtml(entries: readonly ReportMatrix[], title = "LoftQ report"): string {
+  const matrices = checkReportMatrices(entries, "report");
   const best = (m: ReportMatrix) => m.history[m.selectedIteration - 1]!.error;
   const meanQ = mean(matrices.map((m) => m.qOnlyError));
   const meanL = mean(matrices.map(best));
@@ -55,7 +80,7 @@ function layerChart(matrices: readonly ReportMatrix[], best: (m: ReportMatrix) =
   const labelWidth = 300;
   const plotWidth = 700;
   const height = matrices.length * rowHeight + 30;
-  const max = Math.max(...matrices.map((m) => m.qOnlyError), 1e-12);
+  const max = Math.max(largest(matrices.map((m) => m.qOnlyError)), 1e-12);
   const x = (v: number) => labelWidth + (v / max) * plotWidth;
   const bars = matrices.map((m, i) => {
     const y = i * rowHeight + 4;
@@ -74,10 +99,10 @@ function iterationChart(matrices: readonly ReportMatrix[]): string {
   const width = 700;
   const height = 300;
   const pad = 50;
-  const iterations = Math.max(...matrices.map((m) => m.history.length));
+  const iterations = largest(matrices.map((m) => m.history.length));
   const values = matrices.flatMap((m) => m.history.map((h) => h.error));
-  const lo = Math.min(...values);
-  const hi = Math.max(...values);
+  const lo = -largest(values.map((v) => -v));
+  const hi = largest(values);
   const span = hi - lo || hi || 1;
   const x = (i: number) => pad + (iterations === 1 ? (width - 2 * pad) / 2 : (i / (iterations - 1)) * (width - 2 * pad));
   const y = (v: number) => height - pad - ((v - lo) / span) * (height - 2 * pad);
@@ -104,7 +129,7 @@ function bitsMap(matrices: readonly ReportMatrix[]): string {
     layers.set(layer, [...(layers.get(layer) ?? []), m]);
   }
   const rows = [...layers.entries()];
-  const width = 80 + Math.max(...rows.map(([, ms]) => ms.length)) * (cell + 2);
+  const width = 80 + largest(rows.map(([, ms]) => ms.length)) * (cell + 2);
   const svgRows = rows.map(([layer, ms], r) => {
     const y = r * (cell + 2);
     const cells = ms.map((m, c) => `<rect x="${80 + c * (cell + 2)}" y="${y}" width="${cell}" height="${cell}" fill="${BIT_COLORS[m.bits] ?? "#999"}"><title>${escape(m.module)}: ${m.bits}-bit</title></rect><text x="${80 + c * (cell + 2) + cell / 2}" y="${y + 15}" text-anchor="middle" font-size="11" fill="#fff">${m.bits}</text>`);
@@ -112,6 +137,13 @@ function bitsMap(matrices: readonly ReportMatrix[]): string {
   });
   const legend = Object.entries(BIT_COLORS).map(([bits, color]) => `<span><i class="swatch" style="background:${color}"></i>${bits}-bit</span>`).join("");
   return `<p class="legend">${legend}</p><svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${rows.length * (cell + 2)}" role="img" aria-label="bits map">${svgRows.join("")}</svg>`;
+}
+
+/** Math.max(...values) without spreading: a 50k-expert model's values would overflow the call stack. */
+function largest(values: readonly number[]): number {
+  let out = -Infinity;
+  for (const v of values) if (v > out) out = v;
+  return out;
 }
 
 function mean(values: number[]): number {
