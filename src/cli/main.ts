@@ -44,7 +44,8 @@ Usage:
   loftq <command> --help                             options of one command
   loftq --version                                    the version
 
-Exit codes: 0 ok, 1 failure (bad input, non-finite weights, output exists, disk full), 2 usage error.`,
+Exit codes: 0 ok, 1 failure (bad input, non-finite weights, output exists, another run writing the same --out,
+disk full), 2 usage error.`,
   quantize: `Usage: loftq quantize <model-dir> --out <dir> [options]
 
 Reads model.safetensors or a sharded checkpoint (model.safetensors.index.json); writes <dir>/ (the backbone:
@@ -66,7 +67,8 @@ ${COMMON_LOFTQ_OPTIONS}
                       bitsandbytes NF4 checkpoint (NF4, block 64 targets)
   --force             replace a non-empty --out
   --resume            continue an interrupted run (finished matrices in <dir>.partial are kept); the files
-                      are byte-identical to an uninterrupted run's (timings in loftq_report.json aside)
+                      are byte-identical to an uninterrupted run's (timings in loftq_report.json aside);
+                      on an --out already finished with the same settings and input: nothing to do, exit 0
   --shard i/N         compute only targets i−1, i−1+N, … and write a fragment to --out; join all N
                       fragments with "loftq merge" (a Kubernetes Indexed Job or a Slurm array, one per shard)
   --json              JSON progress events on stdout

@@ -1,17 +1,30 @@
-import { closeSync, openSync, readFileSync, rmSync, statSync, utimesSync, writeSync } from "node:fs";
+import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
+import { dirname } from "node:path";
 import { LoftqError } from "../errors.js";
 
 /**
  * A lock beside an output (`<out>.lock`) held while a run writes `<out>.partial` and renames it into
  * place: two runs on one --out (a job retry that overlaps the job still running) would otherwise
- * delete and rewrite each other's .partial and lose both. The holder refreshes its time stamp as it
- * works; a lock whose process is gone (same host) or that has not been refreshed for
- * LOCK_STALE_MS (any host: a killed node cannot remove its lock) is taken over.
+ * delete and rewrite each other's .partial and lose both.
+ *
+ * The lock appears whole or not at all (written to a private name, then hard-linked into place, which
+ * fails if one exists). A lock is taken over when its holder is gone: on this host, when its process
+ * no longer runs (or has this process's pid without this process holding it: a restarted container's
+ * new process namespace hands out the same small pids); on another host, when it has not been
+ * refreshed for LOCK_STALE_MS (a killed node cannot remove its lock; a running job refreshes it as it
+ * works). A stale lock is renamed away under a unique name, so of two runs taking it over at once
+ * only one can move it.
  */
 export const LOCK_STALE_MS = 15 * 60_000;
 /** Refreshes closer together than this are skipped (events can come thousands of times a second). */
 const REFRESH_INTERVAL_MS = 10_000;
+/** Attempts at taking a lock whose holder keeps vanishing (each attempt only after a stale one moved). */
+const MAX_ATTEMPTS = 5;
+
+/** Lock files this process holds: a lock naming our own pid is ours only if it is in here. */
+const heldHere = new Set<string>();
 
 export class OutputBusyError extends LoftqError {
   constructor(message: string) {
@@ -30,36 +43,55 @@ interface Holder {
   pid: number;
   host: string;
   started: string;
+  token: string;
 }
 
 export function acquireOutputLock(output: string, now: () => number = Date.now): OutputLock {
   const path = `${output}.lock`;
-  const me: Holder = { pid: process.pid, host: hostname(), started: new Date(now()).toISOString() };
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const fd = openSync(path, "wx");
+  // The output's parent may not exist yet (the run creates it): the lock goes beside the output.
+  mkdirSync(dirname(path), { recursive: true });
+  const me: Holder = { pid: process.pid, host: hostname(), started: new Date(now()).toISOString(), token: randomBytes(8).toString("hex") };
+  const mine = `${path}.${me.token}`;
+  writeFileSync(mine, JSON.stringify(me) + "\n");
+  try {
+    for (let attempt = 0; ; attempt++) {
       try {
-        writeSync(fd, JSON.stringify(me) + "\n");
-      } finally {
-        closeSync(fd);
+        linkSync(mine, path);
+        break;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
       }
-      break;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST" || attempt > 0) throw error;
-      const holder = readHolder(path);
-      const age = now() - (statSync(path, { throwIfNoEntry: false })?.mtimeMs ?? 0);
-      // Not refreshed for that long: gone whatever its host says (a reused pid looks alive).
-      const gone = age > LOCK_STALE_MS || (holder?.host === me.host && !processAlive(holder.pid));
-      if (holder && !gone) {
+      const text = readText(path);
+      if (text === undefined) continue; // removed in between: try again
+      const holder = parseHolder(text);
+      if (holder && !holderGone(path, holder, now)) {
         throw new OutputBusyError(
           `another loftq run (pid ${holder.pid} on ${holder.host}, started ${holder.started}) is writing ${output}; ` +
             `wait for it, or delete ${path} if that run is gone`,
         );
       }
-      // Unreadable (a crash between create and write) or stale: take it over.
-      rmSync(path, { force: true });
+      if (attempt + 1 >= MAX_ATTEMPTS) throw new OutputBusyError(`could not take over the stale lock ${path}; delete it and run again`);
+      // Move exactly the stale lock we judged: if another run replaced it meanwhile, put theirs back.
+      const moved = `${path}.stale-${me.token}`;
+      try {
+        renameSync(path, moved);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "ENOENT") continue;
+        throw error;
+      }
+      if (readText(moved) !== text) {
+        try {
+          linkSync(moved, path);
+        } catch {
+          // Someone holds it again by now: theirs stays, and the next attempt reports them.
+        }
+      }
+      rmSync(moved, { force: true });
     }
+  } finally {
+    rmSync(mine, { force: true });
   }
+  heldHere.add(path);
   let lastRefresh = now();
   return {
     refresh() {
@@ -73,16 +105,35 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
       }
     },
     release() {
+      heldHere.delete(path);
       // Only our own lock: one taken over from us (we looked stale) belongs to the new holder.
-      if (readHolder(path)?.pid === me.pid && readHolder(path)?.host === me.host) rmSync(path, { force: true });
+      if (parseHolder(readText(path) ?? "")?.token === me.token) rmSync(path, { force: true });
     },
   };
 }
 
-function readHolder(path: string): Holder | undefined {
+function holderGone(path: string, holder: Holder, now: () => number): boolean {
+  if (holder.host !== hostname()) return now() - (statSync(path, { throwIfNoEntry: false })?.mtimeMs ?? 0) > LOCK_STALE_MS;
+  if (holder.pid === process.pid) return !heldHere.has(path);
+  return !processAlive(holder.pid);
+}
+
+function readText(path: string): string | undefined {
   try {
-    const value = JSON.parse(readFileSync(path, "utf8")) as Partial<Holder>;
-    return typeof value.pid === "number" && typeof value.host === "string" && typeof value.started === "string" ? (value as Holder) : undefined;
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
+  }
+}
+
+/** The holder a lock file names, or undefined for anything else (garbage: taken over). */
+function parseHolder(text: string): Holder | undefined {
+  try {
+    const value = JSON.parse(text) as Partial<Holder>;
+    // pid > 0: kill(0 or −n, 0) would ask about a process group.
+    const valid = Number.isSafeInteger(value.pid) && (value.pid as number) > 0 && typeof value.host === "string" && typeof value.started === "string" && typeof value.token === "string";
+    return valid ? (value as Holder) : undefined;
   } catch {
     return undefined;
   }

@@ -413,15 +413,26 @@ test("fragments from copies of the model at other paths merge; --resume on a fin
   assert.deepEqual(snapshot(whole), before);
   // Other settings with --resume: the finished output is not theirs.
   assert.throws(() => quantizeCheckpoint({ ...settings, rank: 2, input: model, output: whole, resume: true }), OutputExistsError);
-  // A second run while one holds the output's lock (this very process: alive) is refused; a lock
-  // whose process is gone is taken over.
+  // A second run while one holds the output's lock (a live process) is refused; a lock whose process
+  // is gone, or that names this process's pid without this process holding it (a restarted
+  // container's fresh pid namespace), is taken over.
   const busy = join(work, "busy");
-  writeFileSync(`${busy}.lock`, JSON.stringify({ pid: process.pid, host: hostname(), started: new Date().toISOString() }));
-  assert.throws(() => quantizeCheckpoint({ ...settings, input: model, output: busy }), (e: unknown) => e instanceof OutputBusyError && /another loftq run \(pid \d+/.test(e.message));
-  assert.ok(!existsSync(busy) && !existsSync(`${busy}.partial`));
-  const gone = spawnSync(process.execPath, ["-e", ""]).pid;
-  writeFileSync(`${busy}.lock`, JSON.stringify({ pid: gone, host: hostname(), started: new Date().toISOString() }));
-  quantizeCheckpoint({ ...settings, input: model, output: busy });
+  const holder = spawn("sleep", ["30"]);
+  try {
+    writeFileSync(`${busy}.lock`, JSON.stringify({ pid: holder.pid, host: hostname(), started: new Date().toISOString(), token: "x" }));
+    assert.throws(() => quantizeCheckpoint({ ...settings, input: model, output: busy }), (e: unknown) => e instanceof OutputBusyError && /another loftq run \(pid \d+/.test(e.message));
+    assert.ok(!existsSync(busy) && !existsSync(`${busy}.partial`) && existsSync(`${busy}.lock`));
+  } finally {
+    holder.kill();
+  }
+  for (const pid of [spawnSync(process.execPath, ["-e", ""]).pid, process.pid]) {
+    writeFileSync(`${busy}.lock`, JSON.stringify({ pid, host: hostname(), started: new Date().toISOString(), token: "x" }));
+    quantizeCheckpoint({ ...settings, input: model, output: busy, force: true });
+  }
+  // A run that fails before any work (no such input) leaves no lock; --out's parent is created.
+  assert.throws(() => quantizeCheckpoint({ ...settings, input: join(work, "no-such-model"), output: join(work, "new", "parent", "out") }));
+  assert.ok(!existsSync(join(work, "new", "parent", "out.lock")));
+  quantizeCheckpoint({ ...settings, input: model, output: join(work, "new", "parent", "out") });
   assert.ok(existsSync(join(busy, REPORT_FILE)) && !existsSync(`${busy}.lock`));
 });
 

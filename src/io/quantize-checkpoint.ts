@@ -90,8 +90,8 @@ export type PipelineEvent =
     };
 
 export class OutputExistsError extends LoftqError {
-  constructor(path: string) {
-    super("INVALID_ARGUMENT", `${path} exists and is not empty; pass --force to replace it`);
+  constructor(path: string, why = "pass --force to replace it") {
+    super("INVALID_ARGUMENT", `${path} exists and is not empty; ${why}`);
     this.name = "OutputExistsError";
   }
 }
@@ -191,25 +191,31 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
   checkBitsOption(settings.bits, settings.quantizer, settings.mixed);
   const output = resolve(options.output);
   const input = resolve(options.input);
-  // With --resume an --out that this very run already finished is fine (checked below, once the
-  // input's fingerprint is known): a retried job array re-runs its finished shards too.
-  checkOutput(input, output, options.force || options.resume);
+  checkOutputPlace(input, output);
   const partial = `${output}.partial`;
   const lock = acquireOutputLock(output);
   const tracked = { ...options, onEvent: (event: PipelineEvent) => (lock.refresh(), options.onEvent?.(event)) };
-  const checkpoint = openCheckpoint(input);
+  let checkpoint: Checkpoint | undefined;
   try {
-    const targets = planTargets(checkpoint, settings);
-    filesToCopy(checkpoint.dir);
+    // Checked under the lock, so no other run can publish in between. With --resume an --out that
+    // this very run already finished is fine (checked below, once the input's fingerprint is known):
+    // a retried job array re-runs its finished shards too.
+    const occupied = outputOccupied(output);
+    if (occupied && !options.force && !options.resume) throw new OutputExistsError(output);
+    const opened = (checkpoint = openCheckpoint(input));
+    const targets = planTargets(opened, settings);
+    filesToCopy(opened.dir);
     const mine = options.shard ? targets.filter((_, i) => i % options.shard!.count === options.shard!.index - 1) : targets;
     // The shard spec too: a whole run's .partial resumed as a fragment (or the reverse) must be refused.
     const shardSpec = options.shard ? { shard: `${options.shard.index}/${options.shard.count}` } : {};
-    const inputFiles = inputFingerprint(checkpoint);
+    const inputFiles = inputFingerprint(opened);
     const settingsText = JSON.stringify({ input, inputFiles, settings, ...shardSpec }, null, 2) + "\n";
-    if (options.resume && !options.force && existsSync(output) && readdirSync(output).length > 0) {
-      const reports = finishedReports(output, settingsText, options.shard !== undefined, input, inputFiles, settings, mine, tracked);
-      if (!reports) throw new OutputExistsError(output);
-      tracked.onEvent({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: 0, alreadyComplete: true });
+    if (occupied && options.resume && !options.force) {
+      const reports = finishedReports(output, { inputFiles, settings, ...shardSpec }, input, mine);
+      if (!reports) {
+        throw new OutputExistsError(output, "it is not an output finished with these settings and input files, so there is nothing to resume; pass --force to replace it, or another --out");
+      }
+      tracked.onEvent({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: reports.length, alreadyComplete: true });
       return { output, reports };
     }
     const resuming = options.resume === true && existsSync(join(partial, SETTINGS_FILE));
@@ -217,8 +223,8 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
       throw new InvalidArgumentError(`${partial} was started with other settings or another input, or the input's files changed since; run without --resume to start over`);
     }
     const selection = { target: settings.target, bits: settings.bits, ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}) };
-    const unmatched = unmatchedSelectors(targets, selection, peftModulePrefix(checkpoint.config, checkpoint.tensors.map((t) => t.name)));
-    tracked.onEvent({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched, warnings: [...configWarnings(checkpoint, targets, settings), ...replacedLeftovers(output)] });
+    const unmatched = unmatchedSelectors(targets, selection, peftModulePrefix(opened.config, opened.tensors.map((t) => t.name)));
+    tracked.onEvent({ type: "plan", matrices: mine.length, shards: opened.shardNames.length, tensors: opened.tensors.length, unmatched, warnings: [...configWarnings(opened, targets, settings), ...replacedLeftovers(output)] });
     return removeOnError(partial, () => {
       if (!resuming) {
         rmSync(partial, { recursive: true, force: true });
@@ -227,41 +233,41 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
       }
       // A kill leaves a resumable .partial (finished matrices in its store); an error removes it.
       const store = join(partial, STORE_DIR);
-      if (resuming && !options.shard) reconcileAssembly(checkpoint, targets, store, partial, settings);
-      const reports = computeMatrices(checkpoint, mine, store, settings, tracked);
+      if (resuming && !options.shard) reconcileAssembly(opened, targets, store, partial, settings);
+      const reports = computeMatrices(opened, mine, store, settings, tracked);
       if (options.shard) {
         writeFileDurably(join(partial, FRAGMENT_FILE), JSON.stringify({ shard: `${options.shard.index}/${options.shard.count}`, modules: mine.map((t) => t.module) }, null, 2) + "\n");
       } else {
-        assemble(checkpoint, targets, [store], partial, output, settings, inputFiles, { consumeStore: true, onEvent: tracked.onEvent });
+        assemble(opened, targets, [store], partial, output, settings, inputFiles, { consumeStore: true, onEvent: tracked.onEvent });
         rmSync(store, { recursive: true, force: true });
         rmSync(join(partial, SETTINGS_FILE));
       }
       return publish(partial, output, reports, started, tracked.onEvent);
     }, true);
   } finally {
-    checkpoint.close();
+    checkpoint?.close();
     lock.release();
   }
 }
 
 /**
- * The reports of an --out finished earlier by a run with these very settings and input files (a
- * fragment: its recorded settings; a whole run: its manifest), or undefined when it is anything else.
+ * The reports of an --out finished earlier by a run with these very settings and input files, or
+ * undefined when it is anything else. A fragment is compared by its recorded settings, a whole run by
+ * its manifest; the input's path may differ (a retried shard on a machine with its own copy).
  */
-function finishedReports(
-  output: string, settingsText: string, fragment: boolean, input: string, inputFiles: InputFile[], settings: Settings, mine: readonly TargetMatrix[], options: QuantizeCheckpointOptions,
-): MatrixReport[] | undefined {
+function finishedReports(output: string, expected: { inputFiles: InputFile[]; settings: Settings; shard?: string }, input: string, mine: readonly TargetMatrix[]): MatrixReport[] | undefined {
+  const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
   try {
-    if (fragment) {
-      if (!existsSync(join(output, FRAGMENT_FILE)) || readFileSync(join(output, SETTINGS_FILE), "utf8") !== settingsText) return undefined;
+    if (expected.shard !== undefined) {
+      if (!existsSync(join(output, FRAGMENT_FILE))) return undefined;
+      const recorded = readFragmentSettings(output) as { inputFiles?: unknown; settings: unknown; shard?: unknown };
+      if (recorded.shard !== expected.shard || !same(recorded.inputFiles, expected.inputFiles) || !same(recorded.settings, expected.settings)) return undefined;
       const store = join(output, STORE_DIR);
       if (!mine.every((t) => hasMatrix(store, t.module))) return undefined;
-      return mine.map((t, i) => reportStored(store, t, i, mine.length, options));
+      return mine.map((t) => loadFactors(store, t.module).report);
     }
-    const recorded = readJsonFile(join(output, MANIFEST_FILE)) as { input?: unknown; inputFiles?: unknown; settings?: unknown };
-    const expected = manifest(settings, input, output, mine, inputFiles);
-    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
-    if (recorded.input !== input || !same(recorded.inputFiles, inputFiles) || !same(recorded.settings, expected.settings)) return undefined;
+    const recorded = readJsonFile(join(output, MANIFEST_FILE)) as { inputFiles?: unknown; settings?: unknown };
+    if (!same(recorded.inputFiles, expected.inputFiles) || !same(recorded.settings, manifest(expected.settings, input, output, mine, expected.inputFiles).settings)) return undefined;
     const report = readJsonFile(join(output, REPORT_FILE)) as { matrices?: unknown };
     return Array.isArray(report.matrices) ? (report.matrices as MatrixReport[]) : undefined;
   } catch {
@@ -304,7 +310,7 @@ export function mergeFragments(options: { input: string; output: string; fragmen
   const started = Date.now();
   const output = resolve(options.output);
   const input = resolve(options.input);
-  checkOutput(input, output, options.force);
+  checkOutputPlace(input, output);
   // Shards may run on machines with their own copy of the model, at any path: the same settings and
   // input contents (their fingerprint) are what must agree; fragments from before the fingerprint
   // carry none, and are held to one input path instead.
@@ -317,17 +323,20 @@ export function mergeFragments(options: { input: string; output: string; fragmen
   if (!recorded.inputFiles && recorded.input !== input) throw new InvalidArgumentError(`the fragments were made from ${recorded.input}, not ${input}`);
   const lock = acquireOutputLock(output);
   const onEvent = (event: PipelineEvent) => (lock.refresh(), options.onEvent?.(event));
-  const checkpoint = openCheckpoint(input);
   const partial = `${output}.partial`;
+  let checkpoint: Checkpoint | undefined;
   try {
+    if (outputOccupied(output) && !options.force) throw new OutputExistsError(output);
+    checkpoint = openCheckpoint(input);
     filesToCopy(checkpoint.dir);
     const inputFiles = inputFingerprint(checkpoint);
     if (recorded.inputFiles && JSON.stringify(recorded.inputFiles) !== JSON.stringify(inputFiles)) {
       throw new InvalidArgumentError(`the files of ${input} differ from those the fragments were made from; run the shards again`);
     }
-    return removeOnError(partial, () => mergeInto(checkpoint, partial, output, options.fragments, recorded.settings, inputFiles, started, onEvent));
+    const opened = checkpoint;
+    return removeOnError(partial, () => mergeInto(opened, partial, output, options.fragments, recorded.settings, inputFiles, started, onEvent));
   } finally {
-    checkpoint.close();
+    checkpoint?.close();
     lock.release();
   }
 }
@@ -412,16 +421,20 @@ function inputFingerprint(checkpoint: Checkpoint): InputFile[] {
  * its `.partial` are both removed whole at some point, so neither may be, contain or lie inside the
  * input directory (`--out ..`, or a link to the output, would otherwise delete the model being read).
  */
-function checkOutput(input: string, output: string, force: boolean | undefined): void {
+/** --out and its .partial must not be, contain or lie inside the input; a file there is a mistake, never replaced. */
+function checkOutputPlace(input: string, output: string): void {
   for (const [what, path] of [["--out", output], ["--out's .partial", `${output}.partial`]] as const) {
     if (isOrLiesIn(path, input) || isOrLiesIn(input, path)) {
       throw new InvalidArgumentError(`${what} (${path}) must not be, contain or lie inside the input directory ${input} (inputs are never modified)`);
     }
   }
-  if (!existsSync(output)) return;
   // A file named as --out is a mistake (a model file?), never something to replace with a directory.
-  if (!statSync(output).isDirectory()) throw new InvalidArgumentError(`--out ${output} is a file, not a directory`);
-  if (readdirSync(output).length > 0 && !force) throw new OutputExistsError(output);
+  if (existsSync(output) && !statSync(output).isDirectory()) throw new InvalidArgumentError(`--out ${output} is a file, not a directory`);
+}
+
+/** Whether --out holds anything (a run then needs --force, or --resume on its own finished output). */
+function outputOccupied(output: string): boolean {
+  return existsSync(output) && readdirSync(output).length > 0;
 }
 
 /**
