@@ -13,7 +13,7 @@ import { SafetensorsFile } from "../io/safetensors-file.js";
 import { openCheckpoint, readJsonFile } from "../io/checkpoint.js";
 import { checkBitsOption, checkSelectionOptions, storedTransposed } from "../io/targets.js";
 import { checkSeed } from "../linalg/random.js";
-import { mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
+import { MANIFEST_FILE, mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 import { checkBlockSize } from "../quant/quantizer.js";
 import { loftq, qloraInit, transpose, activeBackendName, QUANTIZER_KINDS, listBackends, registerBackendFactory, getBackend, createThreadedBackend, createOrtBackend, ortInstalled, type QuantizerKind } from "../node/index.js";
@@ -260,7 +260,13 @@ function main(argv: string[]): number {
     const matrices = checkReportMatrices(report.matrices, reportPath);
     const target = values.out ?? join(path, "loftq_report.html");
     // A temporary name first: an interrupted write leaves no half page behind.
-    writeFileSync(`${target}.partial`, renderReportHtml(matrices, `LoftQ report: ${basename(resolve(path))}`));
+    // The report's errors are of B·A unscaled: with PEFT's uncompensated scaling the model starts elsewhere.
+    const manifestPath = join(path, MANIFEST_FILE);
+    const settings = existsSync(manifestPath) ? (readJsonFile(manifestPath) as { settings?: { upstreamScaling?: unknown; loraAlpha?: unknown; rank?: unknown } }).settings : undefined;
+    const notes = settings?.upstreamScaling === true && settings.loraAlpha !== settings.rank
+      ? [`this run kept PEFT's uncompensated scaling (--upstream-scaling, lora_alpha ${String(settings.loraAlpha)}, r ${String(settings.rank)}): the model starts at Q + (lora_alpha/r)·B·A, not at the LoftQ errors shown`]
+      : [];
+    writeFileSync(`${target}.partial`, renderReportHtml(matrices, `LoftQ report: ${basename(resolve(path))}`, notes));
     renameSync(`${target}.partial`, target);
     if (!values.quiet) console.log(`wrote ${target}`);
     return 0;

@@ -25,6 +25,7 @@ test("the HTML report is self-contained: charts as inline SVG, no scripts, escap
   assert.ok(!/<script|src=|href=/i.test(html), "no scripts, no external resources");
   assert.match(html, /evil\.&lt;script&gt;/);
   assert.match(html, /mean ‖W−Q−BA‖\/‖W‖ <b>/);
+  assert.match(renderReportHtml(matrices, "t", ["kept PEFT's <scaling>"]), /<b>Note:<\/b> kept PEFT&#39;s &lt;scaling&gt;/);
 });
 
 test("a report file's entries are checked before any of them reaches the page; 60k matrices render", () => {

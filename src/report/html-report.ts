@@ -41,7 +41,8 @@ export function checkReportMatrices(value: unknown, where: string): ReportMatrix
 const COLORS = { qOnly: "#c0504d", loftq: "#1f77b4", grid: "#ddd", text: "#333" };
 const BIT_COLORS: Record<number, string> = { 2: "#d62728", 3: "#ff7f0e", 4: "#2ca02c", 8: "#1f77b4" };
 
-export function renderReportHtml(entries: readonly ReportMatrix[], title = "LoftQ report"): string {
+/** `notes`: lines shown under the summary (e.g. that the run kept PEFT's uncompensated scaling). */
+export function renderReportHtml(entries: readonly ReportMatrix[], title = "LoftQ report", notes: readonly string[] = []): string {
   const matrices = checkReportMatrices(entries, "report");
   const best = (m: ReportMatrix) => m.history[m.selectedIteration - 1]!.error;
   const meanQ = mean(matrices.map((m) => m.qOnlyError));
@@ -60,6 +61,7 @@ td:first-child,th:first-child{text-align:left;font-family:ui-monospace,monospace
 <h1>${escape(title)}</h1>
 <p class="summary"><span><b>${matrices.length}</b> matrices</span><span>mean ‖W−Q‖/‖W‖ <b>${meanQ.toFixed(4)}</b> (Q only)</span>
 <span>mean ‖W−Q−BA‖/‖W‖ <b>${meanL.toFixed(4)}</b> (LoftQ, ${((1 - meanL / meanQ) * 100).toFixed(1)}% lower)</span><span><b>${totalSeconds.toFixed(1)}</b> s</span></p>
+${notes.map((note) => `<p class="note"><b>Note:</b> ${escape(note)}</p>`).join("\n")}
 <h2>Error per layer</h2>
 <p class="legend"><span><i class="swatch" style="background:${COLORS.qOnly}"></i>Q only (QLoRA start)</span><span><i class="swatch" style="background:${COLORS.loftq}"></i>LoftQ</span></p>
 ${layerChart(matrices, best)}
