@@ -82,7 +82,7 @@ loftq_init/adapter_config.json and loftq_manifest.json and the timings in loftq_
 
 Writes one self-contained HTML page (default <out-dir>/loftq_report.html): error per layer (Q only against
 LoftQ), per-iteration curves, the bits map and the full table, from <out-dir>/loftq_report.json.`,
-  inspect: `Usage: loftq inspect <model-dir | file.safetensors> [--target T] [--bits N] [--mixed] [--quantizer Q] [--rank R] [--json]
+  inspect: `Usage: loftq inspect <model-dir | file.safetensors> [--target T] [--bits N] [--mixed] [--quantizer Q] [--rank R] [--block-size B] [--json]
 
 Lists tensors (name, dtype, shape), marks what "loftq quantize" would target and estimates the output sizes.`,
   matrix: `Usage: loftq matrix <file.safetensors | model-dir> --tensor NAME [options]
@@ -138,7 +138,7 @@ const COMMAND_OPTIONS: Record<string, OptionName[]> = {
   quantize: ["out", ...LOFTQ_FLAGS, "mixed", "bits-map", "target", "lora-alpha", "upstream-scaling", "dtype", "format", "force", "resume", "shard", "json", "quiet"],
   merge: ["out", "force", "json", "quiet"],
   report: ["out", "quiet"],
-  inspect: ["target", "bits", "mixed", "quantizer", "rank", "json"],
+  inspect: ["target", "bits", "mixed", "quantizer", "rank", "block-size", "json"],
   matrix: ["tensor", ...LOFTQ_FLAGS, "json"],
 };
 
@@ -272,7 +272,7 @@ function main(argv: string[]): number {
     return 0;
   }
   if (command === "inspect") {
-    const summary = inspectCheckpoint(path, { target: values.target ?? "all-linear", bits, rank, quantizer, ...(values.mixed ? { mixed: true } : {}) });
+    const summary = inspectCheckpoint(path, { target: values.target ?? "all-linear", bits, rank, quantizer, blockSize, ...(values.mixed ? { mixed: true } : {}) });
     if (values.json) console.log(JSON.stringify(summary, null, 2));
     else console.log(summary.text);
     return 0;

@@ -1,8 +1,9 @@
 import { statSync } from "node:fs";
 import { openCheckpoint, type Checkpoint, type CheckpointTensor } from "./checkpoint.js";
 import { SafetensorsFile } from "./safetensors-file.js";
-import { selectTargets, checkBitsOption, noTargetsMessage } from "./targets.js";
-import type { QuantizerKind } from "../quant/quantizer.js";
+import { selectTargets, checkBitsOption, noTargetsMessage, type TargetMatrix } from "./targets.js";
+import { DEFAULT_BLOCK_SIZE, type QuantizerKind } from "../quant/quantizer.js";
+import { packedByteLength } from "../quant/packing.js";
 import { PREVIEW_MAX_CHARS } from "./json-preview.js";
 
 /**
@@ -16,6 +17,8 @@ export interface InspectOptions {
   rank: number;
   mixed?: boolean;
   quantizer?: QuantizerKind;
+  /** Values per absmax block (default 64); int8 has one scale per row. */
+  blockSize?: number;
 }
 
 export function inspectCheckpoint(path: string, options: InspectOptions) {
@@ -32,9 +35,16 @@ export function inspectCheckpoint(path: string, options: InspectOptions) {
     const bytes = (t: CheckpointTensor) => t.end - t.begin;
     const backboneBytes = checkpoint.tensors.reduce((sum, t) => sum + bytes(t), 0);
     const adapterBytes = targets.reduce((sum, t) => sum + 4 * options.rank * (t.rows + t.cols), 0);
+    const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
+    const int8 = options.quantizer === "int8";
+    // Codes plus float32 scales, as the quantizer packs them (QuantizedMatrix.bytes).
+    const packed = (target: TargetMatrix) => {
+      const count = target.rows * target.cols;
+      return int8 ? count + 4 * target.rows : packedByteLength(count, target.bits) + 4 * Math.ceil(count / blockSize);
+    };
     const packedBytes = checkpoint.tensors.reduce((sum, t) => {
       const target = byTensor.get(t.name);
-      return sum + (target ? Math.ceil((target.rows * target.cols * target.bits) / 8) + 4 * Math.ceil((target.rows * target.cols) / 64) : bytes(t));
+      return sum + (target ? packed(target) : bytes(t));
     }, 0);
     const lines = checkpoint.tensors.map((t) => {
       const target = byTensor.get(t.name);
@@ -47,7 +57,7 @@ export function inspectCheckpoint(path: string, options: InspectOptions) {
       `${checkpoint.tensors.length} tensors, ${targets.length} targeted (${options.target}); model_type ${typeof checkpoint.config?.model_type === "string" ? checkpoint.config.model_type.slice(0, PREVIEW_MAX_CHARS) : "unknown"}`,
       `backbone ${mib(backboneBytes)} (same size after LoftQ: Q is stored in the checkpoint dtype)`,
       `adapter ${mib(adapterBytes)} (rank ${options.rank}, float32)`,
-      `packed low-bit backbone ${mib(packedBytes)} (codes + float32 absmax per 64 values)`,
+      `packed low-bit backbone ${mib(packedBytes)} (codes + float32 ${int8 ? "scale per row" : `absmax per ${blockSize} values`})`,
       ...(targets.length === 0 ? [`warning: ${noTargetsMessage(options.target)}; "loftq quantize" would refuse it`] : []),
     ].join("\n");
     return {
