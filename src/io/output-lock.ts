@@ -56,7 +56,7 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
   try {
     for (let attempt = 0; ; attempt++) {
       try {
-        linkSync(mine, path);
+        create(mine, path, me);
         break;
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
@@ -110,6 +110,23 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
       if (parseHolder(readText(path) ?? "")?.token === me.token) rmSync(path, { force: true });
     },
   };
+}
+
+/** Errors of file systems without hard links (some network and FUSE mounts, exFAT). */
+const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV"]);
+
+/**
+ * The lock file at `path` with `me`'s content, or EEXIST: a hard link of the fully written `mine`
+ * (atomic: nobody reads a half-written lock), or where links are not supported an exclusive create
+ * and write (a reader may then see it empty for a moment, which it takes for garbage).
+ */
+function create(mine: string, path: string, me: Holder): void {
+  try {
+    linkSync(mine, path);
+  } catch (error) {
+    if (!NO_HARD_LINKS.has((error as NodeJS.ErrnoException).code ?? "")) throw error;
+    writeFileSync(path, JSON.stringify(me) + "\n", { flag: "wx" });
+  }
 }
 
 function holderGone(path: string, holder: Holder, now: () => number): boolean {
