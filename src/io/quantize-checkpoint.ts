@@ -194,59 +194,68 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
   checkOutputPlace(input, output);
   const partial = `${output}.partial`;
   const lock = acquireOutputLock(output);
-  const tracked = { ...options, onEvent: (event: PipelineEvent) => (lock.refresh(), options.onEvent?.(event)) };
-  let checkpoint: Checkpoint | undefined;
   try {
+    const tracked = { ...options, onEvent: (event: PipelineEvent) => (lock.refresh(), options.onEvent?.(event)) };
     // Checked under the lock, so no other run can publish in between. With --resume an --out that
     // this very run already finished is fine (checked below, once the input's fingerprint is known):
     // a retried job array re-runs its finished shards too.
     const occupied = outputOccupied(output);
     if (occupied && !options.force && !options.resume) throw new OutputExistsError(output);
-    const opened = (checkpoint = openCheckpoint(input));
-    const targets = planTargets(opened, settings);
-    filesToCopy(opened.dir);
-    const mine = options.shard ? targets.filter((_, i) => i % options.shard!.count === options.shard!.index - 1) : targets;
-    // The shard spec too: a whole run's .partial resumed as a fragment (or the reverse) must be refused.
-    const shardSpec = options.shard ? { shard: `${options.shard.index}/${options.shard.count}` } : {};
-    const inputFiles = inputFingerprint(opened);
-    const settingsText = JSON.stringify({ input, inputFiles, settings, ...shardSpec }, null, 2) + "\n";
-    if (occupied && options.resume && !options.force) {
-      const reports = finishedReports(output, { inputFiles, settings, ...shardSpec }, input, mine);
-      if (!reports) {
-        throw new OutputExistsError(output, "it is not an output finished with these settings and input files, so there is nothing to resume; pass --force to replace it, or another --out");
+    return withCheckpoint(input, (checkpoint) => {
+      const targets = planTargets(checkpoint, settings);
+      filesToCopy(checkpoint.dir);
+      const mine = options.shard ? targets.filter((_, i) => i % options.shard!.count === options.shard!.index - 1) : targets;
+      // The shard spec too: a whole run's .partial resumed as a fragment (or the reverse) must be refused.
+      const shardSpec = options.shard ? { shard: `${options.shard.index}/${options.shard.count}` } : {};
+      const inputFiles = inputFingerprint(checkpoint);
+      const settingsText = JSON.stringify({ input, inputFiles, settings, ...shardSpec }, null, 2) + "\n";
+      if (occupied && options.resume && !options.force) {
+        const reports = finishedReports(output, { inputFiles, settings, ...shardSpec }, input, mine);
+        if (!reports) {
+          throw new OutputExistsError(output, "it is not an output finished with these settings and input files, so there is nothing to resume; pass --force to replace it, or another --out");
+        }
+        tracked.onEvent({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: reports.length, alreadyComplete: true });
+        return { output, reports };
       }
-      tracked.onEvent({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: reports.length, alreadyComplete: true });
-      return { output, reports };
-    }
-    const resuming = options.resume === true && existsSync(join(partial, SETTINGS_FILE));
-    if (resuming && readFileSync(join(partial, SETTINGS_FILE), "utf8") !== settingsText) {
-      throw new InvalidArgumentError(`${partial} was started with other settings or another input, or the input's files changed since; run without --resume to start over`);
-    }
-    const selection = { target: settings.target, bits: settings.bits, ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}) };
-    const unmatched = unmatchedSelectors(targets, selection, peftModulePrefix(opened.config, opened.tensors.map((t) => t.name)));
-    tracked.onEvent({ type: "plan", matrices: mine.length, shards: opened.shardNames.length, tensors: opened.tensors.length, unmatched, warnings: [...configWarnings(opened, targets, settings), ...replacedLeftovers(output)] });
-    return removeOnError(partial, () => {
-      if (!resuming) {
-        rmSync(partial, { recursive: true, force: true });
-        mkdirSync(partial, { recursive: true });
-        writeFileDurably(join(partial, SETTINGS_FILE), settingsText);
+      const resuming = options.resume === true && existsSync(join(partial, SETTINGS_FILE));
+      if (resuming && readFileSync(join(partial, SETTINGS_FILE), "utf8") !== settingsText) {
+        throw new InvalidArgumentError(`${partial} was started with other settings or another input, or the input's files changed since; run without --resume to start over`);
       }
-      // A kill leaves a resumable .partial (finished matrices in its store); an error removes it.
-      const store = join(partial, STORE_DIR);
-      if (resuming && !options.shard) reconcileAssembly(opened, targets, store, partial, settings);
-      const reports = computeMatrices(opened, mine, store, settings, tracked);
-      if (options.shard) {
-        writeFileDurably(join(partial, FRAGMENT_FILE), JSON.stringify({ shard: `${options.shard.index}/${options.shard.count}`, modules: mine.map((t) => t.module) }, null, 2) + "\n");
-      } else {
-        assemble(opened, targets, [store], partial, output, settings, inputFiles, { consumeStore: true, onEvent: tracked.onEvent });
-        rmSync(store, { recursive: true, force: true });
-        rmSync(join(partial, SETTINGS_FILE));
-      }
-      return publish(partial, output, reports, started, tracked.onEvent);
-    }, true);
+      const selection = { target: settings.target, bits: settings.bits, ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}) };
+      const unmatched = unmatchedSelectors(targets, selection, peftModulePrefix(checkpoint.config, checkpoint.tensors.map((t) => t.name)));
+      tracked.onEvent({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched, warnings: [...configWarnings(checkpoint, targets, settings), ...replacedLeftovers(output)] });
+      return removeOnError(partial, () => {
+        if (!resuming) {
+          rmSync(partial, { recursive: true, force: true });
+          mkdirSync(partial, { recursive: true });
+          writeFileDurably(join(partial, SETTINGS_FILE), settingsText);
+        }
+        // A kill leaves a resumable .partial (finished matrices in its store); an error removes it.
+        const store = join(partial, STORE_DIR);
+        if (resuming && !options.shard) reconcileAssembly(checkpoint, targets, store, partial, settings);
+        const reports = computeMatrices(checkpoint, mine, store, settings, tracked);
+        if (options.shard) {
+          writeFileDurably(join(partial, FRAGMENT_FILE), JSON.stringify({ shard: `${options.shard.index}/${options.shard.count}`, modules: mine.map((t) => t.module) }, null, 2) + "\n");
+        } else {
+          assemble(checkpoint, targets, [store], partial, output, settings, inputFiles, { consumeStore: true, onEvent: tracked.onEvent });
+          rmSync(store, { recursive: true, force: true });
+          rmSync(join(partial, SETTINGS_FILE));
+        }
+        return publish(partial, output, reports, started, tracked.onEvent);
+      }, true);
+    });
   } finally {
-    checkpoint?.close();
     lock.release();
+  }
+}
+
+/** Runs `work` on the opened checkpoint, closed however it ends. */
+function withCheckpoint<T>(input: string, work: (checkpoint: Checkpoint) => T): T {
+  const checkpoint = openCheckpoint(input);
+  try {
+    return work(checkpoint);
+  } finally {
+    checkpoint.close();
   }
 }
 
@@ -322,21 +331,19 @@ export function mergeFragments(options: { input: string; output: string; fragmen
   const recorded = recordedAll[0]!;
   if (!recorded.inputFiles && recorded.input !== input) throw new InvalidArgumentError(`the fragments were made from ${recorded.input}, not ${input}`);
   const lock = acquireOutputLock(output);
-  const onEvent = (event: PipelineEvent) => (lock.refresh(), options.onEvent?.(event));
-  const partial = `${output}.partial`;
-  let checkpoint: Checkpoint | undefined;
   try {
+    const onEvent = (event: PipelineEvent) => (lock.refresh(), options.onEvent?.(event));
+    const partial = `${output}.partial`;
     if (outputOccupied(output) && !options.force) throw new OutputExistsError(output);
-    checkpoint = openCheckpoint(input);
-    filesToCopy(checkpoint.dir);
-    const inputFiles = inputFingerprint(checkpoint);
-    if (recorded.inputFiles && JSON.stringify(recorded.inputFiles) !== JSON.stringify(inputFiles)) {
-      throw new InvalidArgumentError(`the files of ${input} differ from those the fragments were made from; run the shards again`);
-    }
-    const opened = checkpoint;
-    return removeOnError(partial, () => mergeInto(opened, partial, output, options.fragments, recorded.settings, inputFiles, started, onEvent));
+    return withCheckpoint(input, (checkpoint) => {
+      filesToCopy(checkpoint.dir);
+      const inputFiles = inputFingerprint(checkpoint);
+      if (recorded.inputFiles && JSON.stringify(recorded.inputFiles) !== JSON.stringify(inputFiles)) {
+        throw new InvalidArgumentError(`the files of ${input} differ from those the fragments were made from; run the shards again`);
+      }
+      return removeOnError(partial, () => mergeInto(checkpoint, partial, output, options.fragments, recorded.settings, inputFiles, started, onEvent));
+    });
   } finally {
-    checkpoint?.close();
     lock.release();
   }
 }
