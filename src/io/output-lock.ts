@@ -10,20 +10,22 @@ import { LoftqError } from "../errors.js";
  * delete and rewrite each other's .partial and lose both.
  *
  * The lock appears whole or not at all (written to a private name, then hard-linked into place, which
- * fails if one exists). A lock is taken over when its holder is gone: on this host, when its process
- * no longer runs (or has this process's pid without this process holding it: a restarted container's
- * new process namespace hands out the same small pids); on another host, when it has not been
- * refreshed for LOCK_STALE_MS (a killed node cannot remove its lock; a running job refreshes it as it
- * works). A stale lock is renamed away under a unique name, so of two runs taking it over at once
- * only one can move it.
+ * fails if one exists). A lock is taken over when its holder is gone: when it has not been refreshed
+ * for LOCK_STALE_MS (a killed node cannot remove its lock, a rebooted one may give its pid to another
+ * process; a running job refreshes it as it works), or sooner on this host when its process no longer
+ * runs (or has this process's pid without this process holding it: a restarted container's new
+ * process namespace hands out the same small pids). A stale lock is renamed away under a unique name,
+ * so of two runs taking it over at once only one can move it (three at once can still both win).
  */
 export const LOCK_STALE_MS = 15 * 60_000;
 /** Refreshes closer together than this are skipped (events can come thousands of times a second). */
 const REFRESH_INTERVAL_MS = 10_000;
 /** Attempts at taking a lock whose holder keeps vanishing (each attempt only after a stale one moved). */
 const MAX_ATTEMPTS = 5;
+/** An unreadable lock younger than this is one being written (exclusive create), not garbage. */
+const UNREADABLE_GRACE_MS = 10_000;
 
-/** Lock files this process holds: a lock naming our own pid is ours only if it is in here. */
+/** Tokens of the locks this process holds: a lock naming our own pid is ours only if its token is in here. */
 const heldHere = new Set<string>();
 
 export class OutputBusyError extends LoftqError {
@@ -55,6 +57,7 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
   writeFileSync(mine, JSON.stringify(me) + "\n");
   try {
     for (let attempt = 0; ; attempt++) {
+      if (attempt >= MAX_ATTEMPTS) throw new OutputBusyError(`could not take the lock ${path} (it keeps changing, or is not a regular file); delete it and run again`);
       try {
         create(mine, path, me);
         break;
@@ -62,15 +65,15 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
         if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
       }
       const text = readText(path);
-      if (text === undefined) continue; // removed in between: try again
+      if (text === undefined) continue; // removed in between (or a link to nothing): try again
       const holder = parseHolder(text);
-      if (holder && !holderGone(path, holder, now)) {
-        throw new OutputBusyError(
-          `another loftq run (pid ${holder.pid} on ${holder.host}, started ${holder.started}) is writing ${output}; ` +
-            `wait for it, or delete ${path} if that run is gone`,
-        );
+      const age = now() - (statSync(path, { throwIfNoEntry: false })?.mtimeMs ?? 0);
+      // Unreadable and seconds old: being written by an exclusive create (no hard links); busy.
+      const beingWritten = holder === undefined && age < UNREADABLE_GRACE_MS;
+      if (beingWritten || (holder && !holderGone(holder, age))) {
+        const who = holder ? `another loftq run (pid ${holder.pid} on ${holder.host}, started ${holder.started})` : "another loftq run";
+        throw new OutputBusyError(`${who} is writing ${output}; wait for it, or delete ${path} if that run is gone`);
       }
-      if (attempt + 1 >= MAX_ATTEMPTS) throw new OutputBusyError(`could not take over the stale lock ${path}; delete it and run again`);
       // Move exactly the stale lock we judged: if another run replaced it meanwhile, put theirs back.
       const moved = `${path}.stale-${me.token}`;
       try {
@@ -91,7 +94,7 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
   } finally {
     rmSync(mine, { force: true });
   }
-  heldHere.add(path);
+  heldHere.add(me.token);
   let lastRefresh = now();
   return {
     refresh() {
@@ -105,7 +108,7 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
       }
     },
     release() {
-      heldHere.delete(path);
+      heldHere.delete(me.token);
       // Only our own lock: one taken over from us (we looked stale) belongs to the new holder.
       if (parseHolder(readText(path) ?? "")?.token === me.token) rmSync(path, { force: true });
     },
@@ -129,9 +132,15 @@ function create(mine: string, path: string, me: Holder): void {
   }
 }
 
-function holderGone(path: string, holder: Holder, now: () => number): boolean {
-  if (holder.host !== hostname()) return now() - (statSync(path, { throwIfNoEntry: false })?.mtimeMs ?? 0) > LOCK_STALE_MS;
-  if (holder.pid === process.pid) return !heldHere.has(path);
+/**
+ * Whether a lock's holder is gone: not refreshed for LOCK_STALE_MS (on any host: a live process that
+ * old on this host is another one reusing the pid, e.g. after a reboot), or on this host a process that
+ * no longer runs, or our own pid without this process holding the lock (a restarted container).
+ */
+function holderGone(holder: Holder, age: number): boolean {
+  if (age > LOCK_STALE_MS) return true;
+  if (holder.host !== hostname()) return false;
+  if (holder.pid === process.pid) return !heldHere.has(holder.token);
   return !processAlive(holder.pid);
 }
 
@@ -139,8 +148,9 @@ function readText(path: string): string | undefined {
   try {
     return readFileSync(path, "utf8");
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return undefined;
+    throw new OutputBusyError(`${path} cannot be read as a lock file (${code}); remove it if no loftq run is writing the output`);
   }
 }
 

@@ -429,6 +429,23 @@ test("fragments from copies of the model at other paths merge; --resume on a fin
     writeFileSync(`${busy}.lock`, JSON.stringify({ pid, host: hostname(), started: new Date().toISOString(), token: "x" }));
     quantizeCheckpoint({ ...settings, input: model, output: busy, force: true });
   }
+  // A live process's lock that has not been refreshed for 15 minutes is stale too (a reboot gives its pid to
+  // another process); a link to nothing or a directory at <out>.lock is an error, never a hang.
+  const sleeper = spawn("sleep", ["30"]);
+  try {
+    writeFileSync(`${busy}.lock`, JSON.stringify({ pid: sleeper.pid, host: hostname(), started: "long ago", token: "x" }));
+    const old = new Date(Date.now() - 16 * 60_000);
+    utimesSync(`${busy}.lock`, old, old);
+    quantizeCheckpoint({ ...settings, input: model, output: busy, force: true });
+  } finally {
+    sleeper.kill();
+  }
+  symlinkSync(join(work, "nowhere"), `${busy}.lock`);
+  assert.throws(() => quantizeCheckpoint({ ...settings, input: model, output: busy, force: true }), OutputBusyError);
+  rmSync(`${busy}.lock`);
+  mkdirSync(`${busy}.lock`);
+  assert.throws(() => quantizeCheckpoint({ ...settings, input: model, output: busy, force: true }), (e: unknown) => e instanceof OutputBusyError && /cannot be read as a lock file \(EISDIR\)/.test(e.message));
+  rmSync(`${busy}.lock`, { recursive: true });
   // A run that fails before any work (no such input) leaves no lock; --out's parent is created.
   assert.throws(() => quantizeCheckpoint({ ...settings, input: join(work, "no-such-model"), output: join(work, "new", "parent", "out") }));
   assert.ok(!existsSync(join(work, "new", "parent", "out.lock")));

@@ -212,7 +212,10 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
       if (occupied && options.resume && !options.force) {
         const reports = finishedReports(output, { inputFiles, settings, ...shardSpec }, input, mine);
         if (!reports) {
-          throw new OutputExistsError(output, "it is not an output finished with these settings and input files, so there is nothing to resume; pass --force to replace it, or another --out");
+          const why = recordsNoFingerprint(output)
+            ? "it was made by an older loftq, whose manifest does not record the input files, so it cannot be recognised as finished; pass --force to compute it again"
+            : "it is not an output finished with these settings and input files, so there is nothing to resume; pass --force to replace it, or another --out";
+          throw new OutputExistsError(output, why);
         }
         tracked.onEvent({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: reports.length, alreadyComplete: true });
         return { output, reports };
@@ -246,6 +249,16 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
     });
   } finally {
     lock.release();
+  }
+}
+
+/** Whether --out is a finished output from before manifests recorded the input's fingerprint. */
+function recordsNoFingerprint(output: string): boolean {
+  try {
+    const recorded = readJsonFile(join(output, MANIFEST_FILE)) as Record<string, unknown>;
+    return typeof recorded === "object" && recorded !== null && !("inputFiles" in recorded);
+  } catch {
+    return false;
   }
 }
 

@@ -39,7 +39,7 @@ test("loadTinyLlama refuses config sizes that are not integers in range or disag
     const original = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
     for (const [key, value] of [["num_hidden_layers", -1], ["num_hidden_layers", 0], ["num_hidden_layers", "abc"], ["num_hidden_layers", 1.5], ["num_hidden_layers", 1], ["num_hidden_layers", 3], ["num_hidden_layers", 3_000_000], ["rms_norm_eps", "x"], ["hidden_size", null],
       // What TinyLlama does not implement changes the model: refused, not loaded into another one.
-      ["rope_theta", 500000], ["rope_scaling", { type: "linear", factor: 4 }], ["hidden_act", "gelu"], ["head_dim", 128], ["attention_bias", true]] as const) {
+      ["rope_theta", 500000], ["rope_scaling", { type: "linear", factor: 4 }], ["rope_parameters", { rope_type: "llama3", rope_theta: 500000, factor: 8 }], ["hidden_act", "gelu"], ["head_dim", 128], ["attention_bias", true]] as const) {
       writeFileSync(join(dir, "config.json"), JSON.stringify({ ...original, [key]: value }));
       assert.throws(() => loadTinyLlama(dir), (e: unknown) => e instanceof InvalidArgumentError && e.message.includes(key), `${key} = ${JSON.stringify(value)}`);
     }
@@ -65,6 +65,9 @@ test("loadLoftqForFineTuning: a --target subset and an lm_head adapter load as t
     const evaluated = loaded.forward(tokens).data.slice();
     assert.deepEqual(loaded.forward(tokens).data, evaluated, "no dropout once training is off");
     assert.throws(() => loadLoftqForFineTuning(out, { droput: 0.1 } as never), /unknown option "droput"/);
+    // With the head adapted too, the model saves (merged) and reloads.
+    saveTinyLlama(loaded, join(dir, "saved"));
+    assert.equal(loadTinyLlama(join(dir, "saved")).config.layers, 2);
     const config = join(out, "loftq_init", "adapter_config.json");
     const original = JSON.parse(readFileSync(config, "utf8")) as Record<string, unknown>;
     for (const [change, message] of [[{ use_rslora: "false" }, /use_rslora must be true or false/], [{ use_dora: true }, /DoRA/], [{ rank_pattern: { q_proj: 8 } }, /rank_pattern/], [{ r: 8 }, /rank 4, adapter_config.json says r = 8|not this backbone's/], [{ lora_alpha: 32 }, /not this backbone's/]] as const) {

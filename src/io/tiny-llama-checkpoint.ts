@@ -58,6 +58,8 @@ export function loadTinyLlama(dir: string): TinyLlama {
       ["hidden_act", (v) => v === "silu", '"silu"'],
       ["rope_theta", (v) => v === 10000, "10000"],
       ["rope_scaling", (v) => v === null, "null"],
+      // transformers v5 nests them: { rope_type, rope_theta, … }.
+      ["rope_parameters", (v) => v === null || (typeof v === "object" && Object.entries(v as object).every(([k, x]) => (k === "rope_type" && x === "default") || (k === "rope_theta" && x === 10000))), '{ rope_type: "default", rope_theta: 10000 }'],
       ["head_dim", (v) => v === tinyConfig.hiddenSize / tinyConfig.heads, "hidden_size / num_attention_heads"],
       ["attention_bias", (v) => v === false, "false"],
       ["mlp_bias", (v) => v === false, "false"],
@@ -129,8 +131,16 @@ export function loadLoftqForFineTuning(dir: string, options: FineTuneLoadOptions
         init,
       });
     };
-    model.replaceLinears((layer, role, current) => withAdapter(`model.layers.${layer}.${role}`, current));
-    model.replaceLmHead((current) => withAdapter("lm_head", current));
+    const used = new Set<string>();
+    const track = (module: string, current: Layer) => {
+      for (const factor of ["lora_A", "lora_B"]) used.add(`base_model.model.${module}.${factor}.weight`);
+      return withAdapter(module, current);
+    };
+    model.replaceLinears((layer, role, current) => track(`model.layers.${layer}.${role}`, current));
+    model.replaceLmHead((current) => track("lm_head", current));
+    // An adapter for modules this model lacks would load as nothing trainable, silently.
+    const strays = [...names].filter((name) => !used.has(name));
+    if (strays.length > 0) throw new InvalidArgumentError(`${dir}: the adapter has ${strays.length} tensors for no module of this TinyLlama (first: ${jsonPreview(strays[0])})`);
   } finally {
     adapters.close();
   }
@@ -164,7 +174,8 @@ function adapterSettings(dir: string, config: unknown): { rank: number; alpha: n
   if (existsSync(manifestPath)) {
     const settings = (readJsonFile(manifestPath) as { settings?: { rank?: unknown; loraAlpha?: unknown } }).settings;
     if (settings && (settings.rank !== rank || (settings.loraAlpha !== undefined && settings.loraAlpha !== alpha))) {
-      throw new InvalidArgumentError(`${where}: r = ${rank}, lora_alpha = ${alpha}, but ${MANIFEST_FILE} says the run used r = ${jsonPreview(settings.rank)}, alpha ${jsonPreview(settings.loraAlpha)}: the adapter is not this backbone's`);
+      const absent = c.lora_alpha === undefined ? " (lora_alpha is absent: PEFT's default 8)" : "";
+      throw new InvalidArgumentError(`${where}: r = ${rank}, lora_alpha = ${alpha}${absent}, but ${MANIFEST_FILE} says the run used r = ${jsonPreview(settings.rank)}, alpha ${jsonPreview(settings.loraAlpha)}: the adapter is not this backbone's`);
     }
   }
   return { rank: rank as number, alpha, useRslora };

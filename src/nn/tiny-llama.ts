@@ -222,13 +222,12 @@ export class TinyLlama {
       out.set(`model.layers.${l}.input_layernorm.weight`, { shape: [d], data: block.inputNorm.weight.value });
       out.set(`model.layers.${l}.post_attention_layernorm.weight`, { shape: [d], data: block.postNorm.weight.value });
       for (const role of LINEAR_ROLES) {
-        const layer = block.linears[role] as Layer & { denseWeight?: () => Matrix; merge?: () => Linear };
-        const weight = layer.merge ? layer.merge().denseWeight() : layer.denseWeight!();
+        const weight = mergedWeight(block.linears[role]);
         out.set(`model.layers.${l}.${role}.weight`, { shape: [weight.rows, weight.cols], data: weight.data });
       }
     });
     out.set("model.norm.weight", { shape: [d], data: this.norm.weight.value });
-    const head = (this.lmHead as Linear).denseWeight();
+    const head = mergedWeight(this.lmHead);
     out.set("lm_head.weight", { shape: [head.rows, head.cols], data: head.data });
     return out;
   }
@@ -243,6 +242,12 @@ export class TinyLlama {
       rope_theta: 10000, torch_dtype: "float32",
     };
   }
+}
+
+/** A linear's dense weight, a LoRA layer's merged into it (what a saved checkpoint holds). */
+function mergedWeight(layer: Layer): Matrix {
+  const linear = layer as Layer & { denseWeight?: () => Matrix; merge?: () => Linear };
+  return linear.merge ? linear.merge().denseWeight() : linear.denseWeight!();
 }
 
 /** The Hugging Face names of every weight of a model with `layers` blocks. */
