@@ -1,4 +1,4 @@
-import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { linkSync, lstatSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { dirname } from "node:path";
@@ -10,12 +10,19 @@ import { LoftqError } from "../errors.js";
  * delete and rewrite each other's .partial and lose both.
  *
  * The lock appears whole or not at all (written to a private name, then hard-linked into place, which
- * fails if one exists). A lock is taken over when its holder is gone: when it has not been refreshed
- * for LOCK_STALE_MS (a killed node cannot remove its lock, a rebooted one may give its pid to another
- * process; a running job refreshes it as it works), or sooner on this host when its process no longer
- * runs (or has this process's pid without this process holding it: a restarted container's new
- * process namespace hands out the same small pids). A stale lock is renamed away under a unique name,
- * so of two runs taking it over at once only one can move it (three at once can still both win).
+ * fails if one exists; an exclusive create where the file system has no hard links). It names its
+ * holder: pid, host, and what makes a pid mean one process (the boot, the pid namespace, the process's
+ * start time). A lock is taken over when its holder is gone:
+ * - in the same boot and pid namespace of this host, when its pid no longer runs, or is this process's
+ *   pid with another start time (a restarted container's namespace hands out the same small pids);
+ *   a live holder keeps it however long it is silent, and a lock of this very process (another
+ *   worker thread's) is busy;
+ * - on this host after a reboot, at once;
+ * - anywhere else (another host, a container on host networking with its own pid namespace, a lock
+ *   from a version that did not record these), once it has not been refreshed for LOCK_STALE_MS (a
+ *   running job refreshes it as it works).
+ * A stale lock is renamed away under a unique name and put back if it changed meanwhile, so of two runs
+ * taking it over at once only one wins (three at once can still both win).
  */
 export const LOCK_STALE_MS = 15 * 60_000;
 /** Refreshes closer together than this are skipped (events can come thousands of times a second). */
@@ -24,9 +31,6 @@ const REFRESH_INTERVAL_MS = 10_000;
 const MAX_ATTEMPTS = 5;
 /** An unreadable lock younger than this is one being written (exclusive create), not garbage. */
 const UNREADABLE_GRACE_MS = 10_000;
-
-/** Tokens of the locks this process holds: a lock naming our own pid is ours only if its token is in here. */
-const heldHere = new Set<string>();
 
 export class OutputBusyError extends LoftqError {
   constructor(message: string) {
@@ -46,31 +50,36 @@ interface Holder {
   host: string;
   started: string;
   token: string;
+  /** Linux: /proc/sys/kernel/random/boot_id and the pid namespace; "" elsewhere. */
+  boot?: string;
+  pidNamespace?: string;
+  /** When the holding process started (ms since the epoch, rounded): tells a reused pid from its owner. */
+  processStarted?: number;
 }
 
 export function acquireOutputLock(output: string, now: () => number = Date.now): OutputLock {
   const path = `${output}.lock`;
   // The output's parent may not exist yet (the run creates it): the lock goes beside the output.
   mkdirSync(dirname(path), { recursive: true });
-  const me: Holder = { pid: process.pid, host: hostname(), started: new Date(now()).toISOString(), token: randomBytes(8).toString("hex") };
+  const me: Holder = { ...thisProcess(), started: new Date(now()).toISOString(), token: randomBytes(8).toString("hex") };
   const mine = `${path}.${me.token}`;
-  writeFileSync(mine, JSON.stringify(me) + "\n");
   try {
+    writeFileSync(mine, JSON.stringify(me) + "\n");
     for (let attempt = 0; ; attempt++) {
-      if (attempt >= MAX_ATTEMPTS) throw new OutputBusyError(`could not take the lock ${path} (it keeps changing, or is not a regular file); delete it and run again`);
+      if (attempt >= MAX_ATTEMPTS) throw new OutputBusyError(`could not take the lock ${path} (it keeps changing); delete it and run again`);
       try {
-        create(mine, path, me);
+        create(mine, path, JSON.stringify(me) + "\n");
         break;
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
       }
       const text = readText(path);
-      if (text === undefined) continue; // removed in between (or a link to nothing): try again
+      if (text === undefined) continue; // removed in between: try again
       const holder = parseHolder(text);
-      const age = now() - (statSync(path, { throwIfNoEntry: false })?.mtimeMs ?? 0);
+      const age = now() - (lstatSync(path, { throwIfNoEntry: false })?.mtimeMs ?? 0);
       // Unreadable and seconds old: being written by an exclusive create (no hard links); busy.
       const beingWritten = holder === undefined && age < UNREADABLE_GRACE_MS;
-      if (beingWritten || (holder && !holderGone(holder, age))) {
+      if (beingWritten || (holder && !holderGone(holder, me, age))) {
         const who = holder ? `another loftq run (pid ${holder.pid} on ${holder.host}, started ${holder.started})` : "another loftq run";
         throw new OutputBusyError(`${who} is writing ${output}; wait for it, or delete ${path} if that run is gone`);
       }
@@ -79,22 +88,26 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
       try {
         renameSync(path, moved);
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === "ENOENT") continue;
-        throw error;
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === "ENOENT") continue;
+        throw new OutputBusyError(`the stale lock ${path} cannot be moved away (${code}); delete it and run again`);
       }
-      if (readText(moved) !== text) {
-        try {
-          linkSync(moved, path);
-        } catch {
-          // Someone holds it again by now: theirs stays, and the next attempt reports them.
+      try {
+        const movedText = readText(moved);
+        if (movedText !== undefined && movedText !== text) {
+          try {
+            create(moved, path, movedText);
+          } catch {
+            // Someone holds it again by now: theirs stays, and the next attempt reports them.
+          }
         }
+      } finally {
+        rmSync(moved, { force: true });
       }
-      rmSync(moved, { force: true });
     }
   } finally {
     rmSync(mine, { force: true });
   }
-  heldHere.add(me.token);
   let lastRefresh = now();
   return {
     refresh() {
@@ -108,7 +121,6 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
       }
     },
     release() {
-      heldHere.delete(me.token);
       // Only our own lock: one taken over from us (we looked stale) belongs to the new holder.
       if (parseHolder(readText(path) ?? "")?.token === me.token) rmSync(path, { force: true });
     },
@@ -119,32 +131,55 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
 const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV"]);
 
 /**
- * The lock file at `path` with `me`'s content, or EEXIST: a hard link of the fully written `mine`
+ * The lock file at `path` with `text`, or EEXIST: a hard link of `source`, which holds `text` in full
  * (atomic: nobody reads a half-written lock), or where links are not supported an exclusive create
- * and write (a reader may then see it empty for a moment, which it takes for garbage).
+ * and write (a reader may then see it empty for a moment, which it takes for busy).
  */
-function create(mine: string, path: string, me: Holder): void {
+function create(source: string, path: string, text: string): void {
   try {
-    linkSync(mine, path);
+    linkSync(source, path);
   } catch (error) {
     if (!NO_HARD_LINKS.has((error as NodeJS.ErrnoException).code ?? "")) throw error;
-    writeFileSync(path, JSON.stringify(me) + "\n", { flag: "wx" });
+    writeFileSync(path, text, { flag: "wx" });
   }
 }
 
-/**
- * Whether a lock's holder is gone: not refreshed for LOCK_STALE_MS (on any host: a live process that
- * old on this host is another one reusing the pid, e.g. after a reboot), or on this host a process that
- * no longer runs, or our own pid without this process holding the lock (a restarted container).
- */
-function holderGone(holder: Holder, age: number): boolean {
-  if (age > LOCK_STALE_MS) return true;
-  if (holder.host !== hostname()) return false;
-  if (holder.pid === process.pid) return !heldHere.has(holder.token);
-  return !processAlive(holder.pid);
+/** What identifies this process's pid: host, boot, pid namespace and start time. */
+function thisProcess(): Pick<Holder, "pid" | "host" | "boot" | "pidNamespace" | "processStarted"> {
+  const read = (get: () => string) => {
+    try {
+      return get().trim();
+    } catch {
+      return "";
+    }
+  };
+  return {
+    pid: process.pid,
+    host: hostname(),
+    boot: read(() => readFileSync("/proc/sys/kernel/random/boot_id", "utf8")),
+    pidNamespace: read(() => readlinkSync("/proc/self/ns/pid")),
+    // Rounded to the second: the same process computes the same value each time it asks.
+    processStarted: Math.round((Date.now() - process.uptime() * 1000) / 1000) * 1000,
+  };
 }
 
+function holderGone(holder: Holder, me: Holder, age: number): boolean {
+  const thisHost = holder.host === me.host && Boolean(holder.boot) && Boolean(me.boot);
+  if (thisHost && holder.boot !== me.boot) return true; // rebooted since: its process is gone
+  // Pids mean one process only within one boot and one pid namespace: there liveness decides, and a
+  // live holder keeps its lock however long it is silent (a suspended job must not lose it).
+  if (thisHost && holder.pidNamespace === me.pidNamespace) {
+    if (holder.pid === me.pid) return Math.abs((holder.processStarted ?? 0) - (me.processStarted ?? 0)) > 1000;
+    return !processAlive(holder.pid);
+  }
+  return age > LOCK_STALE_MS;
+}
+
+/** The lock's text; undefined when it is gone. Anything but a regular file is refused (a FIFO would block the read). */
 function readText(path: string): string | undefined {
+  const stat = lstatSync(path, { throwIfNoEntry: false });
+  if (!stat) return undefined;
+  if (!stat.isFile()) throw new OutputBusyError(`${path} is not a lock file (not a regular file); remove it if no loftq run is writing the output`);
   try {
     return readFileSync(path, "utf8");
   } catch (error) {
@@ -154,7 +189,7 @@ function readText(path: string): string | undefined {
   }
 }
 
-/** The holder a lock file names, or undefined for anything else (garbage: taken over). */
+/** The holder a lock file names, or undefined for anything else (garbage: taken over once old). */
 function parseHolder(text: string): Holder | undefined {
   try {
     const value = JSON.parse(text) as Partial<Holder>;

@@ -1,6 +1,6 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, existsSync, symlinkSync, utimesSync, writeFileSync, mkdirSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, existsSync, symlinkSync, utimesSync, writeFileSync, mkdirSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -413,38 +413,47 @@ test("fragments from copies of the model at other paths merge; --resume on a fin
   assert.deepEqual(snapshot(whole), before);
   // Other settings with --resume: the finished output is not theirs.
   assert.throws(() => quantizeCheckpoint({ ...settings, rank: 2, input: model, output: whole, resume: true }), OutputExistsError);
-  // A second run while one holds the output's lock (a live process) is refused; a lock whose process
-  // is gone, or that names this process's pid without this process holding it (a restarted
-  // container's fresh pid namespace), is taken over.
+  // A second run while one holds the output's lock (a live process) is refused, however long it has
+  // been silent; a lock whose process is gone, or that names this process's pid with another start time
+  // (a restarted container's fresh pid namespace), is taken over at once; one from another host (or
+  // without the boot and namespace this version records) once unrefreshed for 15 minutes.
   const busy = join(work, "busy");
+  const identity = { host: hostname(), boot: readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim(), pidNamespace: readlinkSync("/proc/self/ns/pid"), started: "x", token: "x" };
+  const lockAs = (fields: Record<string, unknown>, ageMinutes = 0) => {
+    writeFileSync(`${busy}.lock`, JSON.stringify({ ...identity, ...fields }));
+    const time = new Date(Date.now() - ageMinutes * 60_000);
+    utimesSync(`${busy}.lock`, time, time);
+  };
+  const refused = () => assert.throws(() => quantizeCheckpoint({ ...settings, input: model, output: busy, force: true }), (e: unknown) => e instanceof OutputBusyError && /another loftq run \(pid \d+/.test(e.message));
+  const taken = () => quantizeCheckpoint({ ...settings, input: model, output: busy, force: true });
   const holder = spawn("sleep", ["30"]);
   try {
-    writeFileSync(`${busy}.lock`, JSON.stringify({ pid: holder.pid, host: hostname(), started: new Date().toISOString(), token: "x" }));
-    assert.throws(() => quantizeCheckpoint({ ...settings, input: model, output: busy }), (e: unknown) => e instanceof OutputBusyError && /another loftq run \(pid \d+/.test(e.message));
-    assert.ok(!existsSync(busy) && !existsSync(`${busy}.partial`) && existsSync(`${busy}.lock`));
+    lockAs({ pid: holder.pid });
+    refused();
+    assert.ok(!existsSync(`${busy}.partial`) && existsSync(`${busy}.lock`));
+    lockAs({ pid: holder.pid }, 60);
+    refused();
+    lockAs({ pid: holder.pid, host: "elsewhere" }, 5);
+    refused();
+    lockAs({ pid: holder.pid, host: "elsewhere" }, 16);
+    taken();
+    lockAs({ pid: holder.pid, boot: undefined, pidNamespace: undefined }, 16);
+    taken();
   } finally {
     holder.kill();
   }
-  for (const pid of [spawnSync(process.execPath, ["-e", ""]).pid, process.pid]) {
-    writeFileSync(`${busy}.lock`, JSON.stringify({ pid, host: hostname(), started: new Date().toISOString(), token: "x" }));
-    quantizeCheckpoint({ ...settings, input: model, output: busy, force: true });
-  }
-  // A live process's lock that has not been refreshed for 15 minutes is stale too (a reboot gives its pid to
-  // another process); a link to nothing or a directory at <out>.lock is an error, never a hang.
-  const sleeper = spawn("sleep", ["30"]);
-  try {
-    writeFileSync(`${busy}.lock`, JSON.stringify({ pid: sleeper.pid, host: hostname(), started: "long ago", token: "x" }));
-    const old = new Date(Date.now() - 16 * 60_000);
-    utimesSync(`${busy}.lock`, old, old);
-    quantizeCheckpoint({ ...settings, input: model, output: busy, force: true });
-  } finally {
-    sleeper.kill();
-  }
+  lockAs({ pid: spawnSync(process.execPath, ["-e", ""]).pid });
+  taken();
+  lockAs({ pid: process.pid, processStarted: 1 });
+  taken();
+  lockAs({ pid: 12345, boot: "another-boot" });
+  taken();
+  // Anything but a regular file at <out>.lock (a link to nothing, a directory) is an error, never a hang.
   symlinkSync(join(work, "nowhere"), `${busy}.lock`);
-  assert.throws(() => quantizeCheckpoint({ ...settings, input: model, output: busy, force: true }), OutputBusyError);
+  assert.throws(taken, (e: unknown) => e instanceof OutputBusyError && /not a regular file/.test(e.message));
   rmSync(`${busy}.lock`);
   mkdirSync(`${busy}.lock`);
-  assert.throws(() => quantizeCheckpoint({ ...settings, input: model, output: busy, force: true }), (e: unknown) => e instanceof OutputBusyError && /cannot be read as a lock file \(EISDIR\)/.test(e.message));
+  assert.throws(taken, (e: unknown) => e instanceof OutputBusyError && /not a regular file/.test(e.message));
   rmSync(`${busy}.lock`, { recursive: true });
   // A run that fails before any work (no such input) leaves no lock; --out's parent is created.
   assert.throws(() => quantizeCheckpoint({ ...settings, input: join(work, "no-such-model"), output: join(work, "new", "parent", "out") }));

@@ -39,9 +39,14 @@ test("loadTinyLlama refuses config sizes that are not integers in range or disag
     const original = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
     for (const [key, value] of [["num_hidden_layers", -1], ["num_hidden_layers", 0], ["num_hidden_layers", "abc"], ["num_hidden_layers", 1.5], ["num_hidden_layers", 1], ["num_hidden_layers", 3], ["num_hidden_layers", 3_000_000], ["rms_norm_eps", "x"], ["hidden_size", null],
       // What TinyLlama does not implement changes the model: refused, not loaded into another one.
-      ["rope_theta", 500000], ["rope_scaling", { type: "linear", factor: 4 }], ["rope_parameters", { rope_type: "llama3", rope_theta: 500000, factor: 8 }], ["hidden_act", "gelu"], ["head_dim", 128], ["attention_bias", true]] as const) {
+      ["rope_theta", 500000], ["rope_scaling", { type: "linear", factor: 4 }], ["rope_parameters", { rope_type: "llama3", rope_theta: 500000, factor: 8 }], ["rope_parameters", []], ["hidden_act", "gelu"], ["head_dim", 128], ["attention_bias", true]] as const) {
       writeFileSync(join(dir, "config.json"), JSON.stringify({ ...original, [key]: value }));
       assert.throws(() => loadTinyLlama(dir), (e: unknown) => e instanceof InvalidArgumentError && e.message.includes(key), `${key} = ${JSON.stringify(value)}`);
+    }
+    // What means the plain model is accepted in either layout.
+    for (const plain of [{ rope_parameters: { rope_type: "default", rope_theta: 10000, partial_rotary_factor: 1 } }, { rope_scaling: { rope_type: "default" } }, { rope_theta: 10000.0, rope_scaling: null }]) {
+      writeFileSync(join(dir, "config.json"), JSON.stringify({ ...original, ...plain }));
+      assert.equal(loadTinyLlama(dir).config.layers, 2, JSON.stringify(plain));
     }
     writeFileSync(join(dir, "config.json"), JSON.stringify(original));
     assert.equal(loadTinyLlama(dir).config.layers, 2);

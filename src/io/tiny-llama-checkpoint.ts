@@ -27,6 +27,14 @@ export function saveTinyLlama(model: TinyLlama, dir: string): void {
   writeFileSync(join(dir, "config.json"), JSON.stringify(model.hfConfig(), null, 2) + "\n");
 }
 
+/** RoPE settings that leave Llama's plain rotary embedding (base 10000, no scaling, every dimension rotated). */
+function plainRope(value: unknown): boolean {
+  if (value === null) return true;
+  if (typeof value !== "object" || Array.isArray(value)) return false;
+  const plain: Record<string, unknown> = { rope_type: "default", type: "default", rope_theta: 10000, partial_rotary_factor: 1 };
+  return Object.entries(value as object).every(([key, setting]) => Object.hasOwn(plain, key) && plain[key] === setting);
+}
+
 /** Largest vocabulary, width or layer count a config.json may give (beyond any model this trains). */
 const MAX_CONFIG_SIZE = 1 << 20;
 
@@ -57,9 +65,9 @@ export function loadTinyLlama(dir: string): TinyLlama {
     const implemented: Array<[string, (value: unknown) => boolean, string]> = [
       ["hidden_act", (v) => v === "silu", '"silu"'],
       ["rope_theta", (v) => v === 10000, "10000"],
-      ["rope_scaling", (v) => v === null, "null"],
+      ["rope_scaling", plainRope, 'null or { rope_type: "default" }'],
       // transformers v5 nests them: { rope_type, rope_theta, … }.
-      ["rope_parameters", (v) => v === null || (typeof v === "object" && Object.entries(v as object).every(([k, x]) => (k === "rope_type" && x === "default") || (k === "rope_theta" && x === 10000))), '{ rope_type: "default", rope_theta: 10000 }'],
+      ["rope_parameters", plainRope, '{ rope_type: "default", rope_theta: 10000 }'],
       ["head_dim", (v) => v === tinyConfig.hiddenSize / tinyConfig.heads, "hidden_size / num_attention_heads"],
       ["attention_bias", (v) => v === false, "false"],
       ["mlp_bias", (v) => v === false, "false"],
