@@ -39,8 +39,19 @@ export class OutputBusyError extends LoftqError {
   }
 }
 
+/** This run's lock was taken over (it looked stale to another run, which now owns `<out>.partial`). */
+export class OutputLockLostError extends OutputBusyError {
+  constructor(message: string) {
+    super(message);
+    this.name = "OutputLockLostError";
+  }
+}
+
 export interface OutputLock {
-  /** Marks the lock as alive (cheap: at most one file-time update per REFRESH_INTERVAL_MS). */
+  /**
+   * Checks the lock is still this run's (OutputLockLostError if not) and marks it alive (the file
+   * time at most once per REFRESH_INTERVAL_MS). Called as the run makes progress and before it publishes.
+   */
   refresh(): void;
   release(): void;
 }
@@ -111,6 +122,11 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
   let lastRefresh = now();
   return {
     refresh() {
+      const holder = parseHolder(readText(path) ?? "");
+      if (holder?.token !== me.token) {
+        const who = holder ? `pid ${holder.pid} on ${holder.host}` : "someone";
+        throw new OutputLockLostError(`the lock ${path} was taken over by ${who} (this run looked stale to it); stopping without touching ${output}.partial, which is theirs now`);
+      }
       if (now() - lastRefresh < REFRESH_INTERVAL_MS) return;
       lastRefresh = now();
       const time = new Date(lastRefresh);

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { buildTinyLlama } from "../../examples/tiny-llama.js";
 import { quantizeCheckpoint, mergeFragments, OutputExistsError, ADAPTER_DIR, REPORT_FILE, pipelineBuffersInBackend } from "./quantize-checkpoint.js";
 import { openCheckpoint } from "./checkpoint.js";
-import { OutputBusyError } from "./output-lock.js";
+import { OutputBusyError, OutputLockLostError } from "./output-lock.js";
 import { SafetensorsFile } from "./safetensors-file.js";
 import { DiskFullError, writeSafetensorsFile } from "./safetensors-writer.js";
 import { tsBackend } from "../kernels/ts-backend.js";
@@ -448,6 +448,25 @@ test("fragments from copies of the model at other paths merge; --resume on a fin
   taken();
   lockAs({ pid: 12345, boot: "another-boot" });
   taken();
+  // A run whose lock another run took over (it looked stale) stops at its next progress event and leaves
+  // the .partial, which is the other run's now.
+  rmSync(busy, { recursive: true, force: true });
+  let stolen = false;
+  assert.throws(
+    () => quantizeCheckpoint({
+      ...settings, input: model, output: busy,
+      onEvent: (e) => {
+        if (e.type === "matrix-done" && !stolen) {
+          stolen = true;
+          writeFileSync(`${busy}.lock`, JSON.stringify({ ...identity, pid: 1, token: "theirs" }));
+        }
+      },
+    }),
+    (e: unknown) => e instanceof OutputLockLostError && /taken over by pid 1/.test(e.message),
+  );
+  assert.ok(existsSync(`${busy}.partial`) && !existsSync(busy) && readFileSync(`${busy}.lock`, "utf8").includes("theirs"));
+  rmSync(`${busy}.partial`, { recursive: true });
+  rmSync(`${busy}.lock`);
   // Anything but a regular file at <out>.lock (a link to nothing, a directory) is an error, never a hang.
   symlinkSync(join(work, "nowhere"), `${busy}.lock`);
   assert.throws(taken, (e: unknown) => e instanceof OutputBusyError && /not a regular file/.test(e.message));
@@ -459,7 +478,7 @@ test("fragments from copies of the model at other paths merge; --resume on a fin
   assert.throws(() => quantizeCheckpoint({ ...settings, input: join(work, "no-such-model"), output: join(work, "new", "parent", "out") }));
   assert.ok(!existsSync(join(work, "new", "parent", "out.lock")));
   quantizeCheckpoint({ ...settings, input: model, output: join(work, "new", "parent", "out") });
-  assert.ok(existsSync(join(busy, REPORT_FILE)) && !existsSync(`${busy}.lock`));
+  assert.ok(existsSync(join(work, "new", "parent", "out", REPORT_FILE)) && !existsSync(join(work, "new", "parent", "out.lock")));
 });
 
 test("the manifest's load recipe asks bitsandbytes only for what re-quantizes Q to itself", () => {

@@ -16,7 +16,7 @@ import { jsonPreview } from "./json-preview.js";
 import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
 import { createBackgroundPublisher } from "./background-publisher.js";
 import { dropBackboneWeight, hasMatrix, holdsBackboneWeight, keepIfReadable, removeMatrix, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
-import { acquireOutputLock } from "./output-lock.js";
+import { acquireOutputLock, OutputLockLostError } from "./output-lock.js";
 import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
 import { BNB4_DIR, bnb4QuantizationConfig, bnb4SkipModules, bnb4Tensors, torchDtypeName, withQuantizationConfig } from "./bnb4-export.js";
@@ -244,7 +244,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
           rmSync(store, { recursive: true, force: true });
           rmSync(join(partial, SETTINGS_FILE));
         }
-        return publish(partial, output, reports, started, tracked.onEvent);
+        return publish(partial, output, reports, started, tracked.onEvent, () => lock.refresh());
       }, true);
     });
   } finally {
@@ -354,7 +354,7 @@ export function mergeFragments(options: { input: string; output: string; fragmen
       if (recorded.inputFiles && JSON.stringify(recorded.inputFiles) !== JSON.stringify(inputFiles)) {
         throw new InvalidArgumentError(`the files of ${input} differ from those the fragments were made from; run the shards again`);
       }
-      return removeOnError(partial, () => mergeInto(checkpoint, partial, output, options.fragments, recorded.settings, inputFiles, started, onEvent));
+      return removeOnError(partial, () => mergeInto(checkpoint, partial, output, options.fragments, recorded.settings, inputFiles, started, onEvent, () => lock.refresh()));
     });
   } finally {
     lock.release();
@@ -362,7 +362,8 @@ export function mergeFragments(options: { input: string; output: string; fragmen
 }
 
 function mergeInto(
-  checkpoint: Checkpoint, partial: string, output: string, fragments: string[], settings: Settings, inputFiles: InputFile[], started: number, onEvent: (event: PipelineEvent) => void,
+  checkpoint: Checkpoint, partial: string, output: string, fragments: string[], settings: Settings, inputFiles: InputFile[], started: number,
+  onEvent: (event: PipelineEvent) => void, stillOurs: () => void,
 ): QuantizeCheckpointResult {
   const targets = planTargets(checkpoint, settings);
   const stores = fragments.map((dir) => join(dir, STORE_DIR));
@@ -371,7 +372,7 @@ function mergeInto(
   rmSync(partial, { recursive: true, force: true });
   mkdirSync(partial, { recursive: true });
   const reports = assemble(checkpoint, targets, stores, partial, output, settings, inputFiles, { onEvent });
-  return publish(partial, output, reports, started, onEvent);
+  return publish(partial, output, reports, started, onEvent, stillOurs);
 }
 
 /**
@@ -382,6 +383,8 @@ function removeOnError<T>(partial: string, work: () => T, resumable = false): T 
   try {
     return work();
   } catch (error) {
+    // The run that took our lock over owns the .partial now.
+    if (error instanceof OutputLockLostError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     const diskFull = error instanceof DiskFullError || code === "ENOSPC" || code === "EDQUOT";
     if (resumable && diskFull && existsSync(join(partial, SETTINGS_FILE))) {
@@ -480,10 +483,12 @@ function isOrLiesIn(path: string, dir: string): boolean {
 }
 
 /** The finished `.partial` takes the output's place in one rename. */
-function publish(partial: string, output: string, reports: MatrixReport[], started: number, onEvent?: (event: PipelineEvent) => void): QuantizeCheckpointResult {
+/** `stillOurs` throws when the output's lock is no longer this run's: then nothing is renamed. */
+function publish(partial: string, output: string, reports: MatrixReport[], started: number, onEvent: ((event: PipelineEvent) => void) | undefined, stillOurs: () => void): QuantizeCheckpointResult {
   // The files inside were fsynced (a fragment's matrix store too, entry by entry); their directory
   // entries too, then the rename itself.
   for (const dir of [partial, ...readdirSync(partial, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(partial, e.name))]) syncDirectory(dir);
+  stillOurs();
   // --force: the old output moves aside and is removed only once the new one is in place, so a removal
   // that fails half-way (a read-only subdirectory) loses neither of them.
   // lstat, not exists: a link to nothing at --out is replaced too (exists follows it and says no).
