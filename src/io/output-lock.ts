@@ -122,10 +122,14 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
   let lastRefresh = now();
   return {
     refresh() {
-      const holder = parseHolder(readText(path) ?? "");
+      const text = readText(path);
+      const holder = parseHolder(text ?? "");
       if (holder?.token !== me.token) {
-        const who = holder ? `pid ${holder.pid} on ${holder.host}` : "someone";
-        throw new OutputLockLostError(`the lock ${path} was taken over by ${who} (this run looked stale to it); stopping without touching ${output}.partial, which is theirs now`);
+        throw new OutputLockLostError(
+          text === undefined
+            ? `the lock ${path} was removed while this run held it; stopping, ${output}.partial is kept (rerun with --resume)`
+            : `the lock ${path} was taken over by ${holder ? `pid ${holder.pid} on ${holder.host}` : "someone"} (this run looked stale to it); stopping without touching ${output}.partial, which is theirs now`,
+        );
       }
       if (now() - lastRefresh < REFRESH_INTERVAL_MS) return;
       lastRefresh = now();
@@ -133,7 +137,7 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
       try {
         utimesSync(path, time, time);
       } catch {
-        // Removed by hand: the run goes on; the lock only guards against a second run.
+        // Removed just now: the next refresh reports it.
       }
     },
     release() {
