@@ -29,6 +29,8 @@ export const LOCK_STALE_MS = 15 * 60_000;
 const REFRESH_INTERVAL_MS = 10_000;
 /** Attempts at taking a lock whose holder keeps vanishing (each attempt only after a stale one moved). */
 const MAX_ATTEMPTS = 5;
+/** How long a holder that finds its lock missing or changed waits before looking again. */
+const RECHECK_DELAY_MS = 100;
 /** An unreadable lock younger than this is one being written (exclusive create), not garbage. */
 const UNREADABLE_GRACE_MS = 10_000;
 
@@ -122,7 +124,13 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
   let lastRefresh = now();
   return {
     refresh() {
-      const text = readText(path);
+      let text = readText(path);
+      if (parseHolder(text ?? "")?.token !== me.token) {
+        // A run taking over a stale lock moves the file away and back when it finds ours instead:
+        // look again after that moment before concluding.
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, RECHECK_DELAY_MS);
+        text = readText(path);
+      }
       const holder = parseHolder(text ?? "");
       if (holder?.token !== me.token) {
         throw new OutputLockLostError(
