@@ -29,8 +29,9 @@ export const LOCK_STALE_MS = 15 * 60_000;
 const REFRESH_INTERVAL_MS = 10_000;
 /** Attempts at taking a lock whose holder keeps vanishing (each attempt only after a stale one moved). */
 const MAX_ATTEMPTS = 5;
-/** How long a holder that finds its lock missing or changed waits before looking again. */
-const RECHECK_DELAY_MS = 100;
+/** How often, and how far apart, a holder that finds its lock missing or changed looks again. */
+const RECHECKS = 4;
+const RECHECK_DELAY_MS = 50;
 /** An unreadable lock younger than this is one being written (exclusive create), not garbage. */
 const UNREADABLE_GRACE_MS = 10_000;
 
@@ -66,8 +67,8 @@ interface Holder {
   /** Linux: /proc/sys/kernel/random/boot_id and the pid namespace; "" elsewhere. */
   boot?: string;
   pidNamespace?: string;
-  /** When the holding process started (ms since the epoch, rounded): tells a reused pid from its owner. */
-  processStarted?: number;
+  /** When the holding process started ("ticks:…" since boot on Linux, "clock:…" seconds elsewhere): tells a reused pid from its owner. */
+  processStart?: string;
 }
 
 export function acquireOutputLock(output: string, now: () => number = Date.now): OutputLock {
@@ -86,17 +87,21 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
       }
+      const judged = lstatSync(path, { throwIfNoEntry: false });
       const text = readText(path);
-      if (text === undefined) continue; // removed in between: try again
+      if (text === undefined || !judged) continue; // removed in between: try again
       const holder = parseHolder(text);
-      const age = now() - (lstatSync(path, { throwIfNoEntry: false })?.mtimeMs ?? 0);
+      const age = now() - judged.mtimeMs;
       // Unreadable and seconds old: being written by an exclusive create (no hard links); busy.
       const beingWritten = holder === undefined && age < UNREADABLE_GRACE_MS;
       if (beingWritten || (holder && !holderGone(holder, me, age))) {
         const who = holder ? `another loftq run (pid ${holder.pid} on ${holder.host}, started ${holder.started})` : "another loftq run";
         throw new OutputBusyError(`${who} is writing ${output}; wait for it, or delete ${path} if that run is gone`);
       }
-      // Move exactly the stale lock we judged: if another run replaced it meanwhile, put theirs back.
+      // Move exactly the stale lock we judged: the same file still (else look again), and if another run
+      // replaced it between that check and the rename, put theirs back.
+      const current = lstatSync(path, { throwIfNoEntry: false });
+      if (!current || current.ino !== judged.ino || current.mtimeMs !== judged.mtimeMs) continue;
       const moved = `${path}.stale-${me.token}`;
       try {
         renameSync(path, moved);
@@ -124,18 +129,26 @@ export function acquireOutputLock(output: string, now: () => number = Date.now):
   let lastRefresh = now();
   return {
     refresh() {
-      let text = readText(path);
-      if (parseHolder(text ?? "")?.token !== me.token) {
-        // A run taking over a stale lock moves the file away and back when it finds ours instead:
-        // look again after that moment before concluding.
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, RECHECK_DELAY_MS);
-        text = readText(path);
+      // Only a lock that is readably someone else's, or missing on every look, means this run lost it:
+      // a concurrent takeover of a stale lock moves the file away and back (or rewrites it where there
+      // are no hard links), and a read error says nothing about who holds it.
+      let text: string | undefined;
+      for (let look = 0; look < RECHECKS; look++) {
+        if (look > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, RECHECK_DELAY_MS);
+        try {
+          text = readText(path);
+        } catch {
+          return;
+        }
+        const holder = parseHolder(text ?? "");
+        if (holder?.token === me.token) break;
+        if (holder && look > 0) break; // someone else's, twice: decided
       }
       const holder = parseHolder(text ?? "");
       if (holder?.token !== me.token) {
         throw new OutputLockLostError(
           text === undefined
-            ? `the lock ${path} was removed while this run held it; stopping, ${output}.partial is kept (rerun with --resume)`
+            ? `the lock ${path} was removed while this run held it; stopping, ${output}.partial is kept`
             : `the lock ${path} was taken over by ${holder ? `pid ${holder.pid} on ${holder.host}` : "someone"} (this run looked stale to it); stopping without touching ${output}.partial, which is theirs now`,
         );
       }
@@ -173,7 +186,7 @@ function create(source: string, path: string, text: string): void {
 }
 
 /** What identifies this process's pid: host, boot, pid namespace and start time. */
-function thisProcess(): Pick<Holder, "pid" | "host" | "boot" | "pidNamespace" | "processStarted"> {
+function thisProcess(): Pick<Holder, "pid" | "host" | "boot" | "pidNamespace" | "processStart"> {
   const read = (get: () => string) => {
     try {
       return get().trim();
@@ -181,26 +194,39 @@ function thisProcess(): Pick<Holder, "pid" | "host" | "boot" | "pidNamespace" | 
       return "";
     }
   };
+  // Linux: the start time in clock ticks since boot (field 22 of /proc/self/stat, after the command
+  // name in parentheses), fixed for the process's life; elsewhere the wall clock less the uptime, to the second.
+  const ticks = read(() => {
+    const stat = readFileSync("/proc/self/stat", "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]!;
+  });
   return {
     pid: process.pid,
     host: hostname(),
     boot: read(() => readFileSync("/proc/sys/kernel/random/boot_id", "utf8")),
     pidNamespace: read(() => readlinkSync("/proc/self/ns/pid")),
-    // Rounded to the second: the same process computes the same value each time it asks.
-    processStarted: Math.round((Date.now() - process.uptime() * 1000) / 1000) * 1000,
+    processStart: ticks ? `ticks:${ticks}` : `clock:${Math.round((Date.now() - process.uptime() * 1000) / 1000)}`,
   };
 }
 
+/** Whether two start stamps name the same process (clock stamps may differ by a second of rounding). */
+function sameStart(a: string | undefined, b: string | undefined): boolean {
+  if (a === undefined || b === undefined) return false;
+  if (a.startsWith("clock:") && b.startsWith("clock:")) return Math.abs(Number(a.slice(6)) - Number(b.slice(6))) <= 1;
+  return a === b;
+}
+
 function holderGone(holder: Holder, me: Holder, age: number): boolean {
-  const thisHost = holder.host === me.host && Boolean(holder.boot) && Boolean(me.boot);
-  if (thisHost && holder.boot !== me.boot) return true; // rebooted since: its process is gone
-  // Pids mean one process only within one boot and one pid namespace: there liveness decides, and a
-  // live holder keeps its lock however long it is silent (a suspended job must not lose it).
-  if (thisHost && holder.pidNamespace === me.pidNamespace) {
-    if (holder.pid === me.pid) return Math.abs((holder.processStarted ?? 0) - (me.processStarted ?? 0)) > 1000;
-    return !processAlive(holder.pid);
-  }
-  return age > LOCK_STALE_MS;
+  if (holder.host !== me.host) return age > LOCK_STALE_MS;
+  const bothBoots = Boolean(holder.boot) && Boolean(me.boot);
+  if (bothBoots && holder.boot !== me.boot) return true; // rebooted since: its process is gone
+  // Pids mean one process only within one boot and one pid namespace (where there is no /proc to
+  // tell, this host's pids are taken at their word): there liveness decides, and a live holder
+  // keeps its lock however long it is silent (a suspended job must not lose it).
+  const samePids = bothBoots ? holder.pidNamespace === me.pidNamespace : !holder.boot && !me.boot;
+  if (!samePids) return age > LOCK_STALE_MS;
+  if (holder.pid === me.pid) return !sameStart(holder.processStart, me.processStart);
+  return !processAlive(holder.pid);
 }
 
 /** The lock's text; undefined when it is gone. Anything but a regular file is refused (a FIFO would block the read). */

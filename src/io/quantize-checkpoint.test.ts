@@ -444,7 +444,7 @@ test("fragments from copies of the model at other paths merge; --resume on a fin
   }
   lockAs({ pid: spawnSync(process.execPath, ["-e", ""]).pid });
   taken();
-  lockAs({ pid: process.pid, processStarted: 1 });
+  lockAs({ pid: process.pid, processStart: "ticks:1" });
   taken();
   lockAs({ pid: 12345, boot: "another-boot" });
   taken();
