@@ -40,13 +40,16 @@ export function usageError(usage: string, message: string): never {
   process.exit(USAGE_EXIT_CODE);
 }
 
+/** The comma-separated entries of `text`, each matching `pattern`, or a usage error saying what `--flag` takes. */
+function entries(usage: string, flag: string, text: string, pattern: RegExp, takes: string): string[] {
+  const values = text.split(",").map((part) => part.trim()).filter(Boolean);
+  if (values.length === 0 || !values.every((value) => pattern.test(value))) usageError(usage, `--${flag} takes ${takes} separated by commas, got ${JSON.stringify(text)}`);
+  return values;
+}
+
 /** A comma-separated list of positive integers (`--ranks 16,64`), or a usage error naming the flag. */
 export function integers(usage: string, flag: string, text: string): number[] {
-  const values = text.split(",").map((part) => part.trim()).filter(Boolean);
-  if (values.length === 0 || !values.every((value) => /^[1-9][0-9]*$/.test(value))) {
-    usageError(usage, `--${flag} takes positive integers separated by commas, got ${JSON.stringify(text)}`);
-  }
-  return values.map(Number);
+  return entries(usage, flag, text, /^[1-9][0-9]*$/, "positive integers").map(Number);
 }
 
 /** One positive integer (`--repeat 5`), or a usage error naming the flag. */
@@ -57,11 +60,7 @@ export function integer(usage: string, flag: string, text: string): number {
 
 /** A comma-separated list of ROWSxCOLS shapes (`--sizes 4096x4096,4096x11008`). */
 export function shapes(usage: string, flag: string, text: string): Array<[number, number]> {
-  const values = text.split(",").map((part) => part.trim()).filter(Boolean);
-  if (values.length === 0 || !values.every((value) => /^[1-9][0-9]*x[1-9][0-9]*$/.test(value))) {
-    usageError(usage, `--${flag} takes ROWSxCOLS shapes separated by commas, got ${JSON.stringify(text)}`);
-  }
-  return values.map((value) => value.split("x").map(Number) as [number, number]);
+  return entries(usage, flag, text, /^[1-9][0-9]*x[1-9][0-9]*$/, "ROWSxCOLS shapes").map((value) => value.split("x").map(Number) as [number, number]);
 }
 
 /** One of a fixed set of words. */
@@ -72,10 +71,6 @@ export function oneOf<Word extends string>(usage: string, flag: string, text: st
 
 /** Colon-separated integer tuples (`--cases 4:16:1,2:64:5`), each of `arity` parts. */
 export function tuples(usage: string, flag: string, text: string, arity: number, example: string): number[][] {
-  const values = text.split(",").map((part) => part.trim()).filter(Boolean);
   const pattern = new RegExp(`^[1-9][0-9]*(:[1-9][0-9]*){${arity - 1}}$`);
-  if (values.length === 0 || !values.every((value) => pattern.test(value))) {
-    usageError(usage, `--${flag} takes cases like ${example} separated by commas, got ${JSON.stringify(text)}`);
-  }
-  return values.map((value) => value.split(":").map(Number));
+  return entries(usage, flag, text, pattern, `cases like ${example}`).map((value) => value.split(":").map(Number));
 }
