@@ -64,8 +64,13 @@ function readConfig(path: string): Record<string, unknown> {
   return config as Record<string, unknown>;
 }
 
-export function openCheckpoint(dir: string): Checkpoint {
+/** Throws unless `dir` is a directory: checked before anything is created for a run on it. */
+export function checkCheckpointDir(dir: string): void {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CheckpointError(`${dir}: not a directory`);
+}
+
+export function openCheckpoint(dir: string): Checkpoint {
+  checkCheckpointDir(dir);
   const indexPath = join(dir, INDEX_FILE);
   let shardNames: string[];
   let weightMap: Record<string, string> | undefined;

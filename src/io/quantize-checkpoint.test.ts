@@ -343,6 +343,12 @@ test("--shard 1/2 + 2/2 then merge: byte-identical to one run", () => {
   });
   const merged = join(work, "merged");
   assert.throws(() => mergeFragments({ input: model, output: merged, fragments: fragments.slice(0, 1) }), /in no fragment/);
+  // Options are checked whole before anything is read or created.
+  const mergeMisuse = { input: model, output: merged, fragments, froce: true } as Parameters<typeof mergeFragments>[0];
+  assert.throws(() => mergeFragments(mergeMisuse), /unknown option "froce" \(did you mean "force"\?\)/);
+  assert.throws(() => mergeFragments({ input: model, output: merged, fragments: [] }), /fragments must be a non-empty array/);
+  assert.throws(() => mergeFragments({ input: join(work, "no-such-model"), output: join(work, "merge-parent", "out"), fragments }), (e: unknown) => e instanceof LoftqError);
+  assert.ok(!existsSync(join(work, "merge-parent")));
   mergeFragments({ input: model, output: merged, fragments });
   assert.deepEqual(snapshot(merged), snapshot(whole));
   // A damaged fragment is a typed error, whatever is wrong with it.
@@ -474,9 +480,10 @@ test("fragments from copies of the model at other paths merge; --resume on a fin
   mkdirSync(`${busy}.lock`);
   assert.throws(taken, (e: unknown) => e instanceof OutputBusyError && /not a regular file/.test(e.message));
   rmSync(`${busy}.lock`, { recursive: true });
-  // A run that fails before any work (no such input) leaves no lock; --out's parent is created.
-  assert.throws(() => quantizeCheckpoint({ ...settings, input: join(work, "no-such-model"), output: join(work, "new", "parent", "out") }));
-  assert.ok(!existsSync(join(work, "new", "parent", "out.lock")));
+  // A run that fails before any work (no such input) leaves nothing, not even --out's parent; a run
+  // that starts creates the parent.
+  assert.throws(() => quantizeCheckpoint({ ...settings, input: join(work, "no-such-model"), output: join(work, "new", "parent", "out") }), /no-such-model: not a directory/);
+  assert.ok(!existsSync(join(work, "new")));
   quantizeCheckpoint({ ...settings, input: model, output: join(work, "new", "parent", "out") });
   assert.ok(existsSync(join(work, "new", "parent", "out", REPORT_FILE)) && !existsSync(join(work, "new", "parent", "out.lock")));
 });

@@ -11,7 +11,7 @@ import type { IterationErrors } from "../loftq/loftq.js";
 import { createQuantizer, type QuantizerKind } from "../quant/quantizer.js";
 import { encodeHalf, F16_MAX, F16_OVERFLOW, float32Bytes } from "../tensor/dtype.js";
 import { transpose, type Matrix } from "../tensor/matrix.js";
-import { CheckpointError, INDEX_FILE, openCheckpoint, readJsonFile, type Checkpoint } from "./checkpoint.js";
+import { CheckpointError, checkCheckpointDir, INDEX_FILE, openCheckpoint, readJsonFile, type Checkpoint } from "./checkpoint.js";
 import { jsonPreview } from "./json-preview.js";
 import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
 import { createBackgroundPublisher } from "./background-publisher.js";
@@ -192,6 +192,8 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
   const output = resolve(options.output);
   const input = resolve(options.input);
   checkOutputPlace(input, output);
+  // Before the lock, which creates --out's parent: a mistyped input path leaves nothing behind.
+  checkCheckpointDir(input);
   const partial = `${output}.partial`;
   const lock = acquireOutputLock(output);
   try {
@@ -328,8 +330,27 @@ function readFragmentSettings(dir: string): { input: string; inputFiles?: InputF
  * `loftq merge`: the checkpoint assembled from the fragments of every `--shard i/N` run (same
  * input, same settings), byte-identical to a single unsharded run.
  */
-export function mergeFragments(options: { input: string; output: string; fragments: string[]; force?: boolean; onEvent?: (event: PipelineEvent) => void }): QuantizeCheckpointResult {
+export interface MergeFragmentsOptions {
+  input: string;
+  output: string;
+  fragments: string[];
+  force?: boolean;
+  onEvent?: (event: PipelineEvent) => void;
+}
+
+const MERGE_FRAGMENTS_OPTION_KEYS = optionKeysOf<MergeFragmentsOptions>()(["input", "output", "fragments", "force", "onEvent"]);
+
+export function mergeFragments(options: MergeFragmentsOptions): QuantizeCheckpointResult {
   const started = Date.now();
+  checkOptionKeys(options, MERGE_FRAGMENTS_OPTION_KEYS, "mergeFragments", false);
+  checkOptionalBoolean(options.force, "force");
+  checkOptionalFunction(options.onEvent, "onEvent");
+  for (const path of ["input", "output"] as const) {
+    if (typeof options[path] !== "string" || options[path] === "") throw new InvalidArgumentError(`mergeFragments: ${path} must be a path, got ${typeof options[path]}`);
+  }
+  if (!Array.isArray(options.fragments) || options.fragments.length === 0 || !options.fragments.every((f) => typeof f === "string" && f !== "")) {
+    throw new InvalidArgumentError("mergeFragments: fragments must be a non-empty array of paths");
+  }
   const output = resolve(options.output);
   const input = resolve(options.input);
   checkOutputPlace(input, output);
@@ -343,6 +364,7 @@ export function mergeFragments(options: { input: string; output: string; fragmen
   }
   const recorded = recordedAll[0]!;
   if (!recorded.inputFiles && recorded.input !== input) throw new InvalidArgumentError(`the fragments were made from ${recorded.input}, not ${input}`);
+  checkCheckpointDir(input);
   const lock = acquireOutputLock(output);
   try {
     const onEvent = (event: PipelineEvent) => (lock.refresh(), options.onEvent?.(event));

@@ -13,7 +13,7 @@ export { readTfjsWeights, tfjsLinearWeights } from "../io/tfjs-weights.js";
 export { openCheckpoint, type Checkpoint } from "../io/checkpoint.js";
 export { SafetensorsFile } from "../io/safetensors-file.js";
 export { writeSafetensorsFile, upstreamOrder } from "../io/safetensors-writer.js";
-export { quantizeCheckpoint, type QuantizeCheckpointOptions, type PipelineEvent, type MatrixReport } from "../io/quantize-checkpoint.js";
+export { quantizeCheckpoint, mergeFragments, type QuantizeCheckpointOptions, type MergeFragmentsOptions, type PipelineEvent, type MatrixReport } from "../io/quantize-checkpoint.js";
 export { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 export { saveTinyLlama, loadTinyLlama, loadLoftqForFineTuning } from "../io/tiny-llama-checkpoint.js";
 export { createThreadedBackend, type ThreadedBackend } from "./thread-pool-backend.js";
