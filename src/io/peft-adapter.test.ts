@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { formatAdapterConfig, loraTensorNames, peftModulePrefix, taskTypeOf } from "./peft-adapter.js";
+import { autoMappingOf, formatAdapterConfig, loraTensorNames, peftModulePrefix, peftTargetModules, taskTypeOf } from "./peft-adapter.js";
+import { asciiJson } from "./python-json.js";
 import { bnb4SkipModules, withQuantizationConfig } from "./bnb4-export.js";
 
 test("adapter keys follow the module paths of the loaded head model: GPT-2, BLOOM and OPT files saved without the base prefix get it", () => {
@@ -41,4 +42,49 @@ test("bnb4 config: the model's config text is kept, quantization_config appended
   assert.deepEqual(bnb4SkipModules(tensors.filter((t) => !t.name.includes("mlp.gate.")), exported), ["lm_head"]);
   // A head tied to the embeddings is not in the file, but transformers would still convert it.
   assert.deepEqual(bnb4SkipModules([tensor("wte.weight"), tensor("h.0.attn.c_attn.weight")], new Map([["h.0.attn.c_attn.weight", { module: "h.0.attn.c_attn" }]])), ["lm_head", "wte"]);
+});
+
+test("target_modules: a sorted list, or for vision–language checkpoints in the old layout one regex matching both layouts", () => {
+  const llama = { model_type: "llama", architectures: ["LlamaForCausalLM"] };
+  assert.deepEqual(peftTargetModules(["model.layers.1.mlp.up_proj", "model.layers.0.self_attn.q_proj"], llama), ["model.layers.0.self_attn.q_proj", "model.layers.1.mlp.up_proj"]);
+  // PEFT full-matches a string target_modules (re.fullmatch); a JS RegExp anchored both ends does the same here.
+  const matcher = (pattern: string | string[]) => {
+    assert.equal(typeof pattern, "string");
+    const regex = new RegExp(`^(?:${pattern as string})$`);
+    return (key: string) => regex.test(key);
+  };
+  const gemma3 = { model_type: "gemma3", architectures: ["Gemma3ForConditionalGeneration"] };
+  const matches = matcher(peftTargetModules(["language_model.model.layers.0.self_attn.q_proj", "vision_tower.vision_model.encoder.layers.0.mlp.fc1", "multi_modal_projector.linear"], gemma3));
+  for (const key of [
+    "language_model.model.layers.0.self_attn.q_proj", "model.language_model.layers.0.self_attn.q_proj", // transformers < 4.52, ≥ 4.52
+    "vision_tower.vision_model.encoder.layers.0.mlp.fc1", "model.vision_tower.vision_model.encoder.layers.0.mlp.fc1",
+    "multi_modal_projector.linear", "model.multi_modal_projector.linear",
+    "base.language_model.model.layers.0.self_attn.q_proj", // PEFT's suffix rule kept
+  ]) assert.ok(matches(key), key);
+  for (const key of ["language_model.model.layers.0.self_attn.k_proj", "model.language_model.layers.10.self_attn.q_proj", "xlanguage_model.model.layers.0.self_attn.q_proj", "vision_tower.vision_model.encoder.layers.0.mlp.fc2"]) {
+    assert.ok(!matches(key), key);
+  }
+  // Qwen2-VL's old layout had its text model at the top: model.layers.N (model.language_model.layers.N since).
+  const qwen = matcher(peftTargetModules(["model.layers.0.mlp.down_proj", "visual.blocks.0.attn.qkv"], { model_type: "qwen2_vl", architectures: ["Qwen2VLForConditionalGeneration"] }));
+  for (const key of ["model.layers.0.mlp.down_proj", "model.language_model.layers.0.mlp.down_proj", "visual.blocks.0.attn.qkv", "model.visual.blocks.0.attn.qkv"]) assert.ok(qwen(key), key);
+  // Checkpoints already in the new layout, and Qwen-named paths of other model types, stay a plain list.
+  assert.deepEqual(peftTargetModules(["model.language_model.layers.0.self_attn.q_proj"], gemma3), ["model.language_model.layers.0.self_attn.q_proj"]);
+  assert.deepEqual(peftTargetModules(["model.language_model.layers.0.mlp.down_proj"], { model_type: "qwen2_vl" }), ["model.language_model.layers.0.mlp.down_proj"]);
+  assert.deepEqual(peftTargetModules(["model.layers.0.mlp.down_proj"], { model_type: "qwen2" }), ["model.layers.0.mlp.down_proj"]);
+});
+
+test("auto_mapping names the base class when PEFT has no task type for the architecture, as PEFT writes it", () => {
+  assert.deepEqual(autoMappingOf({ model_type: "xlm-roberta", architectures: ["XLMRobertaForMaskedLM"] }, null), {
+    base_model_class: "XLMRobertaForMaskedLM",
+    parent_library: "transformers.models.xlm_roberta.modeling_xlm_roberta",
+  });
+  assert.equal(autoMappingOf({ model_type: "llama", architectures: ["LlamaForCausalLM"] }, "CAUSAL_LM"), null);
+  assert.equal(autoMappingOf({ model_type: "custom", architectures: ["CustomForX"], auto_map: {} }, null), null, "remote code: module unknown");
+  assert.equal(autoMappingOf({ architectures: ["X"] }, null), null);
+  assert.equal(autoMappingOf(undefined, null), null);
+});
+
+test("JSON files Python writes escape non-ASCII as json.dumps does", () => {
+  assert.equal(asciiJson(JSON.stringify({ "é": "日本", emoji: "😀", del: "\u007f" })), '{"\\u00e9":"\\u65e5\\u672c","emoji":"\\ud83d\\ude00","del":"\u007f"}');
+  assert.equal(JSON.parse(asciiJson(JSON.stringify({ "é": "😀" })))["é"], "😀");
 });

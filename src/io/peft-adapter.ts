@@ -1,3 +1,5 @@
+import { asciiJson } from "./python-json.js";
+
 /**
  * PEFT LoRA adapter files: `adapter_config.json` with the full key set PEFT 0.18.1 writes (sorted,
  * indent 2, `init_lora_weights: true` so loading never re-runs LoftQ) and the tensor names of
@@ -39,12 +41,73 @@ export function taskTypeOf(config: Record<string, unknown> | undefined): TaskTyp
   return null;
 }
 
+/**
+ * What PEFT writes as `auto_mapping` when `task_type` is None (AutoPeftModel then finds the base class
+ * from it): the architecture class and the transformers module it lives in. Null with a task type, as
+ * in PEFT, and for remote-code models (`auto_map`), whose module only the Hub repository names.
+ */
+export function autoMappingOf(config: Record<string, unknown> | undefined, taskType: TaskType): { base_model_class: string; parent_library: string } | null {
+  if (taskType !== null || config === undefined || "auto_map" in config) return null;
+  const first = Array.isArray(config.architectures) ? (config.architectures as unknown[])[0] : undefined;
+  const modelType = config.model_type;
+  if (typeof first !== "string" || !/^[A-Za-z_]\w*$/.test(first) || typeof modelType !== "string" || !/^[\w-]+$/.test(modelType)) return null;
+  // transformers' module names are the model type with hyphens as underscores (xlm-roberta → xlm_roberta).
+  const module = modelType.replace(/-/g, "_");
+  return { base_model_class: first, parent_library: `transformers.models.${module}.modeling_${module}` };
+}
+
+/**
+ * Module paths (a prefix, or the whole path) that transformers ≥ 4.52 renames on load for vision–
+ * language models saved in the older layout (LLaVA, Gemma 3, Mistral 3, PaliGemma, Mllama, …:
+ * `language_model.model.layers.0…` is built as `model.language_model.layers.0…`; Qwen2-VL's
+ * `model.layers.0…` as `model.language_model.layers.0…`). PEFT maps old adapter keys itself, but
+ * matches `target_modules` against the built model only.
+ */
+const LEGACY_PATHS: ReadonlyArray<{ old: string; renamed: string; modelTypes?: ReadonlySet<string> }> = [
+  { old: "language_model.model", renamed: "model.language_model" },
+  { old: "language_model.lm_head", renamed: "lm_head" },
+  { old: "vision_tower", renamed: "model.vision_tower" },
+  { old: "vision_model", renamed: "model.vision_model", modelTypes: new Set(["mllama"]) },
+  { old: "multi_modal_projector", renamed: "model.multi_modal_projector" },
+  { old: "model", renamed: "model.language_model", modelTypes: new Set(["qwen2_vl", "qwen2_5_vl"]) },
+  { old: "visual", renamed: "model.visual", modelTypes: new Set(["qwen2_vl", "qwen2_5_vl"]) },
+];
+
+const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+/**
+ * `target_modules` as PEFT should see them: the module paths, sorted (PEFT matches each as the whole
+ * path or a suffix after a dot), or, when some lie under a path transformers renames on load, one
+ * regular expression (PEFT full-matches a string) with the same suffix rule that accepts each path in
+ * both layouts, so the adapter loads into old and new transformers alike. The old spelling stays one of
+ * the alternatives: a model never renamed (BLIP-2's `language_model.model.decoder…` is its real path)
+ * matches as before.
+ */
+export function peftTargetModules(modules: readonly string[], config: Record<string, unknown> | undefined): string[] | string {
+  const modelType = typeof config?.model_type === "string" ? config.model_type : "";
+  const aliasOf = (module: string) =>
+    LEGACY_PATHS.find((p) => (module === p.old || module.startsWith(`${p.old}.`)) && (!p.modelTypes || p.modelTypes.has(modelType)) && !module.startsWith(`${p.renamed}.`));
+  const sorted = [...modules].sort();
+  if (!sorted.some((m) => aliasOf(m))) return sorted;
+  const groups = new Map<string, string[]>();
+  for (const module of sorted) {
+    const alias = aliasOf(module);
+    const head = alias ? `(?:${escapeRegex(alias.old)}|${escapeRegex(alias.renamed)})` : "";
+    const rest = alias ? module.slice(alias.old.length) : module;
+    groups.set(head, [...(groups.get(head) ?? []), escapeRegex(rest)]);
+  }
+  const alternatives = [...groups].flatMap(([head, rests]) => (head ? [`${head}(?:${rests.join("|")})`] : rests));
+  return `(?:.*\\.)?(?:${alternatives.join("|")})`;
+}
+
 export interface AdapterConfigOptions {
   baseModel: string;
   rank: number;
   loraAlpha: number;
-  targetModules: readonly string[];
+  /** A list (written sorted) or one regular expression, as `peftTargetModules` gives them. */
+  targetModules: readonly string[] | string;
   taskType: TaskType;
+  autoMapping?: { base_model_class: string; parent_library: string } | null;
   fanInFanOut: boolean;
   useRslora: boolean;
 }
@@ -54,7 +117,7 @@ export function adapterConfig(options: AdapterConfigOptions): Record<string, unk
     alora_invocation_tokens: null,
     alpha_pattern: {},
     arrow_config: null,
-    auto_mapping: null,
+    auto_mapping: options.autoMapping ?? null,
     base_model_name_or_path: options.baseModel,
     bias: "none",
     corda_config: null,
@@ -82,7 +145,7 @@ export function adapterConfig(options: AdapterConfigOptions): Record<string, unk
     r: options.rank,
     rank_pattern: {},
     revision: null,
-    target_modules: [...options.targetModules].sort(),
+    target_modules: typeof options.targetModules === "string" ? options.targetModules : [...options.targetModules].sort(),
     target_parameters: null,
     task_type: options.taskType,
     trainable_token_indices: null,
@@ -95,7 +158,7 @@ export function adapterConfig(options: AdapterConfigOptions): Record<string, unk
 
 /** The config as PEFT writes it (`json.dumps(indent=2, sort_keys=True)`): Python spells the float 0.0. */
 export function formatAdapterConfig(config: Record<string, unknown>): string {
-  return JSON.stringify(config, null, 2).replace(/"lora_dropout": 0(?=,)/, '"lora_dropout": 0.0');
+  return asciiJson(JSON.stringify(config, null, 2).replace(/"lora_dropout": 0(?=,)/, '"lora_dropout": 0.0'));
 }
 
 /**

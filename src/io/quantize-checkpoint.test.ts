@@ -491,7 +491,7 @@ test("fragments from copies of the model at other paths merge; --resume on a fin
 test("the manifest's load recipe asks bitsandbytes only for what re-quantizes Q to itself", () => {
   const recipe = (options: Record<string, unknown>) => {
     const output = join(work, `recipe-${Object.values(options).join("-")}`);
-    quantizeCheckpoint({ input: model, output, rank: 4, target: "q_proj,k_proj", ...options });
+    quantizeCheckpoint({ input: model, output, rank: 4, target: "q_proj,k_proj", force: true, ...options });
     return (JSON.parse(readFileSync(join(output, "loftq_manifest.json"), "utf8")).load.python as string[]).join("\n");
   };
   assert.match(recipe({ bits: 4 }), /load_in_4bit=True, bnb_4bit_quant_type="nf4"/);
@@ -500,6 +500,37 @@ test("the manifest's load recipe asks bitsandbytes only for what re-quantizes Q 
   for (const options of [{ bits: 4, blockSize: 128 }, { bits: 4, bitsMap: "*.k_proj=8" }, { bits: 2 }, { bits: 8 }]) {
     assert.doesNotMatch(recipe(options), /BitsAndBytesConfig\(/, JSON.stringify(options));
   }
+  // The architecture's own class (no Auto class fits T5, LLaVA and BERT classifiers alike), computing in
+  // the stored weights' dtype.
+  assert.match(recipe({ bits: 4 }), /^from transformers import LlamaForCausalLM, BitsAndBytesConfig$/m);
+  assert.match(recipe({ bits: 4 }), /base = LlamaForCausalLM\.from_pretrained\(.*bnb_4bit_compute_dtype="bfloat16"\)\)$/m);
+  assert.match(recipe({ bits: 4, dtype: "F32" }), /bnb_4bit_compute_dtype="float32"/);
+});
+
+test("a model that is already quantized (a quantization_config) is refused before any matrix; other tokenizer files are copied", () => {
+  const quantized = join(work, "already-quantized");
+  cpSync(model, quantized, { recursive: true });
+  const config = JSON.parse(readFileSync(join(quantized, "config.json"), "utf8"));
+  writeFileSync(join(quantized, "config.json"), JSON.stringify({ ...config, quantization_config: { quant_method: "fp8" } }));
+  const events: string[] = [];
+  for (const format of ["fp", "bnb4"] as const) {
+    assert.throws(
+      () => quantizeCheckpoint({ input: quantized, output: join(work, `never-${format}`), rank: 4, format, onEvent: (e) => events.push(e.type) }),
+      /has a quantization_config \(quant_method "fp8"\): the model is already quantized/,
+    );
+  }
+  assert.deepEqual(events, [], "nothing computed");
+  assert.ok(!existsSync(join(work, "never-fp.partial")) && !existsSync(join(work, "never-bnb4.partial")));
+  // DeBERTa-v3's spm.model, Marian's *.spm, Qwen's *.tiktoken, Mistral's tekken.json reach the output.
+  const tokenizers = join(work, "other-tokenizers");
+  cpSync(model, tokenizers, { recursive: true });
+  const extra = ["spm.model", "source.spm", "qwen.tiktoken", "tekken.json", "bpe.codes", "video_preprocessor_config.json"];
+  for (const file of extra) writeFileSync(join(tokenizers, file), file);
+  writeFileSync(join(tokenizers, "notes.bin"), "not copied");
+  const out = join(work, "other-tokenizers-out");
+  quantizeCheckpoint({ input: tokenizers, output: out, rank: 4, target: "q_proj" });
+  for (const file of extra) assert.equal(readFileSync(join(out, file), "utf8"), file);
+  assert.ok(!existsSync(join(out, "notes.bin")));
 });
 
 test("--resume after kill -9: finished matrices are kept and the files equal an uninterrupted run's", async () => {

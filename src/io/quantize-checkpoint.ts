@@ -20,7 +20,7 @@ import { acquireOutputLock, OutputLockLostError } from "./output-lock.js";
 import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
 import { BNB4_DIR, bnb4QuantizationConfig, bnb4SkipModules, bnb4Tensors, torchDtypeName, withQuantizationConfig } from "./bnb4-export.js";
-import { adapterConfig, formatAdapterConfig, loraTensorNames, peftModulePrefix, taskTypeOf } from "./peft-adapter.js";
+import { adapterConfig, autoMappingOf, formatAdapterConfig, loraTensorNames, peftModulePrefix, peftTargetModules, taskTypeOf, type TaskType } from "./peft-adapter.js";
 import { DiskFullError, upstreamOrder, writeSafetensorsFile, type PlannedTensor } from "./safetensors-writer.js";
 import { SafetensorsFile } from "./safetensors-file.js";
 import { checkBitsOption, selectTargets, unmatchedSelectors, type TargetMatrix } from "./targets.js";
@@ -34,7 +34,13 @@ import { checkBitsOption, selectTargets, unmatchedSelectors, type TargetMatrix }
 export const ADAPTER_DIR = "loftq_init";
 export const REPORT_FILE = "loftq_report.json";
 export const MANIFEST_FILE = "loftq_manifest.json";
-const COPIED_FILE = /^(?:config|generation_config|tokenizer(?:_config)?|special_tokens_map|added_tokens|vocab|merges|preprocessor_config|processor_config|chat_template)\.(?:json|txt|jinja)$|^tokenizer\.model$|^spiece\.model$|^sentencepiece\.bpe\.model$|^[\w.-]+\.py$/;
+/**
+ * Config, tokenizer, processor and remote-code files: what transformers' save_pretrained and the
+ * tokenizers write beside the weights (SentencePiece `*.model` such as DeBERTa-v3's spm.model, Marian's
+ * `*.spm`, Qwen's `*.tiktoken`, Mistral's tekken.json, XLM's bpe.codes, …), never weights.
+ */
+const COPIED_FILE =
+  /^(?:config|generation_config|tokenizer(?:_config)?|special_tokens_map|added_tokens|vocab|merges|(?:video_)?preprocessor_config|processor_config|chat_template|tekken)\.(?:json|txt|jinja)$|^[\w.-]+\.(?:model|spm|tiktoken|py)$|^bpe\.codes$/;
 
 export type OutputDtype = "F32" | "F16" | "BF16";
 
@@ -108,6 +114,16 @@ export interface QuantizeCheckpointResult {
 function configWarnings(checkpoint: Checkpoint, targets: readonly TargetMatrix[], settings: Settings): string[] {
   // The skip list's clash check, before any work rather than after the last matrix.
   if (settings.format === "bnb4") bnb4SkipModules(checkpoint.tensors, new Map(targets.map((t) => [t.tensor, t])));
+  if (checkpoint.config && Object.hasOwn(checkpoint.config, "quantization_config")) {
+    // Its weights are someone's quantized codes (or, rarely, full precision under a stray config that the
+    // copied config.json would then impose on the backbone): either way not a start for LoftQ.
+    const method = (checkpoint.config.quantization_config as { quant_method?: unknown } | null)?.quant_method;
+    throw new InvalidArgumentError(
+      `${join(checkpoint.dir, "config.json")} has a quantization_config${typeof method === "string" ? ` (quant_method ${jsonPreview(method)})` : ""}: ` +
+        "the model is already quantized, and LoftQ starts from the full-precision weights; use the original model " +
+        "(if these weights are in fact full precision, give a directory whose config.json has no quantization_config)",
+    );
+  }
   if (checkpoint.config) return [];
   if (settings.format === "bnb4") throw new InvalidArgumentError(`${checkpoint.dir} has no config.json: --format bnb4 writes the model's config with a quantization_config, so it needs the original`);
   return [`${checkpoint.dir} has no config.json: the output has none either, and transformers needs one to load it (copy the model's config.json next to the output's shards)`];
@@ -212,7 +228,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
       const inputFiles = inputFingerprint(checkpoint);
       const settingsText = JSON.stringify({ input, inputFiles, settings, ...shardSpec }, null, 2) + "\n";
       if (occupied && options.resume && !options.force) {
-        const reports = finishedReports(output, { inputFiles, settings, ...shardSpec }, input, mine);
+        const reports = finishedReports(output, { inputFiles, settings, ...shardSpec }, mine);
         if (!reports) {
           const why = recordsNoFingerprint(output)
             ? "it was made by an older loftq, whose manifest does not record the input files, so it cannot be recognised as finished; pass --force to compute it again"
@@ -279,7 +295,7 @@ function withCheckpoint<T>(input: string, work: (checkpoint: Checkpoint) => T): 
  * undefined when it is anything else. A fragment is compared by its recorded settings, a whole run by
  * its manifest; the input's path may differ (a retried shard on a machine with its own copy).
  */
-function finishedReports(output: string, expected: { inputFiles: InputFile[]; settings: Settings; shard?: string }, input: string, mine: readonly TargetMatrix[]): MatrixReport[] | undefined {
+function finishedReports(output: string, expected: { inputFiles: InputFile[]; settings: Settings; shard?: string }, mine: readonly TargetMatrix[]): MatrixReport[] | undefined {
   const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
   try {
     if (expected.shard !== undefined) {
@@ -291,7 +307,7 @@ function finishedReports(output: string, expected: { inputFiles: InputFile[]; se
       return mine.map((t) => loadFactors(store, t.module).report);
     }
     const recorded = readJsonFile(join(output, MANIFEST_FILE)) as { inputFiles?: unknown; settings?: unknown };
-    if (!same(recorded.inputFiles, expected.inputFiles) || !same(recorded.settings, manifest(expected.settings, input, output, mine, expected.inputFiles).settings)) return undefined;
+    if (!same(recorded.inputFiles, expected.inputFiles) || !same(recorded.settings, manifestSettings(expected.settings))) return undefined;
     const report = readJsonFile(join(output, REPORT_FILE)) as { matrices?: unknown };
     return Array.isArray(report.matrices) ? (report.matrices as MatrixReport[]) : undefined;
   } catch {
@@ -785,7 +801,7 @@ function assemble(
   writeAdapter(dir, output, matrices, settings, checkpoint.config, checkpoint.tensors.map((t) => t.name));
   const reports = matrices.map((m) => m.report);
   writeFileDurably(join(dir, REPORT_FILE), JSON.stringify({ matrices: reports }, null, 2) + "\n");
-  writeFileDurably(join(dir, MANIFEST_FILE), JSON.stringify(manifest(settings, checkpoint.dir, output, targets, inputFiles), null, 2) + "\n");
+  writeFileDurably(join(dir, MANIFEST_FILE), JSON.stringify(manifest(settings, checkpoint, output, targets, inputFiles), null, 2) + "\n");
   return reports;
 }
 
@@ -850,7 +866,8 @@ function writeAdapter(
   tensorNames: readonly string[],
 ): void {
   const tensors: Array<PlannedTensor & { data: Float32Array }> = [];
-  // target_modules stay as the file names them: PEFT matches them as suffixes of the module paths.
+  // target_modules as the file names them (PEFT matches them as suffixes of the module paths), in both
+  // layouts where transformers renames them on load.
   const prefix = peftModulePrefix(config, tensorNames);
   for (const { target, a, b } of matrices) {
     const names = loraTensorNames(prefix + target.module);
@@ -864,8 +881,9 @@ function writeAdapter(
     baseModel: output,
     rank: settings.rank,
     loraAlpha: settings.loraAlpha ?? settings.rank,
-    targetModules: matrices.map((m) => m.target.module),
+    targetModules: peftTargetModules(matrices.map((m) => m.target.module), config),
     taskType: taskTypeOf(config),
+    autoMapping: autoMappingOf(config, taskTypeOf(config)),
     fanInFanOut: matrices.some((m) => m.target.transposed),
     useRslora: false,
   });
@@ -879,37 +897,65 @@ function writeAdapter(
  * Q's rows re-quantize to their own codes). Anything else (2/3/8-bit NF, other block sizes, a --bits-map
  * mixing widths) loads as stored, fake-quantized in 16 bits: a 4-bit config would re-quantize it.
  */
-function bitsAndBytesLoadConfig(settings: Settings, targets: readonly TargetMatrix[]): string {
+function bitsAndBytesLoadConfig(settings: Settings, targets: readonly TargetMatrix[], computeDtype: string): string {
   const allBits = (bits: number) => targets.length > 0 && targets.every((t) => t.bits === bits);
   if (settings.quantizer === "int8" && allBits(8)) return ", quantization_config=BitsAndBytesConfig(load_in_8bit=True)";
   if (!allBits(4) || settings.blockSize !== 64) return "";
   const type = settings.quantizer === "nf" || settings.quantizer === "bnb-nf4" ? "nf4" : settings.quantizer === "bnb-fp4" ? "fp4" : undefined;
-  return type ? `, quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="${type}", bnb_4bit_use_double_quant=False)` : "";
+  // Computing in the weights' dtype, as the --format bnb4 checkpoint's config says (bitsandbytes' default is float32).
+  return type ? `, quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="${type}", bnb_4bit_use_double_quant=False, bnb_4bit_compute_dtype="${computeDtype}")` : "";
 }
 
-function manifest(settings: Settings, input: string, output: string, targets: readonly TargetMatrix[], inputFiles: InputFile[]) {
+/** The Auto class transformers loads a PEFT task type's models with. */
+const AUTO_CLASS: Record<NonNullable<TaskType>, string> = {
+  CAUSAL_LM: "AutoModelForCausalLM", SEQ_2_SEQ_LM: "AutoModelForSeq2SeqLM", SEQ_CLS: "AutoModelForSequenceClassification",
+  TOKEN_CLS: "AutoModelForTokenClassification", QUESTION_ANS: "AutoModelForQuestionAnswering", FEATURE_EXTRACTION: "AutoModel",
+};
+
+/**
+ * The class the recipe loads the model with: the config's architecture itself (LLaVA's, T5's, BERT's
+ * classifier: no Auto class fits them all), or for remote-code models and configs without one the Auto
+ * class of the task type, with trust_remote_code where the repository brings the code.
+ */
+function modelClassOf(config: Record<string, unknown> | undefined): { name: string; extra: string } {
+  const first = Array.isArray(config?.architectures) ? (config!.architectures as unknown[])[0] : undefined;
+  const remote = config !== undefined && Object.hasOwn(config, "auto_map");
+  if (typeof first === "string" && /^[A-Za-z_]\w*$/.test(first) && !remote) return { name: first, extra: "" };
+  return { name: AUTO_CLASS[taskTypeOf(config) ?? "CAUSAL_LM"], extra: remote ? ", trust_remote_code=True" : "" };
+}
+
+/** What the manifest records of a run's settings: compared whole by `--resume` on a finished output. */
+function manifestSettings(settings: Settings) {
+  return {
+    ...settings,
+    loraAlpha: settings.loraAlpha ?? settings.rank,
+    scaling: settings.upstreamScaling ? "upstream (not compensated)" : "compensated: (lora_alpha / r) · B · A = W − Q",
+  };
+}
+
+function manifest(settings: Settings, checkpoint: Checkpoint, output: string, targets: readonly TargetMatrix[], inputFiles: InputFile[]) {
+  const model = modelClassOf(checkpoint.config);
+  const firstTarget = targets.length > 0 ? checkpoint.tensors.find((t) => t.name === targets[0]!.tensor) : undefined;
+  const computeDtype = torchDtypeName(settings.dtype ?? firstTarget?.dtype ?? "F32");
   return {
     tool: "loftq (TypeScript)",
-    input,
+    input: checkpoint.dir,
     /** Sizes and sampled hashes of the input's files: what `--resume` on a finished output compares. */
     inputFiles,
-    settings: {
-      ...settings,
-      loraAlpha: settings.loraAlpha ?? settings.rank,
-      scaling: settings.upstreamScaling ? "upstream (not compensated)" : "compensated: (lora_alpha / r) · B · A = W − Q",
-    },
+    settings: manifestSettings(settings),
     bitsHistogram: targets.reduce<Record<string, number>>((h, t) => ((h[t.bits] = (h[t.bits] ?? 0) + 1), h), {}),
     load: {
       python: [
-        "from transformers import AutoModelForCausalLM, BitsAndBytesConfig",
+        `from transformers import ${model.name}, BitsAndBytesConfig`,
         "from peft import PeftModel",
-        `base = AutoModelForCausalLM.from_pretrained(${JSON.stringify(output)}, torch_dtype="auto"${bitsAndBytesLoadConfig(settings, targets)})`,
+        `base = ${model.name}.from_pretrained(${JSON.stringify(output)}, torch_dtype="auto"${model.extra}${bitsAndBytesLoadConfig(settings, targets, computeDtype)})`,
         `model = PeftModel.from_pretrained(base, ${JSON.stringify(output)}, subfolder="${ADAPTER_DIR}", is_trainable=True)`,
       ],
       ...(settings.format === "bnb4"
         ? {
             pythonPrequantized: [
-              `base = AutoModelForCausalLM.from_pretrained(${JSON.stringify(join(output, BNB4_DIR))})  # already NF4: no quantization_config needed`,
+              // torch_dtype: without it transformers puts the 16-bit modules (embeddings, norms, head) in float16.
+              `base = ${model.name}.from_pretrained(${JSON.stringify(join(output, BNB4_DIR))}, torch_dtype="auto"${model.extra})  # already NF4: no quantization_config needed`,
               `model = PeftModel.from_pretrained(base, ${JSON.stringify(output)}, subfolder="${ADAPTER_DIR}", is_trainable=True)`,
             ],
           }

@@ -1,4 +1,5 @@
 import { writeFileDurably } from "./durable-file.js";
+import { asciiJson } from "./python-json.js";
 import { join } from "node:path";
 import { INDEX_FILE, SINGLE_FILE } from "./checkpoint.js";
 import { tensorByteLength, upstreamOrder, writeSafetensorsFile, type PlannedTensor } from "./safetensors-writer.js";
@@ -65,7 +66,7 @@ export function writeShards(
   if (withIndex) {
     // As transformers writes it: json.dumps(indent=2, sort_keys=True) + "\n".
     const index = { metadata: { total_size: totalSize }, weight_map: Object.fromEntries(Object.entries(weightMap).sort(([a], [b]) => (a < b ? -1 : 1))) };
-    writeFileDurably(join(dir, INDEX_FILE), JSON.stringify(index, null, 2) + "\n");
+    writeFileDurably(join(dir, INDEX_FILE), asciiJson(JSON.stringify(index, null, 2)) + "\n");
   }
 }
 
