@@ -13,22 +13,42 @@ export const SINGLE_ROUND_MAX_CONDITION = 100;
 export const FLOAT32_GRAM_MAX_CONDITION = 30;
 
 /**
+ * A column that keeps less than this fraction of its norm through the projection onto the earlier
+ * blocks' complement lay in their span: what is left of it is float32 rounding noise, and normalising
+ * that noise would give a "direction" that still lies in the span (a repeated basis vector, which
+ * inflates the Ritz values by up to √(number of blocks)). It is replaced by a random direction. Genuine
+ * new directions keep far more: two projection rounds leave ~1e-6 of a collapsed column.
+ */
+export const COLLAPSED_COLUMN_FRACTION = 1e-3;
+/** Random redraws of collapsed columns before the column-by-column float64 path takes over. */
+const MAX_REDRAWS = 2;
+
+/**
  * Orthonormalises a thin rows×cols block X in place, first against `previous` orthonormal blocks
- * (two rounds of block classical Gram–Schmidt: X −= P·(Pᵀ·X), the products on the backend) and
- * then within itself: CholeskyQR2 with the products on the backend in float32 when the block is
- * well conditioned, else CholeskyQR in float64 JS (X ← X·L⁻ᵀ; a second round when the block is
- * ill-conditioned). Falls back to Householder when the Gram matrix is not numerically positive
- * definite (a rank-deficient block).
+ * (two rounds of block classical Gram–Schmidt: X −= P·(Pᵀ·X), the products on the backend; columns
+ * that collapse, i.e. lay in the earlier span, are redrawn from `gaussian` and projected again) and
+ * then within itself: CholeskyQR2 with the products on the backend in float32 when the block is well
+ * conditioned, else CholeskyQR in float64 JS (X ← X·L⁻ᵀ; a second round when the block is
+ * ill-conditioned). A block that is rank-deficient within itself (its Gram matrix not numerically
+ * positive definite) goes to Householder when it is the first, else to a column-by-column float64
+ * Gram–Schmidt against the earlier blocks that redraws dependent columns.
  * O(rows·cols²) JS work instead of a Householder QR of the whole Krylov basis.
  */
-export function orthonormalizeBlock(x: Float32Array, rows: number, cols: number, previous: readonly Float32Array[], backend: KernelBackend): void {
+export function orthonormalizeBlock(x: Float32Array, rows: number, cols: number, previous: readonly Float32Array[], backend: KernelBackend, gaussian: () => number): void {
   if (previous.length > 0) {
-    const coefficients = new Float32Array(cols * cols);
-    for (let round = 0; round < 2; round++) {
-      for (const p of previous) {
-        backend.gemm({ transA: true, transB: false, m: cols, n: cols, k: rows, alpha: 1, a: p, b: x, beta: 0, c: coefficients });
-        backend.gemm({ transA: false, transB: false, m: rows, n: cols, k: cols, alpha: -1, a: p, b: coefficients, beta: 1, c: x });
+    const before = columnNorms(x, rows, cols);
+    projectOut(x, rows, cols, previous, backend);
+    for (let redraw = 0; ; redraw++) {
+      const after = columnNorms(x, rows, cols);
+      const collapsed = [...after.keys()].filter((j) => !(after[j]! > COLLAPSED_COLUMN_FRACTION * before[j]!));
+      if (collapsed.length === 0) break;
+      if (redraw === MAX_REDRAWS) return orthonormalizeColumns(x, rows, cols, previous, gaussian);
+      for (const j of collapsed) {
+        let squares = 0;
+        for (let i = 0; i < rows; i++) squares += (x[i * cols + j] = gaussian()) ** 2;
+        before[j] = Math.sqrt(squares);
       }
+      projectOut(x, rows, cols, previous, backend);
     }
   }
   if (backendCholeskyQr2(x, rows, cols, backend)) return;
@@ -39,6 +59,9 @@ export function orthonormalizeBlock(x: Float32Array, rows: number, cols: number,
   for (let round = 0; round < 2; round++) {
     const conditionEstimate = choleskyOrthonormalize(columns, rows, cols);
     if (conditionEstimate === undefined) {
+      // Householder completes a rank-deficient block with arbitrary orthonormal directions: right for
+      // the first block, but after others they could lie in the earlier span.
+      if (previous.length > 0) return orthonormalizeColumns(x, rows, cols, previous, gaussian);
       const { q } = householderQr(x, rows, cols);
       for (let i = 0; i < q.length; i++) x[i] = q[i]!;
       return;
@@ -49,6 +72,67 @@ export function orthonormalizeBlock(x: Float32Array, rows: number, cols: number,
     if (conditionEstimate <= SINGLE_ROUND_MAX_CONDITION) break;
   }
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) x[i * cols + j] = columns[j * rows + i]!;
+}
+
+/** Two rounds of block classical Gram–Schmidt against the orthonormal `previous` blocks, on the backend. */
+function projectOut(x: Float32Array, rows: number, cols: number, previous: readonly Float32Array[], backend: KernelBackend): void {
+  const coefficients = new Float32Array(cols * cols);
+  for (let round = 0; round < 2; round++) {
+    for (const p of previous) {
+      backend.gemm({ transA: true, transB: false, m: cols, n: cols, k: rows, alpha: 1, a: p, b: x, beta: 0, c: coefficients });
+      backend.gemm({ transA: false, transB: false, m: rows, n: cols, k: cols, alpha: -1, a: p, b: coefficients, beta: 1, c: x });
+    }
+  }
+}
+
+/** The Euclidean norm of each column of the row-major rows×cols block, accumulated in float64. */
+function columnNorms(x: Float32Array, rows: number, cols: number): Float64Array {
+  const squares = new Float64Array(cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) squares[j]! += x[i * cols + j]! ** 2;
+  return squares.map(Math.sqrt);
+}
+
+/**
+ * The slow, sure path for blocks whose columns depend on the earlier blocks or on each other: each
+ * column in turn, in float64, projected twice against every earlier column (the previous blocks', then
+ * this block's finished ones) and normalised; one that keeps less than COLLAPSED_COLUMN_FRACTION of its
+ * norm is replaced by a random direction first. O(rows·cols·(previous + 1)·cols) JS work, taken only
+ * when the Krylov space stops growing (a matrix whose range the basis already holds).
+ */
+function orthonormalizeColumns(x: Float32Array, rows: number, cols: number, previous: readonly Float32Array[], gaussian: () => number): void {
+  const done: Float64Array[] = [];
+  for (const block of previous) {
+    for (let j = 0; j < cols; j++) {
+      const column = new Float64Array(rows);
+      for (let i = 0; i < rows; i++) column[i] = block[i * cols + j]!;
+      done.push(column);
+    }
+  }
+  const norm = (v: Float64Array) => Math.sqrt(v.reduce((sum, value) => sum + value * value, 0));
+  for (let j = 0; j < cols; j++) {
+    const v = new Float64Array(rows);
+    for (let i = 0; i < rows; i++) v[i] = x[i * cols + j]!;
+    // The earlier span has at most (previous.length + 1)·cols < rows dimensions (the caller's Krylov
+    // basis is narrower than the matrix), so a random direction keeps most of its norm: a few draws do.
+    for (let draw = 0; ; draw++) {
+      const original = norm(v);
+      for (let round = 0; round < 2; round++) {
+        for (const d of done) {
+          let dot = 0;
+          for (let i = 0; i < rows; i++) dot += d[i]! * v[i]!;
+          for (let i = 0; i < rows; i++) v[i]! -= dot * d[i]!;
+        }
+      }
+      const kept = norm(v);
+      if (kept > COLLAPSED_COLUMN_FRACTION * original || draw === 8) {
+        for (let i = 0; i < rows; i++) v[i]! /= kept;
+        break;
+      }
+      for (let i = 0; i < rows; i++) v[i] = gaussian();
+    }
+    done.push(v);
+    for (let i = 0; i < rows; i++) x[i * cols + j] = v[i]!;
+  }
 }
 
 /**

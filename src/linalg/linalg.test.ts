@@ -191,7 +191,7 @@ test("orthonormalizeBlock: orthonormal to float32 precision for well- and ill-co
     const original = Float32Array.from(x);
     let products = 0;
     const counting = { ...tsBackend, gemm: (call: Parameters<typeof tsBackend.gemm>[0]) => (products++, tsBackend.gemm(call)) };
-    orthonormalizeBlock(x, rows, cols, [], counting);
+    orthonormalizeBlock(x, rows, cols, [], counting, () => 0);
     assert.equal(products, backendProducts, `κ≈1e${decades}: ${products} backend products`);
     const loss = orthonormalityError(x, rows, cols);
     t.diagnostic(`orthonormalizeBlock κ≈1e${decades}: max |QᵀQ − I| = ${loss.toExponential(2)}`);
@@ -206,6 +206,41 @@ test("orthonormalizeBlock: orthonormal to float32 precision for well- and ill-co
     }
     for (let i = 0; i < rows; i++) norm += original[i * cols]! ** 2;
     assert.ok(Math.abs(inside / norm - 1) < 1e-5, `span: ${inside / norm}`);
+  }
+});
+
+test("randomized SVD when the Krylov space stops growing (few nonzero rows, identity, permutation): exact values, orthonormal factors, every backend", (t) => {
+  const backends = [tsBackend, ...(wasmSimdSupported() ? [createWasmBackend()] : [])];
+  const n = 512;
+  const rank = 16;
+  // Each case with its exact top singular values (zeros after the listed ones).
+  const cases: Array<[string, Float32Array, ArrayLike<number>]> = [];
+  // Three nonzero rows (pruned or padded rows, new vocabulary rows): M·Mᵀ·Q lies in span(Q) already.
+  const fewRows = new Float32Array(n * n);
+  fewRows.set(randomMatrix(3, n, 5));
+  cases.push(["3 nonzero rows", fewRows, jacobiSvd(fewRows.subarray(0, 3 * n), 3, n).s]);
+  const identity = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) identity[i * n + i] = 1;
+  cases.push(["identity", identity, new Float64Array(rank).fill(1)]);
+  const permutation = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) permutation[i * n + ((i * 7 + 3) % n)] = 1;
+  cases.push(["permutation", permutation, new Float64Array(rank).fill(1)]);
+  for (const [name, data, exact] of cases) {
+    const matrix = { rows: n, cols: n, data };
+    for (const backend of backends) {
+      const { u, s, v } = truncatedSvd(matrix, { rank, method: "randomized", backend });
+      for (let j = 0; j < rank; j++) {
+        const expected = exact[j] ?? 0;
+        assert.ok(Math.abs(s[j]! - expected) <= 1e-4 * Math.max(1, expected), `${name} on ${backend.name}: σ${j} = ${s[j]}, expected ${expected}`);
+      }
+      const loss = Math.max(orthonormalityError(u, n, rank), orthonormalityError(v, n, rank));
+      t.diagnostic(`${name} on ${backend.name}: max |σ − σ_exact| ok, max |UᵀU − I|, |VᵀV − I| = ${loss.toExponential(2)}`);
+      assert.ok(loss < 1e-4, `${name} on ${backend.name}: orthogonality loss ${loss}`);
+      // What LoftQ relies on: Σσ² never exceeds ‖M‖² (its error is ‖M‖² − Σσ² under a square root).
+      const captured = s.reduce((sum, sigma) => sum + sigma * sigma, 0);
+      const energy = frobeniusNorm(data) ** 2;
+      assert.ok(captured <= energy * (1 + 1e-5), `${name} on ${backend.name}: Σσ² ${captured} > ‖M‖² ${energy}`);
+    }
   }
 });
 

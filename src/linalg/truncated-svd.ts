@@ -127,6 +127,8 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
       for (let j = 0; j < startCols; j++) omega[i * k + j] = options.start![i * startStride + j]!;
       for (let j = startCols; j < k; j++) omega[i * k + j] = gaussian(random);
     }
+    // Random directions for Krylov columns that collapse into the earlier span (the space stopped growing).
+    const draw = () => gaussian(random);
     const multiply = (transA: boolean, out: Float32Array, block: Float32Array, alpha = 1) =>
       backend.gemm({ transA, transB: false, m: transA ? n : m, n: k, k: transA ? m : n, alpha, a: data, b: block, beta: 0, c: out });
     // Krylov blocks Q_b, each orthonormal to all earlier ones; P_b = Mᵀ·Q_b is both the next
@@ -142,12 +144,12 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
     // exact path, which scales the matrix itself, takes those instead.
     if (-scaleExponent > MAX_FLOAT32_EXPONENT) return undefined;
     const projectionScale = 2 ** -scaleExponent;
-    orthonormalizeBlock(basis[0]!, m, k, [], backend);
+    orthonormalizeBlock(basis[0]!, m, k, [], backend, draw);
     for (let b = 0; b < blocks; b++) {
       multiply(true, projected[b]!, basis[b]!, projectionScale);
       if (b + 1 < blocks) {
         multiply(false, basis[b + 1]!, projected[b]!);
-        orthonormalizeBlock(basis[b + 1]!, m, k, basis.slice(0, b + 1), backend);
+        orthonormalizeBlock(basis[b + 1]!, m, k, basis.slice(0, b + 1), backend, draw);
       }
     }
     // B·Bᵀ (w×w) from the blocks of Bᵀ, in float64; its eigenpairs give B = Ub·S·Vᵀ.

@@ -14,6 +14,11 @@ export const FIRST_SVD_OVERSAMPLE = 0;
 /** Krylov depth of the SVDs after the first: the previous subspace is already a good start. */
 export const WARM_POWER_ITERATIONS = 1;
 /**
+ * How far Σσ² may exceed ‖W − Q‖² (both from float32 data; the Ritz values good to ~1e-6 relative)
+ * before the factors are judged not orthonormal.
+ */
+const CAPTURED_ENERGY_TOLERANCE = 1e-4;
+/**
  * Sketch columns beyond the rank in the SVDs after the first. With a warm start none are needed:
  * on 4096² LLM-like weights (NF2/NF4/NF8, r = 16 and 64, T = 5) the final errors equal those with 8
  * extra columns and those of depth-10 SVDs to five digits, and every warm product is r instead of
@@ -102,7 +107,7 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
         throw new OutOfRangeError(`${settings.name}: ${t === 1 ? "W − Q" : "W − B·A"} overflows float32 in iteration ${t} (values within a factor of ~2 of float32's largest); scale the weight down`);
       }
       const quantError = Math.sqrt(quantSquared) / weightNorm;
-      const svd = truncatedSvd(
+      let svd = truncatedSvd(
         { rows: m, cols: n, data: residual },
         {
           rank,
@@ -116,11 +121,17 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
             : { powerIterations: settings.powerIterations, oversample: FIRST_SVD_OVERSAMPLE }),
         },
       );
-      subspace = svd.subspace;
-      const { a, b } = splitFactors(svd.u, svd.s, svd.v, m, n, rank);
       // B·A = U·Uᵀ·(W − Q), the projection onto the (Ritz) singular vectors, so by Pythagoras
       // ‖W − Q − B·A‖² = ‖W − Q‖² − Σσᵢ²: no pass over the matrix is needed for the error.
-      const captured = svd.s.reduce((sum, sigma) => sum + sigma * sigma, 0);
+      let captured = svd.s.reduce((sum, sigma) => sum + sigma * sigma, 0);
+      // More than ‖W − Q‖² captured means factors that are not orthonormal: never report that as a
+      // zero error. A backstop (the randomized SVD redraws collapsing Krylov columns): the exact SVD.
+      if (captured > quantSquared * (1 + CAPTURED_ENERGY_TOLERANCE)) {
+        svd = truncatedSvd({ rows: m, cols: n, data: residual }, { rank, backend, method: "exact" });
+        captured = svd.s.reduce((sum, sigma) => sum + sigma * sigma, 0);
+      }
+      subspace = svd.subspace;
+      const { a, b } = splitFactors(svd.u, svd.s, svd.v, m, n, rank);
       const error = Math.sqrt(Math.max(0, quantSquared - captured)) / weightNorm;
       if (t < settings.iterations) {
         // The next quantization target: W − B·A (exact SVD product, before any scaling compensation),
