@@ -16,6 +16,7 @@ import { checkSeed } from "../linalg/random.js";
 import { MANIFEST_FILE, mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 import { checkBlockSize } from "../quant/quantizer.js";
+import { MAX_ITERATIONS } from "../loftq/options.js";
 import { loftq, qloraInit, transpose, activeBackendName, QUANTIZER_KINDS, listBackends, registerBackendFactory, getBackend, createThreadedBackend, createOrtBackend, ortInstalled, type QuantizerKind } from "../node/index.js";
 import { progressRenderer, type ProgressMode } from "./progress.js";
 
@@ -169,9 +170,9 @@ function main(argv: string[]): number {
   if (values.json && values.quiet) throw new UsageError("--json and --quiet are alternatives");
   const number = (name: string, raw: string | undefined, fallback: number, integer = true) => {
     if (raw === undefined) return fallback;
-    // Number("") and Number(" ") are 0: an empty value is a usage error, not rank 0.
-    const value = raw.trim() === "" ? NaN : Number(raw);
-    if (!Number.isFinite(value) || (integer && !Number.isInteger(value))) throw new UsageError(`--${name} must be ${integer ? "an integer" : "a number"}, got "${raw}"`);
+    // Decimal digits only: Number() also reads "" and " " as 0, "0x10" as 16 and "1e1" as 10.
+    const value = (integer ? /^\s*\d+\s*$/ : /^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$/).test(raw) ? Number(raw) : NaN;
+    if (!Number.isFinite(value) || (integer && !Number.isSafeInteger(value))) throw new UsageError(`--${name} must be ${integer ? "a whole number" : "a number"}, got "${raw}"`);
     return value;
   };
   const quantizer = (values.quantizer ?? "nf") as QuantizerKind;
@@ -190,6 +191,7 @@ function main(argv: string[]): number {
   for (const [name, value] of [["rank", rank], ["iters", iterations]] as const) {
     if (value < 1) throw new UsageError(`--${name} must be at least 1, got ${value}`);
   }
+  if (iterations > MAX_ITERATIONS) throw new UsageError(`--iters must be at most ${MAX_ITERATIONS}, got ${iterations}`);
   asUsageError(() => checkSeed(seed, "--seed"));
   const loraAlpha = values["lora-alpha"] === undefined ? undefined : number("lora-alpha", values["lora-alpha"], rank, false);
   if (loraAlpha !== undefined && !(loraAlpha > 0)) throw new UsageError(`--lora-alpha must be positive, got ${loraAlpha}`);
@@ -332,15 +334,21 @@ function printReportTable(reports: ReturnType<typeof quantizeCheckpoint>["report
 }
 
 // A reader that stops early (`loftq quantize --json | head`, or progress on stderr piped) ends what is printed, not the work: the
-// files are the job's output, so it finishes and the exit code says how that went.
+// files are the job's output, so it finishes and the exit code says how that went. Any other write failure (a full disk
+// behind a redirect) loses printed output the caller may rely on: exit 1 with one line, no stack.
+let printingFailed = false;
 for (const stream of [process.stdout, process.stderr]) {
   stream.on("error", (error: NodeJS.ErrnoException) => {
-    if (error.code !== "EPIPE") throw error;
+    if (error.code === "EPIPE") return;
+    printingFailed = true;
+    process.exitCode = 1;
+    if (stream === process.stdout) process.stderr.write(`loftq: cannot write to standard output: ${error.message}\n`);
   });
 }
 
 try {
-  process.exitCode = main(process.argv.slice(2));
+  const code = main(process.argv.slice(2));
+  process.exitCode = printingFailed ? 1 : code;
 } catch (error) {
   const code = (error as NodeJS.ErrnoException).code;
   if (error instanceof UsageError || (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS"))) {

@@ -232,6 +232,14 @@ test("NaN weights: an error naming the tensor, no output, no partial directory",
   const out = join(work, "broken-out");
   assert.throws(() => quantizeCheckpoint({ input: broken, output: out, rank: 4 }), /model\.layers\.0\.self_attn\.q_proj\.weight has a non-finite value NaN at row 1, column 6/);
   assert.ok(!existsSync(out) && !existsSync(`${out}.partial`));
+  // A GPT-2 Conv1D weight is stored (in, out) and transposed for LoftQ: the NaN is named where it is stored.
+  const gpt2 = join(work, "broken-gpt2");
+  mkdirSync(gpt2);
+  writeFileSync(join(gpt2, "config.json"), JSON.stringify({ model_type: "gpt2", architectures: ["GPT2LMHeadModel"] }));
+  const conv = new Float32Array(64 * 96).fill(0.01);
+  conv[2 * 96 + 5] = NaN;
+  writeSafetensorsFile(join(gpt2, "model.safetensors"), [{ name: "h.0.attn.c_attn.weight", dtype: "F32", shape: [64, 96] }], { format: "pt" }, () => new Uint8Array(conv.buffer));
+  assert.throws(() => quantizeCheckpoint({ input: gpt2, output: join(work, "broken-gpt2-out"), rank: 4 }), /h\.0\.attn\.c_attn\.weight has a non-finite value NaN at row 2, column 5/);
 });
 
 test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", () => {
@@ -247,13 +255,17 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
   assert.equal(run("quantize", model, "--bogus").status, 2);
   assert.equal(run("quantize", model, "--out", join(work, "z"), "--rank", "").status, 2, "an empty --rank is not rank 0");
   // Values out of range are usage errors, named by their flag, before the checkpoint is read.
-  for (const bad of [["--bits", "5"], ["--rank", "0"], ["--shard", "3/2"], ["--lora-alpha=0"], ["--seed", "4294967296"], ["--quantizer", "bnb-nf4", "--bits", "2.5"], ["--block-size", "99999999"]]) {
+  for (const bad of [
+    ["--bits", "5"], ["--rank", "0"], ["--shard", "3/2"], ["--lora-alpha=0"], ["--seed", "4294967296"], ["--quantizer", "bnb-nf4", "--bits", "2.5"], ["--block-size", "99999999"],
+    // Whole numbers in decimal digits only (Number() read "0x10" as 16 and "1e1" as 10), and at most 1000 iterations.
+    ["--rank", "0x10"], ["--rank", "1e1"], ["--iters", "1e9"], ["--iters", "1001"], ["--lora-alpha", "0x10"],
+  ]) {
     const refused = run("quantize", model, "--out", join(work, "y"), ...bad);
     assert.equal(refused.status, 2, `${bad.join(" ")}: ${refused.stderr}`);
     assert.match(refused.stderr, new RegExp(`${bad[0]!.slice(2).split("=")[0]!.replace("quantizer", "bits").replace("block-size", "blockSize")}`));
   }
   // So are selections and formats that need no checkpoint to be refused; what needs the checkpoint exits 1.
-  for (const bad of [["--bits-map", "*.mlp.*=5"], ["--bits-map", "garbage"], ["--target", ","], ["--format", "bnb4", "--bits", "2"], ["--format", "bnb4", "--bits-map", "*.mlp.*=2"], ["--format", "fp4"]]) {
+  for (const bad of [["--bits-map", "*.mlp.*=5"], ["--bits-map", "garbage"], ["--bits-map", "*.mlp.*=2=3"], ["--bits-map", "*.mlp.*=0x4"], ["--target", ","], ["--format", "bnb4", "--bits", "2"], ["--format", "bnb4", "--bits-map", "*.mlp.*=2"], ["--format", "fp4"]]) {
     const refused = run("quantize", model, "--out", join(work, "y"), ...bad);
     assert.equal(refused.status, 2, `${bad.join(" ")}: ${refused.stderr}`);
     assert.match(refused.stderr, new RegExp(`--${bad[0]!.slice(2)}`));
@@ -264,6 +276,10 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
     assert.equal(refused.status, 2, `${bad.join(" ")}: ${refused.stderr}`);
     assert.match(refused.stderr, message);
   }
+  // An --out whose <out>.replaced-<pid> would not fit a file name fails before the work, not after it.
+  const longOut = run("quantize", model, "--out", join(work, "o".repeat(240)), "--rank", "4");
+  assert.equal(longOut.status, 1);
+  assert.match(longOut.stderr, /is too long/);
   // A file named as --out is never replaced by a directory, --force or not.
   writeFileSync(join(work, "a-file"), "mine");
   assert.match(run("quantize", model, "--out", join(work, "a-file"), "--force").stderr, /is a file, not a directory/);
@@ -505,6 +521,21 @@ test("the manifest's load recipe asks bitsandbytes only for what re-quantizes Q 
   assert.match(recipe({ bits: 4 }), /^from transformers import LlamaForCausalLM, BitsAndBytesConfig$/m);
   assert.match(recipe({ bits: 4 }), /base = LlamaForCausalLM\.from_pretrained\(.*bnb_4bit_compute_dtype="bfloat16"\)\)$/m);
   assert.match(recipe({ bits: 4, dtype: "F32" }), /bnb_4bit_compute_dtype="float32"/);
+});
+
+test("an input whose files link into --out is refused before anything is replaced; so is a merge whose --out is one of its fragments", () => {
+  const real = join(work, "linked-real");
+  cpSync(model, real, { recursive: true });
+  const links = join(work, "linked-model");
+  mkdirSync(links);
+  for (const file of readdirSync(real)) symlinkSync(join(real, file), join(links, file));
+  const before = readdirSync(real).map((file) => sha256(join(real, file)));
+  assert.throws(() => quantizeCheckpoint({ input: links, output: real, rank: 4, force: true }), /links to, a file in .*linked-real, which this run would replace/);
+  assert.deepEqual(readdirSync(real).map((file) => sha256(join(real, file))), before, "the linked weights are intact");
+  const fragment = join(work, "self-fragment");
+  quantizeCheckpoint({ input: model, output: fragment, rank: 4, target: "q_proj", shard: { index: 1, count: 1 } });
+  assert.throws(() => mergeFragments({ input: model, output: fragment, fragments: [fragment], force: true }), /is, contains or lies in --out/);
+  assert.ok(existsSync(join(fragment, "loftq_fragment.json")));
 });
 
 test("a model that is already quantized (a quantization_config) is refused before any matrix; other tokenizer files are copied", () => {

@@ -10,7 +10,7 @@ import { checkSeed } from "../linalg/random.js";
 import type { IterationErrors } from "../loftq/loftq.js";
 import { createQuantizer, type QuantizerKind } from "../quant/quantizer.js";
 import { encodeHalf, F16_MAX, F16_OVERFLOW, float32Bytes } from "../tensor/dtype.js";
-import { transpose, type Matrix } from "../tensor/matrix.js";
+import { assertFinite, transpose, type Matrix } from "../tensor/matrix.js";
 import { CheckpointError, checkCheckpointDir, INDEX_FILE, openCheckpoint, readJsonFile, type Checkpoint } from "./checkpoint.js";
 import { jsonPreview } from "./json-preview.js";
 import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
@@ -220,6 +220,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
     const occupied = outputOccupied(output);
     if (occupied && !options.force && !options.resume) throw new OutputExistsError(output);
     return withCheckpoint(input, (checkpoint) => {
+      checkInputFilesOutside(checkpoint, output);
       const targets = planTargets(checkpoint, settings);
       filesToCopy(checkpoint.dir);
       const mine = options.shard ? targets.filter((_, i) => i % options.shard!.count === options.shard!.index - 1) : targets;
@@ -373,6 +374,9 @@ export function mergeFragments(options: MergeFragmentsOptions): QuantizeCheckpoi
   // Shards may run on machines with their own copy of the model, at any path: the same settings and
   // input contents (their fingerprint) are what must agree; fragments from before the fingerprint
   // carry none, and are held to one input path instead.
+  for (const fragment of options.fragments) {
+    if (isOrLiesIn(fragment, output) || isOrLiesIn(output, fragment)) throw new InvalidArgumentError(`the fragment ${fragment} is, contains or lies in --out ${output}, which the merge would replace`);
+  }
   const recordedAll = options.fragments.map(readFragmentSettings);
   const inputOf = (r: (typeof recordedAll)[number]) => r.inputFiles ?? r.input;
   if (new Set(recordedAll.map((r) => JSON.stringify({ inputs: inputOf(r), settings: r.settings }))).size !== 1) {
@@ -387,7 +391,7 @@ export function mergeFragments(options: MergeFragmentsOptions): QuantizeCheckpoi
     const partial = `${output}.partial`;
     if (outputOccupied(output) && !options.force) throw new OutputExistsError(output);
     return withCheckpoint(input, (checkpoint) => {
-      filesToCopy(checkpoint.dir);
+      checkInputFilesOutside(checkpoint, output);
       const inputFiles = inputFingerprint(checkpoint);
       if (recorded.inputFiles && JSON.stringify(recorded.inputFiles) !== JSON.stringify(inputFiles)) {
         throw new InvalidArgumentError(`the files of ${input} differ from those the fragments were made from; run the shards again`);
@@ -491,6 +495,31 @@ function checkOutputPlace(input: string, output: string): void {
   }
   // A file named as --out is a mistake (a model file?), never something to replace with a directory.
   if (existsSync(output) && !statSync(output).isDirectory()) throw new InvalidArgumentError(`--out ${output} is a file, not a directory`);
+  // The names beside --out (its .partial, .lock, and the .replaced-<pid> an old output is moved to) must
+  // fit the file system's 255-byte limit, or publishing fails after all the work.
+  const longest = `${basename(output)}.replaced-${"9".repeat(10)}`;
+  if (Buffer.byteLength(longest) > MAX_FILE_NAME_BYTES) {
+    throw new InvalidArgumentError(`--out's name ${jsonPreview(basename(output))} is too long: "${basename(output)}.replaced-<pid>" must fit in ${MAX_FILE_NAME_BYTES} bytes`);
+  }
+}
+
+/** The longest file name Linux, macOS and Windows file systems take (bytes of UTF-8, or UTF-16 units). */
+const MAX_FILE_NAME_BYTES = 255;
+
+/**
+ * The input's files themselves (shards, index, config and the files copied) must not lie in --out or
+ * its .partial: a model directory of links into an earlier output (or the --out itself) would lose
+ * its weights when --force replaced that output.
+ */
+function checkInputFilesOutside(checkpoint: Checkpoint, output: string): void {
+  const read = [...checkpoint.shardNames, INDEX_FILE, ...filesToCopy(checkpoint.dir)];
+  for (const file of read) {
+    const path = join(checkpoint.dir, file);
+    if (!existsSync(path)) continue;
+    for (const place of [output, `${output}.partial`]) {
+      if (isOrLiesIn(path, place)) throw new InvalidArgumentError(`the input file ${path} is, or links to, a file in ${place}, which this run would replace (inputs are never modified)`);
+    }
+  }
 }
 
 /** Whether --out holds anything (a run then needs --force, or --resume on its own finished output). */
@@ -655,6 +684,8 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
       const size = target.rows * target.cols;
       const stored = nextWeight();
       const asStored: Matrix = { rows: info.shape[0]!, cols: info.shape[1]!, data: stored };
+      // A NaN is named by its place in the stored tensor (loftq would name the transposed one's).
+      if (target.transposed) assertFinite(asStored, target.tensor);
       const weight = target.transposed ? transpose(asStored) : asStored;
       options.onEvent?.({ type: "matrix-start", index, total, module: target.module, rows: target.rows, cols: target.cols, bits: target.bits });
       const matrixStarted = Date.now();

@@ -195,9 +195,10 @@ type BitsRule = [RegExp, number, string];
 function parseBitsMap(spec: string | undefined): BitsRule[] {
   if (!spec) return [];
   return spec.split(",").map((rule) => {
-    const [pattern, value] = rule.split("=").map((s) => s.trim());
-    const bits = Number(value);
-    if (!pattern || !Number.isInteger(bits)) throw new InvalidArgumentError(`--bits-map rule "${rule}" is not pattern=bits`);
+    const parts = rule.split("=").map((s) => s.trim());
+    const [pattern, value] = parts;
+    const bits = value !== undefined && /^\d+$/.test(value) ? Number(value) : NaN;
+    if (parts.length !== 2 || !pattern || !Number.isInteger(bits)) throw new InvalidArgumentError(`--bits-map rule "${rule}" is not pattern=bits`);
     const regex = new RegExp(`^${pattern.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*")}$`);
     return [regex, bits, pattern] as BitsRule;
   });

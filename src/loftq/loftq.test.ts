@@ -135,7 +135,11 @@ test("bad input: typed errors, up front", () => {
   assert.throws(() => loftq(weight, { bits: 5 }), /supports bits/);
   assert.throws(() => loftq(weight, { bits: 16 }), InvalidArgumentError);
   assert.throws(() => loftq(weight, { iterations: 0 }), /iterations/);
+  assert.throws(() => loftq(weight, { iterations: 1e9 }), /iterations must be an integer in 1..1000/);
   assert.throws(() => loftq(weight, { loraAlpha: -1 }), /loraAlpha/);
+  // Compensated factors are divided by √(alpha/r): alpha 1e-300 gave Inf factors, 1e300 all zeros.
+  for (const loraAlpha of [1e-300, 1e300]) assert.throws(() => loftq(weight, { rank: 4, loraAlpha }), /outside 1e-12..1000000000000/);
+  assert.equal(loftq(weight, { rank: 4, loraAlpha: 1e300, upstreamScaling: true }).scaling, 1e300 / 4);
   assert.throws(() => loftq(weight, { backend: "cuda" }), { name: "BackendUnavailableError" });
   // Options coerced silently before: a fractional or 33-bit seed gave seed 0's bytes.
   for (const seed of [0.7, -1, 2 ** 32, NaN]) assert.throws(() => loftq(weight, { seed }), /seed must be an integer in 0..4294967295/);

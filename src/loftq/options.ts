@@ -99,6 +99,12 @@ export const FIRST_SVD_POWER_ITERATIONS = 5;
  * values are checked by the caller's first pass over them (its norm: non-finite when any value is),
  * before any other work.
  */
+/** More LoftQ iterations than anyone runs (the paper uses 1–5; errors flatten after a few): a typo guard. */
+export const MAX_ITERATIONS = 1000;
+/** LoRA scalings (alpha/r, or alpha/√r) the compensated factors stay well inside float32 for. */
+export const MIN_SCALING = 1e-12;
+export const MAX_SCALING = 1e12;
+
 export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, caller = "loftq"): ResolvedLoftqOptions {
   checkOptionKeys(options, LOFTQ_OPTION_KEYS, caller, false);
   for (const flag of ["doubleQuant", "keepBest", "useRslora", "upstreamScaling"] as const) checkOptionalBoolean(options[flag], flag);
@@ -112,7 +118,9 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, calle
     throw new InvalidArgumentError(`rank must be an integer in 1..${maxRank} for a ${weight.rows}×${weight.cols} ${what}, got ${rank}`);
   }
   const iterations = options.iterations ?? 1;
-  if (!Number.isInteger(iterations) || iterations < 1) throw new InvalidArgumentError(`iterations must be a positive integer, got ${iterations}`);
+  if (!Number.isInteger(iterations) || iterations < 1 || iterations > MAX_ITERATIONS) {
+    throw new InvalidArgumentError(`iterations must be an integer in 1..${MAX_ITERATIONS}, got ${iterations}`);
+  }
   const kind = options.quantizer ?? "nf";
   const bits = options.bits ?? (kind === "int8" ? 8 : DEFAULT_BITS);
   const quantizer = createQuantizer({
@@ -125,6 +133,10 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, calle
   if (options.loraAlpha !== undefined) {
     if (!(options.loraAlpha > 0) || !Number.isFinite(options.loraAlpha)) throw new InvalidArgumentError(`loraAlpha must be a positive number, got ${options.loraAlpha}`);
     scaling = options.loraAlpha / (options.useRslora ? Math.sqrt(rank) : rank);
+    // The factors are divided by √scaling: far outside this range they overflow or flush to zero.
+    if (!options.upstreamScaling && !(scaling >= MIN_SCALING && scaling <= MAX_SCALING)) {
+      throw new InvalidArgumentError(`loraAlpha ${options.loraAlpha} gives a LoRA scaling of ${scaling}, outside ${MIN_SCALING}..${MAX_SCALING} (the factors are divided by its square root)`);
+    }
   }
   const powerIterations = options.powerIterations ?? FIRST_SVD_POWER_ITERATIONS;
   if (!Number.isInteger(powerIterations) || powerIterations < 0) throw new InvalidArgumentError(`powerIterations must be a non-negative integer, got ${powerIterations}`);
