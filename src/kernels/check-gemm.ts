@@ -1,6 +1,11 @@
 import { ShapeError } from "../errors.js";
 import type { GemmCall, TransposeCall } from "./backend.js";
 
+/** Validates a subtraction's lengths (out = a − b, or only Σ(a − b)² without out). */
+export function checkSubtract(a: Float32Array, b: Float32Array, out: Float32Array | undefined): void {
+  if (b.length !== a.length || (out && out.length !== a.length)) throw new ShapeError(`subtract: lengths ${a.length}, ${b.length}${out ? `, ${out.length}` : ""} differ`);
+}
+
 /** Validates a transpose call's sizes. */
 export function checkTranspose({ a, rows, cols, lda, out }: TransposeCall): void {
   for (const [name, v] of [["rows", rows], ["cols", cols], ["lda", lda]] as const) {

@@ -377,7 +377,10 @@ test("subtract returns the float64 sum of squares and the difference on every ba
     assert.deepEqual(out, expected);
     assert.ok(Math.abs(sum - expectedSum) <= 1e-12 * expectedSum, `${backend.name}: ${sum} vs ${expectedSum}`);
     assert.equal(backend.subtract(a, b), sum);
+    // Mismatched lengths are the same typed error on every backend (the reference read NaN past the end).
+    assert.throws(() => backend.subtract(a, b.subarray(0, 500)), /subtract: lengths 1001, 500 differ/, backend.name);
   }
+  for (const threads of [0, 1.5, NaN]) assert.throws(() => createThreadedBackend(threads), /threads must be a positive integer/);
 });
 
 

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { getBackend, listBackends, registerBackend, registerBackendFactory } from "./registry.js";
 import { tsBackend } from "./ts-backend.js";
-import { BackendUnavailableError } from "../errors.js";
+import { BackendUnavailableError, InvalidArgumentError } from "../errors.js";
 
 test("a backend factory runs on first use only, once, and takes its priority then", () => {
   let made = 0;
@@ -25,4 +25,29 @@ test("a factory that makes a backend of another name is refused; an unknown name
   assert.throws(() => getBackend("no-such-backend"), (error: unknown) => error instanceof BackendUnavailableError && /available: /.test(String(error)));
   registerBackend({ ...tsBackend, name: "misnamed-test" }, -1); // replaced by a made backend: usable again
   assert.equal(getBackend("misnamed-test").name, "misnamed-test");
+});
+
+test("a factory that cannot make its backend (a native library that does not load) is skipped by the default and named when asked for", () => {
+  const before = getBackend().name;
+  registerBackendFactory("broken-native-test", 1000, () => {
+    throw new BackendUnavailableError("libsomething.so.1: cannot open shared object file");
+  });
+  assert.equal(listBackends()[0], "broken-native-test");
+  assert.equal(getBackend().name, before, "the default falls back to the next one");
+  assert.ok(!listBackends().includes("broken-native-test"));
+  assert.throws(() => getBackend("broken-native-test"), (e: unknown) => e instanceof BackendUnavailableError && /cannot open shared object file/.test(String(e)));
+  // Other errors are bugs, not unavailability: they surface.
+  registerBackendFactory("buggy-test", 1000, () => {
+    throw new TypeError("bug");
+  });
+  assert.throws(() => getBackend(), TypeError);
+  registerBackendFactory("buggy-test", -1000, () => ({ ...tsBackend, name: "buggy-test" }));
+});
+
+test("registration is checked: a whole backend, a finite priority, and the reference backend kept", () => {
+  assert.throws(() => registerBackend({ name: "bad-test" } as unknown as typeof tsBackend, 1), InvalidArgumentError);
+  assert.throws(() => registerBackend({ ...tsBackend, name: "nan-test" }, NaN), /priority must be a finite number/);
+  assert.throws(() => registerBackend({ ...tsBackend }, 100), /reference backend/);
+  assert.throws(() => registerBackendFactory("f-test", 1, null as unknown as () => typeof tsBackend), /create must be a function/);
+  assert.ok(!listBackends().includes("nan-test"));
 });

@@ -10,7 +10,15 @@ import { createWasmBackend, wasmSimdSupported } from "./wasm-backend.js";
  */
 const backends = new Map<string, { backend?: KernelBackend; create?: () => KernelBackend; priority: number }>();
 
+/** Why each backend whose factory failed is gone from the registry (named again when asked for). */
+const unavailable = new Map<string, string>();
+
 export function registerBackend(backend: KernelBackend, priority: number): void {
+  if (backend === null || typeof backend !== "object" || typeof backend.name !== "string" || BACKEND_METHODS.some((method) => typeof backend[method] !== "function")) {
+    throw new InvalidArgumentError(`registerBackend: not a KernelBackend (it needs a name and ${BACKEND_METHODS.join(", ")})`);
+  }
+  checkRegistration(backend.name, priority);
+  unavailable.delete(backend.name);
   backends.set(backend.name, { backend, priority });
 }
 
@@ -19,7 +27,17 @@ export function registerBackend(backend: KernelBackend, priority: number): void 
  * programs that import the package without computing (or that pick another backend).
  */
 export function registerBackendFactory(name: string, priority: number, create: () => KernelBackend): void {
+  if (typeof create !== "function") throw new InvalidArgumentError("registerBackendFactory: create must be a function");
+  checkRegistration(name, priority);
+  unavailable.delete(name);
   backends.set(name, { create, priority });
+}
+
+/** A name and a finite priority; the reference backend "ts" stays the reference (every other is tested against it). */
+function checkRegistration(name: unknown, priority: unknown): void {
+  if (typeof name !== "string" || name === "") throw new InvalidArgumentError(`a backend's name must be a non-empty string, got ${typeof name}`);
+  if (typeof priority !== "number" || !Number.isFinite(priority)) throw new InvalidArgumentError(`backend "${name}": priority must be a finite number, got ${String(priority)}`);
+  if (name === tsBackend.name && defaultsRegistered) throw new InvalidArgumentError(`backend "${name}" is the reference backend and cannot be replaced`);
 }
 
 export function listBackends(): string[] {
@@ -35,20 +53,31 @@ let defaultsRegistered = false;
  */
 function registerDefaults(): void {
   if (defaultsRegistered) return;
-  defaultsRegistered = true;
   registerBackend(tsBackend, 0);
+  defaultsRegistered = true;
   if (wasmSimdSupported()) registerBackend(createWasmBackend(), 10);
 }
 
-/** The named backend, or the fastest registered one when `name` is omitted. */
+/**
+ * The named backend, or the fastest registered one when `name` is omitted. A factory that throws
+ * BackendUnavailableError (a native library that does not load) takes its backend out of the
+ * registry: the default moves on to the next one, and asking for it by name repeats the reason.
+ */
 export function getBackend(name?: string): KernelBackend {
   registerDefaults();
   if (name === undefined) {
-    const best = listBackends()[0];
-    return best === undefined ? tsBackend : resolve(best);
+    for (const candidate of listBackends()) {
+      try {
+        return resolve(candidate);
+      } catch (error) {
+        if (!(error instanceof BackendUnavailableError)) throw error;
+      }
+    }
+    return tsBackend;
   }
   if (!backends.has(name)) {
-    throw new BackendUnavailableError(`backend "${name}" is not available here (available: ${listBackends().join(", ")})`);
+    const why = unavailable.get(name);
+    throw new BackendUnavailableError(`backend "${name}" is not available here${why ? ` (${why})` : ""} (available: ${listBackends().join(", ")})`);
   }
   return resolve(name);
 }
@@ -68,7 +97,16 @@ export function resolveBackend(value: KernelBackend | string | undefined): Kerne
 function resolve(name: string): KernelBackend {
   const entry = backends.get(name)!;
   if (entry.backend === undefined) {
-    const backend = entry.create!();
+    let backend: KernelBackend;
+    try {
+      backend = entry.create!();
+    } catch (error) {
+      if (error instanceof BackendUnavailableError) {
+        backends.delete(name);
+        unavailable.set(name, error.message);
+      }
+      throw error;
+    }
     if (backend.name !== name) throw new BackendUnavailableError(`the factory registered as backend "${name}" made one named "${backend.name}"`);
     entry.backend = backend;
   }

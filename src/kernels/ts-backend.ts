@@ -1,7 +1,7 @@
 import { ShapeError } from "../errors.js";
 import { encodeHalf } from "../tensor/dtype.js";
 import type { GemmCall, KernelBackend } from "./backend.js";
-import { checkGemm, checkTranspose } from "./check-gemm.js";
+import { checkGemm, checkSubtract, checkTranspose } from "./check-gemm.js";
 import { checkDecodeCall, checkResidualCall, dequantizeBlocks, quantizeBlocks } from "./codebook.js";
 import { applyReflectorsReference, tridiagonalizeReference } from "./tridiagonal.js";
 
@@ -37,6 +37,7 @@ export const tsBackend: KernelBackend = {
     for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = a[i * lda + j]!;
   },
   subtract(a, b, out) {
+    checkSubtract(a, b, out);
     let sum = 0;
     for (let i = 0; i < a.length; i++) {
       const d = Math.fround(a[i]! - b[i]!);

@@ -1,6 +1,6 @@
 import { BackendUnavailableError, ShapeError } from "../errors.js";
 import type { CodebookCall, DecodeCall, GemmCall, KernelBackend, ReflectorsCall, TransposeCall, TridiagonalizeCall } from "./backend.js";
-import { checkGemm, checkTranspose } from "./check-gemm.js";
+import { checkGemm, checkSubtract, checkTranspose } from "./check-gemm.js";
 import { checkDecodeCall, checkResidualCall, type CodebookSpec } from "./codebook.js";
 import { checkReflectorsCall, checkTridiagonalizeCall } from "./tridiagonal.js";
 import { KERNELS_RELAXED_WASM_BASE64, KERNELS_WASM_BASE64 } from "./simd-kernels-bytes.js";
@@ -379,7 +379,7 @@ export function createWasmBackend(name = "wasm", variant: KernelVariant = defaul
       }
     },
     subtract(a, b, out) {
-      if (b.length !== a.length || (out && out.length !== a.length)) throw new ShapeError(`subtract: lengths ${a.length}, ${b.length}${out ? `, ${out.length}` : ""} differ`);
+      checkSubtract(a, b, out);
       const scratch: Float32Array[] = [];
       try {
         const n = a.length;

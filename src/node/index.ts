@@ -4,10 +4,10 @@
  * that optional dependency is installed ("ort"), WebAssembly SIMD on every core for the rest
  * ("wasm-threads").
  */
-import { getBackend, listBackends, registerBackendFactory } from "../kernels/registry.js";
+import { getBackend, registerBackendFactory } from "../kernels/registry.js";
 import { wasmSimdSupported } from "../kernels/wasm-backend.js";
 import { createThreadedBackend } from "./thread-pool-backend.js";
-import { createOrtBackend, ortInstalled } from "./ort-backend.js";
+import { createOrtBackend, ensureOrtLoaded, ortInstalled } from "./ort-backend.js";
 export * from "../index.js";
 export { readTfjsWeights, tfjsLinearWeights } from "../io/tfjs-weights.js";
 export { openCheckpoint, type Checkpoint } from "../io/checkpoint.js";
@@ -23,10 +23,12 @@ export { enableRelaxedSimd, RELAXED_SIMD_FLAG } from "./relaxed-simd.js";
 // Made on first use: importing starts no threads. onnxruntime itself loads on the first large product.
 if (wasmSimdSupported()) {
   registerBackendFactory("wasm-threads", 20, () => createThreadedBackend());
-  if (ortInstalled()) registerBackendFactory("ort", 30, () => createOrtBackend(getBackend("wasm-threads")));
+  // The library is loaded when the backend is made: where it cannot load, the default falls back to
+  // wasm-threads instead of failing the first large product.
+  if (ortInstalled()) registerBackendFactory("ort", 30, () => (ensureOrtLoaded(), createOrtBackend(getBackend("wasm-threads"))));
 }
 
-/** The backend `loftq()` uses when none is named. */
+/** The backend `loftq()` uses when none is named (made on this call: a native library that cannot load is skipped). */
 export function activeBackendName(): string {
-  return listBackends()[0] ?? "ts";
+  return getBackend().name;
 }

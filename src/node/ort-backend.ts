@@ -85,7 +85,23 @@ export function ortInstalled(): boolean {
   return bindingPath() !== undefined;
 }
 
+let loaded: OrtModules | undefined;
+
+/**
+ * Loads onnxruntime-node's native library now (once per process), throwing BackendUnavailableError
+ * when it cannot: the binding file can be there while its shared library is missing or built for
+ * another system, and the default backend must learn that before a product needs it.
+ */
+export function ensureOrtLoaded(): void {
+  loadOrt();
+}
+
 function loadOrt(): OrtModules {
+  loaded ??= loadOrtModules();
+  return loaded;
+}
+
+function loadOrtModules(): OrtModules {
   if (!ortInstalled()) throw new BackendUnavailableError("onnxruntime-node is not installed (it is an optional dependency: npm install onnxruntime-node)");
   // onnxruntime-node 1.30's Linux library starts Microsoft's 1DS telemetry client when its
   // environment is created (with a collector URL built in; it also leaves an empty

@@ -5,7 +5,7 @@ import { MessageChannel, receiveMessageOnPort, Worker } from "node:worker_thread
 import { createWasmBackend, defaultKernelVariant, GEMM_SCRATCH_BYTES, MAX_GEMM_SHARES, type KernelJob, type KernelVariant, type WasmBackend } from "../kernels/wasm-backend.js";
 import { CONTROL, MAX_WORKERS, readResult, writeJob } from "./kernel-control.js";
 import { workerExecArgv } from "../io/worker-exec-argv.js";
-import { BackendUnavailableError } from "../errors.js";
+import { BackendUnavailableError, InvalidArgumentError } from "../errors.js";
 
 /**
  * The WebAssembly kernels on every core. Each job is cut into one share per thread (gemm: rows of
@@ -24,6 +24,8 @@ export interface ThreadedBackend extends WasmBackend {
 }
 
 export function createThreadedBackend(threads = availableParallelism(), variant: KernelVariant = defaultKernelVariant()): ThreadedBackend {
+  // A fraction never reached the ready count (a 10 s wait for workers that all started), NaN none.
+  if (!Number.isInteger(threads) || threads < 1) throw new InvalidArgumentError(`createThreadedBackend: threads must be a positive integer, got ${threads}`);
   // The workers instantiate the same compiled module, so they run the same variant.
   const base = createWasmBackend("wasm-threads", variant);
   const workerCount = Math.max(0, Math.min(threads - 1, MAX_WORKERS, MAX_GEMM_SHARES - 1));
