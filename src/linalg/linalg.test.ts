@@ -145,7 +145,13 @@ test("truncated SVD is reproducible for a seed and validates the rank", () => {
     [{ powerIterations: NaN }, /powerIterations/],
     [{ method: "bogus" as "auto" }, /method must be one of/],
     [{ start: new Float32Array(7) }, /start must be an n×k' Float32Array/],
+    [{ start: new Float32Array(70 * 5).fill(NaN) }, /truncatedSvd: start has a non-finite value NaN at row 0, column 0/],
   ];
+  // Only a start's span matters: huge or tiny columns give the same result as unit ones.
+  const start = randomMatrix(70, 5, 10);
+  const warm = (scale: number) => truncatedSvd({ rows: 60, cols: 70, data }, { rank: 5, method: "randomized", backend: tsBackend, powerIterations: 1, oversample: 0, start: start.map((x) => x * scale) }).s;
+  const unit = warm(1);
+  for (const scale of [1e37, 1e-37]) warm(scale).forEach((sigma, j) => assert.ok(Math.abs(sigma - unit[j]!) <= 1e-5 * unit[0]!, `start × ${scale}: σ${j} ${sigma} vs ${unit[j]}`));
   for (const [options, message] of bad) assert.throws(() => truncatedSvd({ rows: 60, cols: 70, data }, { rank: 5, ...options }), message);
   assert.throws(() => truncatedSvd({ rows: 60, cols: 70, data: new Float32Array(100) }, { rank: 5 }), { name: "ShapeError" });
   const nan = data.slice();

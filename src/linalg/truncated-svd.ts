@@ -2,7 +2,7 @@ import { InvalidArgumentError, ShapeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { resolveBackend } from "../kernels/registry.js";
 import { checkOptionKeys, optionKeysOf } from "../options.js";
-import { checkMatrix, type Matrix } from "../tensor/matrix.js";
+import { assertFinite, checkMatrix, type Matrix } from "../tensor/matrix.js";
 import { exactTruncatedSvd } from "./exact-truncated-svd.js";
 import { orthonormalizeBlock } from "./block-orthonormalize.js";
 import { topEigenpairs } from "./symmetric-eigenvalues.js";
@@ -98,6 +98,7 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
   if (options.start !== undefined && (!(options.start instanceof Float32Array) || options.start.length === 0 || options.start.length % n !== 0)) {
     throw new ShapeError(`start must be an n×k' Float32Array (a positive multiple of n = ${n} values)`);
   }
+  if (options.start !== undefined) assertFinite({ rows: n, cols: options.start.length / n, data: options.start }, "truncatedSvd: start");
   const seed = options.seed ?? 0;
   checkSeed(seed);
   const backend = resolveBackend(options.backend);
@@ -123,8 +124,13 @@ export function truncatedSvd(matrix: Matrix, options: TruncatedSvdOptions): Trun
     // drawing n·k normals costs ~40 ms at k = 72).
     const startStride = options.start ? options.start.length / n : 0;
     const startCols = Math.min(startStride, k);
+    // Only the start's span matters: its columns are taken at unit length (huge or tiny values would
+    // otherwise overflow or underflow the first products).
+    const startScale = new Float64Array(startCols);
+    for (let i = 0; i < n; i++) for (let j = 0; j < startCols; j++) startScale[j]! += options.start![i * startStride + j]! ** 2;
+    for (let j = 0; j < startCols; j++) startScale[j] = startScale[j]! > 0 && Number.isFinite(startScale[j]!) ? 1 / Math.sqrt(startScale[j]!) : 1;
     for (let i = 0; i < n; i++) {
-      for (let j = 0; j < startCols; j++) omega[i * k + j] = options.start![i * startStride + j]!;
+      for (let j = 0; j < startCols; j++) omega[i * k + j] = options.start![i * startStride + j]! * startScale[j]!;
       for (let j = startCols; j < k; j++) omega[i * k + j] = gaussian(random);
     }
     // Random directions for Krylov columns that collapse into the earlier span (the space stopped growing).
