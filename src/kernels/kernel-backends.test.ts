@@ -402,3 +402,27 @@ test("a worker thread whose share fails makes the call throw with its message, a
     pool.terminate();
   }
 });
+
+test("WebAssembly memory: blocks never overlap, zeroed ones are zero, and calls on ever-new sizes reuse freed memory", { skip: wasmSimdSupported() ? false : "no WebAssembly SIMD" }, () => {
+  const backend = createWasmBackend("wasm-heap-test");
+  const random = mulberry32(77);
+  let largestWorkingSet = 0;
+  for (let round = 0; round < 60; round++) {
+    // Three live blocks of new sizes each round (LoftQ on a new shape: W, residual, codes), plus a
+    // short-lived one freed in between, as a rank-pattern run over many layer shapes would do.
+    const lengths = Array.from({ length: 3 }, () => 1 + Math.floor(random() * 400_000));
+    const blocks = lengths.map((length) => backend.allocate(length));
+    for (const [i, block] of blocks.entries()) {
+      assert.ok(block.every((v) => v === 0), `round ${round}: block ${i} is zeroed`);
+      block.fill(round * 3 + i + 1);
+    }
+    const scratch = backend.allocate(1 + Math.floor(random() * 100_000), false);
+    scratch.fill(-1);
+    backend.release(scratch);
+    for (const [i, block] of blocks.entries()) assert.ok(block.every((v) => v === round * 3 + i + 1), `round ${round}: block ${i} was overwritten`);
+    largestWorkingSet = Math.max(largestWorkingSet, 4 * lengths.reduce((a, b) => a + b, 0));
+    for (const block of blocks.reverse()) backend.release(block);
+  }
+  const grown = backend.memory.buffer.byteLength;
+  assert.ok(grown <= 2 * largestWorkingSet + 2 ** 20, `memory ${grown} bytes for a largest working set of ${largestWorkingSet}`);
+});

@@ -489,13 +489,18 @@ export function createWasmBackend(name = "wasm", variant: KernelVariant = defaul
 }
 
 /**
- * A size-class allocator over the shared memory: freed blocks are kept per exact byte size (the
- * LoftQ loop reuses the same few sizes every iteration), new ones come from the top, and the
- * memory grows on demand. Growing shared memory never detaches existing views.
+ * A first-fit allocator over the shared memory with coalescing: freed blocks are kept sorted by
+ * offset and merged with free neighbours, a request takes an exact-size block when one is free (the
+ * LoftQ loop reuses the same few sizes every iteration) or else the smallest larger one, split; a free
+ * block at the top lowers the top. So calls on ever-new shapes reuse memory instead of growing it
+ * (WebAssembly memory never shrinks). Growing shared memory never detaches existing views.
  */
 class Heap {
   private top = CONTROL_BYTES;
-  private readonly free = new Map<number, number[]>();
+  /** Bytes below this have been handed out before and may hold old values; above it the memory is still zero. */
+  private highWater = CONTROL_BYTES;
+  /** Free blocks, sorted by offset, never adjacent (merged on release), none ending at the top. */
+  private readonly free: Array<{ offset: number; bytes: number }> = [];
   private readonly buffers = new WeakSet<ArrayBufferLike>();
 
   constructor(private readonly memory: KernelMemory) {
@@ -508,35 +513,72 @@ class Heap {
 
   allocate(length: number, zeroed = true): Float32Array {
     const bytes = Heap.blockBytes(length);
-    let offset = this.free.get(bytes)?.pop();
-    // Fresh memory from the top is still zero (the top only grows); recycled blocks are cleared.
-    const recycled = offset !== undefined;
+    let offset = this.takeFree(bytes);
+    let dirty = offset !== undefined;
     if (offset === undefined) {
       offset = this.top;
-      this.top += bytes;
-      const needed = Math.ceil(this.top / PAGE) - this.memory.buffer.byteLength / PAGE;
+      const end = this.top + bytes;
+      const needed = Math.ceil(end / PAGE) - this.memory.buffer.byteLength / PAGE;
       if (needed > 0) {
         try {
           this.memory.grow(needed);
         } catch {
-          this.top -= bytes;
-          throw new BackendUnavailableError(`WebAssembly memory cannot grow to ${(this.top + bytes) / 2 ** 20} MiB (4 GiB maximum)`);
+          throw new BackendUnavailableError(`WebAssembly memory cannot grow to ${end / 2 ** 20} MiB (4 GiB maximum)`);
         }
       }
+      this.top = end;
+      dirty = offset < this.highWater;
+      this.highWater = Math.max(this.highWater, end);
     }
     const buffer = this.memory.buffer;
     this.buffers.add(buffer);
     const view = new Float32Array(buffer, offset, length);
-    if (recycled && zeroed) view.fill(0);
+    if (dirty && zeroed) view.fill(0);
     return view;
   }
 
   release(array: Float32Array): void {
     if (!this.owns(array)) return;
-    const bytes = Heap.blockBytes(array.length);
-    const list = this.free.get(bytes);
-    if (list) list.push(array.byteOffset);
-    else this.free.set(bytes, [array.byteOffset]);
+    let offset = array.byteOffset;
+    let bytes = Heap.blockBytes(array.length);
+    // Insert in offset order, merging with the free neighbours on either side.
+    let index = this.free.findIndex((block) => block.offset > offset);
+    if (index === -1) index = this.free.length;
+    const after = this.free[index];
+    if (after && offset + bytes === after.offset) {
+      bytes += after.bytes;
+      this.free.splice(index, 1);
+    }
+    const before = this.free[index - 1];
+    if (before && before.offset + before.bytes === offset) {
+      offset = before.offset;
+      bytes += before.bytes;
+      this.free.splice(--index, 1);
+    }
+    if (offset + bytes === this.top) this.top = offset;
+    else this.free.splice(index, 0, { offset, bytes });
+  }
+
+  /** A free block of `bytes`: an exact fit, else the smallest larger one split (its tail stays free). */
+  private takeFree(bytes: number): number | undefined {
+    let best = -1;
+    for (let i = 0; i < this.free.length; i++) {
+      const size = this.free[i]!.bytes;
+      if (size === bytes) {
+        best = i;
+        break;
+      }
+      if (size > bytes && (best === -1 || size < this.free[best]!.bytes)) best = i;
+    }
+    if (best === -1) return undefined;
+    const block = this.free[best]!;
+    const offset = block.offset;
+    if (block.bytes === bytes) this.free.splice(best, 1);
+    else {
+      block.offset += bytes;
+      block.bytes -= bytes;
+    }
+    return offset;
   }
 
   private static blockBytes(length: number): number {
