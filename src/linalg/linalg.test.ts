@@ -250,6 +250,22 @@ test("randomized SVD when the Krylov space stops growing (few nonzero rows, iden
   }
 });
 
+test("sign convention: rows ±v of nearly equal size tie, and every backend picks the first", () => {
+  const [m, n] = [300, 400];
+  const random = mulberry32(2);
+  const data = new Float32Array(m * n);
+  for (let i = 2 * n; i < m * n; i++) data[i] = 0.05 * (random() - 0.5);
+  for (let j = 0; j < n; j++) {
+    const v = random() - 0.5;
+    data[j] = 5 * v;
+    data[n + j] = -5 * (1 + 6e-8) * v;
+  }
+  for (const backend of [tsBackend, ...(wasmSimdSupported() ? [createWasmBackend()] : [])]) {
+    const { u } = truncatedSvd({ rows: m, cols: n, data }, { rank: 4, method: "randomized", backend });
+    assert.ok(u[0]! > 0 && u[4]! < 0, `${backend.name}: u[0,0] = ${u[0]}, u[1,0] = ${u[4]}`);
+  }
+});
+
 test("exact SVD: a dominant singular value (a large mean) leaves the trailing ones and the vectors exact, tall and wide", () => {
   const random = mulberry32(11);
   for (const [rows, cols] of [[256, 128], [96, 200]] as const) {
