@@ -23,8 +23,11 @@ import { progressRenderer, type ProgressMode } from "./progress.js";
 /** The package's own version (dist/src/cli/main.js lies three folders below package.json). */
 const VERSION = (JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
-const MODEL_BITS_OPTION = `  --bits N            2, 3, 4, 8, or mixed 2/4-bit like 2.25 / 2.5 (default 4)`;
-const MATRIX_BITS_OPTION = `  --bits N            a width the quantizer has: 2, 3, 4, 8 for nf (default 4)`;
+const BITS_BY_QUANTIZER = `a width the quantizer has (nf 2, 3, 4, 8; nf-sym 2, 3, 4; uniform 2-8;
+                      bnb-nf4/bnb-fp4 4; int8 8)`;
+const MODEL_BITS_OPTION = `  --bits N            ${BITS_BY_QUANTIZER}, or mixed 2/4-bit like 2.25 / 2.5
+                      (default 4; 8 for int8)`;
+const MATRIX_BITS_OPTION = `  --bits N            ${BITS_BY_QUANTIZER} (default 4; 8 for int8)`;
 const COMMON_LOFTQ_OPTIONS = `  --rank R            LoRA rank (default 16)
   --iters T           alternations (default 1)
   --quantizer Q       ${QUANTIZER_KINDS.join(" | ")} (default nf)
@@ -199,7 +202,7 @@ function main(argv: string[]): number {
     // `matrix` runs one tensor at one width: no mixed 2/4-bit values there.
     asUsageError(() => checkBitsOption(bits, quantizer, command !== "matrix" && (values.mixed ?? false)));
     if (command === "matrix" && !Number.isInteger(bits)) throw new UsageError(`--bits must be an integer for matrix (mixed 2/4-bit applies to whole models), got ${bits}`);
-    asUsageError(() => checkBlockSize(quantizer, blockSize));
+    asUsageError(() => checkBlockSize(quantizer, blockSize, "--block-size"));
   }
   // (inspect takes --target but not --bits-map, matrix neither; only quantize writes a --format.)
   const ruleWidths = command !== "quantize" && command !== "inspect" ? [] : asUsageError(() => checkSelectionOptions({ target: values.target ?? "all-linear", quantizer, ...(command === "quantize" && values["bits-map"] ? { bitsMap: values["bits-map"] } : {}) }));
@@ -352,7 +355,8 @@ try {
 } catch (error) {
   const code = (error as NodeJS.ErrnoException).code;
   if (error instanceof UsageError || (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS"))) {
-    console.error(`loftq: ${(error as Error).message}\n(see loftq --help)`);
+    const message = (error as Error).message;
+    console.error(`loftq: ${message}${/\(see loftq [\w ]*--help\)/.test(message) ? "" : "\n(see loftq --help)"}`);
     process.exitCode = 2;
   } else if (error instanceof LoftqError || (typeof code === "string" && typeof (error as NodeJS.ErrnoException).syscall === "string")) {
     // Typed errors and the operating system's (ENOENT, EACCES, ENOSPC, ENAMETOOLONG, EISDIR, …): a message, no stack.

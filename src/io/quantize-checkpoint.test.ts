@@ -262,7 +262,7 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
   ]) {
     const refused = run("quantize", model, "--out", join(work, "y"), ...bad);
     assert.equal(refused.status, 2, `${bad.join(" ")}: ${refused.stderr}`);
-    assert.match(refused.stderr, new RegExp(`${bad[0]!.slice(2).split("=")[0]!.replace("quantizer", "bits").replace("block-size", "blockSize")}`));
+    assert.match(refused.stderr, new RegExp(`${bad[0]!.slice(2).split("=")[0]!.replace("quantizer", "bits")}`));
   }
   // So are selections and formats that need no checkpoint to be refused; what needs the checkpoint exits 1.
   for (const bad of [["--bits-map", "*.mlp.*=5"], ["--bits-map", "garbage"], ["--bits-map", "*.mlp.*=2=3"], ["--bits-map", "*.mlp.*=0x4"], ["--target", ","], ["--format", "bnb4", "--bits", "2"], ["--format", "bnb4", "--bits-map", "*.mlp.*=2"], ["--format", "fp4"]]) {

@@ -4,8 +4,8 @@ import { applySignConvention } from "./sign-convention.js";
 /**
  * Exact SVD by one-sided Jacobi rotations in float64 (Hestenes): orthogonalise the columns of A
  * pairwise until no pair has a cosine above machine precision. Slow (O(m·n²) per sweep) but
- * accurate to working precision for every singular value: the oracle for the fast SVD, and the
- * solver for the small k×k problems inside it.
+ * accurate to working precision for every singular value: the oracle the fast SVD is tested against
+ * (the fast SVD's own small problems use topEigenpairs).
  *
  * Returns U (m×p), S (p, descending) and V (n×p) with p = min(m, n), row-major, signs fixed by
  * `applySignConvention`.

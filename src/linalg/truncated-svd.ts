@@ -12,13 +12,14 @@ import { checkSpectrum } from "./spectrum-check.js";
 import { applySignConvention } from "./sign-convention.js";
 
 /**
- * Rank-r truncated SVD by a randomized block Krylov method with a Householder
- * re-orthonormalisation after every product. All O(m·n) work is in the backend's gemm; the small
- * dense steps run in float64.
+ * Rank-r truncated SVD by a randomized block Krylov method (Musco & Musco 2015): each new block is
+ * orthonormalised against the earlier ones and within itself after every product (block Gram–Schmidt,
+ * CholeskyQR2; see orthonormalizeBlock), then Rayleigh–Ritz on the whole basis. All O(m·n) work is in
+ * the backend's gemm; the small dense steps run in float64.
  *
- * Per call: 2·powerIterations + 1 passes over M with a thin block of k = rank + oversample
- * columns, and one with the whole Krylov basis (k·(powerIterations + 1) columns). A warm `start`
- * subspace (e.g. the previous LoftQ iteration's right singular vectors) converges in fewer passes.
+ * Per call: 2·(powerIterations + 1) passes over M with a thin block of k = rank + oversample columns
+ * (q + 1 products M·X and as many Mᵀ·Y). A warm `start` subspace (e.g. the previous LoftQ iteration's
+ * right singular vectors) converges in fewer passes.
  */
 export interface TruncatedSvdOptions {
   rank: number;
@@ -32,7 +33,7 @@ export interface TruncatedSvdOptions {
   /** Kernel backend or its name (default: the fastest registered). */
   backend?: KernelBackend | string;
   /**
-   * "randomized" (subspace iteration), "exact" (Gram eigenpairs, O(m·n·min(m, n))) or "auto"
+   * "randomized" (block Krylov), "exact" (Gram eigenpairs, O(m·n·min(m, n))) or "auto"
    * (default): exact when min(m, n) ≤ EXACT_SVD_MAX_DIM, where it is cheap and iterative methods
    * would need many passes to pin down the top subspace of a nearly flat spectrum.
    */

@@ -49,7 +49,7 @@ export interface LoftqResult {
   history: IterationErrors[];
   /** 1-based iteration whose Q, A and B are returned. */
   selectedIteration: number;
-  /** LoRA scaling the adapter is meant to run with (alpha/r; 1 when no alpha was given). */
+  /** LoRA scaling the adapter is meant to run with (alpha/r, or alpha/√r with useRslora; 1 when no alpha was given). */
   scaling: number;
 }
 

@@ -19,7 +19,7 @@ export interface IterationReport {
 }
 
 export interface LoftqOptions {
-  /** Code width (default 4). */
+  /** Code width (default 4; 8 for `int8`). */
   bits?: number;
   /** LoRA rank r (default 16). */
   rank?: number;

@@ -49,7 +49,7 @@ export interface QuantizerOptions {
   kind?: QuantizerKind;
   /** Code width; defaults to 4 (8 for int8). */
   bits?: number;
-  /** Values per absmax block (default 64); ignored by int8, whose blocks are rows. */
+  /** Values per absmax block (default 64; checked, 1..2²⁴); int8 uses rows as its blocks whatever it is (its `Quantizer.blockSize` reads 0). */
   blockSize?: number;
   /** bnb-nf4 / bnb-fp4 only: quantize the absmax values too (bnb `compress_statistics`). */
   doubleQuant?: boolean;
@@ -118,12 +118,12 @@ export interface Quantizer {
 }
 
 /** Throws unless `blockSize` is one the quantizer kind accepts (bitsandbytes: powers of two 32..4096). */
-export function checkBlockSize(kind: QuantizerKind, blockSize: number): void {
+export function checkBlockSize(kind: QuantizerKind, blockSize: number, name = "blockSize"): void {
   if (!Number.isInteger(blockSize) || blockSize < 1 || blockSize > MAX_BLOCK_SIZE) {
-    throw new InvalidArgumentError(`blockSize must be an integer in 1..${MAX_BLOCK_SIZE}, got ${blockSize}`);
+    throw new InvalidArgumentError(`${name} must be an integer in 1..${MAX_BLOCK_SIZE}, got ${blockSize}`);
   }
   if ((kind === "bnb-nf4" || kind === "bnb-fp4") && !BNB_BLOCK_SIZES.includes(blockSize)) {
-    throw new InvalidArgumentError(`bitsandbytes 4-bit block size must be one of ${BNB_BLOCK_SIZES.join(", ")}, got ${blockSize}`);
+    throw new InvalidArgumentError(`${name} must be one of bitsandbytes' 4-bit block sizes ${BNB_BLOCK_SIZES.join(", ")}, got ${blockSize}`);
   }
 }
 
