@@ -43,10 +43,16 @@ export function orthonormalizeBlock(x: Float32Array, rows: number, cols: number,
       const collapsed = [...after.keys()].filter((j) => !(after[j]! > COLLAPSED_COLUMN_FRACTION * before[j]!));
       if (collapsed.length === 0) break;
       if (redraw === MAX_REDRAWS) return orthonormalizeColumns(x, rows, cols, previous, gaussian);
+      // Redrawn at the size of the largest surviving column: a column far larger or smaller than the
+      // rest would look ill-conditioned to CholeskyQR and send the block down the slow float64 path.
+      const survivors = after.filter((_, j) => !collapsed.includes(j));
+      const size = survivors.length > 0 ? Math.max(...survivors) : 1;
       for (const j of collapsed) {
         let squares = 0;
         for (let i = 0; i < rows; i++) squares += (x[i * cols + j] = gaussian()) ** 2;
-        before[j] = Math.sqrt(squares);
+        const scale = size / Math.sqrt(squares);
+        for (let i = 0; i < rows; i++) x[i * cols + j]! *= scale;
+        before[j] = size;
       }
       projectOut(x, rows, cols, previous, backend);
     }
