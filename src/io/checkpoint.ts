@@ -50,8 +50,10 @@ export function readJsonFile(path: string): unknown {
   if (!stats.isFile()) throw new CheckpointError(`${path}: not a regular file`);
   const size = stats.size;
   if (size > MAX_JSON_BYTES) throw new CheckpointError(`${path}: ${size} bytes is too large for a JSON file here`);
+  // Read errors (EACCES, EIO) keep their own message: only what fails to parse is "not valid JSON".
+  const text = readFileSync(path, "utf8");
   try {
-    return JSON.parse(readFileSync(path, "utf8"));
+    return JSON.parse(text);
   } catch (error) {
     throw new CheckpointError(`${path}: not valid JSON (${(error as Error).message})`);
   }

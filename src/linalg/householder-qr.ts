@@ -1,5 +1,6 @@
 import { ShapeError } from "../errors.js";
 import { checkDenseArray } from "../tensor/matrix.js";
+import { powerOfTwoScale } from "./power-of-two-scale.js";
 
 /**
  * Thin QR by Householder reflections, computed in float64: for a rows×cols input (rows ≥ cols,
@@ -18,9 +19,11 @@ export function householderQr(input: ArrayLike<number>, rows: number, cols: numb
   // inside the library) turns into its own OutOfRangeError.
   checkDenseArray(input, rows, cols, "householderQr: input", false);
   if (rows < cols) throw new ShapeError(`householderQr: a thin QR needs rows ≥ cols, got ${rows}×${cols}`);
-  // Work column-major so each reflector touches contiguous memory.
+  // Work column-major so each reflector touches contiguous memory, scaled by a power of two (exact) so
+  // that the column norms neither underflow (entries near 1e-170) nor overflow (near 1e160).
+  const scale = powerOfTwoScale(input);
   const a = new Float64Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) a[j * rows + i] = input[i * cols + j]!;
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) a[j * rows + i] = input[i * cols + j]! * scale;
   const reflectors: Float64Array[] = [];
   const r = new Float64Array(cols * cols);
   for (let k = 0; k < cols; k++) {
@@ -47,7 +50,7 @@ export function householderQr(input: ArrayLike<number>, rows: number, cols: numb
       }
     }
     reflectors.push(v);
-    for (let j = k; j < cols; j++) r[k * cols + j] = a[j * rows + k]!;
+    for (let j = k; j < cols; j++) r[k * cols + j] = a[j * rows + k]! / scale;
   }
   // Q = H_0 H_1 … H_{cols−1} applied to the first `cols` columns of the identity, column-major.
   const qColumns = new Float64Array(rows * cols);

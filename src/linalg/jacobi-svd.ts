@@ -1,5 +1,7 @@
 import { checkDenseArray } from "../tensor/matrix.js";
 import { applySignConvention } from "./sign-convention.js";
+import { completeOrthonormalColumns } from "./orthonormal-completion.js";
+import { powerOfTwoScale } from "./power-of-two-scale.js";
 
 /**
  * Exact SVD by one-sided Jacobi rotations in float64 (Hestenes): orthogonalise the columns of A
@@ -21,6 +23,9 @@ export interface DenseSvd {
 }
 
 const MAX_SWEEPS = 60;
+/** Relative size below which a Jacobi column is float64 rounding noise (the exact σ is 0). */
+const NULL_SINGULAR_VALUE = 1e-14;
+
 
 export function jacobiSvd(input: ArrayLike<number>, rows: number, cols: number): DenseSvd {
   checkDenseArray(input, rows, cols, "jacobiSvd: input");
@@ -35,9 +40,11 @@ export function jacobiSvd(input: ArrayLike<number>, rows: number, cols: number):
   }
   const m = rows;
   const n = cols;
-  // Column-major working copies: a (m×n) and v (n×n).
+  // Column-major working copies: a (m×n) and v (n×n). A is scaled by a power of two (exact) so that its
+  // largest entry is near 1: the squared column norms of entries near 1e-170 underflow, near 1e160 overflow.
+  const scale = powerOfTwoScale(input);
   const a = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) a[j * m + i] = input[i * n + j]!;
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) a[j * m + i] = input[i * n + j]! * scale;
   const v = new Float64Array(n * n);
   for (let j = 0; j < n; j++) v[j * n + j] = 1;
   const norms = new Float64Array(n);
@@ -69,12 +76,17 @@ export function jacobiSvd(input: ArrayLike<number>, rows: number, cols: number):
   const u = new Float64Array(m * n);
   const s = new Float64Array(n);
   const vOut = new Float64Array(n * n);
+  const largest = Math.sqrt(norms[order[0]!] ?? 0);
+  const nullColumns: number[] = [];
   order.forEach((source, target) => {
     const sigma = Math.sqrt(norms[source]!);
-    s[target] = sigma;
-    for (let i = 0; i < m; i++) u[i * n + target] = sigma > 0 ? a[source * m + i]! / sigma : 0;
+    s[target] = sigma / scale;
+    // A column rotated down to rounding noise has no direction of its own: completed below.
+    if (!(sigma > largest * NULL_SINGULAR_VALUE)) nullColumns.push(target);
+    else for (let i = 0; i < m; i++) u[i * n + target] = a[source * m + i]! / sigma;
     for (let i = 0; i < n; i++) vOut[i * n + target] = v[source * n + i]!;
   });
+  completeOrthonormalColumns(u, m, n, nullColumns);
   applySignConvention(u, vOut, m, n, n);
   return { u, s, v: vOut, rows, cols, rank: n };
 }

@@ -250,6 +250,23 @@ test("randomized SVD when the Krylov space stops growing (few nonzero rows, iden
   }
 });
 
+test("dense float64 QR and SVD at any scale, and U orthonormal for a rank-deficient input", () => {
+  const base = [1, 2, 3, 4, 5, 7];
+  const reference = jacobiSvd(base, 3, 2).s;
+  for (const scale of [1e-170, 1e-200, 1e160, 1]) {
+    const a = base.map((x) => x * scale);
+    const { q, r } = householderQr(a, 3, 2);
+    let residual = 0;
+    for (let i = 0; i < 3; i++) for (let j = 0; j < 2; j++) residual = Math.max(residual, Math.abs(q[i * 2]! * r[j]! + q[i * 2 + 1]! * r[2 + j]! - a[i * 2 + j]!) / (7 * scale));
+    assert.ok(residual < 1e-14, `QR at scale ${scale}: max |QR − A|/max|A| = ${residual}`);
+    const { s } = jacobiSvd(a, 3, 2);
+    s.forEach((sigma, j) => assert.ok(Math.abs(sigma / scale - reference[j]!) <= 1e-13 * reference[0]!, `SVD at scale ${scale}: σ${j} = ${sigma}`));
+  }
+  const { u, s } = jacobiSvd([1, 2, 2, 4, 3, 6], 3, 2);
+  assert.ok(s[1]! <= 1e-14 * s[0]!);
+  assert.ok(orthonormalityError(u, 3, 2) < 1e-12, "the null column of U is completed");
+});
+
 test("sign convention: rows ±v of nearly equal size tie, and every backend picks the first", () => {
   const [m, n] = [300, 400];
   const random = mulberry32(2);

@@ -12,7 +12,7 @@ export const ZERO_SINGULAR_VALUE = 2 ** -20;
  * are the coordinate vectors e₀, e₁, … in order, each orthogonalised (float64) and taken when at least
  * 0.5/√rows of it survives.
  */
-function completeOrthonormalColumns(x: Float32Array | Float64Array, rows: number, columns: number, replace: readonly number[]): void {
+export function completeOrthonormalColumns(x: Float32Array | Float64Array, rows: number, columns: number, replace: readonly number[]): void {
   if (replace.length === 0) return;
   const replaced = new Set(replace);
   const kept: Float64Array[] = [];
