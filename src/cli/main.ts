@@ -16,8 +16,8 @@ import { checkSeed } from "../linalg/random.js";
 import { MANIFEST_FILE, mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 import { checkBlockSize } from "../quant/quantizer.js";
-import { MAX_ITERATIONS } from "../loftq/options.js";
-import { loftq, qloraInit, transpose, activeBackendName, QUANTIZER_KINDS, listBackends, registerBackendFactory, getBackend, createThreadedBackend, createOrtBackend, ortInstalled, type QuantizerKind } from "../node/index.js";
+import { checkIterations, loraScaling } from "../loftq/options.js";
+import { loftq, qloraInit, transpose, activeBackendName, QUANTIZER_KINDS, listBackends, registerNodeBackends, type QuantizerKind } from "../node/index.js";
 import { progressRenderer, type ProgressMode } from "./progress.js";
 
 /** The package's own version (dist/src/cli/main.js lies three folders below package.json). */
@@ -194,10 +194,10 @@ function main(argv: string[]): number {
   for (const [name, value] of [["rank", rank], ["iters", iterations]] as const) {
     if (value < 1) throw new UsageError(`--${name} must be at least 1, got ${value}`);
   }
-  if (iterations > MAX_ITERATIONS) throw new UsageError(`--iters must be at most ${MAX_ITERATIONS}, got ${iterations}`);
+  asUsageError(() => checkIterations(iterations, "--iters"));
   asUsageError(() => checkSeed(seed, "--seed"));
   const loraAlpha = values["lora-alpha"] === undefined ? undefined : number("lora-alpha", values["lora-alpha"], rank, false);
-  if (loraAlpha !== undefined && !(loraAlpha > 0)) throw new UsageError(`--lora-alpha must be positive, got ${loraAlpha}`);
+  if (loraAlpha !== undefined) asUsageError(() => loraScaling(loraAlpha, rank, false, !values["upstream-scaling"], "--lora-alpha"));
   if (command === "quantize" || command === "inspect" || command === "matrix") {
     // `matrix` runs one tensor at one width: no mixed 2/4-bit values there.
     asUsageError(() => checkBitsOption(bits, quantizer, command !== "matrix" && (values.mixed ?? false)));
@@ -219,8 +219,7 @@ function main(argv: string[]): number {
   if (values.threads !== undefined) {
     const threads = number("threads", values.threads, 1);
     if (threads < 1) throw new UsageError("--threads must be at least 1");
-    registerBackendFactory("wasm-threads", 40, () => createThreadedBackend(threads));
-    if (ortInstalled()) registerBackendFactory("ort", 50, () => createOrtBackend(getBackend("wasm-threads"), threads));
+    registerNodeBackends(threads);
   }
 
   if (command === "quantize") {

@@ -258,7 +258,7 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
   for (const bad of [
     ["--bits", "5"], ["--rank", "0"], ["--shard", "3/2"], ["--lora-alpha=0"], ["--seed", "4294967296"], ["--quantizer", "bnb-nf4", "--bits", "2.5"], ["--block-size", "99999999"],
     // Whole numbers in decimal digits only (Number() read "0x10" as 16 and "1e1" as 10), and at most 1000 iterations.
-    ["--rank", "0x10"], ["--rank", "1e1"], ["--iters", "1e9"], ["--iters", "1001"], ["--lora-alpha", "0x10"],
+    ["--rank", "0x10"], ["--rank", "1e1"], ["--iters", "1e9"], ["--iters", "1001"], ["--lora-alpha", "0x10"], ["--lora-alpha", "1e14"],
   ]) {
     const refused = run("quantize", model, "--out", join(work, "y"), ...bad);
     assert.equal(refused.status, 2, `${bad.join(" ")}: ${refused.stderr}`);
@@ -552,6 +552,17 @@ test("a model that is already quantized (a quantization_config) is refused befor
   }
   assert.deepEqual(events, [], "nothing computed");
   assert.ok(!existsSync(join(work, "never-fp.partial")) && !existsSync(join(work, "never-bnb4.partial")));
+  // A real pre-quantized layout (bitsandbytes' U8 [n/2, 1] weights) has no float targets: the reason given is still this one.
+  const bnb = join(work, "bnb-quantized");
+  mkdirSync(bnb);
+  writeFileSync(join(bnb, "config.json"), JSON.stringify({ model_type: "llama", quantization_config: { quant_method: "bitsandbytes" } }));
+  writeSafetensorsFile(join(bnb, "model.safetensors"), [{ name: "model.layers.0.self_attn.q_proj.weight", dtype: "U8", shape: [2048, 1] }], { format: "pt" }, () => new Uint8Array(2048));
+  assert.throws(() => quantizeCheckpoint({ input: bnb, output: join(work, "never-bnb"), rank: 4 }), /quant_method "bitsandbytes"\): the model is already quantized/);
+  // "quantization_config": null (written by some tools) is no quantization.
+  const nulled = join(work, "null-quantization-config");
+  cpSync(model, nulled, { recursive: true });
+  writeFileSync(join(nulled, "config.json"), JSON.stringify({ ...config, quantization_config: null }));
+  quantizeCheckpoint({ input: nulled, output: join(work, "null-quantization-config-out"), rank: 4, target: "q_proj" });
   // DeBERTa-v3's spm.model, Marian's *.spm, Qwen's *.tiktoken, Mistral's tekken.json reach the output.
   const tokenizers = join(work, "other-tokenizers");
   cpSync(model, tokenizers, { recursive: true });
@@ -674,4 +685,13 @@ test("--format bnb4: a pre-quantized bitsandbytes NF4 checkpoint whose dequantiz
     bnb.close();
   }
   assert.throws(() => quantizeCheckpoint({ input: model, output: join(work, "bnb2"), bits: 2, rank: 4, format: "bnb4" }), /needs every target at NF4/);
+});
+
+test("quantizeCheckpoint refuses what every matrix's loftq() would, before the first one", () => {
+  for (const [options, message] of [[{ iterations: 1e9 }, /iterations must be an integer in 1..1000/], [{ loraAlpha: 1e300 }, /outside 1e-12..1000000000000/]] as const) {
+    const events: string[] = [];
+    assert.throws(() => quantizeCheckpoint({ input: model, output: join(work, "never-up-front"), rank: 4, ...options, onEvent: (e) => events.push(e.type) }), message);
+    assert.deepEqual(events, []);
+    assert.ok(!existsSync(join(work, "never-up-front")) && !existsSync(join(work, "never-up-front.partial")));
+  }
 });

@@ -6,6 +6,7 @@ import type { KernelBackend } from "../kernels/backend.js";
 import { resolveBackend } from "../kernels/registry.js";
 import { checkOptionalBoolean, checkOptionalFunction, checkOptionKeys, optionKeysOf } from "../options.js";
 import { loftq } from "../loftq/loftq.js";
+import { checkIterations, loraScaling } from "../loftq/options.js";
 import { checkSeed } from "../linalg/random.js";
 import type { IterationErrors } from "../loftq/loftq.js";
 import { createQuantizer, type QuantizerKind } from "../quant/quantizer.js";
@@ -114,16 +115,6 @@ export interface QuantizeCheckpointResult {
 function configWarnings(checkpoint: Checkpoint, targets: readonly TargetMatrix[], settings: Settings): string[] {
   // The skip list's clash check, before any work rather than after the last matrix.
   if (settings.format === "bnb4") bnb4SkipModules(checkpoint.tensors, new Map(targets.map((t) => [t.tensor, t])));
-  if (checkpoint.config && Object.hasOwn(checkpoint.config, "quantization_config")) {
-    // Its weights are someone's quantized codes (or, rarely, full precision under a stray config that the
-    // copied config.json would then impose on the backbone): either way not a start for LoftQ.
-    const method = (checkpoint.config.quantization_config as { quant_method?: unknown } | null)?.quant_method;
-    throw new InvalidArgumentError(
-      `${join(checkpoint.dir, "config.json")} has a quantization_config${typeof method === "string" ? ` (quant_method ${jsonPreview(method)})` : ""}: ` +
-        "the model is already quantized, and LoftQ starts from the full-precision weights; use the original model " +
-        "(if these weights are in fact full precision, give a directory whose config.json has no quantization_config)",
-    );
-  }
   if (checkpoint.config) return [];
   if (settings.format === "bnb4") throw new InvalidArgumentError(`${checkpoint.dir} has no config.json: --format bnb4 writes the model's config with a quantization_config, so it needs the original`);
   return [`${checkpoint.dir} has no config.json: the output has none either, and transformers needs one to load it (copy the model's config.json next to the output's shards)`];
@@ -205,6 +196,9 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
   }
   const settings = settingsOf(options);
   checkBitsOption(settings.bits, settings.quantizer, settings.mixed);
+  // What each matrix's loftq() would refuse, refused before the first one (the rank is checked per matrix).
+  checkIterations(settings.iterations);
+  if (settings.loraAlpha !== null) loraScaling(settings.loraAlpha, settings.rank, false, !settings.upstreamScaling);
   const output = resolve(options.output);
   const input = resolve(options.input);
   checkOutputPlace(input, output);
@@ -221,8 +215,8 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
     if (occupied && !options.force && !options.resume) throw new OutputExistsError(output);
     return withCheckpoint(input, (checkpoint) => {
       checkInputFilesOutside(checkpoint, output);
+      checkNotQuantized(checkpoint);
       const targets = planTargets(checkpoint, settings);
-      filesToCopy(checkpoint.dir);
       const mine = options.shard ? targets.filter((_, i) => i % options.shard!.count === options.shard!.index - 1) : targets;
       // The shard spec too: a whole run's .partial resumed as a fragment (or the reverse) must be refused.
       const shardSpec = options.shard ? { shard: `${options.shard.index}/${options.shard.count}` } : {};
@@ -505,6 +499,23 @@ function checkOutputPlace(input: string, output: string): void {
 
 /** The longest file name Linux, macOS and Windows file systems take (bytes of UTF-8, or UTF-16 units). */
 const MAX_FILE_NAME_BYTES = 255;
+
+/**
+ * A checkpoint whose config.json has a quantization_config holds someone's quantized codes (bitsandbytes'
+ * U8, GPTQ's I32, FP8), or, rarely, full-precision weights under a stray config that the copied
+ * config.json would then impose on the backbone: either way not a start for LoftQ. Checked before the
+ * targets are planned, whose "no 2-D float weight" would hide the reason.
+ */
+function checkNotQuantized(checkpoint: Checkpoint): void {
+  const quantization = checkpoint.config?.quantization_config;
+  if (quantization === undefined || quantization === null) return;
+  const method = typeof quantization === "object" ? (quantization as { quant_method?: unknown }).quant_method : undefined;
+  throw new InvalidArgumentError(
+    `${join(checkpoint.dir, "config.json")} has a quantization_config${typeof method === "string" ? ` (quant_method ${jsonPreview(method)})` : ""}: ` +
+      "the model is already quantized, and LoftQ starts from the full-precision weights; use the original model " +
+      "(if these weights are in fact full precision, give a directory whose config.json has no quantization_config)",
+  );
+}
 
 /**
  * The input's files themselves (shards, index, config and the files copied) must not lie in --out or

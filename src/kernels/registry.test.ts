@@ -36,6 +36,14 @@ test("a factory that cannot make its backend (a native library that does not loa
   assert.equal(getBackend().name, before, "the default falls back to the next one");
   assert.ok(!listBackends().includes("broken-native-test"));
   assert.throws(() => getBackend("broken-native-test"), (e: unknown) => e instanceof BackendUnavailableError && /cannot open shared object file/.test(String(e)));
+  // A factory built on another that cannot be made (ort on wasm-threads without its worker script):
+  // both leave, and the default moves past them.
+  registerBackendFactory("dependent-test", 1001, () => ({ ...getBackend("dependency-test"), name: "dependent-test" }));
+  registerBackendFactory("dependency-test", 1000, () => {
+    throw new BackendUnavailableError("worker script missing");
+  });
+  assert.equal(getBackend().name, before);
+  assert.ok(!listBackends().includes("dependent-test") && !listBackends().includes("dependency-test"));
   // Other errors are bugs, not unavailability: they surface.
   registerBackendFactory("buggy-test", 1000, () => {
     throw new TypeError("bug");

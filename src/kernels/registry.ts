@@ -95,7 +95,9 @@ export function resolveBackend(value: KernelBackend | string | undefined): Kerne
 }
 
 function resolve(name: string): KernelBackend {
-  const entry = backends.get(name)!;
+  const entry = backends.get(name);
+  // Gone while a factory ran (another factory it depends on could not be made).
+  if (entry === undefined) throw new BackendUnavailableError(`backend "${name}" is not available here${unavailable.has(name) ? ` (${unavailable.get(name)})` : ""}`);
   if (entry.backend === undefined) {
     let backend: KernelBackend;
     try {

@@ -94,17 +94,38 @@ export const DEFAULT_BITS = 4;
 /** Krylov depth of LoftQ's first SVD (the `powerIterations` default); see FIRST_SVD_OVERSAMPLE. */
 export const FIRST_SVD_POWER_ITERATIONS = 5;
 
-/**
- * Validates the weight's shape and every option up front, so nothing fails half-way. The weight's
- * values are checked by the caller's first pass over them (its norm: non-finite when any value is),
- * before any other work.
- */
 /** More LoftQ iterations than anyone runs (the paper uses 1–5; errors flatten after a few): a typo guard. */
 export const MAX_ITERATIONS = 1000;
 /** LoRA scalings (alpha/r, or alpha/√r) the compensated factors stay well inside float32 for. */
 export const MIN_SCALING = 1e-12;
 export const MAX_SCALING = 1e12;
 
+/** Throws unless `iterations` is an integer in 1..MAX_ITERATIONS. */
+export function checkIterations(iterations: number, name = "iterations"): void {
+  if (!Number.isInteger(iterations) || iterations < 1 || iterations > MAX_ITERATIONS) {
+    throw new InvalidArgumentError(`${name} must be an integer in 1..${MAX_ITERATIONS}, got ${iterations}`);
+  }
+}
+
+/**
+ * The LoRA scaling alpha/r (alpha/√r with rsLoRA), checked: alpha positive and finite, and, when the
+ * factors are to be divided by its square root (`compensated`), within MIN_SCALING..MAX_SCALING, beyond
+ * which they overflow or flush to zero.
+ */
+export function loraScaling(loraAlpha: number, rank: number, useRslora: boolean, compensated: boolean, name = "loraAlpha"): number {
+  if (typeof loraAlpha !== "number" || !(loraAlpha > 0) || !Number.isFinite(loraAlpha)) throw new InvalidArgumentError(`${name} must be a positive number, got ${loraAlpha}`);
+  const scaling = loraAlpha / (useRslora ? Math.sqrt(rank) : rank);
+  if (compensated && !(scaling >= MIN_SCALING && scaling <= MAX_SCALING)) {
+    throw new InvalidArgumentError(`${name} ${loraAlpha} gives a LoRA scaling of ${scaling}, outside ${MIN_SCALING}..${MAX_SCALING} (the factors are divided by its square root)`);
+  }
+  return scaling;
+}
+
+/**
+ * Validates the weight's shape and every option up front, so nothing fails half-way. The weight's
+ * values are checked by the caller's first pass over them (its norm: non-finite when any value is),
+ * before any other work.
+ */
 export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, caller = "loftq"): ResolvedLoftqOptions {
   checkOptionKeys(options, LOFTQ_OPTION_KEYS, caller, false);
   for (const flag of ["doubleQuant", "keepBest", "useRslora", "upstreamScaling"] as const) checkOptionalBoolean(options[flag], flag);
@@ -118,9 +139,7 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, calle
     throw new InvalidArgumentError(`rank must be an integer in 1..${maxRank} for a ${weight.rows}×${weight.cols} ${what}, got ${rank}`);
   }
   const iterations = options.iterations ?? 1;
-  if (!Number.isInteger(iterations) || iterations < 1 || iterations > MAX_ITERATIONS) {
-    throw new InvalidArgumentError(`iterations must be an integer in 1..${MAX_ITERATIONS}, got ${iterations}`);
-  }
+  checkIterations(iterations);
   const kind = options.quantizer ?? "nf";
   const bits = options.bits ?? (kind === "int8" ? 8 : DEFAULT_BITS);
   const quantizer = createQuantizer({
@@ -129,15 +148,7 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, calle
     ...(options.blockSize !== undefined ? { blockSize: options.blockSize } : {}),
     ...(options.doubleQuant !== undefined ? { doubleQuant: options.doubleQuant } : {}),
   });
-  let scaling = 1;
-  if (options.loraAlpha !== undefined) {
-    if (!(options.loraAlpha > 0) || !Number.isFinite(options.loraAlpha)) throw new InvalidArgumentError(`loraAlpha must be a positive number, got ${options.loraAlpha}`);
-    scaling = options.loraAlpha / (options.useRslora ? Math.sqrt(rank) : rank);
-    // The factors are divided by √scaling: far outside this range they overflow or flush to zero.
-    if (!options.upstreamScaling && !(scaling >= MIN_SCALING && scaling <= MAX_SCALING)) {
-      throw new InvalidArgumentError(`loraAlpha ${options.loraAlpha} gives a LoRA scaling of ${scaling}, outside ${MIN_SCALING}..${MAX_SCALING} (the factors are divided by its square root)`);
-    }
-  }
+  const scaling = options.loraAlpha === undefined ? 1 : loraScaling(options.loraAlpha, rank, options.useRslora ?? false, !options.upstreamScaling);
   const powerIterations = options.powerIterations ?? FIRST_SVD_POWER_ITERATIONS;
   if (!Number.isInteger(powerIterations) || powerIterations < 0) throw new InvalidArgumentError(`powerIterations must be a non-negative integer, got ${powerIterations}`);
   const backend = resolveBackend(options.backend);

@@ -4,6 +4,7 @@
  * that optional dependency is installed ("ort"), WebAssembly SIMD on every core for the rest
  * ("wasm-threads").
  */
+import { availableParallelism } from "node:os";
 import { getBackend, registerBackendFactory } from "../kernels/registry.js";
 import { wasmSimdSupported } from "../kernels/wasm-backend.js";
 import { createThreadedBackend } from "./thread-pool-backend.js";
@@ -20,13 +21,20 @@ export { createThreadedBackend, type ThreadedBackend } from "./thread-pool-backe
 export { createOrtBackend, ortInstalled, type OrtBackend } from "./ort-backend.js";
 export { enableRelaxedSimd, RELAXED_SIMD_FLAG } from "./relaxed-simd.js";
 
-// Made on first use: importing starts no threads. onnxruntime itself loads on the first large product.
-if (wasmSimdSupported()) {
-  registerBackendFactory("wasm-threads", 20, () => createThreadedBackend());
-  // The library is loaded when the backend is made: where it cannot load, the default falls back to
-  // wasm-threads instead of failing the first large product.
-  if (ortInstalled()) registerBackendFactory("ort", 30, () => (ensureOrtLoaded(), createOrtBackend(getBackend("wasm-threads"))));
+/**
+ * Registers the Node backends: "wasm-threads" (the WebAssembly SIMD kernels on `threads` threads) and,
+ * where onnxruntime-node is installed, "ort" (its MatMul for the large products) on top of it, replacing
+ * any registered under those names. Both are made on first use: importing starts no threads, and
+ * onnxruntime's library loads when "ort" is made (the first default computation); where it cannot
+ * load, the default falls back to wasm-threads instead of failing the first large product.
+ */
+export function registerNodeBackends(threads = availableParallelism()): void {
+  if (!wasmSimdSupported()) return;
+  registerBackendFactory("wasm-threads", 20, () => createThreadedBackend(threads));
+  if (ortInstalled()) registerBackendFactory("ort", 30, () => (ensureOrtLoaded(), createOrtBackend(getBackend("wasm-threads"), threads)));
 }
+
+registerNodeBackends();
 
 /** The backend `loftq()` uses when none is named (made on this call: a native library that cannot load is skipped). */
 export function activeBackendName(): string {
