@@ -69,7 +69,10 @@ test("target_modules: a sorted list, or for vision–language checkpoints in the
   for (const key of ["model.layers.0.mlp.down_proj", "model.language_model.layers.0.mlp.down_proj", "visual.blocks.0.attn.qkv", "model.visual.blocks.0.attn.qkv"]) assert.ok(qwen(key), key);
   // Checkpoints already in the new layout, and Qwen-named paths of other model types, stay a plain list.
   assert.deepEqual(peftTargetModules(["model.language_model.layers.0.self_attn.q_proj"], gemma3), ["model.language_model.layers.0.self_attn.q_proj"]);
-  assert.deepEqual(peftTargetModules(["model.language_model.layers.0.mlp.down_proj"], { model_type: "qwen2_vl" }), ["model.language_model.layers.0.mlp.down_proj"]);
+  assert.deepEqual(peftTargetModules(["model.language_model.layers.0.mlp.down_proj", "model.visual.blocks.0.attn.qkv"], { model_type: "qwen2_vl" }), [
+    "model.language_model.layers.0.mlp.down_proj", "model.visual.blocks.0.attn.qkv",
+  ]);
+  assert.deepEqual(peftTargetModules(["lm_head", "model.language_model.layers.0.mlp.down_proj"], gemma3), ["lm_head", "model.language_model.layers.0.mlp.down_proj"]);
   assert.deepEqual(peftTargetModules(["model.layers.0.mlp.down_proj"], { model_type: "qwen2" }), ["model.layers.0.mlp.down_proj"]);
 });
 
@@ -78,6 +81,7 @@ test("auto_mapping names the base class when PEFT has no task type for the archi
     base_model_class: "XLMRobertaForMaskedLM",
     parent_library: "transformers.models.xlm_roberta.modeling_xlm_roberta",
   });
+  assert.equal(autoMappingOf({ model_type: "data2vec-text", architectures: ["Data2VecTextForMaskedLM"] }, null)?.parent_library, "transformers.models.data2vec.modeling_data2vec_text");
   assert.equal(autoMappingOf({ model_type: "llama", architectures: ["LlamaForCausalLM"] }, "CAUSAL_LM"), null);
   assert.equal(autoMappingOf({ model_type: "custom", architectures: ["CustomForX"], auto_map: {} }, null), null, "remote code: module unknown");
   assert.equal(autoMappingOf({ architectures: ["X"] }, null), null);
@@ -85,6 +89,6 @@ test("auto_mapping names the base class when PEFT has no task type for the archi
 });
 
 test("JSON files Python writes escape non-ASCII as json.dumps does", () => {
-  assert.equal(asciiJson(JSON.stringify({ "é": "日本", emoji: "😀", del: "\u007f" })), '{"\\u00e9":"\\u65e5\\u672c","emoji":"\\ud83d\\ude00","del":"\u007f"}');
+  assert.equal(asciiJson(JSON.stringify({ "é": "日本", emoji: "😀", del: "\u007f" })), '{"\\u00e9":"\\u65e5\\u672c","emoji":"\\ud83d\\ude00","del":"\\u007f"}');
   assert.equal(JSON.parse(asciiJson(JSON.stringify({ "é": "😀" })))["é"], "😀");
 });

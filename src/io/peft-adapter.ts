@@ -1,4 +1,5 @@
 import { asciiJson } from "./python-json.js";
+import { escapeRegex } from "./escape-regex.js";
 
 /**
  * PEFT LoRA adapter files: `adapter_config.json` with the full key set PEFT 0.18.1 writes (sorted,
@@ -19,14 +20,26 @@ const ENCODER_DECODER_TYPES = new Set([
 ]);
 
 /**
+ * The model class config.json names (`architectures[0]`) when it is a Python identifier; only a string
+ * names one (String() of a 5000-deep array overflows the stack).
+ */
+export function architectureOf(config: Record<string, unknown> | undefined): string | undefined {
+  const first = Array.isArray(config?.architectures) ? (config!.architectures as unknown[])[0] : undefined;
+  return typeof first === "string" && /^[A-Za-z_]\w*$/.test(first) ? first : undefined;
+}
+
+/** Whether the model's code comes from its repository (`auto_map` in config.json), not from transformers. */
+export function usesRemoteCode(config: Record<string, unknown> | undefined): boolean {
+  return config !== undefined && Object.hasOwn(config, "auto_map");
+}
+
+/**
  * PEFT's task type from config.json `architectures`. `…ForConditionalGeneration` names encoder–decoder
  * models (T5, BART, Whisper: SEQ_2_SEQ_LM) and decoder-only multimodal ones (LLaVA, Gemma 3, Qwen2-VL:
  * CAUSAL_LM) alike; `is_encoder_decoder` (or a known model type) tells them apart.
  */
 export function taskTypeOf(config: Record<string, unknown> | undefined): TaskType {
-  // Only a string names an architecture (String() of a 5000-deep array overflows the stack).
-  const first = Array.isArray(config?.architectures) ? (config!.architectures as unknown[])[0] : undefined;
-  const name = typeof first === "string" ? first : "";
+  const name = architectureOf(config) ?? "";
   if (/ForCausalLM$|LMHeadModel$/.test(name)) return "CAUSAL_LM";
   if (/ForSeq2SeqLM$/.test(name)) return "SEQ_2_SEQ_LM";
   if (/ForConditionalGeneration$/.test(name)) {
@@ -41,19 +54,27 @@ export function taskTypeOf(config: Record<string, unknown> | undefined): TaskTyp
   return null;
 }
 
+/** Model types whose transformers module (package, modeling file) is not the type's own name. */
+const MODULE_OF_MODEL_TYPE: Record<string, [string, string]> = {
+  "data2vec-text": ["data2vec", "data2vec_text"], "data2vec-audio": ["data2vec", "data2vec_audio"], "data2vec-vision": ["data2vec", "data2vec_vision"],
+  "openai-gpt": ["openai", "openai"], "kosmos-2": ["kosmos2", "kosmos2"], siglip_vision_model: ["siglip", "siglip"], clip_vision_model: ["clip", "clip"],
+  clip_text_model: ["clip", "clip"], "gpt-sw3": ["gpt2", "gpt2"],
+};
+
 /**
  * What PEFT writes as `auto_mapping` when `task_type` is None (AutoPeftModel then finds the base class
  * from it): the architecture class and the transformers module it lives in. Null with a task type, as
  * in PEFT, and for remote-code models (`auto_map`), whose module only the Hub repository names.
  */
 export function autoMappingOf(config: Record<string, unknown> | undefined, taskType: TaskType): { base_model_class: string; parent_library: string } | null {
-  if (taskType !== null || config === undefined || "auto_map" in config) return null;
-  const first = Array.isArray(config.architectures) ? (config.architectures as unknown[])[0] : undefined;
+  if (taskType !== null || config === undefined || usesRemoteCode(config)) return null;
+  const first = architectureOf(config);
   const modelType = config.model_type;
-  if (typeof first !== "string" || !/^[A-Za-z_]\w*$/.test(first) || typeof modelType !== "string" || !/^[\w-]+$/.test(modelType)) return null;
-  // transformers' module names are the model type with hyphens as underscores (xlm-roberta → xlm_roberta).
-  const module = modelType.replace(/-/g, "_");
-  return { base_model_class: first, parent_library: `transformers.models.${module}.modeling_${module}` };
+  if (first === undefined || typeof modelType !== "string" || !/^[\w-]+$/.test(modelType)) return null;
+  // transformers' module names are mostly the model type with hyphens as underscores (xlm-roberta →
+  // xlm_roberta); the exceptions a base class without a PEFT task type can come from are listed.
+  const [module, file] = MODULE_OF_MODEL_TYPE[modelType] ?? [modelType.replace(/-/g, "_"), modelType.replace(/-/g, "_")];
+  return { base_model_class: first, parent_library: `transformers.models.${module}.modeling_${file}` };
 }
 
 /**
@@ -73,8 +94,6 @@ const LEGACY_PATHS: ReadonlyArray<{ old: string; renamed: string; modelTypes?: R
   { old: "visual", renamed: "model.visual", modelTypes: new Set(["qwen2_vl", "qwen2_5_vl"]) },
 ];
 
-const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-
 /**
  * `target_modules` as PEFT should see them: the module paths, sorted (PEFT matches each as the whole
  * path or a suffix after a dot), or, when some lie under a path transformers renames on load, one
@@ -85,8 +104,10 @@ const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"
  */
 export function peftTargetModules(modules: readonly string[], config: Record<string, unknown> | undefined): string[] | string {
   const modelType = typeof config?.model_type === "string" ? config.model_type : "";
-  const aliasOf = (module: string) =>
-    LEGACY_PATHS.find((p) => (module === p.old || module.startsWith(`${p.old}.`)) && (!p.modelTypes || p.modelTypes.has(modelType)) && !module.startsWith(`${p.renamed}.`));
+  const applicable = LEGACY_PATHS.filter((p) => !p.modelTypes || p.modelTypes.has(modelType));
+  const under = (module: string, path: string) => module === path || module.startsWith(`${path}.`);
+  // A module already under a new-layout path (Qwen2-VL's model.visual, LLaVA's model.language_model) has no old name.
+  const aliasOf = (module: string) => (applicable.some((p) => under(module, p.renamed)) ? undefined : applicable.find((p) => under(module, p.old)));
   const sorted = [...modules].sort();
   if (!sorted.some((m) => aliasOf(m))) return sorted;
   const groups = new Map<string, string[]>();

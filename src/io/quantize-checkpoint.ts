@@ -1,7 +1,7 @@
 import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { basename, dirname, join, resolve } from "node:path";
-import { InvalidArgumentError, LoftqError, OutOfRangeError } from "../errors.js";
+import { InvalidArgumentError, LoftqError, NonFiniteError, OutOfRangeError } from "../errors.js";
 import type { KernelBackend } from "../kernels/backend.js";
 import { resolveBackend } from "../kernels/registry.js";
 import { checkOptionalBoolean, checkOptionalFunction, checkOptionKeys, optionKeysOf } from "../options.js";
@@ -11,7 +11,7 @@ import { checkSeed } from "../linalg/random.js";
 import type { IterationErrors } from "../loftq/loftq.js";
 import { createQuantizer, type QuantizerKind } from "../quant/quantizer.js";
 import { encodeHalf, F16_MAX, F16_OVERFLOW, float32Bytes } from "../tensor/dtype.js";
-import { assertFinite, transpose, type Matrix } from "../tensor/matrix.js";
+import { transpose, type Matrix } from "../tensor/matrix.js";
 import { CheckpointError, checkCheckpointDir, INDEX_FILE, openCheckpoint, readJsonFile, type Checkpoint } from "./checkpoint.js";
 import { jsonPreview } from "./json-preview.js";
 import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
@@ -21,7 +21,7 @@ import { acquireOutputLock, OutputLockLostError } from "./output-lock.js";
 import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
 import { BNB4_DIR, bnb4QuantizationConfig, bnb4SkipModules, bnb4Tensors, torchDtypeName, withQuantizationConfig } from "./bnb4-export.js";
-import { adapterConfig, autoMappingOf, formatAdapterConfig, loraTensorNames, peftModulePrefix, peftTargetModules, taskTypeOf, type TaskType } from "./peft-adapter.js";
+import { adapterConfig, architectureOf, autoMappingOf, formatAdapterConfig, loraTensorNames, peftModulePrefix, peftTargetModules, taskTypeOf, usesRemoteCode, type TaskType } from "./peft-adapter.js";
 import { DiskFullError, upstreamOrder, writeSafetensorsFile, type PlannedTensor } from "./safetensors-writer.js";
 import { SafetensorsFile } from "./safetensors-file.js";
 import { checkBitsOption, selectTargets, unmatchedSelectors, type TargetMatrix } from "./targets.js";
@@ -533,6 +533,19 @@ function checkInputFilesOutside(checkpoint: Checkpoint, output: string): void {
   }
 }
 
+/**
+ * Runs LoftQ on a target, a NaN named by its place in the stored tensor: a GPT-2 Conv1D weight is
+ * stored (in, out) and transposed for LoftQ, whose error would give the transposed row and column.
+ */
+function namedAsStored<T>(target: TargetMatrix, work: () => T): T {
+  try {
+    return work();
+  } catch (error) {
+    if (target.transposed && error instanceof NonFiniteError) throw new NonFiniteError(target.tensor, error.col, error.row, error.value);
+    throw error;
+  }
+}
+
 /** Whether --out holds anything (a run then needs --force, or --resume on its own finished output). */
 function outputOccupied(output: string): boolean {
   return existsSync(output) && readdirSync(output).length > 0;
@@ -695,12 +708,11 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
       const size = target.rows * target.cols;
       const stored = nextWeight();
       const asStored: Matrix = { rows: info.shape[0]!, cols: info.shape[1]!, data: stored };
-      // A NaN is named by its place in the stored tensor (loftq would name the transposed one's).
-      if (target.transposed) assertFinite(asStored, target.tensor);
       const weight = target.transposed ? transpose(asStored) : asStored;
       options.onEvent?.({ type: "matrix-start", index, total, module: target.module, rows: target.rows, cols: target.cols, bits: target.bits });
       const matrixStarted = Date.now();
-      const result = loftq(weight, {
+      const output = buffers.q.subarray(0, size);
+      const result = namedAsStored(target, () => loftq(weight, {
         bits: target.bits,
         rank: settings.rank,
         iterations: settings.iterations,
@@ -708,13 +720,13 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
         blockSize: settings.blockSize,
         seed: settings.seed,
         name: target.tensor,
-        output: buffers.q.subarray(0, size),
+        output,
         ...(settings.loraAlpha !== null ? { loraAlpha: settings.loraAlpha } : {}),
         ...(settings.upstreamScaling ? { upstreamScaling: true } : {}),
         backend,
         onIteration: (r) =>
           options.onEvent?.({ type: "iteration", index, total, module: target.module, iteration: r.iteration, iterations: r.iterations, quantError: r.quantError, error: r.error }),
-      });
+      }));
       const report: MatrixReport = {
         tensor: target.tensor,
         module: target.module,
@@ -919,13 +931,14 @@ function writeAdapter(
   const ordered = upstreamOrder(tensors);
   mkdirSync(join(dir, ADAPTER_DIR), { recursive: true });
   writeSafetensorsFile(join(dir, ADAPTER_DIR, "adapter_model.safetensors"), ordered, { format: "pt" }, (_, i) => float32Bytes(ordered[i]!.data));
+  const taskType = taskTypeOf(config);
   const adapter = adapterConfig({
     baseModel: output,
     rank: settings.rank,
     loraAlpha: settings.loraAlpha ?? settings.rank,
     targetModules: peftTargetModules(matrices.map((m) => m.target.module), config),
-    taskType: taskTypeOf(config),
-    autoMapping: autoMappingOf(config, taskTypeOf(config)),
+    taskType,
+    autoMapping: autoMappingOf(config, taskType),
     fanInFanOut: matrices.some((m) => m.target.transposed),
     useRslora: false,
   });
@@ -960,9 +973,9 @@ const AUTO_CLASS: Record<NonNullable<TaskType>, string> = {
  * class of the task type, with trust_remote_code where the repository brings the code.
  */
 function modelClassOf(config: Record<string, unknown> | undefined): { name: string; extra: string } {
-  const first = Array.isArray(config?.architectures) ? (config!.architectures as unknown[])[0] : undefined;
-  const remote = config !== undefined && Object.hasOwn(config, "auto_map");
-  if (typeof first === "string" && /^[A-Za-z_]\w*$/.test(first) && !remote) return { name: first, extra: "" };
+  const first = architectureOf(config);
+  const remote = usesRemoteCode(config);
+  if (first !== undefined && !remote) return { name: first, extra: "" };
   return { name: AUTO_CLASS[taskTypeOf(config) ?? "CAUSAL_LM"], extra: remote ? ", trust_remote_code=True" : "" };
 }
 

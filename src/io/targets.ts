@@ -1,3 +1,4 @@
+import { escapeRegex } from "./escape-regex.js";
 import { InvalidArgumentError } from "../errors.js";
 import { supportedBits, type QuantizerKind } from "../quant/quantizer.js";
 import type { CheckpointTensor } from "./checkpoint.js";
@@ -199,7 +200,7 @@ function parseBitsMap(spec: string | undefined): BitsRule[] {
     const [pattern, value] = parts;
     const bits = value !== undefined && /^\d+$/.test(value) ? Number(value) : NaN;
     if (parts.length !== 2 || !pattern || !Number.isInteger(bits)) throw new InvalidArgumentError(`--bits-map rule "${rule}" is not pattern=bits`);
-    const regex = new RegExp(`^${pattern.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*")}$`);
+    const regex = new RegExp(`^${pattern.split("*").map(escapeRegex).join(".*")}$`);
     return [regex, bits, pattern] as BitsRule;
   });
 }

@@ -423,6 +423,13 @@ test("WebAssembly memory: blocks never overlap, zeroed ones are zero, and calls 
     largestWorkingSet = Math.max(largestWorkingSet, 4 * lengths.reduce((a, b) => a + b, 0));
     for (const block of blocks.reverse()) backend.release(block);
   }
+  // Misuse is refused, not remembered as free memory another allocation would then overwrite.
+  const live = backend.allocate(1000);
+  backend.release(live);
+  assert.throws(() => backend.release(live), /not a live allocation/);
+  const whole = backend.allocate(64);
+  assert.throws(() => backend.release(whole.subarray(1, 3)), /not a live allocation/);
+  backend.release(whole);
   const grown = backend.memory.buffer.byteLength;
   assert.ok(grown <= 2 * largestWorkingSet + 2 ** 20, `memory ${grown} bytes for a largest working set of ${largestWorkingSet}`);
 });

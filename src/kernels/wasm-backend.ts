@@ -1,4 +1,4 @@
-import { BackendUnavailableError, ShapeError } from "../errors.js";
+import { BackendUnavailableError, InvalidArgumentError, ShapeError } from "../errors.js";
 import type { CodebookCall, DecodeCall, GemmCall, KernelBackend, ReflectorsCall, TransposeCall, TridiagonalizeCall } from "./backend.js";
 import { checkGemm, checkSubtract, checkTranspose } from "./check-gemm.js";
 import { checkDecodeCall, checkResidualCall, type CodebookSpec } from "./codebook.js";
@@ -489,7 +489,7 @@ export function createWasmBackend(name = "wasm", variant: KernelVariant = defaul
 }
 
 /**
- * A first-fit allocator over the shared memory with coalescing: freed blocks are kept sorted by
+ * A best-fit allocator over the shared memory with coalescing: freed blocks are kept sorted by
  * offset and merged with free neighbours, a request takes an exact-size block when one is free (the
  * LoftQ loop reuses the same few sizes every iteration) or else the smallest larger one, split; a free
  * block at the top lowers the top. So calls on ever-new shapes reuse memory instead of growing it
@@ -544,6 +544,11 @@ class Heap {
     // Insert in offset order, merging with the free neighbours on either side.
     let index = this.free.findIndex((block) => block.offset > offset);
     if (index === -1) index = this.free.length;
+    // A block released twice, or a view into one, would be handed out again while still in use.
+    const overlapsFree = (this.free[index - 1] && this.free[index - 1]!.offset + this.free[index - 1]!.bytes > offset) || (this.free[index] && this.free[index]!.offset < offset + bytes);
+    if (offset % 16 !== 0 || offset < CONTROL_BYTES || offset + bytes > this.top || overlapsFree) {
+      throw new InvalidArgumentError("release: not a live allocation of this backend (released twice, or a view into one)");
+    }
     const after = this.free[index];
     if (after && offset + bytes === after.offset) {
       bytes += after.bytes;

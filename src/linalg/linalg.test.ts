@@ -300,6 +300,30 @@ test("sign convention: rows ±v of nearly equal size tie, and every backend pick
   }
 });
 
+test("orthonormalizeBlock after earlier blocks: collapsed and mutually dependent columns still give [P X] orthonormal", () => {
+  const rows = 200;
+  const cols = 4;
+  const p = Float32Array.from(householderQr(randomMatrix(rows, cols, 3), rows, cols).q);
+  const a = randomMatrix(rows, 1, 4);
+  const b = randomMatrix(rows, 1, 5);
+  const x = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) {
+    x[i * cols] = a[i]!;
+    x[i * cols + 1] = a[i]!; // dependent on column 0: the block is rank-deficient within itself
+    x[i * cols + 2] = p[i * cols]! + p[i * cols + 1]!; // in the earlier span: collapses
+    x[i * cols + 3] = b[i]!;
+  }
+  const random = mulberry32(6);
+  orthonormalizeBlock(x, rows, cols, [p], tsBackend, () => gaussianArray(1, random)[0]!);
+  const joined = new Float32Array(rows * 2 * cols);
+  for (let i = 0; i < rows; i++) {
+    joined.set(p.subarray(i * cols, (i + 1) * cols), i * 2 * cols);
+    joined.set(x.subarray(i * cols, (i + 1) * cols), i * 2 * cols + cols);
+  }
+  const loss = orthonormalityError(joined, rows, 2 * cols);
+  assert.ok(loss < 1e-6, `max |[P X]ᵀ[P X] − I| = ${loss}`);
+});
+
 test("exact SVD: a dominant singular value (a large mean) leaves the trailing ones and the vectors exact, tall and wide", () => {
   const random = mulberry32(11);
   for (const [rows, cols] of [[256, 128], [96, 200]] as const) {

@@ -18,7 +18,7 @@ export function applySignConvention(u: Float64Array | Float32Array, v: Float64Ar
     for (let i = 0; i < uRows; i++) best = Math.max(best, Math.abs(u[i * stride + j]!));
     let first = 0;
     while (first < uRows && Math.abs(u[first * stride + j]!) < best * (1 - SIGN_TIE_TOLERANCE)) first++;
-    if (first === uRows || u[first * stride + j]! >= 0) continue;
+    if (u[first * stride + j]! >= 0) continue;
     for (let i = 0; i < uRows; i++) u[i * stride + j] = -u[i * stride + j]!;
     for (let i = 0; i < vRows; i++) v[i * stride + j] = -v[i * stride + j]!;
   }
