@@ -1,4 +1,4 @@
-import { closeSync, copyFileSync, fsyncSync, openSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, fsyncSync, openSync, readFileSync, statSync, writeFileSync } from "node:fs";
 
 /**
  * Small output files (configs, reports, indexes) written and fsynced, so that once the output directory
@@ -10,8 +10,15 @@ export function writeFileDurably(path: string, data: string | Uint8Array): void 
   syncFile(path);
 }
 
+/**
+ * Copies a file and flushes the copy. The copy is the output's own: written from a fresh file (so a
+ * read-only source, common in shared model stores, gives a writable copy that can be flushed, replaced
+ * and deleted), with the source's permission bits plus the owner's write.
+ */
 export function copyFileDurably(from: string, to: string): void {
-  copyFileSync(from, to);
+  const mode = statSync(from).mode & 0o777;
+  writeFileSync(to, readFileSync(from), { mode: mode | 0o200 });
+  chmodSync(to, mode | 0o200);
   syncFile(to);
 }
 

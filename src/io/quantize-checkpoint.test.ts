@@ -1,6 +1,6 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, existsSync, symlinkSync, utimesSync, writeFileSync, mkdirSync } from "node:fs";
+import { chmodSync, cpSync, lstatSync, mkdtempSync, renameSync, statSync, readFileSync, readdirSync, readlinkSync, rmSync, existsSync, symlinkSync, utimesSync, writeFileSync, mkdirSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -107,6 +107,12 @@ test("a non-empty --out is refused without force, replaced with it; nothing part
   assert.throws(() => quantizeCheckpoint({ input: model, output: out, rank: 4, forse: true } as never), /quantizeCheckpoint: unknown option "forse" \(did you mean "force"\?\)/);
   assert.throws(() => quantizeCheckpoint({ input: model, output: out, rank: 4, force: "yes" } as never), /force must be true or false/);
   assert.equal(readFileSync(join(out, "keep.txt"), "utf8"), "mine");
+  // --force replaces a loftq output only: any other directory (a mistyped --out) is refused and kept.
+  assert.throws(() => quantizeCheckpoint({ input: model, output: out, rank: 4, target: "q_proj", force: true }), /it is not a loftq output \(no loftq_manifest\.json or loftq_fragment\.json; it holds "keep\.txt"\)/);
+  assert.equal(readFileSync(join(out, "keep.txt"), "utf8"), "mine");
+  rmSync(join(out, "keep.txt"));
+  quantizeCheckpoint({ input: model, output: out, rank: 4, target: "q_proj" });
+  writeFileSync(join(out, "keep.txt"), "mine"); // inside an output: replaced with it
   let done: { leftover?: string } | undefined;
   quantizeCheckpoint({ input: model, output: out, rank: 4, target: "q_proj", force: true, onEvent: (e) => { if (e.type === "done") done = e; } });
   assert.ok(!existsSync(join(out, "keep.txt")));
@@ -120,11 +126,17 @@ test("a non-empty --out is refused without force, replaced with it; nothing part
   quantizeCheckpoint({ input: model, output: out, rank: 4, target: "q_proj", force: true, onEvent: (e) => { if (e.type === "plan") warnings.push(...e.warnings); } });
   assert.ok(warnings.some((w) => w.includes("occupied.replaced-12345") && /moved aside/.test(w)), warnings.join("\n"));
   rmSync(`${out}.replaced-12345`, { recursive: true });
-  // A link to nothing at --out is replaced like any other entry (exists() says there is nothing).
+  // A link to nothing at --out is refused (renaming onto it would drop the link); a link to a directory
+  // stands for that directory: the output lands in the target, the link stays.
   const dangling = join(work, "dangling-out");
   symlinkSync(join(work, "nowhere"), dangling);
-  quantizeCheckpoint({ input: model, output: dangling, rank: 4, target: "q_proj" });
-  assert.ok(existsSync(join(dangling, REPORT_FILE)));
+  assert.throws(() => quantizeCheckpoint({ input: model, output: dangling, rank: 4, target: "q_proj" }), /is a link to nothing/);
+  const target = join(work, "link-target");
+  mkdirSync(target);
+  const link = join(work, "link-out");
+  symlinkSync(target, link);
+  quantizeCheckpoint({ input: model, output: link, rank: 4, target: "q_proj" });
+  assert.ok(lstatSync(link).isSymbolicLink() && existsSync(join(target, REPORT_FILE)));
 });
 
 test("--out (or its .partial) never is, contains or lies inside the input, symbolic links resolved", () => {
@@ -524,14 +536,16 @@ test("the manifest's load recipe asks bitsandbytes only for what re-quantizes Q 
 });
 
 test("an input whose files link into --out is refused before anything is replaced; so is a merge whose --out is one of its fragments", () => {
+  // A model directory made of links into an earlier output's backbone, quantized with --force onto that output.
   const real = join(work, "linked-real");
-  cpSync(model, real, { recursive: true });
+  quantizeCheckpoint({ input: model, output: real, rank: 4, target: "q_proj" });
   const links = join(work, "linked-model");
   mkdirSync(links);
-  for (const file of readdirSync(real)) symlinkSync(join(real, file), join(links, file));
-  const before = readdirSync(real).map((file) => sha256(join(real, file)));
+  for (const file of readdirSync(real).filter((f) => f !== ADAPTER_DIR)) symlinkSync(join(real, file), join(links, file));
+  const hashes = () => readdirSync(real).filter((file) => file !== ADAPTER_DIR).map((file) => sha256(join(real, file)));
+  const before = hashes();
   assert.throws(() => quantizeCheckpoint({ input: links, output: real, rank: 4, force: true }), /links to, a file in .*linked-real, which this run would replace/);
-  assert.deepEqual(readdirSync(real).map((file) => sha256(join(real, file))), before, "the linked weights are intact");
+  assert.deepEqual(hashes(), before, "the linked weights are intact");
   const fragment = join(work, "self-fragment");
   quantizeCheckpoint({ input: model, output: fragment, rank: 4, target: "q_proj", shard: { index: 1, count: 1 } });
   assert.throws(() => mergeFragments({ input: model, output: fragment, fragments: [fragment], force: true }), /is, contains or lies in --out/);
@@ -569,9 +583,13 @@ test("a model that is already quantized (a quantization_config) is refused befor
   const extra = ["spm.model", "source.spm", "qwen.tiktoken", "tekken.json", "bpe.codes", "video_preprocessor_config.json"];
   for (const file of extra) writeFileSync(join(tokenizers, file), file);
   writeFileSync(join(tokenizers, "notes.bin"), "not copied");
+  // Read-only files (a shared model store) give writable copies: the copy is flushed through a write
+  // handle, which failed for a non-root user after all the work (root is let through either way, so the mode is checked).
+  chmodSync(join(tokenizers, "spm.model"), 0o444);
   const out = join(work, "other-tokenizers-out");
   quantizeCheckpoint({ input: tokenizers, output: out, rank: 4, target: "q_proj" });
   for (const file of extra) assert.equal(readFileSync(join(out, file), "utf8"), file);
+  assert.equal(statSync(join(out, "spm.model")).mode & 0o777, 0o644);
   assert.ok(!existsSync(join(out, "notes.bin")));
 });
 
@@ -694,4 +712,18 @@ test("quantizeCheckpoint refuses what every matrix's loftq() would, before the f
     assert.deepEqual(events, []);
     assert.ok(!existsSync(join(work, "never-up-front")) && !existsSync(join(work, "never-up-front.partial")));
   }
+});
+
+test("--resume after a kill between the last write and the rename publishes the finished .partial without computing", () => {
+  const out = join(work, "killed-at-rename");
+  const settings = { input: model, rank: 4, target: "q_proj,v_proj" };
+  quantizeCheckpoint({ ...settings, output: out });
+  const bytes = readFileSync(join(out, ADAPTER_DIR, "adapter_model.safetensors"));
+  renameSync(out, `${out}.partial`); // what the rename had not done yet
+  const events: string[] = [];
+  const { reports } = quantizeCheckpoint({ ...settings, output: out, resume: true, onEvent: (e) => events.push(e.type) });
+  assert.equal(reports.length, 4);
+  assert.ok(!events.includes("matrix-start"), events.join(","));
+  assert.ok(!existsSync(`${out}.partial`));
+  assert.deepEqual(readFileSync(join(out, ADAPTER_DIR, "adapter_model.safetensors")), bytes);
 });

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { basename, dirname, join, resolve } from "node:path";
 import { InvalidArgumentError, LoftqError, NonFiniteError, OutOfRangeError } from "../errors.js";
@@ -199,7 +199,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
   // What each matrix's loftq() would refuse, refused before the first one (the rank is checked per matrix).
   checkIterations(settings.iterations);
   if (settings.loraAlpha !== null) loraScaling(settings.loraAlpha, settings.rank, false, !settings.upstreamScaling);
-  const output = resolve(options.output);
+  const output = outputPath(options.output);
   const input = resolve(options.input);
   checkOutputPlace(input, output);
   // Before the lock, which creates --out's parent: a mistyped input path leaves nothing behind.
@@ -213,6 +213,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
     // a retried job array re-runs its finished shards too.
     const occupied = outputOccupied(output);
     if (occupied && !options.force && !options.resume) throw new OutputExistsError(output);
+    if (occupied && options.force) checkReplaceable(output);
     return withCheckpoint(input, (checkpoint) => {
       checkInputFilesOutside(checkpoint, output);
       checkNotQuantized(checkpoint);
@@ -232,6 +233,14 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
         }
         tracked.onEvent({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: reports.length, alreadyComplete: true });
         return { output, reports };
+      }
+      // Killed between the last write and the rename: the .partial is the finished output (its manifest,
+      // written last, matches this run), so it is published rather than computed again.
+      const finishedPartial = options.resume === true && !options.shard ? finishedReports(partial, { inputFiles, settings }, mine) : undefined;
+      if (finishedPartial) {
+        rmSync(join(partial, STORE_DIR), { recursive: true, force: true });
+        rmSync(join(partial, SETTINGS_FILE), { force: true });
+        return publish(partial, output, finishedPartial, started, tracked.onEvent, () => lock.refresh());
       }
       const resuming = options.resume === true && existsSync(join(partial, SETTINGS_FILE));
       if (resuming && readFileSync(join(partial, SETTINGS_FILE), "utf8") !== settingsText) {
@@ -362,7 +371,7 @@ export function mergeFragments(options: MergeFragmentsOptions): QuantizeCheckpoi
   if (!Array.isArray(options.fragments) || options.fragments.length === 0 || !options.fragments.every((f) => typeof f === "string" && f !== "")) {
     throw new InvalidArgumentError("mergeFragments: fragments must be a non-empty array of paths");
   }
-  const output = resolve(options.output);
+  const output = outputPath(options.output);
   const input = resolve(options.input);
   checkOutputPlace(input, output);
   // Shards may run on machines with their own copy of the model, at any path: the same settings and
@@ -384,6 +393,7 @@ export function mergeFragments(options: MergeFragmentsOptions): QuantizeCheckpoi
     const onEvent = (event: PipelineEvent) => (lock.refresh(), options.onEvent?.(event));
     const partial = `${output}.partial`;
     if (outputOccupied(output) && !options.force) throw new OutputExistsError(output);
+    if (outputOccupied(output)) checkReplaceable(output);
     return withCheckpoint(input, (checkpoint) => {
       checkInputFilesOutside(checkpoint, output);
       const inputFiles = inputFingerprint(checkpoint);
@@ -489,6 +499,11 @@ function checkOutputPlace(input: string, output: string): void {
   }
   // A file named as --out is a mistake (a model file?), never something to replace with a directory.
   if (existsSync(output) && !statSync(output).isDirectory()) throw new InvalidArgumentError(`--out ${output} is a file, not a directory`);
+  // The output is written to <out>.partial beside --out and renamed onto it, which a mount point (a
+  // container volume) refuses: found now, not after the work.
+  if (existsSync(output) && statSync(output).dev !== statSync(dirname(output)).dev) {
+    throw new InvalidArgumentError(`--out ${output} is a mount point (another file system than its parent): the output is written beside it and renamed into place, which a mount point cannot be; give a directory inside it`);
+  }
   // The names beside --out (its .partial, .lock, and the .replaced-<pid> an old output is moved to) must
   // fit the file system's 255-byte limit, or publishing fails after all the work.
   const longest = `${basename(output)}.replaced-${"9".repeat(10)}`;
@@ -544,6 +559,28 @@ function namedAsStored<T>(target: TargetMatrix, work: () => T): T {
     if (target.transposed && error instanceof NonFiniteError) throw new NonFiniteError(target.tensor, error.col, error.row, error.value);
     throw error;
   }
+}
+
+/**
+ * --out as an absolute path; a symbolic link to a directory stands for that directory (the output is
+ * written beside the target and renamed onto it: renaming onto the link would replace the link).
+ */
+function outputPath(path: string): string {
+  const absolute = resolve(path);
+  const stats = lstatSync(absolute, { throwIfNoEntry: false });
+  if (!stats?.isSymbolicLink()) return absolute;
+  if (!existsSync(absolute)) throw new InvalidArgumentError(`--out ${absolute} is a link to nothing (${readlinkSync(absolute)})`);
+  return realpathSync(absolute);
+}
+
+/**
+ * --force replaces an earlier loftq output, never any other directory: a mistyped --out (a home
+ * directory, a dataset) would otherwise be deleted with everything in it.
+ */
+function checkReplaceable(output: string): void {
+  if (existsSync(join(output, MANIFEST_FILE)) || existsSync(join(output, FRAGMENT_FILE))) return;
+  const entries = readdirSync(output);
+  throw new OutputExistsError(output, `it is not a loftq output (no ${MANIFEST_FILE} or ${FRAGMENT_FILE}; it holds ${entries.slice(0, 3).map((e) => jsonPreview(e)).join(", ")}${entries.length > 3 ? ", …" : ""}), and --force replaces only those: empty it or choose another --out`);
 }
 
 /** Whether --out holds anything (a run then needs --force, or --resume on its own finished output). */
