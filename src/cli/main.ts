@@ -4,7 +4,7 @@
  * input, non-finite weights, output exists, disk full), 2 usage error.
  */
 import "./relaxed-simd-setup.js"; // first: before any kernel module is compiled
-import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { checkReportMatrices, renderReportHtml } from "../report/html-report.js";
 import { parseArgs, type ParseArgsConfig } from "node:util";
@@ -262,16 +262,26 @@ function main(argv: string[]): number {
     const report = readJsonFile(reportPath) as { matrices?: unknown };
     if (typeof report !== "object" || report === null || !Array.isArray(report.matrices)) throw new InvalidArgumentError(`${reportPath} has no "matrices" list: not a loftq report`);
     const matrices = checkReportMatrices(report.matrices, reportPath);
-    const target = values.out ?? join(path, "loftq_report.html");
-    // A temporary name first: an interrupted write leaves no half page behind.
+    const target = resolve(values.out ?? join(path, "loftq_report.html"));
+    // The page replaces an earlier page, nothing else (a mistyped --out could name a shard, or the report itself).
+    const existing = statSync(target, { throwIfNoEntry: false });
+    if (existing && (!existing.isFile() || !/\.html?$/i.test(target))) {
+      throw new InvalidArgumentError(`--out ${target} exists and is not an HTML file; the report replaces only an earlier .html page`);
+    }
     // The report's errors are of B·A unscaled: with PEFT's uncompensated scaling the model starts elsewhere.
-    const manifestPath = join(path, MANIFEST_FILE);
-    const settings = existsSync(manifestPath) ? (readJsonFile(manifestPath) as { settings?: { upstreamScaling?: unknown; loraAlpha?: unknown; rank?: unknown } }).settings : undefined;
+    // The manifest only adds that note: a malformed one drops the note, not the page.
+    const settings = manifestSettingsOf(join(path, MANIFEST_FILE));
     const notes = settings?.upstreamScaling === true && settings.loraAlpha !== settings.rank
       ? [`this run kept PEFT's uncompensated scaling (--upstream-scaling, lora_alpha ${String(settings.loraAlpha)}, r ${String(settings.rank)}): the model starts at Q + (lora_alpha/r)·B·A, not at the LoftQ errors shown`]
       : [];
-    writeFileSync(`${target}.partial`, renderReportHtml(matrices, `LoftQ report: ${basename(resolve(path))}`, notes));
-    renameSync(`${target}.partial`, target);
+    // A temporary name first: an interrupted write leaves no half page behind, a failed one nothing.
+    try {
+      writeFileSync(`${target}.partial`, renderReportHtml(matrices, `LoftQ report: ${basename(resolve(path))}`, notes));
+      renameSync(`${target}.partial`, target);
+    } catch (error) {
+      rmSync(`${target}.partial`, { force: true });
+      throw error;
+    }
     if (!values.quiet) console.log(`wrote ${target}`);
     return 0;
   }
@@ -318,6 +328,19 @@ function main(argv: string[]): number {
       `${result.quantized.bitsPerWeight.toFixed(3)} bits/weight, ${seconds.toFixed(2)} s on ${summary.backend}`);
   }
   return 0;
+}
+
+/** The settings a run's manifest records, or undefined when there is none or it is not an object. */
+function manifestSettingsOf(path: string): { upstreamScaling?: unknown; loraAlpha?: unknown; rank?: unknown } | undefined {
+  if (!existsSync(path)) return undefined;
+  let manifest: unknown;
+  try {
+    manifest = readJsonFile(path);
+  } catch {
+    return undefined;
+  }
+  const settings = typeof manifest === "object" && manifest !== null ? (manifest as { settings?: unknown }).settings : undefined;
+  return typeof settings === "object" && settings !== null ? (settings as { upstreamScaling?: unknown; loraAlpha?: unknown; rank?: unknown }) : undefined;
 }
 
 function parseFormat(value: string): "fp" | "bnb4" {

@@ -313,6 +313,19 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
   const report = run("report", notAReport);
   assert.equal(report.status, 1);
   assert.match(report.stderr, /loftq_report\.json: not valid JSON/);
+  // The page replaces an earlier page only: not a shard, the report itself, or a directory (and leaves no .partial).
+  const piped1 = join(work, "piped");
+  for (const target of [join(piped1, "model-00001-of-00003.safetensors"), join(piped1, REPORT_FILE), join(work, "piped-2")]) {
+    const before = existsSync(target) && statSync(target).isFile() ? sha256(target) : undefined;
+    const refused = run("report", piped1, "--out", target);
+    assert.equal(refused.status, 1, refused.stderr);
+    assert.match(refused.stderr, /is not an HTML file/);
+    if (before) assert.equal(sha256(target), before);
+    assert.ok(!existsSync(`${target}.partial`));
+  }
+  // A malformed manifest drops only the scaling note.
+  writeFileSync(join(piped1, "loftq_manifest.json"), "null");
+  assert.equal(run("report", piped1, "--quiet").status, 0);
   for (const command of ["quantize", "inspect", "matrix"]) {
     const help = run(command, "--help");
     assert.equal(help.status, 0);
@@ -406,6 +419,19 @@ test("--shard 1/2 + 2/2 then merge: byte-identical to one run", () => {
   assert.throws(() => mergeFragments({ input: model, output: join(work, "never"), fragments: [damaged, fragments[1]!] }), (e: unknown) => e instanceof LoftqError && /damaged/.test(String(e)));
   assert.ok(!existsSync(join(work, "never")) && !existsSync(join(work, "never.partial")));
   rmSync(damaged, { recursive: true });
+  // An entry whose report is another matrix's or another width's (copied in from another run), or malformed: refused.
+  for (const edit of [(r: Record<string, unknown>) => ({ ...r, bits: 2 }), (r: Record<string, unknown>) => ({ ...r, module: "evil" }), () => ({ module: "x" })]) {
+    cpSync(fragments[0]!, damaged, { recursive: true });
+    const entryFile = join(storeDir, readdirSync(storeDir).find((f) => f.endsWith(".safetensors"))!);
+    const original = SafetensorsFile.open(entryFile);
+    const parts = original.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, bytes: original.readBytes(t.name) }));
+    const meta = { ...original.header.metadata, report: JSON.stringify(edit(JSON.parse(original.header.metadata.report!))) };
+    original.close();
+    writeSafetensorsFile(entryFile, parts, meta, (_, i) => parts[i]!.bytes);
+    assert.throws(() => mergeFragments({ input: model, output: join(work, "never"), fragments: [damaged, fragments[1]!] }), (e: unknown) => e instanceof LoftqError && /damaged store entry/.test(String(e)), meta.report);
+    assert.ok(!existsSync(join(work, "never")));
+    rmSync(damaged, { recursive: true });
+  }
   // Fragments of other weights under the same path and sizes (another revision) are refused.
   const revised = join(work, "revised");
   cpSync(model, revised, { recursive: true });
@@ -726,4 +752,14 @@ test("--resume after a kill between the last write and the rename publishes the 
   assert.ok(!events.includes("matrix-start"), events.join(","));
   assert.ok(!existsSync(`${out}.partial`));
   assert.deepEqual(readFileSync(join(out, ADAPTER_DIR, "adapter_model.safetensors")), bytes);
+});
+
+test("--resume on a finished output whose report was edited (malformed, or not one entry per target) is not taken as finished", () => {
+  const out = join(work, "edited-report");
+  const settings = { input: model, rank: 4, target: "q_proj" };
+  quantizeCheckpoint({ ...settings, output: out });
+  for (const text of ['{"matrices":[{}]}', '{"matrices":[]}', JSON.stringify({ matrices: JSON.parse(readFileSync(join(out, REPORT_FILE), "utf8")).matrices.slice(1) })]) {
+    writeFileSync(join(out, REPORT_FILE), text);
+    assert.throws(() => quantizeCheckpoint({ ...settings, output: out, resume: true }), (e: unknown) => e instanceof OutputExistsError && /not an output finished with these settings/.test(String(e)), text);
+  }
 });

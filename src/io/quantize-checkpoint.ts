@@ -14,6 +14,7 @@ import { encodeHalf, F16_MAX, F16_OVERFLOW, float32Bytes } from "../tensor/dtype
 import { transpose, type Matrix } from "../tensor/matrix.js";
 import { CheckpointError, checkCheckpointDir, INDEX_FILE, openCheckpoint, readJsonFile, type Checkpoint } from "./checkpoint.js";
 import { jsonPreview } from "./json-preview.js";
+import { checkReportMatrices, type ReportMatrix } from "../report/html-report.js";
 import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
 import { createBackgroundPublisher } from "./background-publisher.js";
 import { dropBackboneWeight, hasMatrix, holdsBackboneWeight, keepIfReadable, removeMatrix, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
@@ -308,12 +309,16 @@ function finishedReports(output: string, expected: { inputFiles: InputFile[]; se
       if (recorded.shard !== expected.shard || !same(recorded.inputFiles, expected.inputFiles) || !same(recorded.settings, expected.settings)) return undefined;
       const store = join(output, STORE_DIR);
       if (!mine.every((t) => hasMatrix(store, t.module))) return undefined;
-      return mine.map((t) => loadFactors(store, t.module).report);
+      return mine.map((t) => storedFactors(store, t, expected.settings).report);
     }
     const recorded = readJsonFile(join(output, MANIFEST_FILE)) as { inputFiles?: unknown; settings?: unknown };
     if (!same(recorded.inputFiles, expected.inputFiles) || !same(recorded.settings, manifestSettings(expected.settings))) return undefined;
     const report = readJsonFile(join(output, REPORT_FILE)) as { matrices?: unknown };
-    return Array.isArray(report.matrices) ? (report.matrices as MatrixReport[]) : undefined;
+    // The report is what the caller prints: whole, and one entry per target of this run.
+    checkReportMatrices(report.matrices, REPORT_FILE);
+    const matrices = report.matrices as MatrixReport[];
+    const matches = (m: MatrixReport, t: TargetMatrix) => m.module === t.module && m.tensor === t.tensor && m.shape[0] === t.rows && m.shape[1] === t.cols && m.bits === t.bits;
+    return matrices.length === mine.length && matrices.every((m, i) => matches(m, mine[i]!)) ? matrices : undefined;
   } catch {
     return undefined;
   }
@@ -686,7 +691,7 @@ export function pipelineBuffersInBackend(values: number): boolean {
 function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[], store: string, settings: Settings, options: QuantizeCheckpointOptions): MatrixReport[] {
   const reports: MatrixReport[] = [];
   const pending = targets.filter((t) => !keepIfReadable(store, t.module));
-  if (pending.length === 0) return targets.map((target, index) => reportStored(store, target, index, targets.length, options));
+  if (pending.length === 0) return targets.map((target, index) => reportStored(store, target, index, targets.length, options, settings));
   const backend = resolveBackend(options.backend);
   // Q and its 16-bit bytes go through two buffers sized for the largest target and reused for every
   // matrix (W through the prefetcher's two slots): fresh arrays of that size cost more in page
@@ -734,7 +739,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
     targets.forEach((target, index) => {
       const total = targets.length;
       if (hasMatrix(store, target.module)) {
-        reports.push(reportStored(store, target, index, total, options));
+        reports.push(reportStored(store, target, index, total, options, settings));
         return;
       }
       const info = checkpoint.tensors.find((t) => t.name === target.tensor)!;
@@ -794,8 +799,31 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
 }
 
 /** The report of a matrix already in the store (a resumed run), announced as done. */
-function reportStored(store: string, target: TargetMatrix, index: number, total: number, options: QuantizeCheckpointOptions): MatrixReport {
-  const report = loadFactors(store, target.module).report;
+/**
+ * A target's stored factors, their report checked against the target: store entries come from earlier
+ * runs and from fragments made on other machines, and an entry copied in from another run (another
+ * width, another matrix) must not merge silently into this one's files.
+ */
+function storedFactors(store: string, target: TargetMatrix, settings: Settings): ReturnType<typeof loadFactors> {
+  const factors = loadFactors(store, target.module);
+  const where = `the stored entry of ${target.module}`;
+  let report: ReportMatrix;
+  try {
+    [report] = checkReportMatrices([factors.report], where) as [ReportMatrix];
+  } catch (error) {
+    throw new CheckpointError(`${(error as Error).message}: a damaged store entry or fragment`);
+  }
+  const stored = factors.report;
+  if (report.module !== target.module || stored.tensor !== target.tensor || report.shape[0] !== target.rows || report.shape[1] !== target.cols || report.bits !== target.bits || report.rank !== settings.rank) {
+    throw new CheckpointError(
+      `${where} is a report of ${jsonPreview(stored.tensor)} (${report.shape.join("×")}, ${report.bits} bits, rank ${report.rank}), not of ${target.tensor} (${target.rows}×${target.cols}, ${target.bits} bits, rank ${settings.rank}): a damaged store entry or fragment`,
+    );
+  }
+  return factors;
+}
+
+function reportStored(store: string, target: TargetMatrix, index: number, total: number, options: QuantizeCheckpointOptions, settings: Settings): MatrixReport {
+  const report = storedFactors(store, target, settings).report;
   options.onEvent?.({ type: "matrix-done", index, total, report });
   return report;
 }
@@ -883,7 +911,7 @@ function assemble(
   if (settings.format === "bnb4") writeBnb4(checkpoint, byTensor, storeOf, join(dir, BNB4_DIR), settings);
   // Factors only (r·(m + n) floats each): every q of a 7B model at once would be ~13 GB.
   const matrices = targets.map((t) => {
-    const factors = loadFactors(storeOf(t.module), t.module);
+    const factors = storedFactors(storeOf(t.module), t, settings);
     if (factors.a.rows !== settings.rank || factors.a.cols !== t.cols || factors.b.rows !== t.rows) {
       throw new CheckpointError(`the stored factors of ${t.module} are ${factors.b.rows}×${factors.a.rows} and ${factors.a.rows}×${factors.a.cols}, not ${t.rows}×${settings.rank} and ${settings.rank}×${t.cols}: a damaged store entry or fragment`);
     }
