@@ -64,6 +64,21 @@ export function bnb4SkipModules(tensors: ReadonlyArray<{ name: string; dtype: st
   return skipped;
 }
 
+/** The tensors the 4-bit export writes beside each target's `weight`. */
+const BNB4_STATE_SUFFIXES = [".weight.absmax", ".weight.quant_map", ".weight.quant_state.bitsandbytes__nf4"];
+
+/**
+ * Refuses a checkpoint that already has a tensor of a name the 4-bit export would write for a target
+ * (`P.weight.absmax`, …): the shard would hold the name twice. Checked before any work.
+ */
+export function checkBnb4Names(tensors: ReadonlyArray<{ name: string }>, exported: ReadonlyMap<string, { module: string }>): void {
+  const names = new Set(tensors.map((t) => t.name));
+  for (const { module } of exported.values()) {
+    const clash = BNB4_STATE_SUFFIXES.map((suffix) => module + suffix).find((name) => names.has(name));
+    if (clash) throw new InvalidArgumentError(`--format bnb4: the checkpoint already has a tensor ${JSON.stringify(clash)}, a name the 4-bit export of ${module} writes`);
+  }
+}
+
 const FLOAT_DTYPES = new Set(["F32", "F16", "BF16", "F64"]);
 /** transformers' name for the output head of nearly every causal LM (never exported: refused as a bnb4 target). */
 const OUTPUT_HEAD = "lm_head";

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { autoMappingOf, formatAdapterConfig, loraTensorNames, peftModulePrefix, peftTargetModules, taskTypeOf } from "./peft-adapter.js";
 import { asciiJson } from "./python-json.js";
-import { bnb4SkipModules, withQuantizationConfig } from "./bnb4-export.js";
+import { bnb4SkipModules, checkBnb4Names, withQuantizationConfig } from "./bnb4-export.js";
 
 test("adapter keys follow the module paths of the loaded head model: GPT-2, BLOOM and OPT files saved without the base prefix get it", () => {
   const gpt2 = { model_type: "gpt2", architectures: ["GPT2LMHeadModel"] };
@@ -91,4 +91,10 @@ test("auto_mapping names the base class when PEFT has no task type for the archi
 test("JSON files Python writes escape non-ASCII as json.dumps does", () => {
   assert.equal(asciiJson(JSON.stringify({ "é": "日本", emoji: "😀", del: "\u007f" })), '{"\\u00e9":"\\u65e5\\u672c","emoji":"\\ud83d\\ude00","del":"\\u007f"}');
   assert.equal(JSON.parse(asciiJson(JSON.stringify({ "é": "😀" })))["é"], "😀");
+});
+
+test("bnb4: a checkpoint that already has a tensor named like a target's 4-bit state is refused", () => {
+  const exported = new Map([["model.layers.0.self_attn.q_proj.weight", { module: "model.layers.0.self_attn.q_proj" }]]);
+  assert.throws(() => checkBnb4Names([{ name: "model.layers.0.self_attn.q_proj.weight" }, { name: "model.layers.0.self_attn.q_proj.weight.absmax" }], exported), /already has a tensor "model\.layers\.0\.self_attn\.q_proj\.weight\.absmax"/);
+  checkBnb4Names([{ name: "model.layers.0.self_attn.q_proj.weight" }, { name: "model.layers.0.self_attn.k_proj.weight.absmax" }], exported);
 });

@@ -763,3 +763,14 @@ test("--resume on a finished output whose report was edited (malformed, or not o
     assert.throws(() => quantizeCheckpoint({ ...settings, output: out, resume: true }), (e: unknown) => e instanceof OutputExistsError && /not an output finished with these settings/.test(String(e)), text);
   }
 });
+
+test("lm_head as a target of a model whose head is tied to the embeddings is refused before any work", () => {
+  const tied = join(work, "tied-head");
+  cpSync(model, tied, { recursive: true });
+  const config = JSON.parse(readFileSync(join(tied, "config.json"), "utf8"));
+  writeFileSync(join(tied, "config.json"), JSON.stringify({ ...config, tie_word_embeddings: true }));
+  const events: string[] = [];
+  assert.throws(() => quantizeCheckpoint({ input: tied, output: join(work, "tied-head-out"), rank: 4, target: "lm_head,q_proj", onEvent: (e) => events.push(e.type) }), /lm_head\.weight is tied to the input embeddings/);
+  assert.deepEqual(events, []);
+  quantizeCheckpoint({ input: tied, output: join(work, "tied-head-out"), rank: 4, target: "q_proj" });
+});

@@ -21,7 +21,7 @@ import { dropBackboneWeight, hasMatrix, holdsBackboneWeight, keepIfReadable, rem
 import { acquireOutputLock, OutputLockLostError } from "./output-lock.js";
 import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
-import { BNB4_DIR, bnb4QuantizationConfig, bnb4SkipModules, bnb4Tensors, torchDtypeName, withQuantizationConfig } from "./bnb4-export.js";
+import { BNB4_DIR, bnb4QuantizationConfig, bnb4SkipModules, checkBnb4Names, bnb4Tensors, torchDtypeName, withQuantizationConfig } from "./bnb4-export.js";
 import { adapterConfig, architectureOf, autoMappingOf, formatAdapterConfig, loraTensorNames, peftModulePrefix, peftTargetModules, taskTypeOf, usesRemoteCode, type TaskType } from "./peft-adapter.js";
 import { DiskFullError, upstreamOrder, writeSafetensorsFile, type PlannedTensor } from "./safetensors-writer.js";
 import { SafetensorsFile } from "./safetensors-file.js";
@@ -115,7 +115,17 @@ export interface QuantizeCheckpointResult {
  */
 function configWarnings(checkpoint: Checkpoint, targets: readonly TargetMatrix[], settings: Settings): string[] {
   // The skip list's clash check, before any work rather than after the last matrix.
-  if (settings.format === "bnb4") bnb4SkipModules(checkpoint.tensors, new Map(targets.map((t) => [t.tensor, t])));
+  if (settings.format === "bnb4") {
+    const exported = new Map(targets.map((t) => [t.tensor, t]));
+    bnb4SkipModules(checkpoint.tensors, exported);
+    checkBnb4Names(checkpoint.tensors, exported);
+  }
+  // A head tied to the embeddings is re-tied on load (to the embedding, i.e. the original W): its Q would be
+  // dropped and B·A = W − Q added to W itself. PEFT warns about tied targets; here nothing good can come of it.
+  const tiedHead = checkpoint.config?.tie_word_embeddings === true ? targets.find((t) => /(?:^|\.)lm_head$/.test(t.module)) : undefined;
+  if (tiedHead) {
+    throw new InvalidArgumentError(`${tiedHead.tensor} is tied to the input embeddings (tie_word_embeddings in config.json): transformers re-ties it on load, dropping its Q, so the model would not start at W; leave lm_head out of --target`);
+  }
   if (checkpoint.config) return [];
   if (settings.format === "bnb4") throw new InvalidArgumentError(`${checkpoint.dir} has no config.json: --format bnb4 writes the model's config with a quantization_config, so it needs the original`);
   return [`${checkpoint.dir} has no config.json: the output has none either, and transformers needs one to load it (copy the model's config.json next to the output's shards)`];

@@ -1,6 +1,6 @@
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { DTYPE_BYTES, DTYPE_ORDER } from "./safetensors.js";
-import { LoftqError } from "../errors.js";
+import { InvalidArgumentError, LoftqError } from "../errors.js";
 
 /**
  * Writes safetensors files the way upstream does, byte for byte: tensors sorted by dtype
@@ -54,6 +54,8 @@ export function encodeHeader(tensors: readonly PlannedTensor[], metadata: Record
   let offset = 0;
   for (const tensor of tensors) {
     const length = tensorByteLength(tensor);
+    // A name twice would keep the last entry's offsets over a data section holding both: a broken file.
+    if (Object.hasOwn(header, tensor.name) || tensor.name === "__metadata__") throw new InvalidArgumentError(`safetensors: the tensor name ${JSON.stringify(tensor.name)} is given twice (or is the reserved __metadata__)`);
     header[tensor.name] = { dtype: tensor.dtype, shape: tensor.shape, data_offsets: [offset, offset + length] };
     offset += length;
   }

@@ -96,6 +96,10 @@ test('a tensor named "__proto__" is written as a key like any other (not as the 
     } finally {
       file.close();
     }
+    // A name twice, or the reserved __metadata__, would make a file that reads back wrong: refused.
+    for (const names of [["w", "w"], ["__metadata__"]]) {
+      assert.throws(() => writeSafetensorsFile(join(dir, "bad.safetensors"), names.map((name) => ({ name, dtype: "U8", shape: [1] })), {}, () => new Uint8Array(1)), /is given twice \(or is the reserved __metadata__\)/);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
