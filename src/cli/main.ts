@@ -11,6 +11,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { InvalidArgumentError, LoftqError } from "../errors.js";
 import { SafetensorsFile } from "../io/safetensors-file.js";
 import { openCheckpoint, readJsonFile } from "../io/checkpoint.js";
+import { printable } from "../io/json-preview.js";
 import { checkBitsOption, checkSelectionOptions, storedTransposed } from "../io/targets.js";
 import { checkSeed } from "../linalg/random.js";
 import { MANIFEST_FILE, mergeFragments, parseShard, quantizeCheckpoint, REPORT_FILE, type OutputDtype } from "../io/quantize-checkpoint.js";
@@ -352,7 +353,7 @@ function printReportTable(reports: ReturnType<typeof quantizeCheckpoint>["report
   const rows = [["module", "shape", "bits", "‖W−Q‖", "‖W−Q−BA‖", "iter", "time"]];
   for (const r of reports) {
     const best = r.history[r.selectedIteration - 1]!;
-    rows.push([r.module, r.shape.join("×"), String(r.bits), r.qOnlyError.toFixed(4), best.error.toFixed(4), String(r.selectedIteration), `${r.seconds.toFixed(2)} s`]);
+    rows.push([printable(r.module), r.shape.join("×"), String(r.bits), r.qOnlyError.toFixed(4), best.error.toFixed(4), String(r.selectedIteration), `${r.seconds.toFixed(2)} s`]);
   }
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)));
   for (const row of rows) console.log(row.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  "));
@@ -377,13 +378,13 @@ try {
 } catch (error) {
   const code = (error as NodeJS.ErrnoException).code;
   if (error instanceof UsageError || (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS"))) {
-    const message = (error as Error).message;
+    const message = printable((error as Error).message);
     console.error(`loftq: ${message}${/\(see loftq [\w ]*--help\)/.test(message) ? "" : "\n(see loftq --help)"}`);
     process.exitCode = 2;
   } else if (error instanceof LoftqError || (typeof code === "string" && typeof (error as NodeJS.ErrnoException).syscall === "string")) {
     // Typed errors and the operating system's (ENOENT, EACCES, ENOSPC, ENAMETOOLONG, EISDIR, …): a message, no stack.
     // A new line first on a terminal, where a progress line may be open.
-    console.error(`${process.stderr.isTTY ? "\n" : ""}loftq: ${(error as Error).message}`);
+    console.error(`${process.stderr.isTTY ? "\n" : ""}loftq: ${printable((error as Error).message)}`);
     process.exitCode = 1;
   } else {
     throw error;

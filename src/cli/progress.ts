@@ -1,4 +1,5 @@
 import type { PipelineEvent } from "../io/quantize-checkpoint.js";
+import { printable } from "../io/json-preview.js";
 
 /**
  * Renders pipeline events: a redrawn progress line on a TTY (matrices done/total, current module,
@@ -41,7 +42,7 @@ export function progressRenderer(mode: ProgressMode, write: (text: string) => vo
           const filled = Math.round((width * done) / Math.max(total, 1));
           const bar = "█".repeat(filled) + "░".repeat(width - filled);
           const mean = done > 0 ? ` mean err ${(errorSum / done).toFixed(4)}` : "";
-          write(`\r\x1b[K${bar} ${done}/${total} ${event.module} iter ${event.iteration}/${event.iterations} err ${event.error.toFixed(4)}${mean} ETA ${eta()}`);
+          write(`\r\x1b[K${bar} ${done}/${total} ${printable(event.module)} iter ${event.iteration}/${event.iterations} err ${event.error.toFixed(4)}${mean} ETA ${eta()}`);
         }
         break;
       case "matrix-done": {
@@ -50,7 +51,7 @@ export function progressRenderer(mode: ProgressMode, write: (text: string) => vo
         const best = r.history[r.selectedIteration - 1]!;
         errorSum += best.error;
         if (mode === "plain") {
-          write(`[${done}/${total}] ${r.module} ${r.shape.join("×")} ${r.bits}-bit: ‖W−Q‖ ${r.qOnlyError.toFixed(4)} → ‖W−Q−BA‖ ${best.error.toFixed(4)} (${r.seconds.toFixed(2)} s)\n`);
+          write(`[${done}/${total}] ${printable(r.module)} ${r.shape.join("×")} ${r.bits}-bit: ‖W−Q‖ ${r.qOnlyError.toFixed(4)} → ‖W−Q−BA‖ ${best.error.toFixed(4)} (${r.seconds.toFixed(2)} s)\n`);
         }
         break;
       }

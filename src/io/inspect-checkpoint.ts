@@ -4,7 +4,7 @@ import { SafetensorsFile } from "./safetensors-file.js";
 import { selectTargets, checkBitsOption, noTargetsMessage, type TargetMatrix } from "./targets.js";
 import { DEFAULT_BLOCK_SIZE, type QuantizerKind } from "../quant/quantizer.js";
 import { packedByteLength } from "../quant/packing.js";
-import { PREVIEW_MAX_CHARS } from "./json-preview.js";
+import { PREVIEW_MAX_CHARS, printable } from "./json-preview.js";
 
 /**
  * What `loftq inspect` reports: every tensor (name, dtype, shape, shard), which ones LoftQ would
@@ -48,7 +48,7 @@ export function inspectCheckpoint(path: string, options: InspectOptions) {
     }, 0);
     const lines = checkpoint.tensors.map((t) => {
       const target = byTensor.get(t.name);
-      return `${target ? `LoftQ ${target.bits}-bit${target.transposed ? " (Conv1D, transposed)" : ""}` : "kept"}`.padEnd(34) + `${t.dtype.padEnd(5)} ${`[${t.shape.join(", ")}]`.padEnd(16)} ${t.name}`;
+      return `${target ? `LoftQ ${target.bits}-bit${target.transposed ? " (Conv1D, transposed)" : ""}` : "kept"}`.padEnd(34) + `${t.dtype.padEnd(5)} ${`[${t.shape.join(", ")}]`.padEnd(16)} ${printable(t.name)}`;
     });
     const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
     const text = [

@@ -14,3 +14,11 @@ export function jsonPreview(value: unknown): string {
   }
   return text.length > PREVIEW_MAX_CHARS ? `${text.slice(0, PREVIEW_MAX_CHARS)}…` : text;
 }
+
+/**
+ * `text` safe to print on one terminal line: control characters (a newline or an escape sequence in a
+ * tensor name from a hostile checkpoint, a line break in a parser's message) as `\uXXXX`.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}

@@ -270,7 +270,7 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
   for (const bad of [
     ["--bits", "5"], ["--rank", "0"], ["--shard", "3/2"], ["--lora-alpha=0"], ["--seed", "4294967296"], ["--quantizer", "bnb-nf4", "--bits", "2.5"], ["--block-size", "99999999"],
     // Whole numbers in decimal digits only (Number() read "0x10" as 16 and "1e1" as 10), and at most 1000 iterations.
-    ["--rank", "0x10"], ["--rank", "1e1"], ["--iters", "1e9"], ["--iters", "1001"], ["--lora-alpha", "0x10"], ["--lora-alpha", "1e14"],
+    ["--shard", "99999999999999999999/99999999999999999999"], ["--rank", "0x10"], ["--rank", "1e1"], ["--iters", "1e9"], ["--iters", "1001"], ["--lora-alpha", "0x10"], ["--lora-alpha", "1e14"],
   ]) {
     const refused = run("quantize", model, "--out", join(work, "y"), ...bad);
     assert.equal(refused.status, 2, `${bad.join(" ")}: ${refused.stderr}`);
@@ -773,4 +773,20 @@ test("lm_head as a target of a model whose head is tied to the embeddings is ref
   assert.throws(() => quantizeCheckpoint({ input: tied, output: join(work, "tied-head-out"), rank: 4, target: "lm_head,q_proj", onEvent: (e) => events.push(e.type) }), /lm_head\.weight is tied to the input embeddings/);
   assert.deepEqual(events, []);
   quantizeCheckpoint({ input: tied, output: join(work, "tied-head-out"), rank: 4, target: "q_proj" });
+});
+
+test("names with control characters print escaped: one line, no terminal escapes", () => {
+  const cli = fileURLToPath(new URL("../cli/main.js", import.meta.url));
+  const odd = join(work, "odd-names");
+  mkdirSync(odd);
+  const name = "model.layers.0.self_attn.q\u001b[31m\nproj.weight";
+  writeSafetensorsFile(join(odd, "model.safetensors"), [{ name, dtype: "F32", shape: [8, 8] }], { format: "pt" }, () => new Uint8Array(new Float32Array(64).fill(NaN).buffer));
+  writeFileSync(join(odd, "config.json"), JSON.stringify({ model_type: "llama" }));
+  const inspect = spawnSync(process.execPath, [cli, "inspect", odd], { encoding: "utf8" });
+  assert.ok(inspect.stdout.includes("q\\u001b[31m\\u000aproj.weight") && !inspect.stdout.includes("\u001b"), inspect.stdout);
+  const failed = spawnSync(process.execPath, [cli, "quantize", odd, "--out", join(work, "odd-out"), "--rank", "2"], { encoding: "utf8" });
+  assert.equal(failed.status, 1);
+  // The progress lines, then the error on one line of its own.
+  assert.match(failed.stderr.trim().split("\n").at(-1)!, /^loftq: model\.layers\.0\.self_attn\.q\\u001b\[31m\\u000aproj\.weight has a non-finite value NaN/, failed.stderr);
+  assert.ok(!failed.stderr.includes("\u001b"));
 });

@@ -188,7 +188,7 @@ export function parseShard(spec: string): ShardSpec {
   const match = /^(\d+)\/(\d+)$/.exec(spec);
   const index = match ? Number(match[1]) : NaN;
   const count = match ? Number(match[2]) : NaN;
-  if (!(count >= 1 && index >= 1 && index <= count)) throw new InvalidArgumentError(`--shard must be i/N with 1 ≤ i ≤ N, got "${spec}"`);
+  if (!(Number.isSafeInteger(count) && count >= 1 && index >= 1 && index <= count)) throw new InvalidArgumentError(`--shard must be i/N with 1 ≤ i ≤ N, got "${spec}"`);
   return { index, count };
 }
 
