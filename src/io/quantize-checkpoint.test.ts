@@ -777,14 +777,14 @@ test("lm_head as a target of a model whose head is tied to the embeddings is ref
 
 test("names with control characters print escaped: one line, no terminal escapes", () => {
   const cli = fileURLToPath(new URL("../cli/main.js", import.meta.url));
-  const odd = join(work, "odd-names");
+  const odd = join(work, "control-character-names");
   mkdirSync(odd);
   const name = "model.layers.0.self_attn.q\u001b[31m\nproj.weight";
   writeSafetensorsFile(join(odd, "model.safetensors"), [{ name, dtype: "F32", shape: [8, 8] }], { format: "pt" }, () => new Uint8Array(new Float32Array(64).fill(NaN).buffer));
   writeFileSync(join(odd, "config.json"), JSON.stringify({ model_type: "llama" }));
   const inspect = spawnSync(process.execPath, [cli, "inspect", odd], { encoding: "utf8" });
   assert.ok(inspect.stdout.includes("q\\u001b[31m\\u000aproj.weight") && !inspect.stdout.includes("\u001b"), inspect.stdout);
-  const failed = spawnSync(process.execPath, [cli, "quantize", odd, "--out", join(work, "odd-out"), "--rank", "2"], { encoding: "utf8" });
+  const failed = spawnSync(process.execPath, [cli, "quantize", odd, "--out", join(work, "control-character-out"), "--rank", "2"], { encoding: "utf8" });
   assert.equal(failed.status, 1);
   // The progress lines, then the error on one line of its own.
   assert.match(failed.stderr.trim().split("\n").at(-1)!, /^loftq: model\.layers\.0\.self_attn\.q\\u001b\[31m\\u000aproj\.weight has a non-finite value NaN/, failed.stderr);
