@@ -70,7 +70,7 @@ ${COMMON_LOFTQ_OPTIONS}
   --dtype D           F32 | F16 | BF16 for the replaced weights (default: the checkpoint's)
   --format F          fp (default): backbone + adapter; bnb4: also write <dir>/bnb-4bit/, a pre-quantized
                       bitsandbytes NF4 checkpoint (NF4, block 64 targets)
-  --force             replace a non-empty --out
+  --force             replace a non-empty --out that holds an earlier loftq output (never another directory)
   --resume            continue an interrupted run (finished matrices in <dir>.partial are kept); the files
                       are byte-identical to an uninterrupted run's (timings in loftq_report.json aside);
                       on an --out already finished with the same settings and input: nothing to do, exit 0
@@ -86,7 +86,8 @@ loftq_init/adapter_config.json and loftq_manifest.json and the timings in loftq_
   report: `Usage: loftq report <out-dir> [--out FILE] [--quiet]
 
 Writes one self-contained HTML page (default <out-dir>/loftq_report.html): error per layer (Q only against
-LoftQ), per-iteration curves, the bits map and the full table, from <out-dir>/loftq_report.json.`,
+LoftQ), per-iteration curves, the bits map and the full table, from <out-dir>/loftq_report.json. An existing
+FILE is replaced only if it is an .html page.`,
   inspect: `Usage: loftq inspect <model-dir | file.safetensors> [--target T] [--bits N] [--mixed] [--quantizer Q] [--rank R] [--block-size B] [--json]
 
 Lists tensors (name, dtype, shape), marks what "loftq quantize" would target and estimates the output sizes.`,
