@@ -9,7 +9,9 @@ export type LoftqErrorCode =
   | "OUT_OF_RANGE"
   | "UNSUPPORTED"
   | "BACKEND_UNAVAILABLE"
-  | "PARSE_ERROR";
+  | "PARSE_ERROR"
+  /** Writing an output failed (a full disk, a rename the file system refuses). */
+  | "IO_ERROR";
 
 export class LoftqError extends Error {
   readonly code: LoftqErrorCode;

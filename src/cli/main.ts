@@ -59,7 +59,8 @@ same shards and dtypes, every target weight replaced by the dequantized Q; confi
 loftq_manifest.json. Everything is written to <dir>.partial and renamed when complete; the input is never modified.
 
 Options:
-  --out DIR           output directory (required; refused if non-empty without --force)
+  --out DIR           output directory (required; a non-empty one is refused unless it holds an earlier loftq
+                      output and --force is given; a link to a directory writes into that directory)
 ${MODEL_BITS_OPTION}
 ${COMMON_LOFTQ_OPTIONS}
   --mixed             treat --bits as LoftQ's mixed 2/4-bit spec even when it is an integer (LoftQ's "3-bit")
@@ -267,8 +268,8 @@ function main(argv: string[]): number {
     const target = resolve(values.out ?? join(path, "loftq_report.html"));
     // The page replaces an earlier page, nothing else (a mistyped --out could name a shard, or the report itself).
     const existing = statSync(target, { throwIfNoEntry: false });
-    if (existing && (!existing.isFile() || !/\.html?$/i.test(target))) {
-      throw new InvalidArgumentError(`--out ${target} exists and is not an HTML file; the report replaces only an earlier .html page`);
+    if (!/\.html?$/i.test(target) || (existing && !existing.isFile())) {
+      throw new InvalidArgumentError(`--out ${target} is not an HTML file name (.html) or is not a file; the report writes a new .html page or replaces an earlier one`);
     }
     // The report's errors are of B·A unscaled: with PEFT's uncompensated scaling the model starts elsewhere.
     // The manifest only adds that note: a malformed one drops the note, not the page.

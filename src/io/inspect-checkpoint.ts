@@ -54,7 +54,7 @@ export function inspectCheckpoint(path: string, options: InspectOptions) {
     const text = [
       ...lines,
       "",
-      `${checkpoint.tensors.length} tensors, ${targets.length} targeted (${options.target}); model_type ${typeof checkpoint.config?.model_type === "string" ? checkpoint.config.model_type.slice(0, PREVIEW_MAX_CHARS) : "unknown"}`,
+      `${checkpoint.tensors.length} tensors, ${targets.length} targeted (${printable(options.target)}); model_type ${typeof checkpoint.config?.model_type === "string" ? printable(checkpoint.config.model_type.slice(0, PREVIEW_MAX_CHARS)) : "unknown"}`,
       `backbone ${mib(backboneBytes)} (same size after LoftQ: Q is stored in the checkpoint dtype)`,
       `adapter ${mib(adapterBytes)} (rank ${options.rank}, float32)`,
       `packed low-bit backbone ${mib(packedBytes)} (codes + float32 ${int8 ? "scale per row" : `absmax per ${blockSize} values`})`,

@@ -319,10 +319,13 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
     const before = existsSync(target) && statSync(target).isFile() ? sha256(target) : undefined;
     const refused = run("report", piped1, "--out", target);
     assert.equal(refused.status, 1, refused.stderr);
-    assert.match(refused.stderr, /is not an HTML file/);
+    assert.match(refused.stderr, /is not an HTML file name/);
     if (before) assert.equal(sha256(target), before);
     assert.ok(!existsSync(`${target}.partial`));
   }
+  // A new page must be an .html name too (one named otherwise could not be replaced by the next run).
+  assert.equal(run("report", piped1, "--out", join(work, "summary")).status, 1);
+  assert.ok(!existsSync(join(work, "summary")));
   // A malformed manifest drops only the scaling note.
   writeFileSync(join(piped1, "loftq_manifest.json"), "null");
   assert.equal(run("report", piped1, "--quiet").status, 0);
@@ -746,12 +749,53 @@ test("--resume after a kill between the last write and the rename publishes the 
   quantizeCheckpoint({ ...settings, output: out });
   const bytes = readFileSync(join(out, ADAPTER_DIR, "adapter_model.safetensors"));
   renameSync(out, `${out}.partial`); // what the rename had not done yet
-  const events: string[] = [];
-  const { reports } = quantizeCheckpoint({ ...settings, output: out, resume: true, onEvent: (e) => events.push(e.type) });
+  mkdirSync(`${out}.replaced-4242`); // and an earlier output a killed --force run moved aside
+  const events: Array<{ type: string; warnings?: string[] }> = [];
+  const { reports } = quantizeCheckpoint({ ...settings, output: out, resume: true, onEvent: (e) => events.push(e) });
   assert.equal(reports.length, 4);
-  assert.ok(!events.includes("matrix-start"), events.join(","));
+  assert.ok(!events.some((e) => e.type === "matrix-start"), events.map((e) => e.type).join(","));
+  assert.ok(events[0]!.type === "plan" && events[0]!.warnings!.some((w) => w.includes("replaced-4242")), "the plan and its warnings come first");
+  rmSync(`${out}.replaced-4242`, { recursive: true });
   assert.ok(!existsSync(`${out}.partial`));
   assert.deepEqual(readFileSync(join(out, ADAPTER_DIR, "adapter_model.safetensors")), bytes);
+  // A finished .partial of other settings is not published as this run's: it is computed afresh.
+  renameSync(out, `${out}.partial`);
+  let computed = 0;
+  quantizeCheckpoint({ ...settings, rank: 8, output: out, resume: true, onEvent: (e) => { if (e.type === "matrix-start") computed++; } });
+  assert.equal(computed, 4);
+  assert.equal(JSON.parse(readFileSync(join(out, ADAPTER_DIR, "adapter_config.json"), "utf8")).r, 8);
+});
+
+test("--resume: an entry of this run's own store whose report is malformed is computed again, not fatal", () => {
+  const out = join(work, "malformed-own-entry");
+  const settings = { input: model, rank: 4, target: "q_proj" };
+  quantizeCheckpoint({ ...settings, output: out, shard: { index: 1, count: 1 } }); // a fragment keeps its store
+  renameSync(out, `${out}.partial`);
+  rmSync(join(`${out}.partial`, "loftq_fragment.json"));
+  const store = join(`${out}.partial`, ".loftq-matrices");
+  const entryFile = join(store, readdirSync(store).find((f) => f.endsWith(".safetensors"))!);
+  const original = SafetensorsFile.open(entryFile);
+  const parts = original.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, bytes: original.readBytes(t.name) }));
+  const meta = { ...original.header.metadata, report: JSON.stringify({ ...JSON.parse(original.header.metadata.report!), seconds: null }) };
+  original.close();
+  writeSafetensorsFile(entryFile, parts, meta, (_, i) => parts[i]!.bytes);
+  let computed = 0;
+  quantizeCheckpoint({ ...settings, output: out, resume: true, shard: { index: 1, count: 1 }, onEvent: (e) => { if (e.type === "matrix-start") computed++; } });
+  assert.equal(computed, 1, "only the malformed entry is computed again");
+});
+
+test("a bind-mounted --out (same file system) is refused before any work", (t) => {
+  const source = join(work, "bind-source");
+  const mounted = join(work, "bind-mounted");
+  mkdirSync(source);
+  mkdirSync(mounted);
+  const cli = fileURLToPath(new URL("../cli/main.js", import.meta.url));
+  const script = `mount --bind "${source}" "${mounted}" && "${process.execPath}" "${cli}" quantize "${model}" --out "${mounted}" --rank 4 --target q_proj --json; echo "exit $?"`;
+  const result = spawnSync("unshare", ["-m", "--propagation", "private", "sh", "-c", script], { encoding: "utf8" });
+  if (!/exit \d+/.test(result.stdout)) return t.skip(`no private mount namespace here (${(result.stderr || String(result.error)).trim().slice(0, 80)})`);
+  assert.match(result.stdout, /exit 1/);
+  assert.doesNotMatch(result.stdout, /matrix-start/);
+  assert.match(result.stderr, /is a mount point/);
 });
 
 test("--resume on a finished output whose report was edited (malformed, or not one entry per target) is not taken as finished", () => {

@@ -104,6 +104,14 @@ export class OutputExistsError extends LoftqError {
   }
 }
 
+/** The output is complete in `<out>.partial`, but the final rename onto --out failed: nothing is removed. */
+export class PublishError extends LoftqError {
+  constructor(partial: string, output: string, cause: Error) {
+    super("IO_ERROR", `the output is complete in ${partial} but could not be renamed to ${output} (${cause.message}); fix that and rerun with --resume, which renames it without computing`);
+    this.name = "PublishError";
+  }
+}
+
 export interface QuantizeCheckpointResult {
   output: string;
   reports: MatrixReport[];
@@ -122,7 +130,9 @@ function configWarnings(checkpoint: Checkpoint, targets: readonly TargetMatrix[]
   }
   // A head tied to the embeddings is re-tied on load (to the embedding, i.e. the original W): its Q would be
   // dropped and B·A = W − Q added to W itself. PEFT warns about tied targets; here nothing good can come of it.
-  const tiedHead = checkpoint.config?.tie_word_embeddings === true ? targets.find((t) => /(?:^|\.)lm_head$/.test(t.module)) : undefined;
+  const textConfig = checkpoint.config?.text_config;
+  const tied = checkpoint.config?.tie_word_embeddings === true || (typeof textConfig === "object" && textConfig !== null && (textConfig as Record<string, unknown>).tie_word_embeddings === true);
+  const tiedHead = tied ? targets.find((t) => /(?:^|\.)lm_head$/.test(t.module)) : undefined;
   if (tiedHead) {
     throw new InvalidArgumentError(`${tiedHead.tensor} is tied to the input embeddings (tie_word_embeddings in config.json): transformers re-ties it on load, dropping its Q, so the model would not start at W; leave lm_head out of --target`);
   }
@@ -223,8 +233,8 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
     // this very run already finished is fine (checked below, once the input's fingerprint is known):
     // a retried job array re-runs its finished shards too.
     const occupied = outputOccupied(output);
+    if (occupied) checkReplaceable(output);
     if (occupied && !options.force && !options.resume) throw new OutputExistsError(output);
-    if (occupied && options.force) checkReplaceable(output);
     return withCheckpoint(input, (checkpoint) => {
       checkInputFilesOutside(checkpoint, output);
       checkNotQuantized(checkpoint);
@@ -245,21 +255,21 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
         tracked.onEvent({ type: "done", output, seconds: (Date.now() - started) / 1000, matrices: reports.length, alreadyComplete: true });
         return { output, reports };
       }
-      // Killed between the last write and the rename: the .partial is the finished output (its manifest,
-      // written last, matches this run), so it is published rather than computed again.
+      const resuming = options.resume === true && existsSync(join(partial, SETTINGS_FILE));
+      const selection = { target: settings.target, bits: settings.bits, ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}) };
+      const unmatched = unmatchedSelectors(targets, selection, peftModulePrefix(checkpoint.config, checkpoint.tensors.map((t) => t.name)));
+      tracked.onEvent({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched, warnings: [...configWarnings(checkpoint, targets, settings), ...replacedLeftovers(output)] });
+      // Killed between the last write and the rename (or the rename failed): the .partial is the finished
+      // output (its manifest, written last, matches this run), so it is published rather than computed again.
       const finishedPartial = options.resume === true && !options.shard ? finishedReports(partial, { inputFiles, settings }, mine) : undefined;
       if (finishedPartial) {
         rmSync(join(partial, STORE_DIR), { recursive: true, force: true });
         rmSync(join(partial, SETTINGS_FILE), { force: true });
         return publish(partial, output, finishedPartial, started, tracked.onEvent, () => lock.refresh());
       }
-      const resuming = options.resume === true && existsSync(join(partial, SETTINGS_FILE));
       if (resuming && readFileSync(join(partial, SETTINGS_FILE), "utf8") !== settingsText) {
         throw new InvalidArgumentError(`${partial} was started with other settings or another input, or the input's files changed since; run without --resume to start over`);
       }
-      const selection = { target: settings.target, bits: settings.bits, ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}) };
-      const unmatched = unmatchedSelectors(targets, selection, peftModulePrefix(checkpoint.config, checkpoint.tensors.map((t) => t.name)));
-      tracked.onEvent({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched, warnings: [...configWarnings(checkpoint, targets, settings), ...replacedLeftovers(output)] });
       return removeOnError(partial, () => {
         if (!resuming) {
           rmSync(partial, { recursive: true, force: true });
@@ -407,8 +417,8 @@ export function mergeFragments(options: MergeFragmentsOptions): QuantizeCheckpoi
   try {
     const onEvent = (event: PipelineEvent) => (lock.refresh(), options.onEvent?.(event));
     const partial = `${output}.partial`;
-    if (outputOccupied(output) && !options.force) throw new OutputExistsError(output);
     if (outputOccupied(output)) checkReplaceable(output);
+    if (outputOccupied(output) && !options.force) throw new OutputExistsError(output);
     return withCheckpoint(input, (checkpoint) => {
       checkInputFilesOutside(checkpoint, output);
       const inputFiles = inputFingerprint(checkpoint);
@@ -444,8 +454,8 @@ function removeOnError<T>(partial: string, work: () => T, resumable = false): T 
   try {
     return work();
   } catch (error) {
-    // The run that took our lock over owns the .partial now.
-    if (error instanceof OutputLockLostError) throw error;
+    // The run that took our lock over owns the .partial now; a finished one that could not be renamed stays.
+    if (error instanceof OutputLockLostError || error instanceof PublishError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     const diskFull = error instanceof DiskFullError || code === "ENOSPC" || code === "EDQUOT";
     if (resumable && diskFull && existsSync(join(partial, SETTINGS_FILE))) {
@@ -516,7 +526,7 @@ function checkOutputPlace(input: string, output: string): void {
   if (existsSync(output) && !statSync(output).isDirectory()) throw new InvalidArgumentError(`--out ${output} is a file, not a directory`);
   // The output is written to <out>.partial beside --out and renamed onto it, which a mount point (a
   // container volume) refuses: found now, not after the work.
-  if (existsSync(output) && statSync(output).dev !== statSync(dirname(output)).dev) {
+  if (isMountPoint(output)) {
     throw new InvalidArgumentError(`--out ${output} is a mount point (another file system than its parent): the output is written beside it and renamed into place, which a mount point cannot be; give a directory inside it`);
   }
   // The names beside --out (its .partial, .lock, and the .replaced-<pid> an old output is moved to) must
@@ -525,6 +535,28 @@ function checkOutputPlace(input: string, output: string): void {
   if (Buffer.byteLength(longest) > MAX_FILE_NAME_BYTES) {
     throw new InvalidArgumentError(`--out's name ${jsonPreview(basename(output))} is too long: "${basename(output)}.replaced-<pid>" must fit in ${MAX_FILE_NAME_BYTES} bytes`);
   }
+}
+
+/**
+ * Whether `path` is a mount point: on another device than its parent, or (a bind mount of a directory
+ * of the same file system: Docker volumes, Kubernetes subPath) listed as one in /proc/self/mountinfo.
+ */
+function isMountPoint(path: string): boolean {
+  if (!existsSync(path)) return false;
+  if (statSync(path).dev !== statSync(dirname(path)).dev) return true;
+  let table: string;
+  try {
+    table = readFileSync("/proc/self/mountinfo", "utf8");
+  } catch {
+    return false; // not Linux: the device check is all there is
+  }
+  const real = realpathSync(path);
+  // Field 5 is the mount point, with space, tab, newline and backslash written as octal escapes.
+  const unescape = (field: string) => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+  return table.split("\n").some((line) => {
+    const field = line.split(" ")[4];
+    return field !== undefined && unescape(field) === real;
+  });
 }
 
 /** The longest file name Linux, macOS and Windows file systems take (bytes of UTF-8, or UTF-16 units). */
@@ -595,7 +627,7 @@ function outputPath(path: string): string {
 function checkReplaceable(output: string): void {
   if (existsSync(join(output, MANIFEST_FILE)) || existsSync(join(output, FRAGMENT_FILE))) return;
   const entries = readdirSync(output);
-  throw new OutputExistsError(output, `it is not a loftq output (no ${MANIFEST_FILE} or ${FRAGMENT_FILE}; it holds ${entries.slice(0, 3).map((e) => jsonPreview(e)).join(", ")}${entries.length > 3 ? ", …" : ""}), and --force replaces only those: empty it or choose another --out`);
+  throw new OutputExistsError(output, `it is not a loftq output (no ${MANIFEST_FILE} or ${FRAGMENT_FILE}; it holds ${entries.slice(0, 3).map((e) => jsonPreview(e)).join(", ")}${entries.length > 3 ? ", …" : ""}), which --force would replace: empty it or choose another --out`);
 }
 
 /** Whether --out holds anything (a run then needs --force, or --resume on its own finished output). */
@@ -644,7 +676,7 @@ function publish(partial: string, output: string, reports: MatrixReport[], start
     renameSync(partial, output);
   } catch (error) {
     if (replaced) renameSync(replaced, output);
-    throw error;
+    throw new PublishError(partial, output, error as Error);
   }
   syncDirectory(dirname(output));
   let leftover: string | undefined;
@@ -700,7 +732,7 @@ export function pipelineBuffersInBackend(values: number): boolean {
 /** Runs LoftQ on every target not yet in the store, one at a time, saving each as it finishes. */
 function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[], store: string, settings: Settings, options: QuantizeCheckpointOptions): MatrixReport[] {
   const reports: MatrixReport[] = [];
-  const pending = targets.filter((t) => !keepIfReadable(store, t.module));
+  const pending = targets.filter((t) => !keepIfValid(store, t, settings));
   if (pending.length === 0) return targets.map((target, index) => reportStored(store, target, index, targets.length, options, settings));
   const backend = resolveBackend(options.backend);
   // Q and its 16-bit bytes go through two buffers sized for the largest target and reused for every
@@ -821,7 +853,7 @@ function storedFactors(store: string, target: TargetMatrix, settings: Settings):
   try {
     [report] = checkReportMatrices([factors.report], where) as [ReportMatrix];
   } catch (error) {
-    throw new CheckpointError(`${(error as Error).message}: a damaged store entry or fragment`);
+    throw new CheckpointError(`${(error as Error).message.replace(": matrix 0 has", " has")}: a damaged store entry or fragment`);
   }
   const stored = factors.report;
   if (report.module !== target.module || stored.tensor !== target.tensor || report.shape[0] !== target.rows || report.shape[1] !== target.cols || report.bits !== target.bits || report.rank !== settings.rank) {
@@ -830,6 +862,23 @@ function storedFactors(store: string, target: TargetMatrix, settings: Settings):
     );
   }
   return factors;
+}
+
+/**
+ * Whether this run's own store holds a usable entry for `target`: one that cannot be read, or whose
+ * report is not this target's, is removed and computed again (a fragment from elsewhere with such an
+ * entry is an error instead: see storedFactors).
+ */
+function keepIfValid(store: string, target: TargetMatrix, settings: Settings): boolean {
+  if (!keepIfReadable(store, target.module)) return false;
+  try {
+    storedFactors(store, target, settings);
+    return true;
+  } catch (error) {
+    if (!(error instanceof LoftqError)) throw error;
+    removeMatrix(store, target.module);
+    return false;
+  }
 }
 
 function reportStored(store: string, target: TargetMatrix, index: number, total: number, options: QuantizeCheckpointOptions, settings: Settings): MatrixReport {
@@ -930,6 +979,8 @@ function assemble(
   writeAdapter(dir, output, matrices, settings, checkpoint.config, checkpoint.tensors.map((t) => t.name));
   const reports = matrices.map((m) => m.report);
   writeFileDurably(join(dir, REPORT_FILE), JSON.stringify({ matrices: reports }, null, 2) + "\n");
+  // The manifest marks the .partial finished (--resume then only renames it): every entry before it must be durable.
+  for (const sub of [dir, ...readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(dir, e.name))]) syncDirectory(sub);
   writeFileDurably(join(dir, MANIFEST_FILE), JSON.stringify(manifest(settings, checkpoint, output, targets, inputFiles), null, 2) + "\n");
   return reports;
 }

@@ -17,7 +17,7 @@ export interface PlannedTensor {
 
 export class OutputWriteError extends LoftqError {
   constructor(message: string) {
-    super("PARSE_ERROR", message);
+    super("IO_ERROR", message);
     this.name = "OutputWriteError";
   }
 }
