@@ -527,7 +527,7 @@ function checkOutputPlace(input: string, output: string): void {
   // The output is written to <out>.partial beside --out and renamed onto it, which a mount point (a
   // container volume) refuses: found now, not after the work.
   if (isMountPoint(output)) {
-    throw new InvalidArgumentError(`--out ${output} is a mount point (another file system than its parent): the output is written beside it and renamed into place, which a mount point cannot be; give a directory inside it`);
+    throw new InvalidArgumentError(`--out ${output} is a mount point: the output is written beside it and renamed into place, which a mount point cannot be; give a directory inside it`);
   }
   // The names beside --out (its .partial, .lock, and the .replaced-<pid> an old output is moved to) must
   // fit the file system's 255-byte limit, or publishing fails after all the work.
@@ -659,10 +659,15 @@ function isOrLiesIn(path: string, dir: string): boolean {
 
 /** The finished `.partial` takes the output's place in one rename. */
 /** `stillOurs` throws when the output's lock is no longer this run's: then nothing is renamed. */
+/** Makes the entries of an output directory and of its subdirectories (adapter, bnb-4bit, store) durable. */
+function syncOutputDirectories(dir: string): void {
+  for (const sub of [dir, ...readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(dir, e.name))]) syncDirectory(sub);
+}
+
 function publish(partial: string, output: string, reports: MatrixReport[], started: number, onEvent: ((event: PipelineEvent) => void) | undefined, stillOurs: () => void): QuantizeCheckpointResult {
   // The files inside were fsynced (a fragment's matrix store too, entry by entry); their directory
   // entries too, then the rename itself.
-  for (const dir of [partial, ...readdirSync(partial, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(partial, e.name))]) syncDirectory(dir);
+  syncOutputDirectories(partial);
   stillOurs();
   // --force: the old output moves aside and is removed only once the new one is in place, so a removal
   // that fails half-way (a read-only subdirectory) loses neither of them.
@@ -980,7 +985,7 @@ function assemble(
   const reports = matrices.map((m) => m.report);
   writeFileDurably(join(dir, REPORT_FILE), JSON.stringify({ matrices: reports }, null, 2) + "\n");
   // The manifest marks the .partial finished (--resume then only renames it): every entry before it must be durable.
-  for (const sub of [dir, ...readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(dir, e.name))]) syncDirectory(sub);
+  syncOutputDirectories(dir);
   writeFileDurably(join(dir, MANIFEST_FILE), JSON.stringify(manifest(settings, checkpoint, output, targets, inputFiles), null, 2) + "\n");
   return reports;
 }
