@@ -76,8 +76,7 @@ export function getBackend(name?: string): KernelBackend {
     return tsBackend;
   }
   if (!backends.has(name)) {
-    const why = unavailable.get(name);
-    throw new BackendUnavailableError(`backend "${name}" is not available here${why ? ` (${why})` : ""} (available: ${listBackends().join(", ")})`);
+    throw new BackendUnavailableError(`${notAvailable(name)} (available: ${listBackends().join(", ")})`);
   }
   return resolve(name);
 }
@@ -94,10 +93,16 @@ export function resolveBackend(value: KernelBackend | string | undefined): Kerne
   return value;
 }
 
+/** "backend X is not available here", with the reason its factory gave when it failed. */
+function notAvailable(name: string): string {
+  const why = unavailable.get(name);
+  return `backend "${name}" is not available here${why ? ` (${why})` : ""}`;
+}
+
 function resolve(name: string): KernelBackend {
   const entry = backends.get(name);
   // Gone while a factory ran (another factory it depends on could not be made).
-  if (entry === undefined) throw new BackendUnavailableError(`backend "${name}" is not available here${unavailable.has(name) ? ` (${unavailable.get(name)})` : ""}`);
+  if (entry === undefined) throw new BackendUnavailableError(notAvailable(name));
   if (entry.backend === undefined) {
     let backend: KernelBackend;
     try {
