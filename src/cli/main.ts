@@ -87,8 +87,8 @@ loftq_init/adapter_config.json and loftq_manifest.json and the timings in loftq_
   report: `Usage: loftq report <out-dir> [--out FILE] [--quiet]
 
 Writes one self-contained HTML page (default <out-dir>/loftq_report.html): error per layer (Q only against
-LoftQ), per-iteration curves, the bits map and the full table, from <out-dir>/loftq_report.json. An existing
-FILE is replaced only if it is an .html page.`,
+LoftQ), per-iteration curves, the bits map and the full table, from <out-dir>/loftq_report.json. FILE must
+be an .html name (a new page, or an earlier one replaced).`,
   inspect: `Usage: loftq inspect <model-dir | file.safetensors> [--target T] [--bits N] [--mixed] [--quantizer Q] [--rank R] [--block-size B] [--json]
 
 Lists tensors (name, dtype, shape), marks what "loftq quantize" would target and estimates the output sizes.`,
@@ -260,6 +260,7 @@ function main(argv: string[]): number {
     return 0;
   }
   if (command === "report") {
+    if (values.out !== undefined && !/\.html?$/i.test(values.out)) throw new UsageError(`--out must name an .html page, got "${values.out}"`);
     const reportPath = join(path, REPORT_FILE);
     if (!existsSync(reportPath)) throw new InvalidArgumentError(`${path} is not a loftq output directory (no ${REPORT_FILE}): pass the --out of a "loftq quantize" run`);
     const report = readJsonFile(reportPath) as { matrices?: unknown };
@@ -268,9 +269,7 @@ function main(argv: string[]): number {
     const target = resolve(values.out ?? join(path, "loftq_report.html"));
     // The page replaces an earlier page, nothing else (a mistyped --out could name a shard, or the report itself).
     const existing = statSync(target, { throwIfNoEntry: false });
-    if (!/\.html?$/i.test(target) || (existing && !existing.isFile())) {
-      throw new InvalidArgumentError(`--out ${target} is not an HTML file name (.html) or is not a file; the report writes a new .html page or replaces an earlier one`);
-    }
+    if (existing && !existing.isFile()) throw new InvalidArgumentError(`--out ${target} is not a file; the report writes a new .html page or replaces an earlier one`);
     // The report's errors are of B·A unscaled: with PEFT's uncompensated scaling the model starts elsewhere.
     // The manifest only adds that note: a malformed one drops the note, not the page.
     const settings = manifestSettingsOf(join(path, MANIFEST_FILE));

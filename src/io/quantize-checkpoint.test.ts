@@ -315,17 +315,20 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
   assert.match(report.stderr, /loftq_report\.json: not valid JSON/);
   // The page replaces an earlier page only: not a shard, the report itself, or a directory (and leaves no .partial).
   const piped1 = join(work, "piped");
-  for (const target of [join(piped1, "model-00001-of-00003.safetensors"), join(piped1, REPORT_FILE), join(work, "piped-2")]) {
-    const before = existsSync(target) && statSync(target).isFile() ? sha256(target) : undefined;
+  for (const target of [join(piped1, "model-00001-of-00003.safetensors"), join(piped1, REPORT_FILE), join(work, "summary")]) {
+    const before = existsSync(target) ? sha256(target) : undefined;
     const refused = run("report", piped1, "--out", target);
-    assert.equal(refused.status, 1, refused.stderr);
-    assert.match(refused.stderr, /is not an HTML file name/);
+    assert.equal(refused.status, 2, refused.stderr);
+    assert.match(refused.stderr, /--out must name an \.html page/);
     if (before) assert.equal(sha256(target), before);
+    else assert.ok(!existsSync(target));
     assert.ok(!existsSync(`${target}.partial`));
   }
-  // A new page must be an .html name too (one named otherwise could not be replaced by the next run).
-  assert.equal(run("report", piped1, "--out", join(work, "summary")).status, 1);
-  assert.ok(!existsSync(join(work, "summary")));
+  mkdirSync(join(work, "a-directory.html"));
+  const directory = run("report", piped1, "--out", join(work, "a-directory.html"));
+  assert.equal(directory.status, 1);
+  assert.match(directory.stderr, /is not a file/);
+  assert.ok(!existsSync(join(work, "a-directory.html.partial")));
   // A malformed manifest drops only the scaling note.
   writeFileSync(join(piped1, "loftq_manifest.json"), "null");
   assert.equal(run("report", piped1, "--quiet").status, 0);
@@ -790,10 +793,12 @@ test("a bind-mounted --out (same file system) is refused before any work", (t) =
   mkdirSync(source);
   mkdirSync(mounted);
   const cli = fileURLToPath(new URL("../cli/main.js", import.meta.url));
-  const script = `mount --bind "${source}" "${mounted}" && "${process.execPath}" "${cli}" quantize "${model}" --out "${mounted}" --rank 4 --target q_proj --json; echo "exit $?"`;
-  const result = spawnSync("unshare", ["-m", "--propagation", "private", "sh", "-c", script], { encoding: "utf8" });
-  if (!/exit \d+/.test(result.stdout)) return t.skip(`no private mount namespace here (${(result.stderr || String(result.error)).trim().slice(0, 80)})`);
-  assert.match(result.stdout, /exit 1/);
+  // In a private mount namespace (nothing leaks out); skipped where there is none or mounting is not allowed.
+  const script = `mount --bind "${source}" "${mounted}" || { echo nomount; exit 0; }; "${process.execPath}" "${cli}" quantize "${model}" --out "${mounted}" --rank 4 --target q_proj --json; echo "exit $?"`;
+  const result = spawnSync("unshare", ["-m", "--propagation", "private", "sh", "-c", script], { encoding: "utf8", timeout: 120_000 });
+  const exit = /^exit (\d+)$/m.exec(result.stdout);
+  if (!exit) return t.skip(`no private mount namespace or mount here (${(result.stdout + result.stderr || String(result.error)).trim().slice(0, 80)})`);
+  assert.equal(exit[1], "1", result.stderr);
   assert.doesNotMatch(result.stdout, /matrix-start/);
   assert.match(result.stderr, /is a mount point/);
 });

@@ -104,10 +104,13 @@ export class OutputExistsError extends LoftqError {
   }
 }
 
+/** What to do after a failed final rename of a quantize run: --resume renames a finished .partial. */
+const QUANTIZE_RETRY = "rerun with --resume (and --force if --out held an earlier output), which renames it without computing";
+
 /** The output is complete in `<out>.partial`, but the final rename onto --out failed: nothing is removed. */
 export class PublishError extends LoftqError {
-  constructor(partial: string, output: string, cause: Error) {
-    super("IO_ERROR", `the output is complete in ${partial} but could not be renamed to ${output} (${cause.message}); fix that and rerun with --resume, which renames it without computing`);
+  constructor(partial: string, output: string, cause: Error, retry: string) {
+    super("IO_ERROR", `the output is complete in ${partial} but could not be renamed to ${output} (${cause.message}); fix that and ${retry}`);
     this.name = "PublishError";
   }
 }
@@ -258,17 +261,17 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
       const resuming = options.resume === true && existsSync(join(partial, SETTINGS_FILE));
       const selection = { target: settings.target, bits: settings.bits, ...(settings.bitsMap ? { bitsMap: settings.bitsMap } : {}) };
       const unmatched = unmatchedSelectors(targets, selection, peftModulePrefix(checkpoint.config, checkpoint.tensors.map((t) => t.name)));
-      tracked.onEvent({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched, warnings: [...configWarnings(checkpoint, targets, settings), ...replacedLeftovers(output)] });
       // Killed between the last write and the rename (or the rename failed): the .partial is the finished
       // output (its manifest, written last, matches this run), so it is published rather than computed again.
       const finishedPartial = options.resume === true && !options.shard ? finishedReports(partial, { inputFiles, settings }, mine) : undefined;
+      if (!finishedPartial && resuming && readFileSync(join(partial, SETTINGS_FILE), "utf8") !== settingsText) {
+        throw new InvalidArgumentError(`${partial} was started with other settings or another input, or the input's files changed since; run without --resume to start over`);
+      }
+      tracked.onEvent({ type: "plan", matrices: mine.length, shards: checkpoint.shardNames.length, tensors: checkpoint.tensors.length, unmatched, warnings: [...configWarnings(checkpoint, targets, settings), ...replacedLeftovers(output)] });
       if (finishedPartial) {
         rmSync(join(partial, STORE_DIR), { recursive: true, force: true });
         rmSync(join(partial, SETTINGS_FILE), { force: true });
-        return publish(partial, output, finishedPartial, started, tracked.onEvent, () => lock.refresh());
-      }
-      if (resuming && readFileSync(join(partial, SETTINGS_FILE), "utf8") !== settingsText) {
-        throw new InvalidArgumentError(`${partial} was started with other settings or another input, or the input's files changed since; run without --resume to start over`);
+        return publish(partial, output, finishedPartial, started, tracked.onEvent, () => lock.refresh(), QUANTIZE_RETRY);
       }
       return removeOnError(partial, () => {
         if (!resuming) {
@@ -287,7 +290,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
           rmSync(store, { recursive: true, force: true });
           rmSync(join(partial, SETTINGS_FILE));
         }
-        return publish(partial, output, reports, started, tracked.onEvent, () => lock.refresh());
+        return publish(partial, output, reports, started, tracked.onEvent, () => lock.refresh(), QUANTIZE_RETRY);
       }, true);
     });
   } finally {
@@ -443,7 +446,7 @@ function mergeInto(
   rmSync(partial, { recursive: true, force: true });
   mkdirSync(partial, { recursive: true });
   const reports = assemble(checkpoint, targets, stores, partial, output, settings, inputFiles, { onEvent });
-  return publish(partial, output, reports, started, onEvent, stillOurs);
+  return publish(partial, output, reports, started, onEvent, stillOurs, "run the merge again (it only reads the fragments)");
 }
 
 /**
@@ -538,25 +541,32 @@ function checkOutputPlace(input: string, output: string): void {
 }
 
 /**
- * Whether `path` is a mount point: on another device than its parent, or (a bind mount of a directory
- * of the same file system: Docker volumes, Kubernetes subPath) listed as one in /proc/self/mountinfo.
+ * Whether `path` is a mount point, bind mounts of a directory of the same file system included (Docker
+ * volumes, Kubernetes subPath): on Linux a visible entry of /proc/self/mountinfo (a btrfs subvolume has
+ * its own device number but renames like any directory), elsewhere another device than its parent's.
  */
 function isMountPoint(path: string): boolean {
   if (!existsSync(path)) return false;
-  if (statSync(path).dev !== statSync(dirname(path)).dev) return true;
   let table: string;
   try {
     table = readFileSync("/proc/self/mountinfo", "utf8");
   } catch {
-    return false; // not Linux: the device check is all there is
+    // Not Linux: another device than the parent's is all there is to go by.
+    return statSync(path).dev !== statSync(dirname(path)).dev;
   }
   const real = realpathSync(path);
-  // Field 5 is the mount point, with space, tab, newline and backslash written as octal escapes.
+  // Field 5 is the mount point, with space, tab, newline and backslash written as octal escapes. Lines
+  // come in mount order, and a later mount hides the earlier ones at or below its point.
   const unescape = (field: string) => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
-  return table.split("\n").some((line) => {
+  const visible = new Set<string>();
+  for (const line of table.split("\n")) {
     const field = line.split(" ")[4];
-    return field !== undefined && unescape(field) === real;
-  });
+    if (field === undefined) continue;
+    const point = unescape(field);
+    for (const earlier of visible) if (earlier === point || earlier.startsWith(point === "/" ? "/" : `${point}/`)) visible.delete(earlier);
+    visible.add(point);
+  }
+  return visible.has(real);
 }
 
 /** The longest file name Linux, macOS and Windows file systems take (bytes of UTF-8, or UTF-16 units). */
@@ -627,7 +637,7 @@ function outputPath(path: string): string {
 function checkReplaceable(output: string): void {
   if (existsSync(join(output, MANIFEST_FILE)) || existsSync(join(output, FRAGMENT_FILE))) return;
   const entries = readdirSync(output);
-  throw new OutputExistsError(output, `it is not a loftq output (no ${MANIFEST_FILE} or ${FRAGMENT_FILE}; it holds ${entries.slice(0, 3).map((e) => jsonPreview(e)).join(", ")}${entries.length > 3 ? ", …" : ""}), which --force would replace: empty it or choose another --out`);
+  throw new OutputExistsError(output, `it is not a loftq output (no ${MANIFEST_FILE} or ${FRAGMENT_FILE}; it holds ${entries.slice(0, 3).map((e) => jsonPreview(e)).join(", ")}${entries.length > 3 ? ", …" : ""}), and --force replaces only loftq outputs: empty it or choose another --out`);
 }
 
 /** Whether --out holds anything (a run then needs --force, or --resume on its own finished output). */
@@ -664,7 +674,7 @@ function syncOutputDirectories(dir: string): void {
   for (const sub of [dir, ...readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(dir, e.name))]) syncDirectory(sub);
 }
 
-function publish(partial: string, output: string, reports: MatrixReport[], started: number, onEvent: ((event: PipelineEvent) => void) | undefined, stillOurs: () => void): QuantizeCheckpointResult {
+function publish(partial: string, output: string, reports: MatrixReport[], started: number, onEvent: ((event: PipelineEvent) => void) | undefined, stillOurs: () => void, retry: string): QuantizeCheckpointResult {
   // The files inside were fsynced (a fragment's matrix store too, entry by entry); their directory
   // entries too, then the rename itself.
   syncOutputDirectories(partial);
@@ -673,15 +683,23 @@ function publish(partial: string, output: string, reports: MatrixReport[], start
   // that fails half-way (a read-only subdirectory) loses neither of them.
   // lstat, not exists: a link to nothing at --out is replaced too (exists follows it and says no).
   const replaced = lstatSync(output, { throwIfNoEntry: false }) ? `${output}.replaced-${process.pid}` : undefined;
-  if (replaced) {
-    rmSync(replaced, { recursive: true, force: true });
-    renameSync(output, replaced);
-  }
+  // Any rename failing here (a mount point, an immutable directory) keeps the finished .partial.
+  let movedAside = false;
   try {
+    if (replaced) {
+      rmSync(replaced, { recursive: true, force: true });
+      renameSync(output, replaced);
+      movedAside = true;
+    }
     renameSync(partial, output);
   } catch (error) {
-    if (replaced) renameSync(replaced, output);
-    throw new PublishError(partial, output, error as Error);
+    let where = "";
+    try {
+      if (movedAside) renameSync(replaced!, output);
+    } catch {
+      where = `; the earlier output is in ${replaced}`;
+    }
+    throw new PublishError(partial, output, error as Error, `${retry}${where}`);
   }
   syncDirectory(dirname(output));
   let leftover: string | undefined;
@@ -860,6 +878,9 @@ function storedFactors(store: string, target: TargetMatrix, settings: Settings):
   } catch (error) {
     throw new CheckpointError(`${(error as Error).message.replace(": matrix 0 has", " has")}: a damaged store entry or fragment`);
   }
+  if (factors.a.rows !== settings.rank || factors.a.cols !== target.cols || factors.b.rows !== target.rows) {
+    throw new CheckpointError(`the stored factors of ${target.module} are ${factors.b.rows}×${factors.a.rows} and ${factors.a.rows}×${factors.a.cols}, not ${target.rows}×${settings.rank} and ${settings.rank}×${target.cols}: a damaged store entry or fragment`);
+  }
   const stored = factors.report;
   if (report.module !== target.module || stored.tensor !== target.tensor || report.shape[0] !== target.rows || report.shape[1] !== target.cols || report.bits !== target.bits || report.rank !== settings.rank) {
     throw new CheckpointError(
@@ -975,11 +996,7 @@ function assemble(
   if (settings.format === "bnb4") writeBnb4(checkpoint, byTensor, storeOf, join(dir, BNB4_DIR), settings);
   // Factors only (r·(m + n) floats each): every q of a 7B model at once would be ~13 GB.
   const matrices = targets.map((t) => {
-    const factors = storedFactors(storeOf(t.module), t, settings);
-    if (factors.a.rows !== settings.rank || factors.a.cols !== t.cols || factors.b.rows !== t.rows) {
-      throw new CheckpointError(`the stored factors of ${t.module} are ${factors.b.rows}×${factors.a.rows} and ${factors.a.rows}×${factors.a.cols}, not ${t.rows}×${settings.rank} and ${settings.rank}×${t.cols}: a damaged store entry or fragment`);
-    }
-    return { target: t, ...factors };
+    return { target: t, ...storedFactors(storeOf(t.module), t, settings) };
   });
   writeAdapter(dir, output, matrices, settings, checkpoint.config, checkpoint.tensors.map((t) => t.name));
   const reports = matrices.map((m) => m.report);
