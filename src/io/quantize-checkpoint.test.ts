@@ -839,3 +839,25 @@ test("names with control characters print escaped: one line, no terminal escapes
   assert.match(failed.stderr.trim().split("\n").at(-1)!, /^loftq: model\.layers\.0\.self_attn\.q\\u001b\[31m\\u000aproj\.weight has a non-finite value NaN/, failed.stderr);
   assert.ok(!failed.stderr.includes("\u001b"));
 });
+
+test("each output shard keeps its own input shard's __metadata__", () => {
+  const varied = join(work, "varied-metadata");
+  cpSync(model, varied, { recursive: true });
+  const second = join(varied, "model-00002-of-00003.safetensors");
+  const file = SafetensorsFile.open(second);
+  const parts = file.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, bytes: file.readBytes(t.name) }));
+  file.close();
+  writeSafetensorsFile(second, parts, { format: "pt", custom: "second shard" }, (_, i) => parts[i]!.bytes);
+  const out = join(work, "varied-metadata-out");
+  quantizeCheckpoint({ input: varied, output: out, rank: 4 });
+  const metadataOf = (path: string) => {
+    const shard = SafetensorsFile.open(path);
+    try {
+      return shard.header.metadata;
+    } finally {
+      shard.close();
+    }
+  };
+  assert.equal(metadataOf(join(out, "model-00002-of-00003.safetensors")).custom, "second shard");
+  assert.equal(metadataOf(join(out, "model-00001-of-00003.safetensors")).custom, undefined);
+});

@@ -913,10 +913,16 @@ function reportStored(store: string, target: TargetMatrix, index: number, total:
   return report;
 }
 
+/** A shard's own `__metadata__` as the output keeps it (format "pt", as transformers writes it). */
+function shardMetadata(checkpoint: Checkpoint, file: string): Record<string, string> {
+  return { ...checkpoint.files.get(file)!.header.metadata, format: "pt" };
+}
+
 /** The backbone's shards as the output will hold them: the input's layout, targets in the output dtype. */
 function plannedShards(checkpoint: Checkpoint, byTensor: ReadonlyMap<string, TargetMatrix>, settings: Settings) {
   return checkpoint.shardNames.map((file) => ({
     file,
+    metadata: shardMetadata(checkpoint, file),
     tensors: checkpoint.files.get(file)!.tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: byTensor.has(t.name) && settings.dtype ? settings.dtype : t.dtype })),
   }));
 }
@@ -974,7 +980,7 @@ function assemble(
   const shards = plannedShards(checkpoint, byTensor, settings);
   const consume = options.consumeStore === true && settings.format !== "bnb4";
   let written = 0;
-  writeShards(dir, shards, { ...checkpoint.metadata, format: "pt" }, (tensor) => {
+  writeShards(dir, shards, shardMetadata(checkpoint, checkpoint.shardNames[0]!), (tensor) => {
     const target = byTensor.get(tensor.name);
     return target ? loadMatrix(storeOf(target.module), target.module).q : checkpoint.readBytes(tensor.name);
   }, checkpoint.sharded, {
@@ -1052,10 +1058,10 @@ function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, 
           quantized.set(tensor.name, tensor.bytes);
         }
       }
-      yield { file, tensors, produce: (tensor) => quantized.get(tensor.name) ?? checkpoint.readBytes(tensor.name) };
+      yield { file, tensors, metadata: shardMetadata(checkpoint, file), produce: (tensor) => quantized.get(tensor.name) ?? checkpoint.readBytes(tensor.name) };
     }
   }
-  writeShards(dir, shards(), { ...checkpoint.metadata, format: "pt" }, (tensor) => checkpoint.readBytes(tensor.name), checkpoint.sharded);
+  writeShards(dir, shards(), shardMetadata(checkpoint, checkpoint.shardNames[0]!), (tensor) => checkpoint.readBytes(tensor.name), checkpoint.sharded);
   for (const file of filesToCopy(checkpoint.dir)) {
     if (file !== "config.json") copyFileDurably(join(checkpoint.dir, file), join(dir, file));
   }

@@ -14,6 +14,8 @@ export interface ShardPlan {
   readonly tensors: readonly PlannedTensor[];
   /** This shard's tensor bytes, when they are not the ones `writeShards` is given. */
   readonly produce?: (tensor: PlannedTensor) => Uint8Array;
+  /** This shard's `__metadata__`, when it is not the one `writeShards` is given (each input shard's own). */
+  readonly metadata?: Record<string, string>;
 }
 
 export function shardFileName(index: number, count: number): string {
@@ -60,7 +62,7 @@ export function writeShards(
       totalSize += tensorByteLength(t);
     }
     const kept = options.keep?.(shard.file) ?? false;
-    if (!kept) writeSafetensorsFile(join(dir, shard.file), ordered, metadata, shard.produce ?? produce);
+    if (!kept) writeSafetensorsFile(join(dir, shard.file), ordered, shard.metadata ?? metadata, shard.produce ?? produce);
     options.done?.(shard.file, kept);
   }
   if (withIndex) {
