@@ -150,7 +150,11 @@ const COMMAND_OPTIONS: Record<string, OptionName[]> = {
 };
 
 function main(argv: string[]): number {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: OPTIONS });
+  const { values, positionals, tokens } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: OPTIONS, tokens: true });
+  // parseArgs keeps the last of a repeated option: `--out a … --out b` is more likely a mistake than a choice.
+  const given = tokens.filter((token) => token.kind === "option").map((token) => token.name);
+  const repeated = given.find((name, i) => given.indexOf(name) !== i);
+  if (repeated !== undefined) throw new UsageError(`--${repeated} is given more than once`);
   if (values.version) {
     console.log(VERSION);
     return 0;

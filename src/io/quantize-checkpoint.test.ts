@@ -283,7 +283,7 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
     assert.match(refused.stderr, new RegExp(`--${bad[0]!.slice(2)}`));
   }
   // Options a command does not take, a second input path, and --json with --quiet: usage errors, not ignored.
-  for (const [bad, message] of [[["merge", model, "--out", join(work, "y"), "--bits", "2"], /merge does not take --bits/], [["quantize", model, model, "--out", join(work, "y")], /takes one input path/], [["quantize", model, "--out", join(work, "y"), "--json", "--quiet"], /alternatives/], [["inspect", model, "--force"], /inspect does not take --force/]] as const) {
+  for (const [bad, message] of [[["quantize", model, "--out", join(work, "y"), "--out", join(work, "z")], /--out is given more than once/], [["merge", model, "--out", join(work, "y"), "--bits", "2"], /merge does not take --bits/], [["quantize", model, model, "--out", join(work, "y")], /takes one input path/], [["quantize", model, "--out", join(work, "y"), "--json", "--quiet"], /alternatives/], [["inspect", model, "--force"], /inspect does not take --force/]] as const) {
     const refused = run(...bad);
     assert.equal(refused.status, 2, `${bad.join(" ")}: ${refused.stderr}`);
     assert.match(refused.stderr, message);
