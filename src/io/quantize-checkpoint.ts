@@ -576,7 +576,7 @@ const MAX_FILE_NAME_BYTES = 255;
  * A checkpoint whose config.json has a quantization_config holds someone's quantized codes (bitsandbytes'
  * U8, GPTQ's I32, FP8), or, rarely, full-precision weights under a stray config that the copied
  * config.json would then impose on the backbone: either way not a start for LoftQ. Checked before the
- * targets are planned, whose "no 2-D float weight" would hide the reason.
+ * targets are planned, whose "matches no 2-D F32, F16 or BF16 weight" would hide the reason.
  */
 function checkNotQuantized(checkpoint: Checkpoint): void {
   const quantization = checkpoint.config?.quantization_config;

@@ -65,7 +65,7 @@ export interface TargetOptions {
 
 /** What an empty selection says, as an error or a warning. */
 export function noTargetsMessage(target: string): string {
-  return `--target ${target} matches no 2-D float weight in this checkpoint`;
+  return `--target ${target} matches no 2-D F32, F16 or BF16 weight in this checkpoint (F64 and integer weights are not quantized)`;
 }
 
 /** Whether `module`'s weight is stored (in, out): GPT-2's Conv1D layers, which LoftQ transposes and back. */
