@@ -109,23 +109,38 @@ export function keepIfReadable(store: string, module: string): boolean {
 }
 
 export function loadMatrix(store: string, module: string): StoredMatrix {
-  return read(store, module, (file, factors) => ({ ...factors, q: file.readBytes("q") }));
+  return read(store, module, (file, entry) => ({ ...withFactors(file, entry), q: file.readBytes("q") }));
 }
 
 /** The factors and report only: assembling an adapter for a whole model must not hold every q. */
 export function loadFactors(store: string, module: string): StoredFactors {
-  return read(store, module, (_, factors) => factors);
+  return read(store, module, withFactors);
 }
 
-function read<T>(store: string, module: string, pick: (file: SafetensorsFile, factors: StoredFactors) => T): T {
+/** An entry's report and its factors' shapes, from the header alone (what checking an entry needs). */
+export interface StoredEntryHeader {
+  a: { rows: number; cols: number };
+  b: { rows: number; cols: number };
+  report: MatrixReport;
+}
+
+export function loadEntryHeader(store: string, module: string): StoredEntryHeader {
+  return read(store, module, (_, entry) => entry);
+}
+
+function withFactors(file: SafetensorsFile, entry: StoredEntryHeader): StoredFactors {
+  return { a: { ...entry.a, data: file.readFloat32("lora_A") }, b: { ...entry.b, data: file.readFloat32("lora_B") }, report: entry.report };
+}
+
+function read<T>(store: string, module: string, pick: (file: SafetensorsFile, entry: StoredEntryHeader) => T): T {
   const file = SafetensorsFile.open(fileOf(store, module));
   try {
     // Entries can come from other machines (merge): a damaged one is an error, not a wrong adapter.
     const damaged = (why: string) => new SafetensorsParseError(`${file.path}: ${why}; the entry is damaged (run its matrix or shard again)`);
-    const matrix = (name: string): Matrix => {
+    const shape = (name: string) => {
       const info = file.info(name);
       if (info.shape.length !== 2) throw damaged(`${name} has shape [${info.shape.join(", ")}], not a matrix`);
-      return { rows: info.shape[0]!, cols: info.shape[1]!, data: file.readFloat32(name) };
+      return { rows: info.shape[0]!, cols: info.shape[1]! };
     };
     let report: unknown;
     try {
@@ -134,8 +149,8 @@ function read<T>(store: string, module: string, pick: (file: SafetensorsFile, fa
       throw damaged("its report is not valid JSON");
     }
     if (typeof report !== "object" || report === null || Array.isArray(report)) throw damaged("it has no report");
-    const a = matrix("lora_A");
-    const b = matrix("lora_B");
+    const a = shape("lora_A");
+    const b = shape("lora_B");
     if (a.rows !== b.cols) throw damaged(`lora_A is ${a.rows}×${a.cols} but lora_B ${b.rows}×${b.cols}`);
     return pick(file, { a, b, report: report as MatrixReport });
   } finally {

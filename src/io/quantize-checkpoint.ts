@@ -17,7 +17,7 @@ import { jsonPreview } from "./json-preview.js";
 import { checkReportMatrices, type ReportMatrix } from "../report/html-report.js";
 import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
 import { createBackgroundPublisher } from "./background-publisher.js";
-import { dropBackboneWeight, hasMatrix, holdsBackboneWeight, keepIfReadable, removeMatrix, loadFactors, loadMatrix, saveMatrix, STORE_DIR } from "./matrix-store.js";
+import { dropBackboneWeight, hasMatrix, holdsBackboneWeight, keepIfReadable, removeMatrix, loadEntryHeader, loadFactors, loadMatrix, saveMatrix, STORE_DIR, type StoredEntryHeader } from "./matrix-store.js";
 import { acquireOutputLock, OutputLockLostError } from "./output-lock.js";
 import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
@@ -332,7 +332,7 @@ function finishedReports(output: string, expected: { inputFiles: InputFile[]; se
       if (recorded.shard !== expected.shard || !same(recorded.inputFiles, expected.inputFiles) || !same(recorded.settings, expected.settings)) return undefined;
       const store = join(output, STORE_DIR);
       if (!mine.every((t) => hasMatrix(store, t.module))) return undefined;
-      return mine.map((t) => storedFactors(store, t, expected.settings).report);
+      return mine.map((t) => storedReport(store, t, expected.settings));
     }
     const recorded = readJsonFile(join(output, MANIFEST_FILE)) as { inputFiles?: unknown; settings?: unknown };
     if (!same(recorded.inputFiles, expected.inputFiles) || !same(recorded.settings, manifestSettings(expected.settings))) return undefined;
@@ -871,6 +871,19 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
  */
 function storedFactors(store: string, target: TargetMatrix, settings: Settings): ReturnType<typeof loadFactors> {
   const factors = loadFactors(store, target.module);
+  checkStoredEntry(factors, target, settings);
+  return factors;
+}
+
+/** A target's stored report, checked like storedFactors' but read from the entry's header alone. */
+function storedReport(store: string, target: TargetMatrix, settings: Settings): MatrixReport {
+  const entry = loadEntryHeader(store, target.module);
+  checkStoredEntry(entry, target, settings);
+  return entry.report;
+}
+
+/** Throws a CheckpointError unless the entry's report and factor shapes are those of `target` in this run. */
+function checkStoredEntry(factors: StoredEntryHeader, target: TargetMatrix, settings: Settings): void {
   const where = `the stored entry of ${target.module}`;
   let report: ReportMatrix;
   try {
@@ -887,7 +900,6 @@ function storedFactors(store: string, target: TargetMatrix, settings: Settings):
       `${where} is a report of ${jsonPreview(stored.tensor)} (${report.shape.join("×")}, ${report.bits} bits, rank ${report.rank}), not of ${target.tensor} (${target.rows}×${target.cols}, ${target.bits} bits, rank ${settings.rank}): a damaged store entry or fragment`,
     );
   }
-  return factors;
 }
 
 /**
@@ -898,7 +910,7 @@ function storedFactors(store: string, target: TargetMatrix, settings: Settings):
 function keepIfValid(store: string, target: TargetMatrix, settings: Settings): boolean {
   if (!keepIfReadable(store, target.module)) return false;
   try {
-    storedFactors(store, target, settings);
+    checkStoredEntry(loadEntryHeader(store, target.module), target, settings);
     return true;
   } catch (error) {
     if (!(error instanceof LoftqError)) throw error;
@@ -908,7 +920,7 @@ function keepIfValid(store: string, target: TargetMatrix, settings: Settings): b
 }
 
 function reportStored(store: string, target: TargetMatrix, index: number, total: number, options: QuantizeCheckpointOptions, settings: Settings): MatrixReport {
-  const report = storedFactors(store, target, settings).report;
+  const report = storedReport(store, target, settings);
   options.onEvent?.({ type: "matrix-done", index, total, report });
   return report;
 }
