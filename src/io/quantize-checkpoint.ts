@@ -910,7 +910,7 @@ function checkStoredEntry(factors: StoredEntryHeader, target: TargetMatrix, sett
 function keepIfValid(store: string, target: TargetMatrix, settings: Settings): boolean {
   if (!keepIfReadable(store, target.module)) return false;
   try {
-    checkStoredEntry(loadEntryHeader(store, target.module), target, settings);
+    storedReport(store, target, settings);
     return true;
   } catch (error) {
     if (!(error instanceof LoftqError)) throw error;
