@@ -151,10 +151,6 @@ const COMMAND_OPTIONS: Record<string, OptionName[]> = {
 
 function main(argv: string[]): number {
   const { values, positionals, tokens } = parseArgs({ args: argv, allowPositionals: true, strict: true, options: OPTIONS, tokens: true });
-  // parseArgs keeps the last of a repeated option: `--out a … --out b` is more likely a mistake than a choice.
-  const given = tokens.filter((token) => token.kind === "option").map((token) => token.name);
-  const repeated = given.find((name, i) => given.indexOf(name) !== i);
-  if (repeated !== undefined) throw new UsageError(`--${repeated} is given more than once`);
   if (values.version) {
     console.log(VERSION);
     return 0;
@@ -171,6 +167,14 @@ function main(argv: string[]): number {
     console.log(HELP[command]);
     return 0;
   }
+  // parseArgs keeps the last of a repeated option: two different values (`--out a … --out b`) are more
+  // likely a mistake than a choice. The same value twice, or a flag twice, is harmless.
+  const valuesGiven = new Map<string, Set<string>>();
+  for (const token of tokens) {
+    if (token.kind === "option" && token.value !== undefined) valuesGiven.set(token.name, (valuesGiven.get(token.name) ?? new Set()).add(token.value));
+  }
+  const conflicting = [...valuesGiven].find(([, given]) => given.size > 1);
+  if (conflicting) throw new UsageError(`--${conflicting[0]} is given twice with different values (${[...conflicting[1]].map((v) => JSON.stringify(v)).join(", ")})`);
   // An option the command does not take, or a second input path, is a mistake to report, not to ignore.
   const accepted = COMMAND_OPTIONS[command]!;
   const foreign = Object.keys(values).filter((name) => !accepted.includes(name as keyof typeof OPTIONS));

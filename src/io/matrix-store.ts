@@ -140,6 +140,7 @@ function read<T>(store: string, module: string, pick: (file: SafetensorsFile, en
     const shape = (name: string) => {
       const info = file.info(name);
       if (info.shape.length !== 2) throw damaged(`${name} has shape [${info.shape.join(", ")}], not a matrix`);
+      if (info.dtype !== "F32") throw damaged(`${name} is ${info.dtype}, not the F32 the store writes`);
       return { rows: info.shape[0]!, cols: info.shape[1]! };
     };
     let report: unknown;

@@ -283,7 +283,7 @@ test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", (
     assert.match(refused.stderr, new RegExp(`--${bad[0]!.slice(2)}`));
   }
   // Options a command does not take, a second input path, and --json with --quiet: usage errors, not ignored.
-  for (const [bad, message] of [[["quantize", model, "--out", join(work, "y"), "--out", join(work, "z")], /--out is given more than once/], [["merge", model, "--out", join(work, "y"), "--bits", "2"], /merge does not take --bits/], [["quantize", model, model, "--out", join(work, "y")], /takes one input path/], [["quantize", model, "--out", join(work, "y"), "--json", "--quiet"], /alternatives/], [["inspect", model, "--force"], /inspect does not take --force/]] as const) {
+  for (const [bad, message] of [[["quantize", model, "--out", join(work, "y"), "--out", join(work, "z")], /--out is given twice with different values/], [["merge", model, "--out", join(work, "y"), "--bits", "2"], /merge does not take --bits/], [["quantize", model, model, "--out", join(work, "y")], /takes one input path/], [["quantize", model, "--out", join(work, "y"), "--json", "--quiet"], /alternatives/], [["inspect", model, "--force"], /inspect does not take --force/]] as const) {
     const refused = run(...bad);
     assert.equal(refused.status, 2, `${bad.join(" ")}: ${refused.stderr}`);
     assert.match(refused.stderr, message);
@@ -424,6 +424,16 @@ test("--shard 1/2 + 2/2 then merge: byte-identical to one run", () => {
   writeSafetensorsFile(entry, tensors, metadata, (_, i) => tensors[i]!.bytes);
   assert.throws(() => mergeFragments({ input: model, output: join(work, "never"), fragments: [damaged, fragments[1]!] }), (e: unknown) => e instanceof LoftqError && /damaged/.test(String(e)));
   assert.ok(!existsSync(join(work, "never")) && !existsSync(join(work, "never.partial")));
+  rmSync(damaged, { recursive: true });
+  // Factors stored as another dtype of the same size (the store writes F32 only): refused, not read as floats.
+  cpSync(fragments[0]!, damaged, { recursive: true });
+  const relabelled = join(storeDir, readdirSync(storeDir).find((f) => f.endsWith(".safetensors"))!);
+  const entryFileOpen = SafetensorsFile.open(relabelled);
+  const retyped = entryFileOpen.tensors.map((t) => ({ name: t.name, dtype: t.name === "lora_A" ? "I32" : t.dtype, shape: t.shape, bytes: entryFileOpen.readBytes(t.name) }));
+  const retypedMetadata = entryFileOpen.header.metadata;
+  entryFileOpen.close();
+  writeSafetensorsFile(relabelled, retyped, retypedMetadata, (_, i) => retyped[i]!.bytes);
+  assert.throws(() => mergeFragments({ input: model, output: join(work, "never"), fragments: [damaged, fragments[1]!] }), (e: unknown) => e instanceof LoftqError && /lora_A is I32, not the F32 the store writes/.test(String(e)));
   rmSync(damaged, { recursive: true });
   // An entry whose report is another matrix's or another width's (copied in from another run), or malformed: refused.
   for (const edit of [(r: Record<string, unknown>) => ({ ...r, bits: 2 }), (r: Record<string, unknown>) => ({ ...r, module: "evil" }), () => ({ module: "x" })]) {

@@ -542,31 +542,40 @@ function checkOutputPlace(input: string, output: string): void {
 
 /**
  * Whether `path` is a mount point, bind mounts of a directory of the same file system included (Docker
- * volumes, Kubernetes subPath): on Linux a visible entry of /proc/self/mountinfo (a btrfs subvolume has
- * its own device number but renames like any directory), elsewhere another device than its parent's.
+ * volumes, Kubernetes subPath): on Linux the mount visible at that path in /proc/self/mountinfo's tree
+ * (a btrfs subvolume has its own device number but renames like any directory), elsewhere another
+ * device than its parent's.
  */
 function isMountPoint(path: string): boolean {
   if (!existsSync(path)) return false;
+  const deviceDiffers = () => statSync(path).dev !== statSync(dirname(path)).dev;
   let table: string;
   try {
     table = readFileSync("/proc/self/mountinfo", "utf8");
   } catch {
-    // Not Linux: another device than the parent's is all there is to go by.
-    return statSync(path).dev !== statSync(dirname(path)).dev;
+    return deviceDiffers(); // not Linux
   }
-  const real = realpathSync(path);
-  // Field 5 is the mount point, with space, tab, newline and backslash written as octal escapes. Lines
-  // come in mount order, and a later mount hides the earlier ones at or below its point.
+  // Fields: mount id, parent id, major:minor, root, mount point (space, tab, newline, backslash octal-escaped).
   const unescape = (field: string) => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
-  const visible = new Set<string>();
-  for (const line of table.split("\n")) {
-    const field = line.split(" ")[4];
-    if (field === undefined) continue;
-    const point = unescape(field);
-    for (const earlier of visible) if (earlier === point || earlier.startsWith(point === "/" ? "/" : `${point}/`)) visible.delete(earlier);
-    visible.add(point);
+  const mounts = table.split("\n").filter(Boolean).map((line) => {
+    const fields = line.split(" ");
+    return { id: fields[0]!, parent: fields[1]!, point: unescape(fields[4] ?? "") };
+  });
+  const ids = new Set(mounts.map((m) => m.id));
+  let current = mounts.find((m) => !ids.has(m.parent) && m.point === "/");
+  if (!current) return deviceDiffers();
+  const real = realpathSync(path);
+  const covers = (point: string) => point === real || real.startsWith(point === "/" ? "/" : `${point}/`);
+  // Walk down the tree along the path: at each mount, into the child mounted nearest above the path (a
+  // child at the same point is stacked over it and hides it, with everything mounted below it before).
+  for (;;) {
+    const parent: string = current.id;
+    const children = mounts.filter((m) => m.parent === parent && covers(m.point));
+    if (children.length === 0) break;
+    const nearest = Math.min(...children.map((m) => m.point.length));
+    current = children.filter((m) => m.point.length === nearest).at(-1)!;
   }
-  return visible.has(real);
+  return current.point === real;
 }
 
 /** The longest file name Linux, macOS and Windows file systems take (bytes of UTF-8, or UTF-16 units). */
