@@ -420,8 +420,9 @@ export function mergeFragments(options: MergeFragmentsOptions): QuantizeCheckpoi
   try {
     const onEvent = (event: PipelineEvent) => (lock.refresh(), options.onEvent?.(event));
     const partial = `${output}.partial`;
-    if (outputOccupied(output)) checkReplaceable(output);
-    if (outputOccupied(output) && !options.force) throw new OutputExistsError(output);
+    const occupied = outputOccupied(output);
+    if (occupied) checkReplaceable(output);
+    if (occupied && !options.force) throw new OutputExistsError(output);
     return withCheckpoint(input, (checkpoint) => {
       checkInputFilesOutside(checkpoint, output);
       const inputFiles = inputFingerprint(checkpoint);
@@ -917,8 +918,9 @@ function checkStoredEntry(factors: StoredEntryHeader, target: TargetMatrix, sett
  * entry is an error instead: see storedFactors).
  */
 function keepIfValid(store: string, target: TargetMatrix, settings: Settings): boolean {
-  if (!keepIfReadable(store, target.module)) return false;
+  if (!hasMatrix(store, target.module)) return false;
   try {
+    // Reading the header is the readability check too (an unreadable entry throws a LoftqError).
     storedReport(store, target, settings);
     return true;
   } catch (error) {
