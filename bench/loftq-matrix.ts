@@ -74,10 +74,12 @@ for (const [rows, cols] of sizes) {
   weight.data.set(generated.data);
   // Steady-state timings: one untimed run per shape first pays the one-time costs (JIT tier-up,
   // onnxruntime's load, growing the kernel heap), which a whole-model run pays once, not per matrix.
-  // Q goes into one caller-owned buffer, as in the CLI's pipeline: a fresh 64 MiB array per call
-  // would add its page faults (~50 ms) to every timing.
+  // Q and the codes go into caller-owned buffers, as in the CLI's pipeline: a fresh 64 MiB array per
+  // call would add its page faults (~50–180 ms on this machine class) to every timing.
   const output = inPlace(rows * cols);
-  loftq(weight, { bits: bitsList[0], rank: ranks[0], iterations: 1, backend, output });
+  const codesStorage = inPlace(Math.ceil((rows * cols) / 4));
+  const codesOutput = new Uint8Array(codesStorage.buffer, codesStorage.byteOffset, rows * cols);
+  loftq(weight, { bits: bitsList[0], rank: ranks[0], iterations: 1, backend, output, codesOutput });
   for (const bits of bitsList) {
     const quantError = qloraInit(weight, { bits }).history[0]!.quantError;
     for (const rank of ranks) {
@@ -87,7 +89,7 @@ for (const [rows, cols] of sizes) {
         let result!: ReturnType<typeof loftq>;
         for (let r = 0; r < repeat; r++) {
           const started = performance.now();
-          result = loftq(weight, { bits, rank, iterations, backend, output });
+          result = loftq(weight, { bits, rank, iterations, backend, output, codesOutput });
           times.push((performance.now() - started) / 1000);
         }
         const seconds = times.sort((x, y) => x - y)[Math.floor(times.length / 2)]!;
@@ -109,7 +111,7 @@ for (const [rows, cols] of sizes) {
       }
     }
   }
-  if (arrays === "backend") for (const buffer of [weight.data, output]) kernels.release(buffer);
+  if (arrays === "backend") for (const buffer of [weight.data, output, codesStorage]) kernels.release(buffer);
 }
 console.log("");
 const widths = table[0]!.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));

@@ -749,12 +749,12 @@ function planTargets(checkpoint: Checkpoint, settings: Settings): TargetMatrix[]
 
 /**
  * Bytes per value of the largest target that the pipeline's own buffers take (two prefetch slots and
- * Q in float32, Q's 16-bit bytes), and how many of those may go into backend memory. The WebAssembly
- * backends share one memory of at most 4 GiB with LoftQ's working set (~6 more bytes per value), so a
+ * Q in float32, Q's 16-bit bytes, the codes' byte), and how many of those may go into backend memory. The WebAssembly
+ * backends share one memory of at most 4 GiB with LoftQ's working set (~5 more bytes per value), so a
  * 70B model's 28672×8192 matrices keep these buffers outside it, as before (LoftQ then copies W in and
  * Q out), while 7B–13B models get them in place.
  */
-export const PIPELINE_BYTES_PER_VALUE = 14;
+export const PIPELINE_BYTES_PER_VALUE = 15;
 export const PIPELINE_BACKEND_BUDGET_BYTES = 2 ** 31;
 
 /** Whether the pipeline's buffers for a largest target of `values` values go into backend memory. */
@@ -768,11 +768,11 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
   const pending = targets.filter((t) => !keepIfValid(store, t, settings));
   if (pending.length === 0) return targets.map((target, index) => reportStored(store, target, index, targets.length, options, settings));
   const backend = resolveBackend(options.backend);
-  // Q and its 16-bit bytes go through two buffers sized for the largest target and reused for every
-  // matrix (W through the prefetcher's two slots): fresh arrays of that size cost more in page
+  // Q, its 16-bit bytes and its codes go through buffers sized for the largest target and reused for
+  // every matrix (W through the prefetcher's two slots): fresh arrays of that size cost more in page
   // faults than decoding or encoding them. Where the backend's memory is shared and has room, they lie
-  // there: LoftQ then reads W and writes Q in place (two copies fewer per matrix), and the bf16
-  // encoding kernel writes the bytes in place.
+  // there: LoftQ then reads W and writes Q and the codes in place (three copies fewer per matrix), and
+  // the bf16 encoding kernel writes the bytes in place. (The codes are not saved: the backbone stores Q.)
   const largest = Math.max(0, ...targets.map((t) => t.rows * t.cols));
   const inBackend = pipelineBuffersInBackend(largest);
   const fromBackend: Float32Array[] = [];
@@ -788,7 +788,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
     }
     return new Float32Array(new SharedArrayBuffer(4 * Math.max(1, floats)));
   };
-  let buffers: { q: Float32Array; bytes: Uint8Array } | undefined;
+  let buffers: { q: Float32Array; bytes: Uint8Array; codes: Uint8Array } | undefined;
   let prefetcher: ReturnType<typeof createTensorPrefetcher> | undefined;
   const readOf = (target: TargetMatrix): TensorRead => {
     const info = checkpoint.tensors.find((t) => t.name === target.tensor)!;
@@ -820,7 +820,12 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
       const info = checkpoint.tensors.find((t) => t.name === target.tensor)!;
       if (!buffers) {
         const halves = sharedBuffer(Math.ceil(largest / 2));
-        buffers = { q: sharedBuffer(largest), bytes: new Uint8Array(halves.buffer, halves.byteOffset, 2 * largest) };
+        const quarters = sharedBuffer(Math.ceil(largest / 4));
+        buffers = {
+          q: sharedBuffer(largest),
+          bytes: new Uint8Array(halves.buffer, halves.byteOffset, 2 * largest),
+          codes: new Uint8Array(quarters.buffer, quarters.byteOffset, largest),
+        };
       }
       const size = target.rows * target.cols;
       const stored = nextWeight();
@@ -829,6 +834,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
       options.onEvent?.({ type: "matrix-start", index, total, module: target.module, rows: target.rows, cols: target.cols, bits: target.bits });
       const matrixStarted = Date.now();
       const output = buffers.q.subarray(0, size);
+      const codesOutput = buffers.codes.subarray(0, size);
       const result = namedAsStored(target, () => loftq(weight, {
         bits: target.bits,
         rank: settings.rank,
@@ -838,6 +844,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
         seed: settings.seed,
         name: target.tensor,
         output,
+        codesOutput,
         ...(settings.loraAlpha !== null ? { loraAlpha: settings.loraAlpha } : {}),
         ...(settings.upstreamScaling ? { upstreamScaling: true } : {}),
         backend,

@@ -88,12 +88,17 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   ownBuffers.push(residual);
   // Codes (one byte per weight) live in backend memory too, current and best swapped rather than
   // copied: the kernel writes them in place and only the returned iterate's are copied out, once.
-  const codeStorage = [backend.allocate(Math.ceil((m * n) / 4), false)];
-  if (swapsBest) codeStorage.push(backend.allocate(Math.ceil((m * n) / 4), false));
-  ownBuffers.push(...codeStorage);
-  const bytesOf = (storage: Float32Array) => new Uint8Array(storage.buffer, storage.byteOffset, m * n);
-  let currentCodes = bytesOf(codeStorage[0]!);
-  let bestCodes = swapsBest ? bytesOf(codeStorage[1]!) : currentCodes;
+  // A caller's codesOutput in backend memory is one of the two, so a T = 1 run copies nothing.
+  const codesOutput = settings.codesOutput;
+  const codesOutputInPlace = codesOutput !== undefined && (backend.holds?.(codesOutput) ?? false);
+  const codeStorage: Uint8Array[] = codesOutputInPlace ? [codesOutput] : [];
+  while (codeStorage.length < (swapsBest ? 2 : 1)) {
+    const storage = backend.allocate(Math.ceil((m * n) / 4), false);
+    ownBuffers.push(storage);
+    codeStorage.push(new Uint8Array(storage.buffer, storage.byteOffset, m * n));
+  }
+  let currentCodes = codeStorage[0]!;
+  let bestCodes = codeStorage[1] ?? currentCodes;
   const history: IterationErrors[] = [];
   let chosen: { encoded: Encoded; a: Float32Array; b: Float32Array; iteration: number; error: number } | undefined;
   let subspace: Float32Array | undefined;
@@ -147,7 +152,7 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
     }
     // Q of the chosen iterate, decoded on the backend: straight into the output when the backend
     // writes that in place, else into the (now free) residual buffer and copied out with one bulk
-    // set(). Its codes leave backend memory before it is released.
+    // set().
     dequantized = settings.output ?? new Float32Array(m * n);
     if (backend.holds?.(dequantized)) {
       quantizer.decode(chosen!.encoded, m, n, dequantized, backend);
@@ -155,7 +160,13 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
       quantizer.decode(chosen!.encoded, m, n, residual, backend);
       dequantized.set(residual);
     }
-    chosen!.encoded = { ...chosen!.encoded, codes: chosen!.encoded.codes.slice() };
+    // The codes leave backend memory before it is released (a new array costs page faults: see codesOutput).
+    const codes = chosen!.encoded.codes;
+    if (!codesOutput || codes.buffer !== codesOutput.buffer || codes.byteOffset !== codesOutput.byteOffset) {
+      const kept = codesOutput ?? new Uint8Array(m * n);
+      kept.set(codes);
+      chosen!.encoded = { ...chosen!.encoded, codes: kept };
+    }
   } finally {
     for (const buffer of ownBuffers) backend.release(buffer);
   }

@@ -64,6 +64,13 @@ export interface LoftqOptions {
    * one buffer across a model's matrices saves the page faults of a fresh one (~50 ms per 64 MiB).
    */
   output?: Float32Array;
+  /**
+   * Where to write the returned iterate's codes (rows·cols bytes; becomes `quantized`'s source)
+   * instead of a new array. A new 16 MiB array per 4096² matrix costs ~45 ms of page faults on VMs
+   * that fault fresh memory in page by page; a buffer reused across matrices costs them once, and one
+   * in backend memory (`backend.allocate`) is written in place by the quantizer with no copy at all.
+   */
+  codesOutput?: Uint8Array;
 }
 
 export interface ResolvedLoftqOptions {
@@ -82,11 +89,13 @@ export interface ResolvedLoftqOptions {
   backend: KernelBackend;
   onIteration?: (report: IterationReport) => void;
   output?: Float32Array;
+  codesOutput?: Uint8Array;
 }
 
 export const LOFTQ_OPTION_KEYS = optionKeysOf<LoftqOptions>()([
   "bits", "rank", "iterations", "quantizer", "blockSize", "doubleQuant", "seed", "keepBest", "loraAlpha", "useRslora",
   "upstreamScaling", "powerIterations", "svd", "backend", "onIteration", "name", "output",
+  "codesOutput",
 ]);
 
 export const DEFAULT_RANK = 16;
@@ -156,6 +165,14 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, calle
     if (!(options.output instanceof Float32Array)) throw new ShapeError("output must be a Float32Array");
     if (options.output.length !== weight.rows * weight.cols) throw new ShapeError(`output has ${options.output.length} values, Q needs ${weight.rows * weight.cols}`);
   }
+  if (options.codesOutput !== undefined && options.codesOutput !== null) {
+    if (!(options.codesOutput instanceof Uint8Array)) throw new ShapeError("codesOutput must be a Uint8Array");
+    if (options.codesOutput.length !== weight.rows * weight.cols) throw new ShapeError(`codesOutput has ${options.codesOutput.length} bytes, the codes need ${weight.rows * weight.cols}`);
+    // The codes are written during the iterations (in place when in backend memory), while W is read.
+    if (overlaps(weight.data, options.codesOutput) || (options.output && overlaps(options.output, options.codesOutput))) {
+      throw new InvalidArgumentError("codesOutput must not overlap the weight or output");
+    }
+  }
   const seed = options.seed ?? 0;
   checkSeed(seed);
   const svd = options.svd ?? "auto";
@@ -174,5 +191,11 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, calle
     backend,
     ...(options.onIteration ? { onIteration: options.onIteration } : {}),
     ...(options.output ? { output: options.output } : {}),
+    ...(options.codesOutput ? { codesOutput: options.codesOutput } : {}),
   };
+}
+
+/** Whether two views share any byte of the same buffer. */
+function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }
