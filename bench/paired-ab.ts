@@ -6,7 +6,8 @@
  *
  * (Build the old commit in a worktree: git worktree add /tmp/old REV; link node_modules; npm run build.)
  * W and Q lie in each build's backend memory when its backend uses such arrays in place (`holds`), as in
- * the CLI; builds from before `holds` get ordinary arrays (they copy W in and Q out either way).
+ * the CLI; builds from before `holds` get ordinary arrays (they copy W in and Q out either way). The
+ * codes go into a reused buffer in backend memory too, for builds that take `codesOutput`.
  */
 import "../src/cli/relaxed-simd-setup.js"; // first: relaxed SIMD on before any kernel backend exists
 import { writeFileSync } from "node:fs";
@@ -50,13 +51,25 @@ const older = await load(args.old);
 const newer = await load(args.new || resolve(import.meta.dirname, ".."));
 
 const generated = llmLikeWeight(rows, cols, { seed: 1 });
-/** W and an output array in the build's backend memory when that backend uses such arrays in place. */
-const arraysFor = (build: Build) => {
+/** Whether the build's loftq takes the codesOutput option (older ones refuse unknown options). */
+const takesCodesOutput = (build: Build) => {
+  try {
+    build.loftq({ rows: 2, cols: 2, data: new Float32Array(4).fill(1) }, { rank: 1, codesOutput: new Uint8Array(4) });
+    return true;
+  } catch {
+    return false;
+  }
+};
+/** W, Q's output and the codes' output in the build's backend memory when that backend uses such arrays in place. */
+const arraysFor = (build: Build): { weight: Matrix; output: Float32Array; codesOutput?: Uint8Array } => {
   const backend = build.getBackend();
   if (!backend.holds) return { weight: generated, output: new Float32Array(rows * cols) };
   const weight: Matrix = { rows, cols, data: backend.allocate(rows * cols, false) };
   weight.data.set(generated.data);
-  return { weight, output: backend.allocate(rows * cols, false) };
+  const output = backend.allocate(rows * cols, false);
+  if (!takesCodesOutput(build)) return { weight, output };
+  const codesStorage = backend.allocate(Math.ceil((rows * cols) / 4), false);
+  return { weight, output, codesOutput: new Uint8Array(codesStorage.buffer, codesStorage.byteOffset, rows * cols) };
 };
 const oldArrays = arraysFor(older);
 const newArrays = arraysFor(newer);
@@ -68,8 +81,10 @@ const median = (values: number[]) => {
 
 const rowsOut: Array<Record<string, number | string>> = [];
 for (const [bits, rank, iterations] of cases) {
-  const runOld = (t: number) => older.loftq(oldArrays.weight, { bits, rank, iterations: t, output: oldArrays.output });
-  const runNew = (t: number) => newer.loftq(newArrays.weight, { bits, rank, iterations: t, output: newArrays.output });
+  const run = (build: Build, arrays: ReturnType<typeof arraysFor>, t: number) =>
+    build.loftq(arrays.weight, { bits, rank, iterations: t, output: arrays.output, ...(arrays.codesOutput ? { codesOutput: arrays.codesOutput } : {}) });
+  const runOld = (t: number) => run(older, oldArrays, t);
+  const runNew = (t: number) => run(newer, newArrays, t);
   runOld(1);
   runNew(1);
   const times = { old: [] as number[], new: [] as number[] };
