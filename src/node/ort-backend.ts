@@ -54,6 +54,13 @@ export const TRANSPOSED_COPY_MIN_PRODUCTS = 5;
 export const TRANSPOSE_STRIP_COLUMNS = 256;
 /** Private buffers kept for later scopes: an operand and its transpose. */
 export const POOL_BUFFERS = 2;
+/**
+ * Thin operands, products and their transposes up to this many values (4 MiB: an 11008×64 block is
+ * 0.7 M) go through scratch arrays kept per purpose and reused by every product: fresh ones cost page
+ * faults on VMs that fault in memory page by page (~2.8 ms per MiB on this machine class), 1–4 MiB
+ * per product at r = 64. Larger ones are allocated per call, so the kept memory stays small.
+ */
+export const SCRATCH_MAX_VALUES = 1 << 20;
 
 interface NativeTensorClass {
   new (type: "float32", data: Float32Array, dims: number[]): unknown;
@@ -145,10 +152,10 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
     }
     return ort;
   };
-  /** Y (m×n) = A (m×k) · B (k×n), all in ordinary (non-shared) memory. */
+  /** Y (m×n) = A (m×k) · B (k×n), all in ordinary (non-shared) memory, into a scratch array. */
   const matmul = (a: Float32Array, m: number, k: number, b: Float32Array, n: number): Float32Array => {
     const { Tensor, session } = runtime();
-    const y = new Float32Array(m * n);
+    const y = scratchArray("product", m * n);
     session.run(
       { A: new Tensor("float32", a, [m, k]), B: new Tensor("float32", b, [k, n]) },
       { Y: new Tensor("float32", y, [m, n]) },
@@ -184,7 +191,20 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
     }
     return out;
   };
-  const ordinary = (array: Float32Array, length: number): Float32Array => {
+  // Scratch arrays by purpose (see SCRATCH_MAX_VALUES). Kernels run one at a time and each purpose is
+  // used once per product, so a purpose's array is free again when the next product starts.
+  const scratch = new Map<ScratchPurpose, Float32Array>();
+  const scratchArray = (purpose: ScratchPurpose, length: number): Float32Array => {
+    if (length > SCRATCH_MAX_VALUES) return new Float32Array(length);
+    let array = scratch.get(purpose);
+    if (!array || array.length < length) {
+      array = new Float32Array(length);
+      scratch.set(purpose, array);
+    }
+    return array.subarray(0, length);
+  };
+  /** The first `length` values of `array` in ordinary memory: the array itself, its scope's copy or a scratch copy. */
+  const ordinary = (array: Float32Array, length: number, purpose: ScratchPurpose): Float32Array => {
     const scope = readOnly.get(array);
     if (scope) {
       if (!scope.copy) {
@@ -194,9 +214,16 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
       return scope.copy;
     }
     if (!(array.buffer instanceof SharedArrayBuffer) && array.length === length) return array;
-    const copy = new Float32Array(length);
+    const copy = scratchArray(purpose, length);
     copy.set(array.subarray(0, length));
     return copy;
+  };
+  /** The cols×rows transpose of a row-major rows×cols array, into a scratch array. */
+  const transposed = (array: Float32Array, rows: number, cols: number, purpose: ScratchPurpose): Float32Array => {
+    // Element reads from shared memory are several times slower than from ordinary memory: one
+    // bulk copy first.
+    const source = array.buffer instanceof SharedArrayBuffer ? ordinary(array, rows * cols, "staging") : array;
+    return transposeInto(source, rows, cols, scratchArray(purpose, rows * cols));
   };
 
   return {
@@ -233,10 +260,10 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
         return;
       }
       // B as k×n, in ordinary memory.
-      const b = transB ? transpose(call.b, n, k) : ordinary(call.b, k * n);
+      const b = transB ? transposed(call.b, n, k, "b") : ordinary(call.b, k * n, "b");
       let product: Float32Array;
       if (!transA) {
-        product = matmul(ordinary(call.a, m * k), m, k, b, n);
+        product = matmul(ordinary(call.a, m * k, "a"), m, k, b, n);
       } else {
         const scope = readOnly.get(call.a);
         if (scope && scope.transposedProducts >= TRANSPOSED_COPY_MIN_PRODUCTS && call.a.buffer instanceof SharedArrayBuffer) {
@@ -246,7 +273,7 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
           product = matmul(scope.transposed, m, k, b, n);
         } else {
           // A stored k×m: Aᵀ·B = (Bᵀ·A)ᵀ, with Bᵀ (n×k) and the n×m product the thin ones when n is small.
-          product = transpose(matmul(transpose(b, k, n), n, k, ordinary(call.a, k * m), m), n, m);
+          product = transposed(matmul(transposed(b, k, n, "bTransposed"), n, k, ordinary(call.a, k * m, "a"), m), n, m, "productTransposed");
         }
       }
       if (alpha === 1 && beta === 0) c.set(product);
@@ -259,12 +286,10 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
   };
 }
 
-/** The cols×rows transpose of a row-major rows×cols array, in ordinary memory. */
-function transpose(shared: Float32Array, rows: number, cols: number): Float32Array {
-  // Element reads from shared memory are several times slower than from ordinary memory: one
-  // bulk copy first.
-  const source = shared.buffer instanceof SharedArrayBuffer ? shared.slice(0, rows * cols) : shared;
-  const out = new Float32Array(rows * cols);
+type ScratchPurpose = "a" | "b" | "bTransposed" | "product" | "productTransposed" | "staging";
+
+/** out (cols×rows) = the transpose of the row-major rows×cols `source` (ordinary memory). */
+function transposeInto(source: Float32Array, rows: number, cols: number, out: Float32Array): Float32Array {
   const tile = 32;
   for (let i0 = 0; i0 < rows; i0 += tile) {
     for (let j0 = 0; j0 < cols; j0 += tile) {
