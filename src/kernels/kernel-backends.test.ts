@@ -235,8 +235,9 @@ test("residual encoding (W − Q and Σ of its squares in the encoding pass) on 
 
 test("transpose of a strided block (a column strip of a wider matrix) on every backend", (t) => {
   const random = mulberry32(41);
-  // Odd sizes for the scalar edges, one large enough for the threaded backend to split.
-  for (const [rows, cols, lda, offset] of [[1, 1, 1, 0], [5, 3, 7, 2], [33, 18, 40, 5], [1000, 70, 300, 101], [0, 4, 4, 0]] as const) {
+  // Odd sizes for the scalar edges, ones large enough for the threaded backend to split and for
+  // several row tiles of the WebAssembly kernel (with rows and columns left over).
+  for (const [rows, cols, lda, offset] of [[1, 1, 1, 0], [5, 3, 7, 2], [33, 18, 40, 5], [1000, 70, 300, 101], [1030, 13, 20, 3], [0, 4, 4, 0]] as const) {
     const a = gaussianArray(rows * lda + offset, random);
     const expected = new Float32Array(rows * cols);
     tsBackend.transpose({ a: a.subarray(offset), rows, cols, lda, out: expected });
