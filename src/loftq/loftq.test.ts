@@ -37,6 +37,39 @@ test("output: Q is written into the caller's array (reused across matrices); a w
   assert.throws(() => loftq(weight, { rank: 8, output: new Float32Array(10) }), ShapeError);
 });
 
+test("codesOutput: the codes go into the caller's array (in place when in backend memory), the same as without; bad ones are refused", () => {
+  const backends: KernelBackend[] = [tsBackend, ...(wasmSimdSupported() ? [createWasmBackend()] : [])];
+  for (const backend of backends) {
+    for (const [quantizer, bits, iterations] of [["nf", 4, 1], ["nf", 4, 2], ["nf", 2, 3], ["int8", 8, 2]] as const) {
+      const options = { quantizer, bits, rank: 8, iterations, backend };
+      const plain = loftq(weight, options);
+      const ordinary = new Uint8Array(96 * 160).fill(255);
+      const storage = backend.allocate(Math.ceil((96 * 160) / 4), false);
+      const held = new Uint8Array(storage.buffer, storage.byteOffset, 96 * 160).fill(255);
+      for (const codesOutput of [ordinary, held]) {
+        const what = `${backend.name} ${quantizer}${bits} T${iterations}${codesOutput === held ? " (backend memory)" : ""}`;
+        const result = loftq(weight, { ...options, codesOutput });
+        assert.deepEqual(result.quantized.packed, plain.quantized.packed, what);
+        assert.deepEqual(result.history, plain.history, what);
+        if (quantizer === "nf") assert.ok(codesOutput.every((code) => code < 2 ** bits), `${what}: every code written`);
+        const baseline = qloraInit(weight, { ...options, codesOutput: codesOutput.fill(255) });
+        assert.deepEqual(baseline.quantized.packed, qloraInit(weight, options).quantized.packed, `qloraInit ${what}`);
+        assert.ok(codesOutput.some((code) => code !== 255), `qloraInit ${what}: codes written`);
+      }
+      backend.release(storage);
+    }
+  }
+  assert.throws(() => loftq(weight, { rank: 8, codesOutput: new Float32Array(96 * 160) as unknown as Uint8Array }), /codesOutput must be a Uint8Array/);
+  assert.throws(() => loftq(weight, { rank: 8, codesOutput: new Uint8Array(10) }), ShapeError);
+  const shared = new Float32Array(2 * 96 * 160);
+  const aliasedWeight = { rows: 96, cols: 160, data: shared.subarray(0, 96 * 160) };
+  aliasedWeight.data.set(weight.data);
+  const overWeight = new Uint8Array(shared.buffer, 4 * 96 * 160 - 8, 96 * 160);
+  assert.throws(() => loftq(aliasedWeight, { rank: 8, codesOutput: overWeight }), InvalidArgumentError);
+  const output = shared.subarray(96 * 160);
+  assert.throws(() => loftq(weight, { rank: 8, output, codesOutput: new Uint8Array(output.buffer, output.byteOffset, 96 * 160) }), InvalidArgumentError);
+});
+
 test("W and Q in backend memory are used in place: no copy of W, Q decoded into the output, same bytes", () => {
   const backends: KernelBackend[] = [tsBackend, ...(wasmSimdSupported() ? [createWasmBackend()] : [])];
   for (const backend of backends) {

@@ -1,6 +1,6 @@
 import { OutOfRangeError } from "../errors.js";
 import type { QuantizedMatrix, Encoded } from "../quant/quantizer.js";
-import { assertFinite, type Matrix } from "../tensor/matrix.js";
+import { assertFinite, sameBytes, type Matrix } from "../tensor/matrix.js";
 import { truncatedSvd } from "../linalg/truncated-svd.js";
 import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
 
@@ -162,7 +162,7 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
     }
     // The codes leave backend memory before it is released (a new array costs page faults: see codesOutput).
     const codes = chosen!.encoded.codes;
-    if (!codesOutput || codes.buffer !== codesOutput.buffer || codes.byteOffset !== codesOutput.byteOffset) {
+    if (!codesOutput || !sameBytes(codes, codesOutput)) {
       const kept = codesOutput ?? new Uint8Array(m * n);
       kept.set(codes);
       chosen!.encoded = { ...chosen!.encoded, codes: kept };

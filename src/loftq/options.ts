@@ -3,7 +3,7 @@ import { checkOptionalBoolean, checkOptionalFunction, checkOptionKeys, optionKey
 import type { KernelBackend } from "../kernels/backend.js";
 import { resolveBackend } from "../kernels/registry.js";
 import { createQuantizer, type Quantizer, type QuantizerKind } from "../quant/quantizer.js";
-import { checkMatrix, type Matrix } from "../tensor/matrix.js";
+import { checkMatrix, viewsOverlap, type Matrix } from "../tensor/matrix.js";
 import { SVD_METHODS } from "../linalg/truncated-svd.js";
 import { checkSeed } from "../linalg/random.js";
 
@@ -169,7 +169,7 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, calle
     if (!(options.codesOutput instanceof Uint8Array)) throw new ShapeError("codesOutput must be a Uint8Array");
     if (options.codesOutput.length !== weight.rows * weight.cols) throw new ShapeError(`codesOutput has ${options.codesOutput.length} bytes, the codes need ${weight.rows * weight.cols}`);
     // The codes are written during the iterations (in place when in backend memory), while W is read.
-    if (overlaps(weight.data, options.codesOutput) || (options.output && overlaps(options.output, options.codesOutput))) {
+    if (viewsOverlap(weight.data, options.codesOutput) || (options.output && viewsOverlap(options.output, options.codesOutput))) {
       throw new InvalidArgumentError("codesOutput must not overlap the weight or output");
     }
   }
@@ -195,7 +195,3 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, calle
   };
 }
 
-/** Whether two views share any byte of the same buffer. */
-function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
-  return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
-}

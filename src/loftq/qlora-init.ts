@@ -1,5 +1,5 @@
 import { OutOfRangeError } from "../errors.js";
-import { assertFinite, viewsOverlap, type Matrix } from "../tensor/matrix.js";
+import { assertFinite, sameBytes, viewsOverlap, type Matrix } from "../tensor/matrix.js";
 import { mulberry32 } from "../linalg/random.js";
 import type { LoftqResult } from "./loftq.js";
 import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
@@ -8,7 +8,7 @@ import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
  * The QLoRA baseline in LoftQ's result shape: Q = dequant(quant(W)), B = 0 and A drawn as PEFT
  * draws it (Kaiming-uniform with a = √5, i.e. U(−1/√in, 1/√in)), so the adapter starts at zero
  * and the model starts from Q. Takes the same options as `loftq` (iterations are validated but
- * ignored: there is one; `output` and `backend` are used as there).
+ * ignored: there is one; `output`, `codesOutput` and `backend` are used as there).
  */
 export function qloraInit(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   const started = Date.now();
@@ -23,7 +23,13 @@ export function qloraInit(weight: Matrix, options: LoftqOptions = {}): LoftqResu
   // written over W to save a buffer): encoding into it directly would make W − Q read Q − Q.
   const aliased = settings.output !== undefined && viewsOverlap(settings.output, w);
   const dequantized = settings.output && !aliased ? settings.output : new Float32Array(m * n);
-  const encoded = settings.quantizer.encode(w, m, n, dequantized, backend);
+  const { codesOutput } = settings;
+  let encoded = settings.quantizer.encode(w, m, n, dequantized, backend, codesOutput);
+  // Quantizers with codes of their own (int8) leave codesOutput alone: copied in.
+  if (codesOutput && !sameBytes(encoded.codes, codesOutput)) {
+    codesOutput.set(encoded.codes);
+    encoded = { ...encoded, codes: codesOutput };
+  }
   const quantSquared = backend.subtract(w, dequantized);
   // W is finite, so only float32 overflow of W − Q gets here (as in loftq).
   if (!Number.isFinite(quantSquared)) throw new OutOfRangeError(`${settings.name}: W − Q overflows float32 (values within a factor of ~2 of float32's largest); scale the weight down`);

@@ -104,6 +104,11 @@ export function frobeniusDistance(a: Float32Array, b: Float32Array): number {
 }
 
 /** Whether two views share bytes of one buffer (e.g. an output aliasing an input). */
+/** Whether two views are the same bytes of the same buffer (e.g. an array and a whole-length subarray of it). */
+export function sameBytes(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return a.buffer === b.buffer && a.byteOffset === b.byteOffset && a.byteLength === b.byteLength;
+}
+
 export function viewsOverlap(a: ArrayBufferView, b: ArrayBufferView): boolean {
   return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }
