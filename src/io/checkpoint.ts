@@ -41,6 +41,8 @@ export interface Checkpoint {
   /** Float32 values (into `out`, sized exactly, when given). */
   readFloat32(name: string, out?: Float32Array): Float32Array;
   readBytes(name: string): Uint8Array;
+  /** The tensor's bytes streamed through a reused buffer, for copying it into another file (see TensorBytes). */
+  streamBytes(name: string): { stream(write: (piece: Uint8Array) => void): void };
   close(): void;
 }
 
@@ -144,6 +146,7 @@ export function openCheckpoint(dir: string): Checkpoint {
     metadata: files.get(shardNames[0]!)!.header.metadata,
     readFloat32: (name, out) => fileOf(name).readFloat32(name, out),
     readBytes: (name) => fileOf(name).readBytes(name),
+    streamBytes: (name) => fileOf(name).streamBytes(name),
     close: () => {
       for (const file of files.values()) file.close();
     },

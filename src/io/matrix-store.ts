@@ -6,7 +6,7 @@ import type { Matrix } from "../tensor/matrix.js";
 import { float32Bytes } from "../tensor/dtype.js";
 import { SafetensorsFile } from "./safetensors-file.js";
 import { SafetensorsParseError } from "./safetensors.js";
-import { writeSafetensorsFile } from "./safetensors-writer.js";
+import { writeSafetensorsFile, type TensorBytes } from "./safetensors-writer.js";
 import type { MatrixReport } from "./quantize-checkpoint.js";
 import type { BackgroundPublisher } from "./background-publisher.js";
 
@@ -110,6 +110,20 @@ export function keepIfReadable(store: string, module: string): boolean {
 
 export function loadMatrix(store: string, module: string): StoredMatrix {
   return read(store, module, (file, entry) => ({ ...withFactors(file, entry), q: file.readBytes("q") }));
+}
+
+/** A module's q streamed from its entry (see TensorBytes): assembling the backbone copies it without holding it. */
+export function streamBackboneWeight(store: string, module: string): TensorBytes {
+  return {
+    stream(write) {
+      const file = SafetensorsFile.open(fileOf(store, module));
+      try {
+        file.streamBytes("q").stream(write);
+      } finally {
+        file.close();
+      }
+    },
+  };
 }
 
 /** The factors and report only: assembling an adapter for a whole model must not hold every q. */

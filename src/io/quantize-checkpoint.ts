@@ -17,7 +17,7 @@ import { jsonPreview } from "./json-preview.js";
 import { checkReportMatrices, type ReportMatrix } from "../report/html-report.js";
 import { copyFileDurably, syncDirectory, writeFileDurably } from "./durable-file.js";
 import { createBackgroundPublisher } from "./background-publisher.js";
-import { dropBackboneWeight, hasMatrix, holdsBackboneWeight, keepIfReadable, removeMatrix, loadEntryHeader, loadFactors, loadMatrix, saveMatrix, STORE_DIR, type StoredEntryHeader } from "./matrix-store.js";
+import { dropBackboneWeight, hasMatrix, holdsBackboneWeight, keepIfReadable, removeMatrix, loadEntryHeader, loadFactors, loadMatrix, saveMatrix, streamBackboneWeight, STORE_DIR, type StoredEntryHeader } from "./matrix-store.js";
 import { acquireOutputLock, OutputLockLostError } from "./output-lock.js";
 import { createTensorPrefetcher, type TensorRead } from "./tensor-prefetcher.js";
 import { writeShards, type ShardPlan } from "./sharded-checkpoint.js";
@@ -1012,7 +1012,7 @@ function assemble(
   let written = 0;
   writeShards(dir, shards, shardMetadata(checkpoint, checkpoint.shardNames[0]!), (tensor) => {
     const target = byTensor.get(tensor.name);
-    return target ? loadMatrix(storeOf(target.module), target.module).q : checkpoint.readBytes(tensor.name);
+    return target ? streamBackboneWeight(storeOf(target.module), target.module) : checkpoint.streamBytes(tensor.name);
   }, checkpoint.sharded, {
     keep: (file) => consume && existsSync(join(dir, file)),
     done: (file, kept) => {
@@ -1088,10 +1088,10 @@ function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, 
           quantized.set(tensor.name, tensor.bytes);
         }
       }
-      yield { file, tensors, metadata: shardMetadata(checkpoint, file), produce: (tensor) => quantized.get(tensor.name) ?? checkpoint.readBytes(tensor.name) };
+      yield { file, tensors, metadata: shardMetadata(checkpoint, file), produce: (tensor) => quantized.get(tensor.name) ?? checkpoint.streamBytes(tensor.name) };
     }
   }
-  writeShards(dir, shards(), shardMetadata(checkpoint, checkpoint.shardNames[0]!), (tensor) => checkpoint.readBytes(tensor.name), checkpoint.sharded);
+  writeShards(dir, shards(), shardMetadata(checkpoint, checkpoint.shardNames[0]!), (tensor) => checkpoint.streamBytes(tensor.name), checkpoint.sharded);
   for (const file of filesToCopy(checkpoint.dir)) {
     if (file !== "config.json") copyFileDurably(join(checkpoint.dir, file), join(dir, file));
   }

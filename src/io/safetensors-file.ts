@@ -3,6 +3,11 @@ import { ShapeError } from "../errors.js";
 import { decodeHalf } from "../tensor/dtype.js";
 import { decodeFloatTensor, headerLength, parseHeader, SafetensorsParseError, type SafetensorsHeader, type TensorInfo } from "./safetensors.js";
 
+/** Bytes per read of a streamed tensor (streamBytes): large enough that per-call costs vanish. */
+export const STREAM_PIECE_BYTES = 8 << 20;
+/** The one buffer streamed reads go through, made on first use and kept (a fresh one per tensor costs page faults). */
+let pieceBuffer: Uint8Array | undefined;
+
 /**
  * A safetensors file read by offsets: only the header is parsed up front; each tensor is read on
  * demand, so a shard is never held in memory whole (and Node's 4 GiB Buffer limit never matters
@@ -45,6 +50,27 @@ export class SafetensorsFile {
     const info = this.byName.get(name);
     if (!info) throw new SafetensorsParseError(`${this.path}: no tensor named "${name}"`);
     return info;
+  }
+
+  /**
+   * The tensor's bytes as a stream for the writer (see TensorBytes): read STREAM_PIECE_BYTES at a time
+   * into one buffer shared by every stream. The file must stay open until the stream has run.
+   */
+  streamBytes(name: string): { stream(write: (piece: Uint8Array) => void): void } {
+    const info = this.info(name);
+    const start = this.header.dataStart + info.begin;
+    const length = info.end - info.begin;
+    return {
+      stream: (write) => {
+        pieceBuffer ??= new Uint8Array(STREAM_PIECE_BYTES);
+        for (let done = 0; done < length; ) {
+          const piece = pieceBuffer.subarray(0, Math.min(STREAM_PIECE_BYTES, length - done));
+          readExactly(this.fd, piece, start + done);
+          write(piece);
+          done += piece.length;
+        }
+      },
+    };
   }
 
   readBytes(name: string): Uint8Array {

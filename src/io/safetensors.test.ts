@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseSafetensors, SafetensorsParseError } from "./safetensors.js";
 import { tensorByteLength, upstreamOrder, writeSafetensorsFile } from "./safetensors-writer.js";
-import { SafetensorsFile } from "./safetensors-file.js";
+import { SafetensorsFile, STREAM_PIECE_BYTES } from "./safetensors-file.js";
 
 /** Builds a file from a header object and a data section (no validation: that is the point). */
 function file(header: unknown, data = new Uint8Array(0), rawHeader?: string): Uint8Array {
@@ -116,6 +116,35 @@ test("a failed write (full disk) leaves no file behind and says so", () => {
     assert.deepEqual(readdirSync(dir), []);
     assert.throws(() => writeSafetensorsFile(path, [{ name: "t", dtype: "F32", shape: [2] }], {}, () => new Uint8Array(4)), /produced 4 bytes, expected 8/);
     assert.deepEqual(readdirSync(dir), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("tensors streamed from another file (through the shared piece buffer) are written byte for byte; a stream of the wrong length leaves no file", () => {
+  const dir = mkdtempSync(join(tmpdir(), "loftq-write-"));
+  try {
+    // Larger than one piece, so the copy takes several reads through the reused buffer.
+    const big = { name: "big", dtype: "U8", shape: [STREAM_PIECE_BYTES + 12345] };
+    const small = { name: "small", dtype: "F32", shape: [3] };
+    const contents = (t: { name: string }) => Uint8Array.from({ length: tensorByteLength(t === big ? big : small) }, (_, i) => (i * 31 + t.name.length) % 251);
+    const source = join(dir, "source.safetensors");
+    writeSafetensorsFile(source, [big, small], {}, (t) => contents(t));
+    const input = SafetensorsFile.open(source);
+    try {
+      const copy = join(dir, "copy.safetensors");
+      writeSafetensorsFile(copy, [big, small], {}, (t) => input.streamBytes(t.name));
+      assert.deepEqual(readFileSync(copy), readFileSync(source));
+      const pieces: number[] = [];
+      input.streamBytes("big").stream((piece) => pieces.push(piece.length));
+      assert.deepEqual(pieces, [STREAM_PIECE_BYTES, 12345]);
+      const wrong = join(dir, "wrong.safetensors");
+      assert.throws(() => writeSafetensorsFile(wrong, [{ ...small, shape: [2] }], {}, () => input.streamBytes("small")), /produced 12 bytes, expected 8/);
+      assert.throws(() => writeSafetensorsFile(wrong, [{ ...small, shape: [4] }], {}, () => input.streamBytes("small")), /produced 12 bytes, expected 16/);
+      assert.deepEqual(readdirSync(dir).sort(), ["copy.safetensors", "source.safetensors"]);
+    } finally {
+      input.close();
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -2,7 +2,7 @@ import { writeFileDurably } from "./durable-file.js";
 import { asciiJson } from "./python-json.js";
 import { join } from "node:path";
 import { INDEX_FILE, SINGLE_FILE } from "./checkpoint.js";
-import { tensorByteLength, upstreamOrder, writeSafetensorsFile, type PlannedTensor } from "./safetensors-writer.js";
+import { tensorByteLength, upstreamOrder, writeSafetensorsFile, type PlannedTensor, type TensorBytes } from "./safetensors-writer.js";
 
 /**
  * Writing checkpoints the way the hub lays them out: shards `model-0000i-of-0000n.safetensors`
@@ -13,7 +13,7 @@ export interface ShardPlan {
   readonly file: string;
   readonly tensors: readonly PlannedTensor[];
   /** This shard's tensor bytes, when they are not the ones `writeShards` is given. */
-  readonly produce?: (tensor: PlannedTensor) => Uint8Array;
+  readonly produce?: (tensor: PlannedTensor) => TensorBytes;
   /** This shard's `__metadata__`, when it is not the one `writeShards` is given (each input shard's own). */
   readonly metadata?: Record<string, string>;
 }
@@ -49,7 +49,7 @@ export function writeShards(
   dir: string,
   shards: Iterable<ShardPlan>,
   metadata: Record<string, string>,
-  produce: (tensor: PlannedTensor) => Uint8Array,
+  produce: (tensor: PlannedTensor) => TensorBytes,
   withIndex: boolean,
   options: { keep?: (file: string) => boolean; done?: (file: string, kept: boolean) => void } = {},
 ): void {
@@ -73,7 +73,7 @@ export function writeShards(
 }
 
 /** A whole checkpoint from a flat tensor list, split like the hub's. */
-export function writeShardedCheckpoint(dir: string, tensors: readonly PlannedTensor[], maxShardBytes: number, produce: (tensor: PlannedTensor) => Uint8Array): void {
+export function writeShardedCheckpoint(dir: string, tensors: readonly PlannedTensor[], maxShardBytes: number, produce: (tensor: PlannedTensor) => TensorBytes): void {
   const shards = splitIntoShards(tensors, maxShardBytes);
   writeShards(dir, shards, { format: "pt" }, produce, shards.length > 1);
 }
