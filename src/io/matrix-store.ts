@@ -114,16 +114,8 @@ export function loadMatrix(store: string, module: string): StoredMatrix {
 
 /** A module's q streamed from its entry (see TensorBytes): assembling the backbone copies it without holding it. */
 export function streamBackboneWeight(store: string, module: string): TensorBytes {
-  return {
-    stream(write) {
-      const file = SafetensorsFile.open(fileOf(store, module));
-      try {
-        file.streamBytes("q").stream(write);
-      } finally {
-        file.close();
-      }
-    },
-  };
+  // Checked as every read is (a damaged entry from a fragment fails here, before the shard is written on).
+  return { stream: (write) => read(store, module, (file) => file.streamBytes("q").stream(write)) };
 }
 
 /** The factors and report only: assembling an adapter for a whole model must not hold every q. */

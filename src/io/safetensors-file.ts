@@ -54,7 +54,8 @@ export class SafetensorsFile {
 
   /**
    * The tensor's bytes as a stream for the writer (see TensorBytes): read STREAM_PIECE_BYTES at a time
-   * into one buffer shared by every stream. The file must stay open until the stream has run.
+   * into one buffer shared by every stream, so a piece is valid only inside its `write` call and streams
+   * must not run inside one another. The file must stay open until the stream has run.
    */
   streamBytes(name: string): { stream(write: (piece: Uint8Array) => void): void } {
     const info = this.info(name);

@@ -141,7 +141,12 @@ test("tensors streamed from another file (through the shared piece buffer) are w
       const wrong = join(dir, "wrong.safetensors");
       assert.throws(() => writeSafetensorsFile(wrong, [{ ...small, shape: [2] }], {}, () => input.streamBytes("small")), /produced 12 bytes, expected 8/);
       assert.throws(() => writeSafetensorsFile(wrong, [{ ...small, shape: [4] }], {}, () => input.streamBytes("small")), /produced 12 bytes, expected 16/);
-      assert.deepEqual(readdirSync(dir).sort(), ["copy.safetensors", "source.safetensors"]);
+      // A stream that fails midway (a read error, a damaged store entry) leaves no file either.
+      const failing = { stream: (write: (piece: Uint8Array) => void) => { write(new Uint8Array(4)); throw new Error("read failed"); } };
+      assert.throws(() => writeSafetensorsFile(wrong, [big], {}, () => failing), /read failed/);
+      // Empty tensors stream no piece at all.
+      writeSafetensorsFile(join(dir, "empty.safetensors"), [{ name: "e", dtype: "F32", shape: [0] }], {}, () => ({ stream: () => {} }));
+      assert.deepEqual(readdirSync(dir).sort(), ["copy.safetensors", "empty.safetensors", "source.safetensors"]);
     } finally {
       input.close();
     }

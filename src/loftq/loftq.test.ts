@@ -7,6 +7,7 @@ import { llmLikeWeight } from "../synthetic/llm-like-weight.js";
 import { tsBackend } from "../kernels/ts-backend.js";
 import { createWasmBackend, wasmSimdSupported } from "../kernels/wasm-backend.js";
 import type { KernelBackend } from "../kernels/backend.js";
+import { unpackCodes } from "../quant/packing.js";
 import { NonFiniteError, ShapeError, InvalidArgumentError } from "../errors.js";
 
 const weight = llmLikeWeight(96, 160, { seed: 5 });
@@ -37,27 +38,56 @@ test("output: Q is written into the caller's array (reused across matrices); a w
   assert.throws(() => loftq(weight, { rank: 8, output: new Float32Array(10) }), ShapeError);
 });
 
-test("codesOutput: the codes go into the caller's array (in place when in backend memory), the same as without; bad ones are refused", () => {
+test("codesOutput: the chosen iterate's codes go into the caller's array (in place when in backend memory), the same as without; bad ones are refused", () => {
   const backends: KernelBackend[] = [tsBackend, ...(wasmSimdSupported() ? [createWasmBackend()] : [])];
+  // The last case picks iteration 2 of 4 (keepBest): its codes end in loftq's own buffer and are copied out.
+  const cases = [
+    { w: weight, quantizer: "nf", bits: 4, rank: 8, iterations: 1 },
+    { w: weight, quantizer: "nf", bits: 2, rank: 8, iterations: 3 },
+    { w: weight, quantizer: "int8", bits: 8, rank: 8, iterations: 2 },
+    { w: llmLikeWeight(96, 160, { seed: 2 }), quantizer: "nf", bits: 2, rank: 64, iterations: 4 },
+  ] as const;
+  const codesBytes = Math.ceil((96 * 160) / 4);
   for (const backend of backends) {
-    for (const [quantizer, bits, iterations] of [["nf", 4, 1], ["nf", 4, 2], ["nf", 2, 3], ["int8", 8, 2]] as const) {
-      const options = { quantizer, bits, rank: 8, iterations, backend };
-      const plain = loftq(weight, options);
+    let codeBuffers = 0;
+    const counting: KernelBackend = { ...backend, allocate: (length, zeroed) => ((codeBuffers += length === codesBytes ? 1 : 0), backend.allocate(length, zeroed)) };
+    for (const { w, quantizer, bits, rank, iterations } of cases) {
+      const options = { quantizer, bits, rank, iterations, backend: counting };
+      const plain = loftq(w, options);
+      const chosenCodes = quantizer === "int8" ? plain.quantized.packed : unpackCodes(plain.quantized.packed, bits, 96 * 160, plain.quantized.bitOrder);
       const ordinary = new Uint8Array(96 * 160).fill(255);
-      const storage = backend.allocate(Math.ceil((96 * 160) / 4), false);
+      const storage = backend.allocate(codesBytes, false);
       const held = new Uint8Array(storage.buffer, storage.byteOffset, 96 * 160).fill(255);
       for (const codesOutput of [ordinary, held]) {
-        const what = `${backend.name} ${quantizer}${bits} T${iterations}${codesOutput === held ? " (backend memory)" : ""}`;
-        const result = loftq(weight, { ...options, codesOutput });
+        const what = `${backend.name} ${quantizer}${bits} r${rank} T${iterations}${codesOutput === held ? " (backend memory)" : ""}`;
+        codeBuffers = 0;
+        const result = loftq(w, { ...options, codesOutput });
+        // In backend memory (for ts: any array) the caller's array is the quantizer's first code buffer
+        // (int8 keeps codes of its own).
+        const inPlace = backend.holds?.(codesOutput) ?? false;
+        assert.equal(inPlace, codesOutput === held || backend === tsBackend);
+        const ownBuffers = (iterations > 1 ? 2 : 1) - (inPlace ? 1 : 0);
+        if (quantizer !== "int8") assert.equal(codeBuffers, ownBuffers, `${what}: code buffers taken from the backend`);
+        assert.deepEqual(codesOutput, chosenCodes, `${what}: the chosen iterate's codes`);
         assert.deepEqual(result.quantized.packed, plain.quantized.packed, what);
         assert.deepEqual(result.history, plain.history, what);
-        if (quantizer === "nf") assert.ok(codesOutput.every((code) => code < 2 ** bits), `${what}: every code written`);
-        const baseline = qloraInit(weight, { ...options, codesOutput: codesOutput.fill(255) });
-        assert.deepEqual(baseline.quantized.packed, qloraInit(weight, options).quantized.packed, `qloraInit ${what}`);
+        assert.equal(result.selectedIteration, plain.selectedIteration, what);
+        const baseline = qloraInit(w, { ...options, codesOutput: codesOutput.fill(255) });
+        assert.deepEqual(baseline.quantized.packed, qloraInit(w, options).quantized.packed, `qloraInit ${what}`);
         assert.ok(codesOutput.some((code) => code !== 255), `qloraInit ${what}: codes written`);
       }
       backend.release(storage);
     }
+  }
+  const { w: copiedCase, ...copiedOptions } = cases[3];
+  assert.ok(loftq(copiedCase, copiedOptions).selectedIteration < copiedOptions.iterations, "a case whose chosen codes are copied from loftq's own buffer");
+  // A `quantized` read before the buffer is reused keeps its values (int8's packed bytes are its codes).
+  for (const quantizer of ["nf", "int8"] as const) {
+    const codesOutput = new Uint8Array(96 * 160);
+    const first = loftq(weight, { quantizer, rank: 8, codesOutput }).quantized;
+    const kept = first.packed.slice();
+    loftq(llmLikeWeight(96, 160, { seed: 9 }), { quantizer, rank: 8, codesOutput });
+    assert.deepEqual(first.packed, kept, `${quantizer}: an earlier result's packed codes after the buffer is reused`);
   }
   assert.throws(() => loftq(weight, { rank: 8, codesOutput: new Float32Array(96 * 160) as unknown as Uint8Array }), /codesOutput must be a Uint8Array/);
   assert.throws(() => loftq(weight, { rank: 8, codesOutput: new Uint8Array(10) }), ShapeError);

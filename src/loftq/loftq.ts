@@ -3,6 +3,7 @@ import type { QuantizedMatrix, Encoded } from "../quant/quantizer.js";
 import { assertFinite, sameBytes, type Matrix } from "../tensor/matrix.js";
 import { truncatedSvd } from "../linalg/truncated-svd.js";
 import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
+import { packOwned } from "./pack-owned.js";
 
 /**
  * Sketch columns beyond the rank in the first SVD (run at depth FIRST_SVD_POWER_ITERATIONS = 5): on
@@ -179,7 +180,7 @@ export function loftq(weight: Matrix, options: LoftqOptions = {}): LoftqResult {
   let packed: QuantizedMatrix | undefined;
   return {
     get quantized() {
-      packed ??= quantizer.pack(result.encoded, m, n);
+      packed ??= packOwned(quantizer, result.encoded, m, n, settings.codesOutput);
       return packed;
     },
     dequantized: { rows: m, cols: n, data: dequantized },

@@ -65,10 +65,12 @@ export interface LoftqOptions {
    */
   output?: Float32Array;
   /**
-   * Where to write the returned iterate's codes (rows·cols bytes; becomes `quantized`'s source)
-   * instead of a new array. A new 16 MiB array per 4096² matrix costs ~45 ms of page faults on VMs
-   * that fault fresh memory in page by page; a buffer reused across matrices costs them once, and one
-   * in backend memory (`backend.allocate`) is written in place by the quantizer with no copy at all.
+   * Where to write the returned iterate's codes (rows·cols bytes) instead of a new array. A new 16 MiB
+   * array per 4096² matrix costs ~45 ms of page faults on VMs that fault fresh memory in page by page;
+   * a buffer reused across matrices costs them once. One in backend memory (`backend.allocate`) is
+   * also the quantizer's working buffer: at T = 1 (or when the chosen iterate was written there) the
+   * codes are not copied at all. Like `output` for `dequantized`, the result reads this buffer:
+   * `quantized` is packed from it when first read, so read `quantized` before reusing the buffer.
    */
   codesOutput?: Uint8Array;
 }

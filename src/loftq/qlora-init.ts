@@ -3,6 +3,7 @@ import { assertFinite, sameBytes, viewsOverlap, type Matrix } from "../tensor/ma
 import { mulberry32 } from "../linalg/random.js";
 import type { LoftqResult } from "./loftq.js";
 import { resolveLoftqOptions, type LoftqOptions } from "./options.js";
+import { packOwned } from "./pack-owned.js";
 
 /**
  * The QLoRA baseline in LoftQ's result shape: Q = dequant(quant(W)), B = 0 and A drawn as PEFT
@@ -37,7 +38,7 @@ export function qloraInit(weight: Matrix, options: LoftqOptions = {}): LoftqResu
   const random = mulberry32(settings.seed);
   const bound = 1 / Math.sqrt(n);
   const a = Float32Array.from({ length: settings.rank * n }, () => (2 * random() - 1) * bound);
-  const quantized = settings.quantizer.pack(encoded, m, n);
+  const quantized = packOwned(settings.quantizer, encoded, m, n, codesOutput);
   if (aliased) settings.output!.set(dequantized);
   settings.onIteration?.({ iteration: 1, iterations: 1, quantError, error: quantError, elapsedMs: Date.now() - started });
   return {

@@ -103,12 +103,12 @@ export function frobeniusDistance(a: Float32Array, b: Float32Array): number {
   return Math.sqrt(sum);
 }
 
-/** Whether two views share bytes of one buffer (e.g. an output aliasing an input). */
 /** Whether two views are the same bytes of the same buffer (e.g. an array and a whole-length subarray of it). */
 export function sameBytes(a: ArrayBufferView, b: ArrayBufferView): boolean {
   return a.buffer === b.buffer && a.byteOffset === b.byteOffset && a.byteLength === b.byteLength;
 }
 
+/** Whether two views share bytes of one buffer (e.g. an output aliasing an input). */
 export function viewsOverlap(a: ArrayBufferView, b: ArrayBufferView): boolean {
   return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }
