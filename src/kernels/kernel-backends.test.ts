@@ -6,7 +6,7 @@ import { tsBackend } from "./ts-backend.js";
 import { createWasmBackend, defaultKernelVariant, KERNEL_VARIANT_VARIABLE, relaxedSimdSupported, wasmSimdSupported, type WasmBackend } from "./wasm-backend.js";
 import { createThreadedBackend } from "../node/thread-pool-backend.js";
 import { enableRelaxedSimd } from "../node/relaxed-simd.js";
-import { createOrtBackend, ORT_TELEMETRY_VARIABLE, ortInstalled, TRANSPOSE_STRIP_COLUMNS, TRANSPOSED_COPY_MIN_PRODUCTS } from "../node/ort-backend.js";
+import { createOrtBackend, ORT_TELEMETRY_VARIABLE, ortInstalled, SCRATCH_MAX_VALUES, TRANSPOSE_STRIP_COLUMNS, TRANSPOSED_COPY_MIN_PRODUCTS } from "../node/ort-backend.js";
 import { gaussianArray, mulberry32 } from "../linalg/random.js";
 import { createQuantizer } from "../quant/quantizer.js";
 import { midpoints, normalFloatTable } from "../quant/tables.js";
@@ -112,6 +112,27 @@ test("ort: products inside withReadOnly read one copy of the operand; after the 
   // onnxruntime's telemetry stays off: its client would have left this file behind.
   assert.equal(process.env[ORT_TELEMETRY_VARIABLE], "1");
   assert.ok(!existsSync(`/tmp/mat-debug-${process.pid}.log`), "onnxruntime telemetry started");
+});
+
+test("ort: products with a wide output and a short inner dimension (W − B·A) run on the base backend, thin ones on onnxruntime", { skip: ort ? false : "onnxruntime-node is not installed" }, () => {
+  let baseProducts = 0;
+  const spy: KernelBackend = { ...threaded!, gemm: (call) => ((baseProducts += 1), threaded!.gemm(call)) };
+  const routed = createOrtBackend(spy, 2);
+  const random = mulberry32(43);
+  const run = (m: number, n: number, k: number) => {
+    const a = gaussianArray(m * k, random);
+    const b = gaussianArray(k * n, random);
+    const cIn = gaussianArray(m * n, random);
+    const [c, expected] = [new Float32Array(m * n), new Float32Array(m * n)];
+    routed.gemm({ transA: false, transB: false, m, n, k, alpha: -1, a, b, beta: 1, c, cIn });
+    threaded!.gemm({ transA: false, transB: false, m, n, k, alpha: -1, a, b, beta: 1, c: expected, cIn });
+    assert.ok(c.every((v, i) => Math.abs(v - expected[i]!) < 1e-3), `${m}×${n}×${k}`);
+  };
+  const side = Math.ceil(Math.sqrt(SCRATCH_MAX_VALUES)) + 1;
+  run(side, side, 128);
+  assert.equal(baseProducts, 1, "wide output, k = 128: the WebAssembly kernel");
+  run(4096, 16, 1024);
+  assert.equal(baseProducts, 1, "thin output: onnxruntime");
 });
 
 test("gemm with cIn: C = alpha·A·B + beta·cIn on every backend, cIn untouched, C's old contents ignored", (t) => {

@@ -34,6 +34,13 @@ export const ORT_MIN_INNER = 128;
  * (3.2 vs 1.4 ms for that Gram matrix).
  */
 export const ORT_MIN_OUTER = 256;
+/**
+ * Products whose output exceeds SCRATCH_MAX_VALUES go to onnxruntime only from this inner dimension
+ * on. Below it the output dominates: onnxruntime writes it into a fresh array (and its own), and alpha,
+ * beta and cIn are applied in a JS pass over shared memory. W − B·A at r = 128 on 4096×11008 took
+ * 1.2 s that way against 0.13–0.19 s on the WebAssembly kernel.
+ */
+export const ORT_WIDE_OUTPUT_MIN_INNER = 1024;
 export const ORT_SUPPORTED_MAJOR = 1;
 /** The environment variable that keeps onnxruntime's telemetry off (see loadOrt). */
 export const ORT_TELEMETRY_VARIABLE = "ORT_DISABLE_TELEMETRY";
@@ -55,12 +62,13 @@ export const TRANSPOSE_STRIP_COLUMNS = 256;
 /** Private buffers kept for later scopes: an operand and its transpose. */
 export const POOL_BUFFERS = 2;
 /**
- * Thin operands, products and their transposes up to this many values (4 MiB: an 11008×64 block is
- * 0.7 M) go through scratch arrays kept per purpose and reused by every product: fresh ones cost page
+ * Thin operands, products and their transposes up to this many values (16 MiB: an 11008×256 block is
+ * 2.8 M) go through scratch arrays kept per purpose and reused by every product: fresh ones cost page
  * faults on VMs that fault in memory page by page (~2.8 ms per MiB on this machine class), 1–4 MiB
- * per product at r = 64. Larger ones are allocated per call, so the kept memory stays small.
+ * per product at r = 64. Larger ones are allocated per call, so the kept memory stays bounded (six
+ * purposes, ~70 MiB at r = 256 on 11008-row matrices).
  */
-export const SCRATCH_MAX_VALUES = 1 << 20;
+export const SCRATCH_MAX_VALUES = 1 << 22;
 
 interface NativeTensorClass {
   new (type: "float32", data: Float32Array, dims: number[]): unknown;
@@ -255,7 +263,8 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
     gemm(call: GemmCall) {
       checkGemm(call);
       const { transA, transB, m, n, k, alpha, beta, c } = call;
-      if (2 * m * n * k < ORT_MIN_FLOPS || k < ORT_MIN_INNER || Math.max(m, n) < ORT_MIN_OUTER || m === 0 || n === 0) {
+      const wideOutput = m * n > SCRATCH_MAX_VALUES && k < ORT_WIDE_OUTPUT_MIN_INNER;
+      if (2 * m * n * k < ORT_MIN_FLOPS || k < ORT_MIN_INNER || Math.max(m, n) < ORT_MIN_OUTER || wideOutput || m === 0 || n === 0) {
         base.gemm(call);
         return;
       }
