@@ -16,6 +16,9 @@ import { DiskFullError, writeSafetensorsFile } from "./safetensors-writer.js";
 import { tsBackend } from "../kernels/ts-backend.js";
 import { LoftqError } from "../errors.js";
 import { createQuantizer } from "../quant/quantizer.js";
+import { loftq } from "../loftq/loftq.js";
+import { llmLikeWeight } from "../synthetic/llm-like-weight.js";
+import { transpose } from "../tensor/matrix.js";
 
 let work: string;
 let model: string;
@@ -252,6 +255,28 @@ test("NaN weights: an error naming the tensor, no output, no partial directory",
   conv[2 * 96 + 5] = NaN;
   writeSafetensorsFile(join(gpt2, "model.safetensors"), [{ name: "h.0.attn.c_attn.weight", dtype: "F32", shape: [64, 96] }], { format: "pt" }, () => new Uint8Array(conv.buffer));
   assert.throws(() => quantizeCheckpoint({ input: gpt2, output: join(work, "broken-gpt2-out"), rank: 4 }), /h\.0\.attn\.c_attn\.weight has a non-finite value NaN at row 2, column 5/);
+});
+
+test("GPT-2 Conv1D targets (stored in, out): Q goes back in the stored orientation, equal to LoftQ of the transposed weight", () => {
+  const gpt2 = join(work, "gpt2");
+  mkdirSync(gpt2);
+  writeFileSync(join(gpt2, "config.json"), JSON.stringify({ model_type: "gpt2", architectures: ["GPT2LMHeadModel"] }));
+  // Two shapes, so the transposing buffer is reused at another size (and the prefetcher runs).
+  const shapes = new Map([["h.0.attn.c_attn.weight", [64, 96]], ["h.0.mlp.c_fc.weight", [64, 128]]]);
+  const weights = new Map([...shapes].map(([name, [rows, cols]], i) => [name, llmLikeWeight(rows!, cols!, { seed: 7 + i }).data]));
+  writeSafetensorsFile(join(gpt2, "model.safetensors"), [...shapes].map(([name, shape]) => ({ name, dtype: "F32", shape })), { format: "pt" }, (tensor) => new Uint8Array(weights.get(tensor.name)!.buffer));
+  const out = join(work, "gpt2-out");
+  const { reports } = quantizeCheckpoint({ input: gpt2, output: out, rank: 4, iterations: 2 });
+  assert.deepEqual(reports.map((r) => [r.tensor, r.transposed, r.shape]), [["h.0.attn.c_attn.weight", true, [96, 64]], ["h.0.mlp.c_fc.weight", true, [128, 64]]]);
+  const output = openCheckpoint(out);
+  try {
+    for (const [name, [rows, cols]] of shapes) {
+      const expected = loftq(transpose({ rows: rows!, cols: cols!, data: weights.get(name)! }), { rank: 4, iterations: 2 });
+      assert.deepEqual(output.readFloat32(name), transpose(expected.dequantized).data, name);
+    }
+  } finally {
+    output.close();
+  }
 });
 
 test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", () => {
