@@ -18,7 +18,7 @@ import { MANIFEST_FILE, mergeFragments, parseShard, quantizeCheckpoint, REPORT_F
 import { inspectCheckpoint } from "../io/inspect-checkpoint.js";
 import { checkBlockSize } from "../quant/quantizer.js";
 import { checkIterations, loraScaling } from "../loftq/options.js";
-import { loftq, qloraInit, transpose, activeBackendName, QUANTIZER_KINDS, listBackends, registerNodeBackends, type QuantizerKind } from "../node/index.js";
+import { loftq, activeBackendName, getBackend, QUANTIZER_KINDS, listBackends, registerNodeBackends, type QuantizerKind } from "../node/index.js";
 import { progressRenderer, type ProgressMode } from "./progress.js";
 
 /** The package's own version (dist/src/cli/main.js lies three folders below package.json). */
@@ -303,41 +303,64 @@ function main(argv: string[]): number {
   }
   // matrix
   if (!values.tensor) throw new UsageError("matrix needs --tensor NAME");
-  // Read by offsets (a shard is never loaded whole), from a file or a checkpoint directory.
-  const source = statSync(path).isDirectory() ? openCheckpoint(path) : SafetensorsFile.open(path);
-  let weight: { rows: number; cols: number; data: Float32Array };
-  try {
-    const info = source.tensors.find((t) => t.name === values.tensor);
-    if (!info) throw new LoftqError("INVALID_ARGUMENT", `${path}: no tensor named "${values.tensor}"`);
-    if (info.shape.length !== 2) throw new LoftqError("INVALID_ARGUMENT", `${values.tensor}: expected a 2-D tensor, got shape [${info.shape.join(", ")}]`);
-    weight = { rows: info.shape[0]!, cols: info.shape[1]!, data: source.readFloat32(values.tensor) };
-    // GPT-2's Conv1D weights are stored (in, out): LoftQ sees them (out, in), as `quantize` does.
-    if ("config" in source && storedTransposed(source.config, values.tensor.replace(/\.weight$/, ""))) weight = transpose(weight);
-  } finally {
-    source.close();
-  }
-  const options = { bits, rank, iterations, quantizer, blockSize, seed, name: values.tensor, ...(values.backend ? { backend: values.backend } : {}) };
-  const started = performance.now();
-  const result = loftq(weight, {
-    ...options,
-    onIteration: (r) => {
-      if (!values.json) console.error(`iteration ${r.iteration}/${r.iterations}: ‖W−Q‖ ${r.quantError.toFixed(5)}  ‖W−Q−BA‖ ${r.error.toFixed(5)}`);
-    },
-  });
-  const seconds = (performance.now() - started) / 1000;
-  const baseline = qloraInit(weight, options).history[0]!.quantError;
-  const summary = {
-    tensor: values.tensor, shape: [weight.rows, weight.cols], bits, rank, iterations, quantizer, blockSize, seed,
-    backend: values.backend ?? activeBackendName(), seconds, qOnlyError: baseline, history: result.history,
-    selectedIteration: result.selectedIteration, bitsPerWeight: result.quantized.bitsPerWeight,
+  // W, Q (written over W's buffer: LoftQ reads W for the last time before Q is decoded) and the
+  // codes lie in backend memory: fresh arrays of a matrix's size cost more in page faults than the
+  // kernels spend on them.
+  const backend = getBackend(values.backend ?? activeBackendName());
+  const owned: Float32Array[] = [];
+  const inBackend = (floats: number) => {
+    const buffer = backend.allocate(floats, false);
+    owned.push(buffer);
+    return buffer;
   };
-  if (values.json) console.log(JSON.stringify(summary, null, 2));
-  else {
-    const best = result.history[result.selectedIteration - 1]!;
-    console.log(`${values.tensor} ${weight.rows}×${weight.cols}: Q-only ${baseline.toFixed(5)} → LoftQ ${best.error.toFixed(5)} (iteration ${result.selectedIteration}), ` +
-      `${result.quantized.bitsPerWeight.toFixed(3)} bits/weight, ${seconds.toFixed(2)} s on ${summary.backend}`);
+  try {
+    // Read by offsets (a shard is never loaded whole), from a file or a checkpoint directory.
+    const source = statSync(path).isDirectory() ? openCheckpoint(path) : SafetensorsFile.open(path);
+    let weight: { rows: number; cols: number; data: Float32Array };
+    try {
+      const info = source.tensors.find((t) => t.name === values.tensor);
+      if (!info) throw new LoftqError("INVALID_ARGUMENT", `${path}: no tensor named "${values.tensor}"`);
+      if (info.shape.length !== 2) throw new LoftqError("INVALID_ARGUMENT", `${values.tensor}: expected a 2-D tensor, got shape [${info.shape.join(", ")}]`);
+      const [rows, cols] = [info.shape[0]!, info.shape[1]!];
+      weight = { rows, cols, data: source.readFloat32(values.tensor, inBackend(rows * cols)) };
+      // GPT-2's Conv1D weights are stored (in, out): LoftQ sees them (out, in), as `quantize` does.
+      if ("config" in source && storedTransposed(source.config, values.tensor.replace(/\.weight$/, ""))) {
+        const turned = inBackend(rows * cols);
+        backend.transpose({ a: weight.data, rows, cols, lda: cols, out: turned });
+        weight = { rows: cols, cols: rows, data: turned };
+      }
+    } finally {
+      source.close();
+    }
+    const codes = inBackend(Math.ceil((weight.rows * weight.cols) / 4));
+    const started = performance.now();
+    const result = loftq(weight, {
+      bits, rank, iterations, quantizer, blockSize, seed, name: values.tensor, backend,
+      output: weight.data,
+      codesOutput: new Uint8Array(codes.buffer, codes.byteOffset, weight.rows * weight.cols),
+      onIteration: (r) => {
+        if (!values.json) console.error(`iteration ${r.iteration}/${r.iterations}: ‖W−Q‖ ${r.quantError.toFixed(5)}  ‖W−Q−BA‖ ${r.error.toFixed(5)}`);
+      },
+    });
+    const seconds = (performance.now() - started) / 1000;
+    // The first iteration quantizes W itself: its ‖W − Q‖ is the Q-only (QLoRA) start's error.
+    const baseline = result.history[0]!.quantError;
+    const bitsPerWeight = result.quantized.bitsPerWeight;
+    const summary = {
+      tensor: values.tensor, shape: [weight.rows, weight.cols], bits, rank, iterations, quantizer, blockSize, seed,
+      backend: backend.name, seconds, qOnlyError: baseline, history: result.history,
+      selectedIteration: result.selectedIteration, bitsPerWeight,
+    };
+    if (values.json) console.log(JSON.stringify(summary, null, 2));
+    else {
+      const best = result.history[result.selectedIteration - 1]!;
+      console.log(`${values.tensor} ${weight.rows}×${weight.cols}: Q-only ${baseline.toFixed(5)} → LoftQ ${best.error.toFixed(5)} (iteration ${result.selectedIteration}), ` +
+        `${bitsPerWeight.toFixed(3)} bits/weight, ${seconds.toFixed(2)} s on ${summary.backend}`);
+    }
+    return 0;
+  } finally {
+    for (const buffer of owned) backend.release(buffer);
   }
-  return 0;
 }
 
 /** The settings a run's manifest records, or undefined when there is none or it is not an object. */

@@ -273,6 +273,17 @@ test("GPT-2 Conv1D targets (stored in, out): Q goes back in the stored orientati
     for (const [name, [rows, cols]] of shapes) {
       const expected = loftq(transpose({ rows: rows!, cols: cols!, data: weights.get(name)! }), { rank: 4, iterations: 2 });
       assert.deepEqual(output.readFloat32(name), transpose(expected.dequantized).data, name);
+      // `loftq matrix` turns it round the same way.
+      const cli = fileURLToPath(new URL("../cli/main.js", import.meta.url));
+      const matrix = spawnSync(process.execPath, [cli, "matrix", gpt2, "--tensor", name, "--rank", "4", "--iters", "2", "--json"], { encoding: "utf8" });
+      assert.equal(matrix.status, 0, matrix.stderr);
+      const summary = JSON.parse(matrix.stdout) as { shape: number[]; history: Array<{ quantError: number; error: number }>; qOnlyError: number };
+      assert.deepEqual(summary.shape, [cols, rows]);
+      // (The CLI's backend may differ from this process's: errors agree to float rounding.)
+      summary.history.forEach((h, i) => {
+        assert.ok(Math.abs(h.error - expected.history[i]!.error) < 1e-6 && Math.abs(h.quantError - expected.history[i]!.quantError) < 1e-6, `${name} via loftq matrix, iteration ${i + 1}`);
+      });
+      assert.equal(summary.qOnlyError, summary.history[0]!.quantError);
     }
   } finally {
     output.close();
