@@ -1,7 +1,8 @@
 import { InvalidArgumentError } from "../errors.js";
 import { createQuantizer } from "../quant/quantizer.js";
-import { decodeFloatTensor } from "./safetensors.js";
-import { transpose } from "../tensor/matrix.js";
+import type { KernelBackend } from "../kernels/backend.js";
+import { getBackend } from "../kernels/registry.js";
+import { assertFinite, checkMatrix, type Matrix } from "../tensor/matrix.js";
 import { float32Bytes } from "../tensor/dtype.js";
 
 /**
@@ -24,15 +25,21 @@ export interface Bnb4Tensors {
   bytes: Uint8Array;
 }
 
-/** The four tensors replacing `<module>.weight`, from Q as stored (dtype, stored orientation). */
-export function bnb4Tensors(module: string, q: Uint8Array, dtype: string, storedShape: readonly number[], transposed: boolean): Bnb4Tensors[] {
+/**
+ * The four tensors replacing `<module>.weight`, from Q as LoftQ sees it (out×in float32, as read back
+ * from the stored `dtype`). `codes` (rows·cols bytes, reused across targets) and `backend` spare a
+ * fresh code array per target; the packed codes and absmax are new arrays (the writer holds a shard's).
+ */
+export function bnb4Tensors(module: string, q: Matrix, dtype: string, backend?: KernelBackend, codes?: Uint8Array): Bnb4Tensors[] {
   const torchDtype = TORCH_DTYPE[dtype];
   if (!torchDtype) throw new InvalidArgumentError(`${module}: cannot export a ${dtype} weight to bitsandbytes 4-bit`);
-  const stored = { rows: storedShape[0]!, cols: storedShape[1]!, data: decodeFloatTensor(dtype, q, module) };
-  const weight = transposed ? transpose(stored) : stored;
-  const quantized = createQuantizer({ kind: "bnb-nf4", blockSize: BNB_BLOCK_SIZE, zeroBlocks: "cuda" }).quantize(weight);
+  checkMatrix(q, `${module}: Q`);
+  // Q comes from the store, written by LoftQ: finite unless the entry was damaged since.
+  if (!Number.isFinite((backend ?? getBackend()).sumOfSquares(q.data))) assertFinite(q, `${module}'s stored Q`);
+  const quantizer = createQuantizer({ kind: "bnb-nf4", blockSize: BNB_BLOCK_SIZE, zeroBlocks: "cuda" });
+  const quantized = quantizer.pack(quantizer.encode(q.data, q.rows, q.cols, undefined, backend, codes), q.rows, q.cols);
   // Python's json.dumps defaults: ", " and ": " separators, keys in insertion order.
-  const state = `{"quant_type": "nf4", "blocksize": ${BNB_BLOCK_SIZE}, "dtype": "${torchDtype}", "shape": [${weight.rows}, ${weight.cols}]}`;
+  const state = `{"quant_type": "nf4", "blocksize": ${BNB_BLOCK_SIZE}, "dtype": "${torchDtype}", "shape": [${q.rows}, ${q.cols}]}`;
   const stateBytes = new TextEncoder().encode(state);
   return [
     { name: `${module}.weight`, dtype: "U8", shape: [quantized.packed.length, 1], bytes: quantized.packed },

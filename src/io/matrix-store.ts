@@ -108,14 +108,15 @@ export function keepIfReadable(store: string, module: string): boolean {
   }
 }
 
-export function loadMatrix(store: string, module: string): StoredMatrix {
-  return read(store, module, (file, entry) => ({ ...withFactors(file, entry), q: file.readBytes("q") }));
-}
-
 /** A module's q streamed from its entry (see TensorBytes): assembling the backbone copies it without holding it. */
 export function streamBackboneWeight(store: string, module: string): TensorBytes {
   // Checked as every read is (a damaged entry from a fragment fails here, before the shard is written on).
   return { stream: (write) => read(store, module, (file) => file.streamBytes("q").stream(write)) };
+}
+
+/** A module's q as float32 into `out` (its stored orientation; exactly its size), read without a fresh buffer. */
+export function readBackboneWeight(store: string, module: string, out: Float32Array): Float32Array {
+  return read(store, module, (file) => file.readFloat32("q", out));
 }
 
 /** The factors and report only: assembling an adapter for a whole model must not hold every q. */

@@ -288,6 +288,20 @@ test("GPT-2 Conv1D targets (stored in, out): Q goes back in the stored orientati
   } finally {
     output.close();
   }
+  // The bitsandbytes export quantizes Q as LoftQ saw it, (out, in): turned round again on the way.
+  const bnbOut = join(work, "gpt2-bnb4");
+  quantizeCheckpoint({ input: gpt2, output: bnbOut, rank: 4, iterations: 2, format: "bnb4" });
+  const [backbone, bnb] = [openCheckpoint(bnbOut), openCheckpoint(join(bnbOut, "bnb-4bit"))];
+  try {
+    for (const [name, [rows, cols]] of shapes) {
+      const q = transpose({ rows: rows!, cols: cols!, data: backbone.readFloat32(name) });
+      const expected = createQuantizer({ kind: "bnb-nf4", zeroBlocks: "cuda" }).quantize(q);
+      assert.deepEqual([bnb.readBytes(name), bnb.readFloat32(name.replace(/weight$/, "weight.absmax"))], [expected.packed, expected.absmax], `${name} in 4 bits`);
+    }
+  } finally {
+    backbone.close();
+    bnb.close();
+  }
 });
 
 test("the CLI: quantize --json, exit codes 0 / 1 / 2, help for every command", () => {
@@ -769,6 +783,9 @@ test("--format bnb4: a pre-quantized bitsandbytes NF4 checkpoint whose dequantiz
       assert.equal(rows * cols, q.length);
       const packed = bnb.readBytes(`${module}.weight`);
       const absmax = bnb.readFloat32(`${module}.weight.absmax`);
+      // Exactly bitsandbytes' quantization of the backbone's Q (CUDA's handling of all-zero blocks).
+      const expected = createQuantizer({ kind: "bnb-nf4", zeroBlocks: "cuda" }).quantize({ rows, cols, data: q });
+      assert.deepEqual([packed, absmax], [expected.packed, expected.absmax], module);
       const dequantized = quantizer.dequantize({ ...quantizer.quantize({ rows, cols, data: q }), packed, absmax }).data;
       let worst = 0;
       for (let i = 0; i < q.length; i++) worst = Math.max(worst, Math.abs(dequantized[i]! - q[i]!) / (absmax[(i / 64) | 0]! || 1));
