@@ -809,8 +809,14 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
     return { path: file.path, position: file.header.dataStart + info.begin, dtype: info.dtype, count: target.rows * target.cols };
   };
   let requested = 0;
+  let unprefetched: Float32Array | undefined;
   const nextWeight = (): Float32Array => {
-    if (!prefetcher) return checkpoint.readFloat32(pending[requested++]!.tensor);
+    if (!prefetcher) {
+      // One matrix to compute: read on this thread, into backend memory all the same (LoftQ uses it in place).
+      const target = pending[requested++]!;
+      unprefetched ??= sharedBuffer(largest);
+      return checkpoint.readFloat32(target.tensor, unprefetched.subarray(0, target.rows * target.cols));
+    }
     if (requested === 0) prefetcher.request(readOf(pending[requested++]!));
     if (requested < pending.length) prefetcher.request(readOf(pending[requested++]!));
     return prefetcher.take();

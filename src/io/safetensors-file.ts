@@ -83,13 +83,15 @@ export class SafetensorsFile {
 
   /**
    * The tensor as float32 (F32, F16 or BF16 on disk). With `out` (exactly the tensor's element
-   * count) nothing is allocated: 16-bit data is read into the back half of `out` and widened in
-   * place, front to back (element i is written only after every source at or before it was read).
+   * count) nothing is allocated, else one array: 16-bit data is read into the back half of it and
+   * widened in place, front to back (element i is written only after every source at or before it
+   * was read).
    */
   readFloat32(name: string, out?: Float32Array): Float32Array {
     const info = this.info(name);
-    if (!out) return decodeFloatTensor(info.dtype, this.readBytes(name), name);
     const count = info.shape.reduce((a, b) => a * b, 1);
+    // Without `out`, one new array read into as `out` would be (not the bytes, then a float32 copy).
+    if (!out) out = new Float32Array(count);
     if (out.length !== count) throw new ShapeError(`tensor "${name}" has ${count} values, the output array ${out.length}`);
     const position = this.header.dataStart + info.begin;
     if (info.dtype === "F32") {
