@@ -327,6 +327,8 @@ function main(argv: string[]): number {
       if ("config" in source && storedTransposed(source.config, values.tensor.replace(/\.weight$/, ""))) {
         const turned = inBackend(rows * cols);
         backend.transpose({ a: weight.data, rows, cols, lda: cols, out: turned });
+        owned.splice(owned.indexOf(weight.data), 1);
+        backend.release(weight.data);
         weight = { rows: cols, cols: rows, data: turned };
       }
     } finally {

@@ -286,7 +286,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions & { resume
         if (options.shard) {
           writeFileDurably(join(partial, FRAGMENT_FILE), JSON.stringify({ shard: `${options.shard.index}/${options.shard.count}`, modules: mine.map((t) => t.module) }, null, 2) + "\n");
         } else {
-          assemble(checkpoint, targets, [store], partial, output, settings, inputFiles, { consumeStore: true, onEvent: tracked.onEvent });
+          assemble(checkpoint, targets, [store], partial, output, settings, inputFiles, { consumeStore: true, onEvent: tracked.onEvent, ...(options.backend ? { backend: options.backend } : {}) });
           rmSync(store, { recursive: true, force: true });
           rmSync(join(partial, SETTINGS_FILE));
         }
@@ -771,7 +771,8 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
   if (pending.length === 0) return targets.map((target, index) => reportStored(store, target, index, targets.length, options, settings));
   const backend = resolveBackend(options.backend);
   // Q, its 16-bit bytes and its codes go through buffers sized for the largest target and reused for
-  // every matrix (W through the prefetcher's two slots): fresh arrays of that size cost more in page
+  // every matrix (W through the prefetcher's two slots, or one slot of its own when only one matrix is
+  // left to compute): fresh arrays of that size cost more in page
   // faults than decoding or encoding them. Where the backend's memory is shared and has room, they lie
   // there: LoftQ then reads W and writes Q and the codes in place (three copies fewer per matrix), and
   // the bf16 encoding kernel writes the bytes in place. (The codes are not saved: the backbone stores Q.)
@@ -1022,7 +1023,7 @@ function readsBackAs(path: string, tensors: ReadonlyArray<{ name: string; dtype:
  */
 function assemble(
   checkpoint: Checkpoint, targets: readonly TargetMatrix[], stores: readonly string[], dir: string, output: string, settings: Settings, inputFiles: InputFile[],
-  options: { consumeStore?: boolean; onEvent?: (event: PipelineEvent) => void } = {},
+  options: { consumeStore?: boolean; onEvent?: (event: PipelineEvent) => void; backend?: KernelBackend | string } = {},
 ): MatrixReport[] {
   const storeOf = (module: string) => stores.find((store) => hasMatrix(store, module))!;
   const byTensor = new Map(targets.map((t) => [t.tensor, t]));
@@ -1048,7 +1049,7 @@ function assemble(
     },
   });
   for (const file of filesToCopy(checkpoint.dir)) copyFileDurably(join(checkpoint.dir, file), join(dir, file));
-  if (settings.format === "bnb4") writeBnb4(checkpoint, byTensor, storeOf, join(dir, BNB4_DIR), settings);
+  if (settings.format === "bnb4") writeBnb4(checkpoint, byTensor, storeOf, join(dir, BNB4_DIR), settings, resolveBackend(options.backend));
   // Factors only (r·(m + n) floats each): every q of a 7B model at once would be ~13 GB.
   const matrices = targets.map((t) => {
     return { target: t, ...storedFactors(storeOf(t.module), t, settings) };
@@ -1086,19 +1087,23 @@ function encodeFloats(values: Float32Array, dtype: string, scratch: Uint8Array, 
 }
 
 /** The bitsandbytes NF4 checkpoint beside the backbone: same shards, target weights replaced by their 4-bit state. */
-function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, storeOf: (module: string) => string, dir: string, settings: Settings): void {
+function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, storeOf: (module: string) => string, dir: string, settings: Settings, backend: KernelBackend): void {
   mkdirSync(dir, { recursive: true });
   let computeDtype = "float32";
   // Each Q is read back (and turned round when stored transposed) into buffers reused for every
-  // target, in backend memory, and its codes into a third: fresh arrays of a matrix's size cost more
-  // in page faults than the quantization (~1 s per 4096×11008 target, against ~0.3 s).
-  const backend = resolveBackend(undefined);
+  // target, in backend memory, and its codes into another: fresh arrays of a matrix's size cost more
+  // in page faults than the quantization (~1 s per 4096×11008 target, against ~0.3 s). LoftQ's
+  // working set (more than these 5–9 bytes per value) is free again by now.
   const largest = Math.max(0, ...[...byTensor.values()].map((t) => t.rows * t.cols));
-  const buffers = [backend.allocate(largest, false), backend.allocate(largest, false), backend.allocate(Math.ceil(largest / 4), false)] as const;
-  const [storedQ, turnedQ, codeStorage] = buffers;
-  const codes = new Uint8Array(codeStorage.buffer, codeStorage.byteOffset, largest);
+  const anyTransposed = [...byTensor.values()].some((t) => t.transposed);
+  const buffers: Float32Array[] = [];
+  const inBackend = (floats: number) => {
+    const buffer = backend.allocate(floats, false);
+    buffers.push(buffer);
+    return buffer;
+  };
   // One shard at a time, so only that shard's 4-bit states are held in memory.
-  function* shards(): Generator<ShardPlan> {
+  function* shards(storedQ: Float32Array, turnedQ: Float32Array | undefined, codes: Uint8Array): Generator<ShardPlan> {
     for (const file of checkpoint.shardNames) {
       const quantized = new Map<string, Uint8Array>();
       const tensors: PlannedTensor[] = [];
@@ -1113,8 +1118,8 @@ function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, 
         const size = target.rows * target.cols;
         const stored = readBackboneWeight(storeOf(target.module), target.module, storedQ.subarray(0, size));
         // (t.shape is the stored (rows, cols): (in, out) for a transposed target.)
-        if (target.transposed) backend.transpose({ a: stored, rows: t.shape[0]!, cols: t.shape[1]!, lda: t.shape[1]!, out: turnedQ.subarray(0, size) });
-        const q: Matrix = { rows: target.rows, cols: target.cols, data: target.transposed ? turnedQ.subarray(0, size) : stored };
+        if (target.transposed) backend.transpose({ a: stored, rows: t.shape[0]!, cols: t.shape[1]!, lda: t.shape[1]!, out: turnedQ!.subarray(0, size) });
+        const q: Matrix = { rows: target.rows, cols: target.cols, data: target.transposed ? turnedQ!.subarray(0, size) : stored };
         for (const tensor of bnb4Tensors(target.module, q, dtype, backend, codes.subarray(0, size))) {
           tensors.push(tensor);
           quantized.set(tensor.name, tensor.bytes);
@@ -1124,7 +1129,10 @@ function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, 
     }
   }
   try {
-    writeShards(dir, shards(), shardMetadata(checkpoint, checkpoint.shardNames[0]!), (tensor) => checkpoint.streamBytes(tensor.name), checkpoint.sharded);
+    const codeStorage = inBackend(Math.ceil(largest / 4));
+    const codes = new Uint8Array(codeStorage.buffer, codeStorage.byteOffset, largest);
+    const plan = shards(inBackend(largest), anyTransposed ? inBackend(largest) : undefined, codes);
+    writeShards(dir, plan, shardMetadata(checkpoint, checkpoint.shardNames[0]!), (tensor) => checkpoint.streamBytes(tensor.name), checkpoint.sharded);
   } finally {
     for (const buffer of buffers) backend.release(buffer);
   }

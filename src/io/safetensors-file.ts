@@ -89,6 +89,7 @@ export class SafetensorsFile {
    */
   readFloat32(name: string, out?: Float32Array): Float32Array {
     const info = this.info(name);
+    if (info.dtype !== "F32" && info.dtype !== "F16" && info.dtype !== "BF16") return decodeFloatTensor(info.dtype, new Uint8Array(0), name); // throws the typed error
     const count = info.shape.reduce((a, b) => a * b, 1);
     // Without `out`, one new array read into as `out` would be (not the bytes, then a float32 copy).
     if (!out) out = new Float32Array(count);
@@ -98,7 +99,6 @@ export class SafetensorsFile {
       readExactly(this.fd, new Uint8Array(out.buffer, out.byteOffset, 4 * count), position);
       return out;
     }
-    if (info.dtype !== "F16" && info.dtype !== "BF16") return decodeFloatTensor(info.dtype, new Uint8Array(0), name); // throws the typed error
     const halves = new Uint8Array(out.buffer, out.byteOffset + 2 * count, 2 * count);
     readExactly(this.fd, halves, position);
     return decodeHalf(halves, info.dtype === "F16" ? "f16" : "bf16", out);

@@ -6,7 +6,7 @@ import { tsBackend } from "./ts-backend.js";
 import { createWasmBackend, defaultKernelVariant, KERNEL_VARIANT_VARIABLE, relaxedSimdSupported, wasmSimdSupported, type WasmBackend } from "./wasm-backend.js";
 import { createThreadedBackend } from "../node/thread-pool-backend.js";
 import { enableRelaxedSimd } from "../node/relaxed-simd.js";
-import { createOrtBackend, ORT_TELEMETRY_VARIABLE, ortInstalled, SCRATCH_MAX_VALUES, TRANSPOSE_STRIP_COLUMNS, TRANSPOSED_COPY_MIN_PRODUCTS } from "../node/ort-backend.js";
+import { createOrtBackend, ORT_TELEMETRY_VARIABLE, ORT_WIDE_OUTPUT_MIN_INNER, ortInstalled, SCRATCH_MAX_VALUES, TRANSPOSE_STRIP_COLUMNS, TRANSPOSED_COPY_MIN_PRODUCTS } from "../node/ort-backend.js";
 import { gaussianArray, mulberry32 } from "../linalg/random.js";
 import { createQuantizer } from "../quant/quantizer.js";
 import { midpoints, normalFloatTable } from "../quant/tables.js";
@@ -130,9 +130,14 @@ test("ort: products with a wide output and a short inner dimension (W − B·A) 
   };
   const side = Math.ceil(Math.sqrt(SCRATCH_MAX_VALUES)) + 1;
   run(side, side, 128);
-  assert.equal(baseProducts, 1, "wide output, k = 128: the WebAssembly kernel");
+  assert.equal(baseProducts, 1, "wide output, k = 128, accumulating: the WebAssembly kernel");
   run(4096, 16, 1024);
   assert.equal(baseProducts, 1, "thin output: onnxruntime");
+  run(side, side, ORT_WIDE_OUTPUT_MIN_INNER);
+  assert.equal(baseProducts, 1, "wide output, long inner dimension: onnxruntime");
+  const [a, b, c] = [gaussianArray(side * 128, random), gaussianArray(128 * side, random), new Float32Array(side * side)];
+  routed.gemm({ transA: false, transB: false, m: side, n: side, k: 128, alpha: 1, a, b, beta: 0, c });
+  assert.equal(baseProducts, 1, "wide output, plain product (no JS pass for alpha, beta): onnxruntime");
 });
 
 test("gemm with cIn: C = alpha·A·B + beta·cIn on every backend, cIn untouched, C's old contents ignored", (t) => {

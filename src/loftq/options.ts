@@ -69,7 +69,7 @@ export interface LoftqOptions {
    * array per 4096² matrix costs ~45 ms of page faults on VMs that fault fresh memory in page by page;
    * a buffer reused across matrices costs them once. One in backend memory (`backend.allocate`) is
    * also the quantizer's working buffer: at T = 1 (or when the chosen iterate was written there) the
-   * codes are not copied at all. Like `output` for `dequantized`, the result reads this buffer:
+   * codes are not copied at all (int8 excepted: it keeps codes of its own and copies them in). Like `output` for `dequantized`, the result reads this buffer:
    * `quantized` is packed from it when first read, so read `quantized` before reusing the buffer.
    */
   codesOutput?: Uint8Array;

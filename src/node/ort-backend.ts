@@ -35,10 +35,12 @@ export const ORT_MIN_INNER = 128;
  */
 export const ORT_MIN_OUTER = 256;
 /**
- * Products whose output exceeds SCRATCH_MAX_VALUES go to onnxruntime only from this inner dimension
- * on. Below it the output dominates: onnxruntime writes it into a fresh array (and its own), and alpha,
- * beta and cIn are applied in a JS pass over shared memory. W − B·A at r = 128 on 4096×11008 took
- * 1.2 s that way against 0.13–0.19 s on the WebAssembly kernel.
+ * Products that scale or accumulate (alpha ≠ 1 or beta ≠ 0) into an output larger than
+ * SCRATCH_MAX_VALUES go to onnxruntime only from this inner dimension on. Below it the output
+ * dominates: onnxruntime writes it into a fresh array (and its own), and alpha, beta and cIn are then
+ * applied in a JS pass over shared memory. W − B·A at r = 128 on 4096×11008 took 1.2 s that way
+ * against 0.13–0.19 s on the WebAssembly kernel. Plain products (C = A·B) stay on onnxruntime, which
+ * is faster there even with the fresh output (16384×1000·1000×264: 40–90 against 109–156 ms).
  */
 export const ORT_WIDE_OUTPUT_MIN_INNER = 1024;
 export const ORT_SUPPORTED_MAJOR = 1;
@@ -263,7 +265,7 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
     gemm(call: GemmCall) {
       checkGemm(call);
       const { transA, transB, m, n, k, alpha, beta, c } = call;
-      const wideOutput = m * n > SCRATCH_MAX_VALUES && k < ORT_WIDE_OUTPUT_MIN_INNER;
+      const wideOutput = m * n > SCRATCH_MAX_VALUES && k < ORT_WIDE_OUTPUT_MIN_INNER && (alpha !== 1 || beta !== 0);
       if (2 * m * n * k < ORT_MIN_FLOPS || k < ORT_MIN_INNER || Math.max(m, n) < ORT_MIN_OUTER || wideOutput || m === 0 || n === 0) {
         base.gemm(call);
         return;
