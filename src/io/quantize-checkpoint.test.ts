@@ -288,6 +288,16 @@ test("GPT-2 Conv1D targets (stored in, out): Q goes back in the stored orientati
   } finally {
     output.close();
   }
+  // One target alone (read without the prefetcher, into a buffer of its own): the same Q.
+  const one = join(work, "gpt2-one");
+  quantizeCheckpoint({ input: gpt2, output: one, rank: 4, iterations: 2, target: "c_fc" });
+  const [alone, together] = [openCheckpoint(one), openCheckpoint(out)];
+  try {
+    assert.deepEqual(alone.readFloat32("h.0.mlp.c_fc.weight"), together.readFloat32("h.0.mlp.c_fc.weight"));
+  } finally {
+    alone.close();
+    together.close();
+  }
   // The bitsandbytes export quantizes Q as LoftQ saw it, (out, in): turned round again on the way.
   const bnbOut = join(work, "gpt2-bnb4");
   quantizeCheckpoint({ input: gpt2, output: bnbOut, rank: 4, iterations: 2, format: "bnb4" });
