@@ -782,11 +782,6 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
   const anyTransposed = targets.some((t) => t.transposed);
   const inBackend = pipelineBuffersInBackend(largest, anyTransposed);
   const fromBackend: Float32Array[] = [];
-  /** The cols×rows transpose of a rows×cols matrix, into `out`, on the backend's kernel. */
-  const transposeOnBackend = (values: Float32Array, rows: number, cols: number, out: Float32Array): Float32Array => {
-    backend.transpose({ a: values, rows, cols, lda: cols, out });
-    return out;
-  };
   /** `floats` values in backend memory when it is shared (and `inBackend`), else in a fresh SharedArrayBuffer. */
   const sharedBuffer = (floats: number): Float32Array => {
     if (inBackend) {
@@ -849,7 +844,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
       const stored = nextWeight();
       const asStored: Matrix = { rows: info.shape[0]!, cols: info.shape[1]!, data: stored };
       const transposedSlot = buffers.transposed?.subarray(0, size);
-      const weight: Matrix = target.transposed ? { rows: target.rows, cols: target.cols, data: transposeOnBackend(asStored.data, asStored.rows, asStored.cols, transposedSlot!) } : asStored;
+      const weight: Matrix = target.transposed ? { rows: target.rows, cols: target.cols, data: transposeOnBackend(backend, asStored.data, asStored.rows, asStored.cols, transposedSlot!) } : asStored;
       options.onEvent?.({ type: "matrix-start", index, total, module: target.module, rows: target.rows, cols: target.cols, bits: target.bits });
       const matrixStarted = Date.now();
       const output = buffers.q.subarray(0, size);
@@ -883,7 +878,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
         seconds: (Date.now() - matrixStarted) / 1000,
       };
       // (W's turned copy is no longer needed: Q takes its buffer.)
-      const q = target.transposed ? transposeOnBackend(result.dequantized.data, target.rows, target.cols, transposedSlot!) : result.dequantized.data;
+      const q = target.transposed ? transposeOnBackend(backend, result.dequantized.data, target.rows, target.cols, transposedSlot!) : result.dequantized.data;
       const qDtype = settings.dtype ?? info.dtype;
       saveMatrix(store, target.module, qDtype, info.shape, { q: encodeFloats(q, qDtype, buffers.bytes.subarray(0, 2 * size), backend, target.tensor), a: result.loraA, b: result.loraB, report }, publisher);
       reports.push(report);
@@ -1086,6 +1081,12 @@ function encodeFloats(values: Float32Array, dtype: string, scratch: Uint8Array, 
   throw new InvalidArgumentError(`cannot write a quantized weight as ${dtype}`);
 }
 
+/** The cols×rows transpose of a rows×cols matrix (a target stored transposed), into `out`, on the backend's kernel. */
+function transposeOnBackend(backend: KernelBackend, values: Float32Array, rows: number, cols: number, out: Float32Array): Float32Array {
+  backend.transpose({ a: values, rows, cols, lda: cols, out });
+  return out;
+}
+
 /** The bitsandbytes NF4 checkpoint beside the backbone: same shards, target weights replaced by their 4-bit state. */
 function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, storeOf: (module: string) => string, dir: string, settings: Settings, backend: KernelBackend): void {
   mkdirSync(dir, { recursive: true });
@@ -1118,8 +1119,7 @@ function writeBnb4(checkpoint: Checkpoint, byTensor: Map<string, TargetMatrix>, 
         const size = target.rows * target.cols;
         const stored = readBackboneWeight(storeOf(target.module), target.module, storedQ.subarray(0, size));
         // (t.shape is the stored (rows, cols): (in, out) for a transposed target.)
-        if (target.transposed) backend.transpose({ a: stored, rows: t.shape[0]!, cols: t.shape[1]!, lda: t.shape[1]!, out: turnedQ!.subarray(0, size) });
-        const q: Matrix = { rows: target.rows, cols: target.cols, data: target.transposed ? turnedQ!.subarray(0, size) : stored };
+        const q: Matrix = { rows: target.rows, cols: target.cols, data: target.transposed ? transposeOnBackend(backend, stored, t.shape[0]!, t.shape[1]!, turnedQ!.subarray(0, size)) : stored };
         for (const tensor of bnb4Tensors(target.module, q, dtype, backend, codes.subarray(0, size))) {
           tensors.push(tensor);
           quantized.set(tensor.name, tensor.bytes);
