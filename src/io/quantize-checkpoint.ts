@@ -748,13 +748,14 @@ function planTargets(checkpoint: Checkpoint, settings: Settings): TargetMatrix[]
 }
 
 /**
- * Bytes per value of the largest target that the pipeline's own buffers take (two prefetch slots and
- * Q in float32, Q's 16-bit bytes, the codes' byte), and how many of those may go into backend memory. The WebAssembly
+ * Bytes per value of the largest target that the pipeline's own buffers take (two prefetch slots in
+ * float32, one of which then holds Q; Q's 16-bit bytes; the codes' byte), and how many of those may go
+ * into backend memory. The WebAssembly
  * backends share one memory of at most 4 GiB with LoftQ's working set (~5 more bytes per value), so a
  * 70B model's 28672×8192 matrices keep these buffers outside it, as before (LoftQ then copies W in and
  * Q out), while 7B–13B models get them in place.
  */
-export const PIPELINE_BYTES_PER_VALUE = 15;
+export const PIPELINE_BYTES_PER_VALUE = 11;
 /** More bytes per value when targets are stored transposed (GPT-2's Conv1D): W and Q are turned round in one more buffer. */
 export const TRANSPOSED_TARGET_BYTES_PER_VALUE = 4;
 export const PIPELINE_BACKEND_BUDGET_BYTES = 2 ** 31;
@@ -770,14 +771,14 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
   const pending = targets.filter((t) => !keepIfValid(store, t, settings));
   if (pending.length === 0) return targets.map((target, index) => reportStored(store, target, index, targets.length, options, settings));
   const backend = resolveBackend(options.backend);
-  // Q, its 16-bit bytes and its codes go through buffers sized for the largest target and reused for
-  // every matrix (W through the prefetcher's two slots, or one slot of its own when only one matrix is
-  // left to compute): fresh arrays of that size cost more in page
-  // faults than decoding or encoding them. Where the backend's memory is shared and has room, they lie
-  // there: LoftQ then reads W and writes Q and the codes in place (three copies fewer per matrix), and
-  // the bf16 encoding kernel writes the bytes in place. (The codes are not saved: the backbone stores Q.)
-  // Targets stored transposed (in, out) are turned round on the backend into one more reused buffer,
-  // W before LoftQ and Q after it (a JS transpose into fresh arrays took ~0.35 s each at 2048×8192).
+  // W, Q, Q's 16-bit bytes and its codes go through buffers sized for the largest target and reused for
+  // every matrix: W through the prefetcher's two slots (or one slot of its own when only one matrix is
+  // left to compute), Q over W in its slot. Fresh arrays of that size cost more in page faults than
+  // decoding or encoding them. Where the backend's memory is shared and has room, they lie there:
+  // LoftQ then reads W and writes Q and the codes in place (three copies fewer per matrix), and the
+  // bf16 encoding kernel writes the bytes in place. (The codes are not saved: the backbone stores Q.)
+  // Targets stored transposed (in, out) are turned round on the backend into one more reused buffer
+  // for LoftQ, and Q back into W's slot (a JS transpose into fresh arrays took ~0.35 s each at 2048×8192).
   const largest = Math.max(0, ...targets.map((t) => t.rows * t.cols));
   const anyTransposed = targets.some((t) => t.transposed);
   const inBackend = pipelineBuffersInBackend(largest, anyTransposed);
@@ -794,7 +795,7 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
     }
     return new Float32Array(new SharedArrayBuffer(4 * Math.max(1, floats)));
   };
-  let buffers: { q: Float32Array; bytes: Uint8Array; codes: Uint8Array; transposed?: Float32Array } | undefined;
+  let buffers: { bytes: Uint8Array; codes: Uint8Array; transposed?: Float32Array } | undefined;
   let prefetcher: ReturnType<typeof createTensorPrefetcher> | undefined;
   const readOf = (target: TargetMatrix): TensorRead => {
     const info = checkpoint.tensors.find((t) => t.name === target.tensor)!;
@@ -834,7 +835,6 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
         const halves = sharedBuffer(Math.ceil(largest / 2));
         const quarters = sharedBuffer(Math.ceil(largest / 4));
         buffers = {
-          q: sharedBuffer(largest),
           bytes: new Uint8Array(halves.buffer, halves.byteOffset, 2 * largest),
           codes: new Uint8Array(quarters.buffer, quarters.byteOffset, largest),
           ...(anyTransposed ? { transposed: sharedBuffer(largest) } : {}),
@@ -847,7 +847,8 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
       const weight: Matrix = target.transposed ? { rows: target.rows, cols: target.cols, data: transposeOnBackend(backend, asStored.data, asStored.rows, asStored.cols, transposedSlot!) } : asStored;
       options.onEvent?.({ type: "matrix-start", index, total, module: target.module, rows: target.rows, cols: target.cols, bits: target.bits });
       const matrixStarted = Date.now();
-      const output = buffers.q.subarray(0, size);
+      // Q is written over W's own buffer (LoftQ reads W for the last time before it decodes Q).
+      const output = weight.data;
       const codesOutput = buffers.codes.subarray(0, size);
       const result = namedAsStored(target, () => loftq(weight, {
         bits: target.bits,
@@ -877,8 +878,8 @@ function computeMatrices(checkpoint: Checkpoint, targets: readonly TargetMatrix[
         selectedIteration: result.selectedIteration,
         seconds: (Date.now() - matrixStarted) / 1000,
       };
-      // (W's turned copy is no longer needed: Q takes its buffer.)
-      const q = target.transposed ? transposeOnBackend(backend, result.dequantized.data, target.rows, target.cols, transposedSlot!) : result.dequantized.data;
+      // A transposed target's Q goes back to the stored orientation in the slot W was read into.
+      const q = target.transposed ? transposeOnBackend(backend, result.dequantized.data, target.rows, target.cols, stored) : result.dequantized.data;
       const qDtype = settings.dtype ?? info.dtype;
       saveMatrix(store, target.module, qDtype, info.shape, { q: encodeFloats(q, qDtype, buffers.bytes.subarray(0, 2 * size), backend, target.tensor), a: result.loraA, b: result.loraB, report }, publisher);
       reports.push(report);

@@ -100,6 +100,24 @@ test("codesOutput: the chosen iterate's codes go into the caller's array (in pla
   assert.throws(() => loftq(weight, { rank: 8, output, codesOutput: new Uint8Array(output.buffer, output.byteOffset, 96 * 160) }), InvalidArgumentError);
 });
 
+test("output may be the weight's own array: Q is written over W after its last read, the same as elsewhere", () => {
+  const backends: KernelBackend[] = [tsBackend, ...(wasmSimdSupported() ? [createWasmBackend()] : [])];
+  for (const backend of backends) {
+    for (const [quantizer, bits, iterations] of [["nf", 2, 4], ["int8", 8, 2], ["bnb-nf4", 4, 3]] as const) {
+      const options = { quantizer, bits, rank: 8, iterations, backend };
+      const plain = loftq(weight, options);
+      const held = backend.allocate(96 * 160, false);
+      for (const data of [Float32Array.from(weight.data), held]) {
+        data.set(weight.data);
+        const over = loftq({ rows: 96, cols: 160, data }, { ...options, output: data });
+        const what = `${backend.name} ${quantizer} T${iterations}${data === held ? " (backend memory)" : ""}`;
+        assert.deepEqual([over.dequantized.data, over.history, over.quantized.packed], [plain.dequantized.data, plain.history, plain.quantized.packed], what);
+      }
+      backend.release(held);
+    }
+  }
+});
+
 test("W and Q in backend memory are used in place: no copy of W, Q decoded into the output, same bytes", () => {
   const backends: KernelBackend[] = [tsBackend, ...(wasmSimdSupported() ? [createWasmBackend()] : [])];
   for (const backend of backends) {

@@ -62,6 +62,7 @@ export interface LoftqOptions {
   /**
    * Where to write Q (rows·cols values; becomes `dequantized.data`) instead of a new array. Reusing
    * one buffer across a model's matrices saves the page faults of a fresh one (~50 ms per 64 MiB).
+   * It may be the weight's own array: Q is written after W is last read.
    */
   output?: Float32Array;
   /**
