@@ -707,18 +707,25 @@ test("--resume after kill -9: finished matrices are kept and the files equal an 
   const cli = fileURLToPath(new URL("../cli/main.js", import.meta.url));
   const out = join(work, "resumed");
   const args = [cli, "quantize", model, "--out", out, "--rank", "4", "--iters", "2", "--json"];
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
-  let finished = 0;
-  await new Promise<void>((resolvePromise) => {
-    createInterface({ input: child.stdout! }).on("line", (line) => {
-      if (JSON.parse(line).type === "matrix-done" && ++finished === 6) child.kill("SIGKILL");
+  // Entries reach the store once fsynced, on another thread: the last few done may be missing, all of
+  // them when the kill comes right after fast matrices (then kill later).
+  let kept = 0;
+  for (const matrices of [6, 9, 12]) {
+    rmSync(`${out}.partial`, { recursive: true, force: true });
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let finished = 0;
+    await new Promise<void>((resolvePromise) => {
+      createInterface({ input: child.stdout! }).on("line", (line) => {
+        if (JSON.parse(line).type === "matrix-done" && ++finished === matrices) child.kill("SIGKILL");
+      });
+      child.on("exit", () => resolvePromise());
     });
-    child.on("exit", () => resolvePromise());
-  });
-  assert.ok(existsSync(`${out}.partial`) && !existsSync(out), "killed mid-run: only the .partial exists");
-  // Entries reach the store once fsynced, on another thread: the last one or two done may be missing.
-  const kept = readdirSync(join(`${out}.partial`, ".loftq-matrices")).filter((f) => f.endsWith(".safetensors")).length;
-  assert.ok(kept >= 1 && kept <= 6, `${kept} of 6 finished matrices kept`);
+    assert.ok(existsSync(`${out}.partial`) && !existsSync(out), "killed mid-run: only the .partial exists");
+    kept = readdirSync(join(`${out}.partial`, ".loftq-matrices")).filter((f) => f.endsWith(".safetensors")).length;
+    assert.ok(kept <= matrices, `${kept} of ${matrices} finished matrices kept`);
+    if (kept >= 1) break;
+  }
+  assert.ok(kept >= 1, "some finished matrices kept");
   const resumed = spawnSync(process.execPath, [...args.slice(0, -1), "--resume", "--json"], { encoding: "utf8" });
   assert.equal(resumed.status, 0, resumed.stderr);
   const computed = resumed.stdout.trim().split("\n").map((l) => JSON.parse(l)).filter((e) => e.type === "matrix-start").length;
