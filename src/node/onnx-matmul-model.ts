@@ -1,6 +1,7 @@
 /**
- * A one-node ONNX model, Y = MatMul(A, B) with symbolic shapes (A m×k, B k×n, float32, opset 13),
- * serialised by hand: a few protobuf fields, so no ONNX or protobuf dependency is needed.
+ * One-node ONNX models for the `ort` backend's products, with symbolic shapes (float32, opset 13):
+ * Y = MatMul(A, B) and Y = Gemm(A, B, transA = 1), serialised by hand: a few protobuf fields, so no
+ * ONNX or protobuf dependency is needed.
  */
 function varint(value: number): number[] {
   const out: number[] = [];
@@ -21,12 +22,25 @@ function tensorInfo(name: string, rows: string, cols: string): number[] {
   return [...field(1, text(name)), ...field(2, field(1, tensorType))]; // ValueInfoProto { name, type.tensor_type }
 }
 
-export function matmulModel(): Uint8Array {
-  const node = [...field(1, text("A")), ...field(1, text("B")), ...field(2, text("Y")), ...field(4, text("MatMul"))];
+/** AttributeProto { name, i, type = INT }. */
+const intAttribute = (name: string, value: number) => field(5, [...field(1, text(name)), ...integer(3, value), ...integer(20, 2)]);
+
+function model(operator: string, attributes: number[], aRows: string, aCols: string): Uint8Array {
+  const node = [...field(1, text("A")), ...field(1, text("B")), ...field(2, text("Y")), ...field(4, text(operator)), ...attributes];
   const graph = [
-    ...field(1, node), ...field(2, text("matmul")),
-    ...field(11, tensorInfo("A", "m", "k")), ...field(11, tensorInfo("B", "k", "n")), ...field(12, tensorInfo("Y", "m", "n")),
+    ...field(1, node), ...field(2, text(operator.toLowerCase())),
+    ...field(11, tensorInfo("A", aRows, aCols)), ...field(11, tensorInfo("B", "k", "n")), ...field(12, tensorInfo("Y", "m", "n")),
   ];
   const opset = [...field(1, []), ...integer(2, 13)];
   return new Uint8Array([...integer(1, 7), ...field(7, graph), ...field(8, opset)]);
+}
+
+/** Y (m×n) = A (m×k) · B (k×n). */
+export function matmulModel(): Uint8Array {
+  return model("MatMul", [], "m", "k");
+}
+
+/** Y (m×n) = Aᵀ · B with A stored k×m: MLAS reads A transposed while packing it, so no transposed copy is needed. */
+export function transposedAGemmModel(): Uint8Array {
+  return model("Gemm", intAttribute("transA", 1), "k", "m");
 }

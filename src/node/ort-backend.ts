@@ -5,7 +5,7 @@ import { dirname, join } from "node:path";
 import { BackendUnavailableError } from "../errors.js";
 import type { GemmCall, KernelBackend, ReadOnlyUsage } from "../kernels/backend.js";
 import { checkGemm } from "../kernels/check-gemm.js";
-import { matmulModel } from "./onnx-matmul-model.js";
+import { matmulModel, transposedAGemmModel } from "./onnx-matmul-model.js";
 
 /**
  * The `ort` backend: large products go to onnxruntime-node's MatMul (an optional dependency, ~2.5×
@@ -21,9 +21,8 @@ import { matmulModel } from "./onnx-matmul-model.js";
  *   block-Krylov passes (the residual, read 4–10 times per LoftQ iteration) is copied once per
  *   `withReadOnly` scope instead of once per product.
  *
- * MatMul has no transposes: Aᵀ·B with A the large operand runs as (Bᵀ·A)ᵀ with only the thin
- * operand and the thin result transposed, or, in a read-only scope that announced enough transposed
- * products, as MatMul on a private copy of Aᵀ made once; alpha and beta are applied on the way out.
+ * Aᵀ·B runs as Gemm with transA, or, in a read-only scope that announced enough transposed products,
+ * as MatMul on a private copy of Aᵀ made once; alpha and beta are applied on the way out.
  */
 export const ORT_MIN_FLOPS = 1 << 24;
 /** Below this inner dimension MatMul is slower than the WebAssembly kernel (e.g. W − B·A at r = 16). */
@@ -48,10 +47,12 @@ export const ORT_SUPPORTED_MAJOR = 1;
 export const ORT_TELEMETRY_VARIABLE = "ORT_DISABLE_TELEMETRY";
 /**
  * Transposed products (Aᵀ·B) a read-only scope must announce before its operand gets a private
- * transposed copy. MatMul has no transA, and (Bᵀ·A)ᵀ makes MLAS re-pack all of A for each product:
- * on 4096² it takes ~20 ms at 16 columns and ~35 ms at 64, against ~8 and ~28 ms for MatMul on an
- * explicit Aᵀ, while making the copy takes ~45 ms: worth it for a first SVD's six products (4096²
- * r = 16: 191 → 128–148 ms for its twelve; 11008×4096: 555 → 376–407 ms), not for a warm one's two.
+ * transposed copy. Gemm with transA re-packs (transposes) all of A for each product: on 4096² inside
+ * LoftQ it takes ~5.5 ms at 16 columns and ~10 ms at 64, against ~2.6 and ~7 ms for MatMul on an
+ * explicit Aᵀ, while making the copy takes ~12–14 ms: worth it for a first SVD's six products
+ * (without the copy, T = 1 took 0–8 % longer in paired runs on 4096², 4096×11008 and 11008×4096),
+ * not for a warm one's two. (Gemm replaced (Bᵀ·A)ᵀ, i.e. MatMul on the thin transposes, which took
+ * ~6.5 and ~16 ms there: 2–5 % of a T = 5 run.)
  */
 export const TRANSPOSED_COPY_MIN_PRODUCTS = 5;
 /**
@@ -145,29 +146,33 @@ export interface OrtBackend extends KernelBackend {
 }
 
 export function createOrtBackend(base: KernelBackend, threads = availableParallelism()): OrtBackend {
-  let ort: (OrtModules & { session: NativeSession }) | undefined;
-  const runtime = () => {
-    if (!ort) {
-      const modules = loadOrt();
-      const session = modules.createSession();
-      const model = matmulModel();
-      session.loadModel(model.buffer as ArrayBuffer, model.byteOffset, model.byteLength, {
+  // One session per model, created on first use.
+  const sessions = new Map<() => Uint8Array, NativeSession>();
+  const session = (makeModel: () => Uint8Array): NativeSession => {
+    let existing = sessions.get(makeModel);
+    if (!existing) {
+      existing = loadOrt().createSession();
+      const model = makeModel();
+      existing.loadModel(model.buffer as ArrayBuffer, model.byteOffset, model.byteLength, {
         intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: "all", executionMode: "sequential",
         // onnxruntime's pool threads spin after each product by default, on the cores the WebAssembly
         // kernels run on next: NF4 r=16 T=5 on 4096² took 0.90–1.00 s without spinning against
         // 1.12–1.18 s with it (four interleaved pairs), and ~20 % less CPU time.
         extra: { session: { intra_op: { allow_spinning: "0" } } },
       });
-      ort = { ...modules, session };
+      sessions.set(makeModel, existing);
     }
-    return ort;
+    return existing;
   };
-  /** Y (m×n) = A (m×k) · B (k×n), all in ordinary (non-shared) memory, into a scratch array. */
-  const matmul = (a: Float32Array, m: number, k: number, b: Float32Array, n: number): Float32Array => {
-    const { Tensor, session } = runtime();
+  /**
+   * Y (m×n) = op(A) · B into a scratch array, all in ordinary (non-shared) memory: A is m×k, or k×m
+   * when `transA` (Gemm reads it transposed).
+   */
+  const matmul = (a: Float32Array, m: number, k: number, b: Float32Array, n: number, transA = false): Float32Array => {
+    const { Tensor } = loadOrt();
     const y = scratchArray("product", m * n);
-    session.run(
-      { A: new Tensor("float32", a, [m, k]), B: new Tensor("float32", b, [k, n]) },
+    session(transA ? transposedAGemmModel : matmulModel).run(
+      { A: new Tensor("float32", a, transA ? [k, m] : [m, k]), B: new Tensor("float32", b, [k, n]) },
       { Y: new Tensor("float32", y, [m, n]) },
       {},
     );
@@ -278,13 +283,12 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
       } else {
         const scope = readOnly.get(call.a);
         if (scope && scope.transposedProducts >= TRANSPOSED_COPY_MIN_PRODUCTS && call.a.buffer instanceof SharedArrayBuffer) {
-          // MatMul on an explicit Aᵀ: (Bᵀ·A)ᵀ below makes MLAS re-pack all of A for every product.
+          // MatMul on an explicit Aᵀ: Gemm below re-packs all of A, transposing it, for every product.
           // (Shared memory here is the base backend's, whose transpose kernel reads it in place.)
           scope.transposed ??= transposedCopy(call.a, k, m);
           product = matmul(scope.transposed, m, k, b, n);
         } else {
-          // A stored k×m: Aᵀ·B = (Bᵀ·A)ᵀ, with Bᵀ (n×k) and the n×m product the thin ones when n is small.
-          product = transposed(matmul(transposed(b, k, n, "bTransposed"), n, k, ordinary(call.a, k * m, "a"), m), n, m, "productTransposed");
+          product = matmul(ordinary(call.a, k * m, "a"), m, k, b, n, true);
         }
       }
       if (alpha === 1 && beta === 0) c.set(product);
@@ -297,7 +301,7 @@ export function createOrtBackend(base: KernelBackend, threads = availableParalle
   };
 }
 
-type ScratchPurpose = "a" | "b" | "bTransposed" | "product" | "productTransposed" | "staging";
+type ScratchPurpose = "a" | "b" | "product" | "staging";
 
 /** out (cols×rows) = the transpose of the row-major rows×cols `source` (ordinary memory). */
 function transposeInto(source: Float32Array, rows: number, cols: number, out: Float32Array): Float32Array {
