@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { householderQr } from "./householder-qr.js";
 import { jacobiSvd } from "./jacobi-svd.js";
 import { singularValues, optimalLowRankError, symmetricEigenvalues, topEigenpairs } from "./symmetric-eigenvalues.js";
-import { truncatedSvd } from "./truncated-svd.js";
+import { truncatedSvd, V_REORTHONORMALIZE_SPREAD } from "./truncated-svd.js";
 import { orthonormalizeBlock } from "./block-orthonormalize.js";
 import { exactTruncatedSvd } from "./exact-truncated-svd.js";
 import { gaussianArray, mulberry32 } from "./random.js";
@@ -180,6 +180,36 @@ test("truncated SVD of a rank-deficient or zero matrix: orthonormal factors, zer
       const zeros = Array.from(svd.s).filter((sigma) => sigma === 0).length;
       assert.equal(zeros, label === "zero" ? r : r - 3, `${label} ${method}: zero singular values`);
     }
+  }
+});
+
+test("randomized SVD of a spectrum spanning ten decades: U and V orthonormal to float32 precision, the same values and error as the exact SVD", (t) => {
+  const [m, n, rank, planted] = [512, 384, 32, 64];
+  const random = mulberry32(3);
+  const left = householderQr(gaussianArray(m * planted, random), m, planted).q;
+  const right = householderQr(gaussianArray(n * planted, random), n, planted).q;
+  // σⱼ = 10^(−10·j/63): the kept 32 span five decades, far past V_REORTHONORMALIZE_SPREAD.
+  const data = new Float32Array(m * n);
+  for (let j = 0; j < planted; j++) {
+    const sigma = 10 ** ((-10 * j) / (planted - 1));
+    for (let i = 0; i < m; i++) for (let c = 0; c < n; c++) data[i * n + c]! += sigma * left[i * planted + j]! * right[c * planted + j]!;
+  }
+  const matrix = { rows: m, cols: n, data };
+  const exact = truncatedSvd(matrix, { rank, method: "exact" });
+  assert.ok(exact.s[0]! / exact.s[rank - 1]! > V_REORTHONORMALIZE_SPREAD);
+  for (const backend of [tsBackend, ...(wasmSimdSupported() ? [createWasmBackend()] : [])]) {
+    const { u, s, v } = truncatedSvd(matrix, { rank, method: "randomized", backend });
+    const loss = Math.max(orthonormalityError(u, m, rank), orthonormalityError(v, n, rank));
+    t.diagnostic(`${backend.name}: max |UᵀU − I|, |VᵀV − I| = ${loss.toExponential(2)} (V was ~7e-5 before its second orthonormalisation)`);
+    assert.ok(loss < 1e-6, `${backend.name}: orthogonality loss ${loss}`);
+    for (let j = 0; j < rank; j++) assert.ok(Math.abs(s[j]! - exact.s[j]!) <= 1e-6 * exact.s[0]!, `${backend.name}: σ${j} ${s[j]} against ${exact.s[j]}`);
+    // ‖M − U·S·Vᵀ‖ as small as the exact factors': orthonormalising V moved no column off its direction.
+    const residual = (f: { u: Float32Array; s: Float64Array; v: Float32Array }) => {
+      const rest = Float32Array.from(data);
+      for (let i = 0; i < m; i++) for (let c = 0; c < n; c++) for (let j = 0; j < rank; j++) rest[i * n + c]! -= f.u[i * rank + j]! * f.s[j]! * f.v[c * rank + j]!;
+      return frobeniusNorm(rest);
+    };
+    assert.ok(residual({ u, s, v }) <= residual(exact) + 1e-6, `${backend.name}: ‖M − U·S·Vᵀ‖ ${residual({ u, s, v })} against ${residual(exact)}`);
   }
 });
 
