@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { householderQr } from "./householder-qr.js";
 import { jacobiSvd } from "./jacobi-svd.js";
 import { singularValues, optimalLowRankError, symmetricEigenvalues, topEigenpairs } from "./symmetric-eigenvalues.js";
-import { truncatedSvd, V_REORTHONORMALIZE_SPREAD } from "./truncated-svd.js";
+import { truncatedSvd, V_ORTHONORMALITY_TOLERANCE } from "./truncated-svd.js";
 import { orthonormalizeBlock } from "./block-orthonormalize.js";
 import { exactTruncatedSvd } from "./exact-truncated-svd.js";
 import { gaussianArray, mulberry32 } from "./random.js";
@@ -188,7 +188,7 @@ test("randomized SVD of a spectrum spanning ten decades: U and V orthonormal to 
   const random = mulberry32(3);
   const left = householderQr(gaussianArray(m * planted, random), m, planted).q;
   const right = householderQr(gaussianArray(n * planted, random), n, planted).q;
-  // σⱼ = 10^(−10·j/63): the kept 32 span five decades, far past V_REORTHONORMALIZE_SPREAD.
+  // σⱼ = 10^(−10·j/63): the kept 32 span five decades (V = Bᵀ·U_B/σ alone was off by 7e-6 on ts, 3e-5 on wasm).
   const data = new Float32Array(m * n);
   for (let j = 0; j < planted; j++) {
     const sigma = 10 ** ((-10 * j) / (planted - 1));
@@ -196,12 +196,12 @@ test("randomized SVD of a spectrum spanning ten decades: U and V orthonormal to 
   }
   const matrix = { rows: m, cols: n, data };
   const exact = truncatedSvd(matrix, { rank, method: "exact" });
-  assert.ok(exact.s[0]! / exact.s[rank - 1]! > V_REORTHONORMALIZE_SPREAD);
   for (const backend of [tsBackend, ...(wasmSimdSupported() ? [createWasmBackend()] : [])]) {
     const { u, s, v } = truncatedSvd(matrix, { rank, method: "randomized", backend });
     const loss = Math.max(orthonormalityError(u, m, rank), orthonormalityError(v, n, rank));
-    t.diagnostic(`${backend.name}: max |UᵀU − I|, |VᵀV − I| = ${loss.toExponential(2)} (V was ~7e-5 before its second orthonormalisation)`);
-    assert.ok(loss < 1e-6, `${backend.name}: orthogonality loss ${loss}`);
+    t.diagnostic(`${backend.name}: max |UᵀU − I|, |VᵀV − I| = ${loss.toExponential(2)}`);
+    assert.ok(loss <= V_ORTHONORMALITY_TOLERANCE, `${backend.name}: orthogonality loss ${loss}`);
+    // Absolute: M's float32 rounding (~ε·σ₁) bounds how well any float32 method pins down σ₃₂ ≈ 1.2e-5·σ₁.
     for (let j = 0; j < rank; j++) assert.ok(Math.abs(s[j]! - exact.s[j]!) <= 1e-6 * exact.s[0]!, `${backend.name}: σ${j} ${s[j]} against ${exact.s[j]}`);
     // ‖M − U·S·Vᵀ‖ as small as the exact factors': orthonormalising V moved no column off its direction.
     const residual = (f: { u: Float32Array; s: Float64Array; v: Float32Array }) => {
