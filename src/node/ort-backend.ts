@@ -8,7 +8,7 @@ import { checkGemm } from "../kernels/check-gemm.js";
 import { matmulModel, transposedAGemmModel } from "./onnx-matmul-model.js";
 
 /**
- * The `ort` backend: large products go to onnxruntime-node's MatMul (an optional dependency, ~2.5×
+ * The `ort` backend: large products go to onnxruntime-node's MatMul or Gemm (an optional dependency, ~2.5×
  * the WebAssembly kernel's throughput on this machine class), everything else — small or thin
  * products, quantization, the residual pass, memory — to the WebAssembly backend it wraps.
  *
