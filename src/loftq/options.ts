@@ -197,4 +197,3 @@ export function resolveLoftqOptions(weight: Matrix, options: LoftqOptions, calle
     ...(options.codesOutput ? { codesOutput: options.codesOutput } : {}),
   };
 }
-

@@ -68,8 +68,8 @@ export const POOL_BUFFERS = 2;
  * Thin operands, products and their transposes up to this many values (16 MiB: an 11008×256 block is
  * 2.8 M) go through scratch arrays kept per purpose and reused by every product: fresh ones cost page
  * faults on VMs that fault in memory page by page (~2.8 ms per MiB on this machine class), 1–4 MiB
- * per product at r = 64. Larger ones are allocated per call, so the kept memory stays bounded (six
- * purposes, ~70 MiB at r = 256 on 11008-row matrices).
+ * per product at r = 64. Larger ones are allocated per call, so the kept memory stays bounded (four
+ * purposes, ~45 MiB at r = 256 on 11008-row matrices).
  */
 export const SCRATCH_MAX_VALUES = 1 << 22;
 
